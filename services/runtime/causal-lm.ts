@@ -1,0 +1,41 @@
+/**
+ * The contract every model runtime offers to the speculation engine and the services: a causal language model that
+ * keeps one KV cache per sequence and appends tokens to many sequences in one batched forward.
+ */
+
+export interface ModelInfo {
+  /** Directory name under models/ (or the path it was loaded from). */
+  readonly name: string;
+  /** Width of every logits row. May exceed the tokenizer's vocabulary (padded models mask the extra ids off). */
+  readonly vocabSize: number;
+  /** Longest sequence (prompt + generated) the model accepts. */
+  readonly contextLength: number;
+  readonly bosTokenId: number;
+  readonly eosTokenId: number;
+  /** Bytes of KV cache one token occupies (all layers, keys and values). */
+  readonly kvBytesPerToken: number;
+}
+
+export interface ForwardRequest {
+  readonly sequenceId: string;
+  /** Tokens appended after the sequence's cached ones (the first forward of a sequence is its prefill). */
+  readonly tokens: readonly number[];
+}
+
+export interface CausalLM {
+  readonly info: ModelInfo;
+  /**
+   * Appends each request's tokens to its sequence's cache, all sequences in one batched run, and returns per request
+   * the logits of every appended position, row-major [tokens.length × vocabSize].
+   */
+  forward(batch: readonly ForwardRequest[]): Promise<Float32Array[]>;
+  /** Tokens currently cached for the sequence (0 when unknown). */
+  sequenceLength(sequenceId: string): number;
+  /** Drops cached positions from `length` on (rollback after rejected draft tokens). */
+  truncate(sequenceId: string, length: number): void;
+  /** Frees the sequence's cache. Unknown ids are ignored. */
+  release(sequenceId: string): void;
+  /** Bytes of KV cache held by one sequence, or by all when no id is given. */
+  cacheBytes(sequenceId?: string): number;
+  close(): Promise<void>;
+}
