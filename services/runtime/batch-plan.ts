@@ -1,0 +1,158 @@
+/**
+ * How one forward lays several sequences out in a single batch: which row each takes, where its cached positions sit
+ * in the batch's past (left padding for the shorter ones), how its new tokens are right-padded to the longest, and the
+ * attention mask and position ids that make every row compute exactly what it would compute alone.
+ *
+ * When the batch is exactly the sequences of one earlier batch, that batch's present tensors are fed back as the past
+ * unchanged (zero copy): rolled-back positions and padding stay in place as masked-out columns. Once those extra
+ * columns outgrow `compactionSlack`, the past is assembled afresh by copying each sequence's positions, compacted.
+ */
+import { type ColumnRun, firstColumns, type KvBlock, type SequenceKv } from "./kv-cache.ts";
+
+export interface BatchItem {
+  /** The sequence's cache, undefined for a sequence seen for the first time. */
+  readonly sequence: SequenceKv | undefined;
+  readonly tokens: readonly number[];
+}
+
+export interface PlannedRow {
+  /** Index of the item in the forward's batch. */
+  readonly item: number;
+  readonly tokens: readonly number[];
+  readonly pastLength: number;
+  /** Columns of the batch's past holding the sequence's cached positions, in order. */
+  readonly pastRuns: readonly ColumnRun[];
+}
+
+export interface BatchPlan {
+  /** One per batch row, in row order. */
+  readonly rows: readonly PlannedRow[];
+  readonly pastWidth: number;
+  /** Tokens per row after right padding (the most any item appends). */
+  readonly newWidth: number;
+  /** The block whose tensors are fed as the past unchanged, or undefined when `assemblePast` copies one together. */
+  readonly reused: KvBlock | undefined;
+}
+
+export interface PlanConstraints {
+  readonly contextLength: number;
+  /**
+   * Whether rows may carry masked-out columns (padding, rolled-back positions). Graphs without a position_ids input
+   * derive positions from the column index, so for them every row must be exactly its positions from column 0.
+   */
+  readonly allowGaps: boolean;
+}
+
+/** Columns beyond the widest row's needs that a reused block may carry before the past is compacted by a copy. */
+export function compactionSlack(neededWidth: number): number {
+  return Math.max(32, Math.ceil(neededWidth / 4));
+}
+
+export function planBatch(items: readonly BatchItem[], constraints: PlanConstraints): BatchPlan {
+  const newWidth = Math.max(...items.map((item) => item.tokens.length));
+  return reusePlan(items, newWidth, constraints) ?? copyPlan(items, newWidth);
+}
+
+function reusePlan(items: readonly BatchItem[], newWidth: number, constraints: PlanConstraints): BatchPlan | undefined {
+  const block = items[0].sequence?.block;
+  if (block === undefined || block.rows !== items.length) return undefined;
+  let neededWidth = 0;
+  for (const { sequence, tokens } of items) {
+    if (sequence?.block !== block) return undefined;
+    const gapless = sequence.length === block.width && sequence.runs[0].start === 0;
+    if (!constraints.allowGaps && !gapless) return undefined;
+    neededWidth = Math.max(neededWidth, sequence.length + tokens.length);
+  }
+  const width = block.width + newWidth;
+  if (width > constraints.contextLength || width - neededWidth > compactionSlack(neededWidth)) return undefined;
+  const rows = new Array<PlannedRow>(items.length);
+  items.forEach(({ sequence, tokens }, item) => {
+    const kv = sequence as SequenceKv;
+    rows[kv.row] = { item, tokens, pastLength: kv.length, pastRuns: firstColumns(kv.runs, kv.length) };
+  });
+  return { rows, pastWidth: block.width, newWidth, reused: block };
+}
+
+function copyPlan(items: readonly BatchItem[], newWidth: number): BatchPlan {
+  const pastWidth = Math.max(...items.map((item) => item.sequence?.length ?? 0));
+  const rows = items.map(({ sequence, tokens }, item): PlannedRow => {
+    const pastLength = sequence?.length ?? 0;
+    const pastRuns = pastLength > 0 ? [{ start: pastWidth - pastLength, length: pastLength }] : [];
+    return { item, tokens, pastLength, pastRuns };
+  });
+  return { rows, pastWidth, newWidth, reused: undefined };
+}
+
+export interface BatchInputs {
+  /** [rows, newWidth] */
+  readonly inputIds: BigInt64Array;
+  /** [rows, pastWidth + newWidth] */
+  readonly attentionMask: BigInt64Array;
+  /** [rows, newWidth] */
+  readonly positionIds: BigInt64Array;
+}
+
+/** Token ids, mask and positions for the plan; padded slots get token 0, mask 0 and a harmless in-range position. */
+export function batchInputs(plan: BatchPlan, contextLength: number): BatchInputs {
+  const { rows, pastWidth, newWidth } = plan;
+  const width = pastWidth + newWidth;
+  const inputIds = new BigInt64Array(rows.length * newWidth);
+  const attentionMask = new BigInt64Array(rows.length * width);
+  const positionIds = new BigInt64Array(rows.length * newWidth);
+  rows.forEach((row, r) => {
+    for (const run of row.pastRuns) attentionMask.fill(1n, r * width + run.start, r * width + run.start + run.length);
+    attentionMask.fill(1n, r * width + pastWidth, r * width + pastWidth + row.tokens.length);
+    for (let j = 0; j < newWidth; j++) {
+      inputIds[r * newWidth + j] = BigInt(row.tokens[j] ?? 0);
+      positionIds[r * newWidth + j] = BigInt(Math.min(row.pastLength + j, contextLength - 1));
+    }
+  });
+  return { inputIds, attentionMask, positionIds };
+}
+
+/**
+ * Copies each row's cached positions into fresh past tensors [rows, kvHeads, pastWidth, headDim], left-padded, one per
+ * cache input.
+ */
+export function assemblePast(
+  plan: BatchPlan,
+  items: readonly BatchItem[],
+  cacheInputs: number,
+  kvHeads: number,
+  headDim: number,
+): Float32Array[] {
+  const { rows, pastWidth } = plan;
+  const pasts: Float32Array[] = [];
+  for (let input = 0; input < cacheInputs; input++) {
+    const past = new Float32Array(rows.length * kvHeads * pastWidth * headDim);
+    rows.forEach((row, r) => {
+      const source = items[row.item].sequence;
+      if (source === undefined || row.pastLength === 0) return;
+      const data = source.block.tensors[input].data as Float32Array;
+      const runs = firstColumns(source.runs, row.pastLength);
+      for (let head = 0; head < kvHeads; head++) {
+        const from = (source.row * kvHeads + head) * source.block.width;
+        let to = (r * kvHeads + head) * pastWidth + row.pastRuns[0].start;
+        for (const run of runs) {
+          past.set(
+            data.subarray((from + run.start) * headDim, (from + run.start + run.length) * headDim),
+            to * headDim,
+          );
+          to += run.length;
+        }
+      }
+    });
+    pasts.push(past);
+  }
+  return pasts;
+}
+
+/** The runs holding a row's positions after the forward: its past runs, then its new tokens. */
+export function runsAfter(plan: BatchPlan, row: PlannedRow): ColumnRun[] {
+  const appended = { start: plan.pastWidth, length: row.tokens.length };
+  const last = row.pastRuns.at(-1);
+  if (last !== undefined && last.start + last.length === appended.start) {
+    return [...row.pastRuns.slice(0, -1), { start: last.start, length: last.length + appended.length }];
+  }
+  return [...row.pastRuns, appended];
+}

@@ -1,0 +1,255 @@
+/**
+ * CausalLM over an ONNX decoder (Hugging Face Optimum / transformers.js layout) run by onnxruntime-node, with one KV
+ * cache per sequence and any number of sequences appended to in one batched session run.
+ */
+import { InferenceSession, Tensor } from "onnxruntime-node";
+import { assemblePast, type BatchItem, type BatchPlan, batchInputs, planBatch, runsAfter } from "./batch-plan.ts";
+import type { CausalLM, ForwardRequest, ModelInfo } from "./causal-lm.ts";
+import { type DecoderLayout, decoderLayout } from "./decoder-layout.ts";
+import { KvBlock, KvCacheStore } from "./kv-cache.ts";
+import { type ModelFiles, resolveModel } from "./model-files.ts";
+import {
+  parseRuntimeOptions,
+  type RuntimeOptions,
+  type RuntimeOptionsInput,
+  sessionOptions,
+} from "./runtime-config.ts";
+import { CacheCapacityError, ContextLengthError } from "./runtime-errors.ts";
+
+/** Counters of the work the runtime did, for benchmarks and metrics. */
+export interface RuntimeStats {
+  readonly sequences: number;
+  /** Bytes of KV the cached tokens occupy (what `cacheBytes()` reports and `maxCacheBytes` caps). */
+  readonly cacheBytes: number;
+  /** Bytes of the cache tensors kept alive, including batch padding and rolled-back positions not yet compacted. */
+  readonly heldBytes: number;
+  /** Session runs. */
+  readonly runs: number;
+  /** Runs that fed an earlier run's present tensors back unchanged. */
+  readonly zeroCopyRuns: number;
+  /** Bytes copied (and ms spent) assembling batched pasts from several caches. */
+  readonly copiedBytes: number;
+  readonly copyMs: number;
+  readonly runMs: number;
+}
+
+export class OnnxCausalLM implements CausalLM {
+  readonly info: ModelInfo;
+  readonly #store: KvCacheStore;
+  /** Forwards run one after another: each plans from, and commits to, the caches the previous one left. */
+  #queue: Promise<unknown> = Promise.resolve();
+  /** Sequences of the forward being run, and those of them released meanwhile. */
+  readonly #inFlight = new Set<string>();
+  readonly #releasedInFlight = new Set<string>();
+  #stats = { runs: 0, zeroCopyRuns: 0, copiedBytes: 0, copyMs: 0, runMs: 0 };
+
+  private constructor(
+    readonly files: ModelFiles,
+    readonly layout: DecoderLayout,
+    readonly options: RuntimeOptions,
+    readonly session: InferenceSession,
+  ) {
+    this.info = {
+      name: files.name,
+      vocabSize: layout.vocabSize,
+      contextLength: layout.contextLength,
+      bosTokenId: layout.bosTokenId,
+      eosTokenId: layout.eosTokenId,
+      kvBytesPerToken: layout.kvBytesPerToken,
+    };
+    this.#store = new KvCacheStore(layout.kvBytesPerToken);
+  }
+
+  /** Loads a model directory (a path, or a name under models/) and creates its ONNX Runtime session. */
+  static async load(model: string, options: RuntimeOptionsInput = {}): Promise<OnnxCausalLM> {
+    const runtimeOptions = parseRuntimeOptions(options);
+    const files = resolveModel(model);
+    const session = await InferenceSession.create(files.onnxPath, sessionOptions(runtimeOptions));
+    try {
+      const layout = decoderLayout(session.inputMetadata, session.outputMetadata, files.config);
+      return new OnnxCausalLM(files, layout, runtimeOptions, session);
+    } catch (error) {
+      await session.release();
+      throw error;
+    }
+  }
+
+  forward(batch: readonly ForwardRequest[]): Promise<Float32Array[]> {
+    const result = this.#queue.then(() => this.#forward(batch));
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+
+  sequenceLength(sequenceId: string): number {
+    return this.#store.length(sequenceId);
+  }
+
+  truncate(sequenceId: string, length: number): void {
+    if (!Number.isInteger(length) || length < 0) {
+      throw new RangeError(`truncate length must be a non-negative integer, got ${length}`);
+    }
+    if (this.#inFlight.has(sequenceId)) {
+      throw new Error(`sequence ${sequenceId} is being forwarded; truncate it after the forward resolves`);
+    }
+    this.#store.truncate(sequenceId, length);
+  }
+
+  release(sequenceId: string): void {
+    if (this.#inFlight.has(sequenceId)) this.#releasedInFlight.add(sequenceId);
+    this.#store.release(sequenceId);
+  }
+
+  cacheBytes(sequenceId?: string): number {
+    return this.#store.bytes(sequenceId);
+  }
+
+  stats(): RuntimeStats {
+    return {
+      sequences: this.#store.sequenceCount,
+      cacheBytes: this.#store.bytes(),
+      heldBytes: this.#store.heldBytes(),
+      ...this.#stats,
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.#queue;
+    this.#store.clear();
+    await this.session.release();
+  }
+
+  async #forward(batch: readonly ForwardRequest[]): Promise<Float32Array[]> {
+    this.#validate(batch);
+    const results: Float32Array[] = batch.map(() => new Float32Array(0));
+    const work = batch.flatMap((request, index) => (request.tokens.length > 0 ? [{ request, index }] : []));
+    if (work.length === 0) return results;
+    // Without position_ids the graph cannot be told where a padded row's tokens sit, so each sequence runs alone.
+    const groups = this.layout.hasPositionIds ? [work] : work.map((entry) => [entry]);
+    for (const { request } of work) this.#inFlight.add(request.sequenceId);
+    try {
+      for (const group of groups) {
+        const logits = await this.#run(group.map((entry) => entry.request));
+        group.forEach((entry, i) => {
+          results[entry.index] = logits[i];
+        });
+      }
+    } finally {
+      this.#inFlight.clear();
+      this.#releasedInFlight.clear();
+    }
+    return results;
+  }
+
+  #validate(batch: readonly ForwardRequest[]): void {
+    const seen = new Set<string>();
+    let bytesAfter = this.#store.bytes();
+    for (const { sequenceId, tokens } of batch) {
+      if (typeof sequenceId !== "string" || sequenceId.length === 0) {
+        throw new TypeError("every forward request needs a non-empty sequenceId");
+      }
+      if (seen.has(sequenceId)) throw new TypeError(`sequence ${sequenceId} appears twice in one forward`);
+      seen.add(sequenceId);
+      for (const token of tokens) {
+        if (!Number.isInteger(token) || token < 0 || token >= this.layout.vocabSize) {
+          throw new RangeError(`token id ${token} of sequence ${sequenceId} is outside [0, ${this.layout.vocabSize})`);
+        }
+      }
+      const length = this.#store.length(sequenceId) + tokens.length;
+      if (length > this.layout.contextLength) {
+        throw new ContextLengthError(sequenceId, length, this.layout.contextLength);
+      }
+      bytesAfter += tokens.length * this.layout.kvBytesPerToken;
+    }
+    if (bytesAfter > this.options.maxCacheBytes) {
+      throw new CacheCapacityError(bytesAfter, this.options.maxCacheBytes);
+    }
+  }
+
+  /** One session run over the requests; commits their caches only once it succeeded. */
+  async #run(requests: readonly ForwardRequest[]): Promise<Float32Array[]> {
+    const { layout } = this;
+    const items: BatchItem[] = requests.map((request) => ({
+      sequence: this.#store.get(request.sequenceId),
+      tokens: request.tokens,
+    }));
+    const plan = planBatch(items, { contextLength: layout.contextLength, allowGaps: layout.hasPositionIds });
+    const feeds = this.#feeds(plan, items);
+    const fetches = this.#fetches(plan);
+    const started = performance.now();
+    const outputs = await this.session.run(feeds, fetches);
+    this.#stats.runMs += performance.now() - started;
+    this.#stats.runs++;
+    if (plan.reused !== undefined) this.#stats.zeroCopyRuns++;
+
+    const rows = plan.rows.length;
+    const width = plan.pastWidth + plan.newWidth;
+    const presents = layout.presentNames.map((name) => outputs[name] as Tensor);
+    const block = new KvBlock(presents, rows, width, rows * width * layout.kvBytesPerToken);
+    const logits = (outputs.logits as Tensor).data as Float32Array;
+    const results = new Array<Float32Array>(requests.length);
+    plan.rows.forEach((row, r) => {
+      const { sequenceId } = requests[row.item];
+      const first = r * plan.newWidth * layout.vocabSize;
+      results[row.item] = logits.subarray(first, first + row.tokens.length * layout.vocabSize);
+      if (this.#releasedInFlight.has(sequenceId)) return;
+      this.#store.set(sequenceId, {
+        block,
+        row: r,
+        runs: runsAfter(plan, row),
+        length: row.pastLength + row.tokens.length,
+      });
+    });
+    return results;
+  }
+
+  #feeds(plan: BatchPlan, items: readonly BatchItem[]): Record<string, Tensor> {
+    const { layout } = this;
+    const rows = plan.rows.length;
+    const inputs = batchInputs(plan, layout.contextLength);
+    const feeds: Record<string, Tensor> = {
+      input_ids: new Tensor("int64", inputs.inputIds, [rows, plan.newWidth]),
+      attention_mask: new Tensor("int64", inputs.attentionMask, [rows, plan.pastWidth + plan.newWidth]),
+    };
+    if (layout.hasPositionIds) feeds.position_ids = new Tensor("int64", inputs.positionIds, [rows, plan.newWidth]);
+    if (layout.hasUseCacheBranch) feeds.use_cache_branch = new Tensor("bool", [plan.pastWidth > 0], [1]);
+    const dims = [rows, layout.numKvHeads, plan.pastWidth, layout.headDim];
+    if (plan.reused !== undefined) {
+      plan.reused.tensors.forEach((tensor, i) => {
+        feeds[layout.pastNames[i]] = tensor;
+      });
+      return feeds;
+    }
+    const started = performance.now();
+    const pasts = assemblePast(plan, items, layout.pastNames.length, layout.numKvHeads, layout.headDim);
+    this.#stats.copyMs += performance.now() - started;
+    this.#stats.copiedBytes += plan.rows.reduce((sum, row) => sum + row.pastLength, 0) * layout.kvBytesPerToken;
+    pasts.forEach((past, i) => {
+      feeds[layout.pastNames[i]] = new Tensor("float32", past, dims);
+    });
+    return feeds;
+  }
+
+  /** Output tensors allocated here so that ONNX Runtime writes into them instead of into buffers copied afterwards. */
+  #fetches(plan: BatchPlan): Record<string, Tensor> {
+    const { layout } = this;
+    const rows = plan.rows.length;
+    const width = plan.pastWidth + plan.newWidth;
+    const presentSize = rows * layout.numKvHeads * width * layout.headDim;
+    const fetches: Record<string, Tensor> = {
+      logits: new Tensor("float32", new Float32Array(rows * plan.newWidth * layout.vocabSize), [
+        rows,
+        plan.newWidth,
+        layout.vocabSize,
+      ]),
+    };
+    for (const name of layout.presentNames) {
+      fetches[name] = new Tensor("float32", new Float32Array(presentSize), [
+        rows,
+        layout.numKvHeads,
+        width,
+        layout.headDim,
+      ]);
+    }
+    return fetches;
+  }
+}
