@@ -1,0 +1,164 @@
+/**
+ * Llama-architecture decoder graph in the Hugging Face Optimum / transformers.js layout:
+ *   inputs  input_ids [batch, seq] int64, attention_mask [batch, past+seq] int64, position_ids [batch, seq] int64,
+ *           past_key_values.{i}.key|value [batch, kv_heads, past, head_dim] float32
+ *   outputs logits [batch, seq, vocab], present.{i}.key|value [batch, kv_heads, past+seq, head_dim]
+ * RMSNorm, RoPE with rotate_half, grouped-query attention that broadcasts each key/value head over its group of query
+ * heads (no copies), SwiGLU. The causal mask is built from attention_mask by cache index, so rows whose past is
+ * left-padded and whose new tokens are right-padded work in one batch; masked scores get a large finite negative value
+ * so that no row, even an all-padding one, turns into NaN.
+ */
+
+import { isQuantized, type Linear, type LlamaWeights, transpose } from "./llama-weights.ts";
+import { DataType, type Dim, type OnnxGraph as Graph, OnnxGraph } from "./onnx-graph.ts";
+
+export const OPSET = 17;
+export const MICROSOFT_OPSET = 1;
+/** Additive score of masked positions: exp() of it underflows to exactly 0 next to any real score. */
+export const MASKED_SCORE = -1e9;
+
+const B = "batch_size";
+const S = "sequence_length";
+const P = "past_sequence_length";
+const T = "past_sequence_length + sequence_length";
+
+function linearWeight(g: Graph, name: string, w: Linear, x: string): string {
+  if (isQuantized(w)) {
+    const groups = Math.ceil(w.cols / w.groupSize);
+    const packed = g.initializer(`${name}.qweight`, w.packed, [w.rows, groups, w.groupSize / 2]);
+    const scales = g.initializer(`${name}.scales`, w.scales, [w.rows * groups]);
+    return g.op(
+      "MatMulNBits",
+      [x, packed, scales],
+      { K: w.cols, N: w.rows, bits: 4, block_size: w.groupSize },
+      { domain: "com.microsoft" },
+    );
+  }
+  // MatMul wants [in, out]; the weights are kept [out, in] like nn.Linear.
+  const t = transpose(w);
+  return g.op("MatMul", [x, g.initializer(name, t.data, [t.rows, t.cols])]);
+}
+
+function rmsNorm(g: Graph, x: string, weight: Float32Array, name: string, eps: number): string {
+  // The Pow/ReduceMean/Add/Sqrt/Div/Mul pattern that ONNX Runtime fuses into SimplifiedLayerNormalization.
+  const meanSquare = g.op("ReduceMean", [g.op("Pow", [x, g.scalar(2)])], { axes: [-1], keepdims: 1 });
+  const rms = g.op("Sqrt", [g.op("Add", [meanSquare, g.scalar(eps)])]);
+  const w = g.initializer(name, weight, [weight.length]);
+  return g.op("Mul", [g.op("Div", [x, rms]), w]);
+}
+
+/** x [b, s, heads, d] rotated by cos/sin [b, s, 1, d] with the rotate_half convention. */
+function rope(g: Graph, x: string, cos: string, sin: string, headDim: number): string {
+  const half = headDim / 2;
+  const [x1, x2] = g.opN("Split", [x, g.ints([half, half])], { axis: -1 }, { outputs: 2 });
+  const rotated = g.op("Concat", [g.op("Neg", [x2]), x1], { axis: -1 });
+  return g.op("Add", [g.op("Mul", [x, cos]), g.op("Mul", [rotated, sin])]);
+}
+
+/** Builds the decoder graph of `weights`. */
+export function buildLlamaGraph(weights: LlamaWeights): OnnxGraph {
+  const c = weights.config;
+  const g = new OnnxGraph();
+  const group = c.nHeads / c.nKvHeads;
+  const d = c.headDim;
+
+  const inputIds = g.input("input_ids", DataType.INT64, [B, S]);
+  const attentionMask = g.input("attention_mask", DataType.INT64, [B, T]);
+  const positionIds = g.input("position_ids", DataType.INT64, [B, S]);
+  const kvDims: Dim[] = [B, c.nKvHeads, P, d];
+  const past = weights.layers.map((_, i) => ({
+    key: g.input(`past_key_values.${i}.key`, DataType.FLOAT, kvDims),
+    value: g.input(`past_key_values.${i}.value`, DataType.FLOAT, kvDims),
+  }));
+
+  // Rotary angles from position ids: theta_j = base^(-2j/d), same table for both halves (rotate_half).
+  const invFreq = Float32Array.from({ length: d / 2 }, (_, j) => c.ropeTheta ** ((-2 * j) / d));
+  const positions = g.op("Unsqueeze", [g.op("Cast", [positionIds], { to: DataType.FLOAT }), g.ints([2])]);
+  const angles = g.op("Mul", [positions, g.constant(invFreq)]);
+  const emb = g.op("Concat", [angles, angles], { axis: -1 });
+  const cos = g.op("Unsqueeze", [g.op("Cos", [emb]), g.ints([2])]);
+  const sin = g.op("Unsqueeze", [g.op("Sin", [emb]), g.ints([2])]);
+
+  // Additive mask [b, 1, 1, s, T]: key t is visible to new token i iff t <= past + i and attention_mask[t] = 1.
+  const total = g.op("Shape", [attentionMask], { start: 1, end: 2 });
+  const seq = g.op("Shape", [inputIds], { start: 1, end: 2 });
+  const pastLen = g.op("Sub", [total, seq]);
+  const zero = g.constant(BigInt64Array.of(0n), []);
+  const one = g.constant(BigInt64Array.of(1n), []);
+  const scalarOf = (v: string) => g.op("Squeeze", [v, g.ints([0])]);
+  const keyIndex = g.op("Range", [zero, scalarOf(total), one]);
+  const queryIndex = g.op("Add", [g.op("Range", [zero, scalarOf(seq), one]), pastLen]);
+  const causal = g.op("LessOrEqual", [
+    g.op("Unsqueeze", [keyIndex, g.ints([0])]),
+    g.op("Unsqueeze", [queryIndex, g.ints([1])]),
+  ]);
+  const notPadding = g.op("Unsqueeze", [g.op("Cast", [attentionMask], { to: DataType.BOOL }), g.ints([1, 2, 3])]);
+  const visible = g.op("And", [causal, notPadding]);
+  const maskBias = g.op("Where", [visible, g.scalar(0), g.scalar(MASKED_SCORE)]);
+
+  let x = g.op("Gather", [g.initializer("embed_tokens", weights.embedding.data, [c.vocabSize, c.dim]), inputIds]);
+  const scoreScale = g.scalar(1 / Math.sqrt(d));
+  weights.layers.forEach((layer, i) => {
+    const p = `layers.${i}`;
+    const h = rmsNorm(g, x, layer.attnNorm, `${p}.input_layernorm`, c.normEps);
+    const q = g.op("Reshape", [linearWeight(g, `${p}.q_proj`, layer.wq, h), g.ints([0, 0, c.nHeads, d])]);
+    const k = g.op("Reshape", [linearWeight(g, `${p}.k_proj`, layer.wk, h), g.ints([0, 0, c.nKvHeads, d])]);
+    const v = g.op("Reshape", [linearWeight(g, `${p}.v_proj`, layer.wv, h), g.ints([0, 0, c.nKvHeads, d])]);
+    const qRot = rope(g, q, cos, sin, d);
+    const kRot = g.op("Transpose", [rope(g, k, cos, sin, d)], { perm: [0, 2, 1, 3] });
+    const presentKey = g.op("Concat", [past[i].key, kRot], { axis: 2 }, { outputs: [`present.${i}.key`] });
+    const vT = g.op("Transpose", [v], { perm: [0, 2, 1, 3] });
+    const presentValue = g.op("Concat", [past[i].value, vT], { axis: 2 }, { outputs: [`present.${i}.value`] });
+
+    // Query head h uses key/value head floor(h / group): view Q as [b, kv, group, s, d] and broadcast K/V over group.
+    const q5 = g.op("Transpose", [g.op("Reshape", [qRot, g.ints([0, 0, c.nKvHeads, group, d])])], {
+      perm: [0, 2, 3, 1, 4],
+    });
+    const keys = g.op("Unsqueeze", [presentKey, g.ints([2])]);
+    const values = g.op("Unsqueeze", [presentValue, g.ints([2])]);
+    const scores = g.op("MatMul", [
+      g.op("Mul", [q5, scoreScale]),
+      g.op("Transpose", [keys], { perm: [0, 1, 2, 4, 3] }),
+    ]);
+    const probs = g.op("Softmax", [g.op("Add", [scores, maskBias])], { axis: -1 });
+    const context = g.op("Transpose", [g.op("MatMul", [probs, values])], { perm: [0, 3, 1, 2, 4] });
+    const attn = linearWeight(g, `${p}.o_proj`, layer.wo, g.op("Reshape", [context, g.ints([0, 0, c.nHeads * d])]));
+    x = g.op("Add", [x, attn]);
+
+    const f = rmsNorm(g, x, layer.ffnNorm, `${p}.post_attention_layernorm`, c.normEps);
+    const gate = linearWeight(g, `${p}.gate_proj`, layer.w1, f);
+    const up = linearWeight(g, `${p}.up_proj`, layer.w3, f);
+    const act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up]);
+    x = g.op("Add", [x, linearWeight(g, `${p}.down_proj`, layer.w2, act)]);
+  });
+
+  const normed = rmsNorm(g, x, weights.finalNorm, "norm", c.normEps);
+  const logitsShape = g.op("Concat", [g.op("Shape", [inputIds]), g.ints([c.vocabSize])], { axis: 0 });
+  const cls = weights.classifier;
+  const bias = weights.logitsBias && g.initializer("logits_bias", weights.logitsBias, [c.vocabSize]);
+  let flatLogits: string;
+  if (cls !== null && isQuantized(cls)) {
+    const raw = linearWeight(g, "lm_head", cls, normed);
+    flatLogits = bias ? g.op("Add", [raw, bias]) : raw;
+  } else {
+    // Gemm with transB reads the [vocab, dim] matrix in place, so a tied classifier shares the embedding tensor.
+    const w = cls === null ? "embed_tokens" : g.initializer("lm_head", cls.data, [c.vocabSize, c.dim]);
+    const flat = g.op("Reshape", [normed, g.ints([-1, c.dim])]);
+    flatLogits = g.op("Gemm", bias ? [flat, w, bias] : [flat, w], { transB: 1 });
+  }
+  g.op("Reshape", [flatLogits, logitsShape], {}, { outputs: ["logits"] });
+
+  g.output("logits", DataType.FLOAT, [B, S, c.vocabSize]);
+  past.forEach((_, i) => {
+    g.output(`present.${i}.key`, DataType.FLOAT, [B, c.nKvHeads, T, d]);
+    g.output(`present.${i}.value`, DataType.FLOAT, [B, c.nKvHeads, T, d]);
+  });
+  return g;
+}
+
+/** True when the graph needs ONNX Runtime's com.microsoft operators. */
+export function usesMicrosoftOps(weights: LlamaWeights): boolean {
+  const linears = weights.layers.flatMap((l) => [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3]);
+  if (weights.classifier) linears.push(weights.classifier);
+  return linears.some(isQuantized);
+}
