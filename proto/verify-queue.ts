@@ -1,0 +1,75 @@
+/**
+ * The queue half of the target contract (target.proto): where verify jobs go, how they are carried in BullMQ, and
+ * how replicas announce themselves in Redis. The gateway (producer) and the target service (consumer) both use this
+ * module, so names and encodings cannot drift apart.
+ *
+ * - Each replica consumes its own queue `verify-<replicaId>` under the BullMQ prefix `specgate`: a sequence's jobs go
+ *   to the replica holding its cache (affinity); any replica can still serve any job (re-prefill from the history).
+ * - Job data is `{ verifyJob: base64(VerifyJob) }` under the job name `verify`; the job's return value is
+ *   base64(VerifyResult). Base64 because BullMQ stores job data and results as JSON.
+ * - A replica keeps the Redis key `specgate:replica:<replicaId>` = base64(ReplicaAnnouncement) alive with expiry
+ *   REPLICA_TTL_MS, refreshed every REPLICA_HEARTBEAT_MS; a missing key means the replica is gone.
+ */
+import type { ReplicaAnnouncement, ReplicaAnnouncement__Output } from "../gen/specgate/v1/ReplicaAnnouncement.ts";
+import type { VerifyJob, VerifyJob__Output } from "../gen/specgate/v1/VerifyJob.ts";
+import type { VerifyResult, VerifyResult__Output } from "../gen/specgate/v1/VerifyResult.ts";
+import { messageCodec } from "./codec.ts";
+
+/** BullMQ `prefix` option for every specgate queue. */
+export const QUEUE_PREFIX = "specgate";
+/** BullMQ job name of verify jobs. */
+export const VERIFY_JOB_NAME = "verify";
+export const REPLICA_HEARTBEAT_MS = 1000;
+export const REPLICA_TTL_MS = 3000;
+/** Pattern matching every replica announcement key (for SCAN). */
+export const REPLICA_KEY_PATTERN = `${QUEUE_PREFIX}:replica:*`;
+
+/** The BullMQ job data of a verify job. */
+export interface VerifyJobData {
+  verifyJob: string;
+}
+
+export function verifyQueueName(replicaId: string): string {
+  return `verify-${replicaId}`;
+}
+
+export function replicaKey(replicaId: string): string {
+  return `${QUEUE_PREFIX}:replica:${replicaId}`;
+}
+
+const verifyJobCodec = messageCodec<VerifyJob, VerifyJob__Output>("VerifyJob");
+const verifyResultCodec = messageCodec<VerifyResult, VerifyResult__Output>("VerifyResult");
+const announcementCodec = messageCodec<ReplicaAnnouncement, ReplicaAnnouncement__Output>("ReplicaAnnouncement");
+
+function toBase64(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
+}
+
+function fromBase64(text: string): Uint8Array {
+  return Buffer.from(text, "base64");
+}
+
+export function encodeVerifyJob(job: VerifyJob): VerifyJobData {
+  return { verifyJob: toBase64(verifyJobCodec.encode(job)) };
+}
+
+export function decodeVerifyJob(data: VerifyJobData): VerifyJob__Output {
+  return verifyJobCodec.decode(fromBase64(data.verifyJob));
+}
+
+/** The value a target replica returns from its BullMQ processor. */
+export function encodeVerifyResult(result: VerifyResult): string {
+  return toBase64(verifyResultCodec.encode(result));
+}
+
+export function decodeVerifyResult(returnValue: string): VerifyResult__Output {
+  return verifyResultCodec.decode(fromBase64(returnValue));
+}
+
+export function encodeReplicaAnnouncement(announcement: ReplicaAnnouncement): string {
+  return toBase64(announcementCodec.encode(announcement));
+}
+
+export function decodeReplicaAnnouncement(value: string): ReplicaAnnouncement__Output {
+  return announcementCodec.decode(fromBase64(value));
+}

@@ -1,0 +1,145 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { DraftDistribution, DraftDistribution__Output } from "../../gen/specgate/v1/DraftDistribution.ts";
+import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
+import { messageCodec } from "../../proto/codec.ts";
+import { fromWire, PROBABILITY_SCALE, quantise, toWire } from "../../proto/draft-distribution.ts";
+import { DraftClient, GatewayClient, gatewayService, TargetClient } from "../../proto/load.ts";
+import {
+  decodeReplicaAnnouncement,
+  decodeVerifyJob,
+  decodeVerifyResult,
+  encodeReplicaAnnouncement,
+  encodeVerifyJob,
+  encodeVerifyResult,
+  verifyQueueName,
+} from "../../proto/verify-queue.ts";
+
+describe("generated service definitions", () => {
+  it("expose the contract's methods", () => {
+    assert.deepEqual(Object.keys(gatewayService).sort(), ["Generate", "GenerateStream", "ListModels"]);
+    assert.equal(gatewayService.GenerateStream.responseStream, true);
+    for (const client of [GatewayClient, DraftClient, TargetClient]) assert.equal(typeof client, "function");
+  });
+});
+
+describe("verify queue payloads", () => {
+  const q = toWire(quantise({ ids: [7, 3, 300], probs: [0.5, 0.25, 0.25] }));
+  const job: VerifyJob = {
+    sequence_id: "req-1",
+    request_id: "req-1",
+    round: 4,
+    history: [1, 403, 407, 261],
+    draft_tokens: [3, 7],
+    draft_distributions: [q, q],
+    sampling: { temperature: 0.8, top_k: 40, top_p: 0.95, seed: 2 ** 53 - 1 },
+    acceptance: "ACCEPTANCE_MODE_LOSSY_TYPICAL",
+    relaxed: { epsilon: 0.3, delta: 0.09 },
+    trace_context: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+    enqueued_at_unix_ms: 1732240000123.25,
+    deadline_unix_ms: 0,
+    model: "stories260k-x110m",
+  };
+
+  it("round-trips a VerifyJob through BullMQ-safe job data", () => {
+    const data = encodeVerifyJob(job);
+    assert.equal(typeof data.verifyJob, "string");
+    // BullMQ stores job data as JSON: the payload must survive it.
+    const decoded = decodeVerifyJob(JSON.parse(JSON.stringify(data)));
+    assert.deepEqual(decoded, {
+      ...job,
+      // Decoded messages name the set member of each (synthetic) oneof, as the gRPC loader does.
+      sampling: { ...job.sampling, _top_p: "top_p", _seed: "seed" },
+      relaxed: { top_k: 0, epsilon: 0.3, delta: 0.09 },
+    });
+  });
+
+  it("fills defaults and keeps optional presence when decoding a sparse job", () => {
+    const decoded = decodeVerifyJob(encodeVerifyJob({ sequence_id: "s", sampling: { temperature: 0 } }));
+    assert.deepEqual(decoded.draft_tokens, []);
+    assert.equal(decoded.acceptance, "ACCEPTANCE_MODE_UNSPECIFIED");
+    assert.equal(decoded.sampling?.top_p, undefined);
+    assert.equal(decoded.sampling?.seed, undefined);
+    assert.equal(decoded.relaxed, null);
+  });
+
+  it("round-trips a VerifyResult and a replica announcement", () => {
+    const result = {
+      sequence_id: "req-1",
+      round: 4,
+      accepted: 2,
+      next_token: 9,
+      bonus: true,
+      replica_id: "r0",
+      batch_size: 5,
+      queue_wait_ms: 0.5,
+      verify_time_ms: 12.75,
+      reprefilled: false,
+      positions: 3,
+    };
+    assert.deepEqual(decodeVerifyResult(encodeVerifyResult(result)), result);
+    const announcement = {
+      replica_id: "r0",
+      queue: verifyQueueName("r0"),
+      address: "127.0.0.1:50061",
+      model: "m",
+      max_batch_size: 16,
+      started_at_unix_ms: 5,
+    };
+    assert.deepEqual(decodeReplicaAnnouncement(encodeReplicaAnnouncement(announcement)), announcement);
+  });
+
+  it("rejects bytes that are not a VerifyJob", () => {
+    assert.throws(() => decodeVerifyJob({ verifyJob: Buffer.from([0x0a, 0xff]).toString("base64") }));
+  });
+});
+
+describe("draft distribution wire form", () => {
+  it("quantises to numerators summing exactly to the scale, sorted by id", () => {
+    const q = quantise({ ids: [9, 2, 5], probs: [1, 1, 1] });
+    assert.deepEqual(Array.from(q.ids), [2, 5, 9]);
+    const numerators = Array.from(q.probs, (p) => p * PROBABILITY_SCALE);
+    assert.ok(numerators.every(Number.isInteger));
+    assert.equal(
+      numerators.reduce((a, b) => a + b, 0),
+      PROBABILITY_SCALE,
+    );
+    // 65536 / 3 leaves a remainder of 1, given to the lowest id on ties.
+    assert.deepEqual(numerators, [21846, 21845, 21845]);
+  });
+
+  it("drops tokens whose share rounds to zero and normalises", () => {
+    const q = quantise({ ids: [0, 1, 2], probs: [2, 2, 1e-9] });
+    assert.deepEqual(Array.from(q.ids), [0, 1]);
+    assert.deepEqual(Array.from(q.probs), [0.5, 0.5]);
+  });
+
+  it("delta-encodes ids and reads back the identical distribution", () => {
+    const q = quantise({ ids: [1000, 1001, 1003, 31999], probs: [0.4, 0.3, 0.2, 0.1] });
+    const wire = toWire(q);
+    assert.deepEqual(wire.token_ids, [1000, 1, 2, 30996]);
+    const codec = messageCodec<DraftDistribution, DraftDistribution__Output>("DraftDistribution");
+    const back = fromWire(codec.decode(codec.encode(wire)));
+    assert.deepEqual(back, q);
+  });
+
+  it("is compact: a 40-token support costs about 2-3 bytes per token", () => {
+    const ids = Array.from({ length: 40 }, (_, i) => 100 + i * 7);
+    const wire = toWire(quantise({ ids, probs: ids.map((_, i) => 1 / (i + 1)) }));
+    const bytes = messageCodec<DraftDistribution, DraftDistribution__Output>("DraftDistribution").encode(wire).length;
+    assert.ok(bytes <= 40 * 3 + 8, `${bytes} bytes`);
+  });
+
+  it("rejects malformed wire distributions", () => {
+    assert.throws(() => fromWire({ token_ids: [], probabilities: [] }), /empty/);
+    assert.throws(() => fromWire({ token_ids: [1, 0], probabilities: [32768, 32768] }), /ascending/);
+    assert.throws(() => fromWire({ token_ids: [1, 1], probabilities: [32768, 32767] }), /sums to 65535/);
+    assert.throws(() => fromWire({ token_ids: [1, 1], probabilities: [65536, 0] }), /zero probability/);
+  });
+
+  it("rejects invalid inputs to quantise", () => {
+    assert.throws(() => quantise({ ids: [1], probs: [Number.NaN] }), /invalid/);
+    assert.throws(() => quantise({ ids: [1, 2], probs: [0, 0] }), /positive mass/);
+    assert.throws(() => quantise({ ids: [1, 1], probs: [1, 1] }), /twice/);
+  });
+});
