@@ -157,7 +157,8 @@ async function startOver(url: string, partial: string, statePath: string, option
 async function attempt(url: string, partial: string, statePath: string, options: PullOptions): Promise<PartialState> {
   const previous = await readPartialState(statePath, url);
   let offset = previous === undefined ? 0 : ((await sizeOf(partial)) ?? 0);
-  const headers: Record<string, string> = {};
+  // Byte ranges and Content-Length must count the file's bytes, not a compressed transfer of them.
+  const headers: Record<string, string> = { "accept-encoding": "identity" };
   if (offset > 0) {
     headers.range = `bytes=${offset}-`;
     if (previous?.validator !== undefined) headers["if-range"] = previous.validator;
@@ -214,9 +215,11 @@ async function attempt(url: string, partial: string, statePath: string, options:
   } finally {
     await file.close();
   }
-  if (total !== undefined && bytes !== total) {
-    throw new TransientError(`${url} ended after ${bytes} of ${total} bytes`);
+  if (total !== undefined && bytes > total) {
+    await diskOp("remove", statePath, () => rm(statePath, { force: true })); // the bytes cannot be resumed
+    throw new TransientError(`${url} sent ${bytes} bytes, more than the ${total} announced`);
   }
+  if (total !== undefined && bytes < total) throw new TransientError(`${url} ended after ${bytes} of ${total} bytes`);
   return state;
 }
 
