@@ -1,0 +1,61 @@
+/**
+ * The target's side of a round, for any number of sequences at once: bring each cache up to the committed history,
+ * score every sequence's last committed token plus its K draft tokens in ONE batched forward, verify each round
+ * (verify.ts), and trim each cache to the tokens that survived. Used by the in-process loop (generate.ts) and by the
+ * target service's micro-batcher alike.
+ */
+import type { CausalLM } from "../runtime/causal-lm.ts";
+import { type RoundToVerify, type Verdict, verifyRound } from "./verify.ts";
+
+export interface VerifyJob extends Omit<RoundToVerify, "targetLogits" | "vocabSize" | "position"> {
+  readonly sequenceId: string;
+  /**
+   * Committed tokens (prompt and generated) from index `committedOffset` on; offset 0 means the whole history, which
+   * lets a replica that lost the cache (restart, eviction, rebalance) rebuild it inside the same forward.
+   */
+  readonly committed: readonly number[];
+  readonly committedOffset: number;
+}
+
+/** The replica's cache is shorter than `committedOffset`: the job must be resent with more history. */
+export class CacheMissError extends Error {
+  constructor(readonly sequenceIds: readonly string[]) {
+    super(`target cache lacks history for sequence(s) ${sequenceIds.join(", ")}; resend with committedOffset 0`);
+    this.name = "CacheMissError";
+  }
+}
+
+/** Fills the target's cache with all but the last token of `history` (the first round then scores K+1 positions). */
+export async function prefillTarget(target: CausalLM, sequenceId: string, history: readonly number[]): Promise<void> {
+  target.release(sequenceId);
+  if (history.length > 1) await target.forward([{ sequenceId, tokens: history.slice(0, -1) }]);
+}
+
+export async function verifyOnTarget(target: CausalLM, jobs: readonly VerifyJob[]): Promise<Verdict[]> {
+  const missing = jobs.filter((j) => target.sequenceLength(j.sequenceId) < j.committedOffset).map((j) => j.sequenceId);
+  if (missing.length > 0) throw new CacheMissError(missing);
+  const feeds = jobs.map((job) => {
+    const historyLength = job.committedOffset + job.committed.length;
+    // Keep what the cache holds of the history, but always re-feed the last committed token: its row predicts draft[0].
+    const keep = Math.min(target.sequenceLength(job.sequenceId), historyLength - 1);
+    if (target.sequenceLength(job.sequenceId) > keep) target.truncate(job.sequenceId, keep);
+    return {
+      sequenceId: job.sequenceId,
+      tokens: job.committed.slice(keep - job.committedOffset).concat(job.draftTokens),
+    };
+  });
+  const logits = await target.forward(feeds);
+  const vocabSize = target.info.vocabSize;
+  return jobs.map((job, i) => {
+    const rows = job.draftTokens.length + 1;
+    const position = job.committedOffset + job.committed.length;
+    const verdict = verifyRound({
+      ...job,
+      targetLogits: logits[i].subarray(logits[i].length - rows * vocabSize),
+      vocabSize,
+      position,
+    });
+    target.truncate(job.sequenceId, position + verdict.accepted);
+    return verdict;
+  });
+}

@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  AdaptiveK,
+  bestK,
+  CostModel,
+  expectedTokensPerRound,
+  FixedK,
+  type RoundCosts,
+} from "../../services/engine/k-policy.ts";
+
+const flat = (draftStepMs: number, verify = 10): RoundCosts => ({ draftStepMs, verifyMs: () => verify });
+
+describe("expected tokens per round", () => {
+  it("is (1 − α^(K+1)) / (1 − α), K + 1 at α = 1 and 1 at K = 0", () => {
+    assert.ok(Math.abs(expectedTokensPerRound(0.8, 4) - (1 - 0.8 ** 5) / 0.2) < 1e-12);
+    assert.equal(expectedTokensPerRound(1, 4), 5);
+    assert.equal(expectedTokensPerRound(0.3, 0), 1);
+  });
+});
+
+describe("bestK", () => {
+  it("speculates long when drafting is cheap and acceptance high", () => {
+    assert.equal(bestK(0.95, flat(0.01), 0, 8), 8);
+  });
+
+  it("chooses K = 0 when a draft step costs as much as verifying", () => {
+    assert.equal(bestK(0.5, flat(10), 0, 8), 0);
+  });
+
+  it("prefers a shorter K when the verify cost grows with the positions scored", () => {
+    const steep: RoundCosts = { draftStepMs: 0.1, verifyMs: (n) => 10 * n ** 1.5 };
+    const k = bestK(0.8, steep, 0, 8);
+    assert.ok(k < bestK(0.8, flat(0.1), 0, 8));
+    assert.ok(k >= 0 && k <= 2, `K = ${k}`);
+  });
+
+  it("stays within the bounds", () => {
+    assert.equal(bestK(0.1, flat(10), 2, 8), 2);
+    assert.equal(bestK(0.99, flat(0), 0, 3), 3);
+  });
+});
+
+describe("CostModel", () => {
+  it("keeps measured verify times and interpolates the rest along the measured curve", () => {
+    const costs = new CostModel();
+    costs.recordVerify(1, 10);
+    assert.equal(costs.verifyMs(5), 10);
+    costs.recordVerify(5, 14);
+    assert.equal(costs.verifyMs(3), 12);
+    assert.equal(costs.verifyMs(9), 18);
+    costs.recordDraft(6, 3);
+    assert.equal(costs.draftStepMs, 2);
+  });
+
+  it("tracks changing costs as a moving average", () => {
+    const costs = new CostModel({ draftStepMs: 1 });
+    for (let i = 0; i < 100; i++) costs.recordDraft(3, 1);
+    assert.ok(Math.abs(costs.draftStepMs - 3) < 0.1);
+  });
+});
+
+describe("AdaptiveK", () => {
+  it("raises K as a sequence's acceptance shows high and lowers it to 0 when it collapses", () => {
+    const costs: RoundCosts = { draftStepMs: 1, verifyMs: (n) => 10 + 0.5 * n };
+    const policy = new AdaptiveK({ kind: "adaptive", kMin: 0, kMax: 10, initialAlpha: 0.5 }, costs);
+    const start = policy.nextK();
+    for (let i = 0; i < 50; i++) policy.observe(4, 4);
+    assert.ok(policy.alpha > 0.9);
+    const high = policy.nextK();
+    assert.ok(high > start && high <= 10, `K ${start} → ${high}`);
+    for (let i = 0; i < 200; i++) policy.observe(1, 0);
+    assert.ok(policy.alpha < 0.1);
+    assert.equal(policy.nextK(), 0);
+  });
+
+  it("probes with K = 1 now and then while at K = 0, so α keeps being measured", () => {
+    const policy = new AdaptiveK({ kind: "adaptive", kMin: 0, kMax: 4, initialAlpha: 0, probeEvery: 4 }, flat(5));
+    const ks = Array.from({ length: 8 }, () => policy.nextK());
+    assert.deepEqual(ks, [0, 0, 0, 1, 0, 0, 0, 1]);
+  });
+
+  it("counts only judged draft tokens: none after the first rejection", () => {
+    const a = new AdaptiveK({ kind: "adaptive", kMin: 0, kMax: 4, initialAlpha: 0.5 }, flat(1));
+    const b = new AdaptiveK({ kind: "adaptive", kMin: 0, kMax: 4, initialAlpha: 0.5 }, flat(1));
+    a.observe(8, 2);
+    b.observe(3, 2);
+    assert.equal(a.alpha, b.alpha);
+  });
+
+  it("fixed K never changes", () => {
+    const policy = new FixedK(3);
+    policy.observe(3, 0);
+    assert.equal(policy.nextK(), 3);
+  });
+});
