@@ -119,7 +119,7 @@ export class FixedK implements KPolicy {
   nextK(): number {
     return this.k;
   }
-  observe(): void {}
+  observe(_proposed: number, _accepted: number): void {}
 }
 
 /**

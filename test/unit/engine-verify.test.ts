@@ -106,7 +106,7 @@ function simulate(
     const { accepted, token } = rule(draft, q, p, seed);
     const emitted = [...draft.slice(0, accepted), token];
     // Token at position i is a fair sample of p_i only given that the round reached position i: count it there.
-    emitted.forEach((t, i) => counts[i][t]++);
+    for (const [i, t] of emitted.entries()) counts[i][t]++;
   }
   return { p, counts };
 }
