@@ -38,9 +38,12 @@ export class OnnxCausalLM implements CausalLM {
   readonly #store: KvCacheStore;
   /** Forwards run one after another: each plans from, and commits to, the caches the previous one left. */
   #queue: Promise<unknown> = Promise.resolve();
-  /** Sequences of the forward being run, and those of them released meanwhile. */
-  readonly #inFlight = new Set<string>();
-  readonly #releasedInFlight = new Set<string>();
+  /** Forwards issued so far; a forward's issue number orders it against releases. */
+  #issued = 0;
+  /** Per sequence, the forwards issued and not yet settled. */
+  readonly #pending = new Map<string, number>();
+  /** Per sequence released while forwards were pending: those issued before this number must not store its cache. */
+  readonly #releasedAt = new Map<string, number>();
   #stats = { runs: 0, zeroCopyRuns: 0, copiedBytes: 0, copyMs: 0, runMs: 0 };
 
   private constructor(
@@ -75,7 +78,21 @@ export class OnnxCausalLM implements CausalLM {
   }
 
   forward(batch: readonly ForwardRequest[]): Promise<Float32Array[]> {
-    const result = this.#queue.then(() => this.#forward(batch));
+    const issue = this.#issued++;
+    const ids = batch.map((request) => request.sequenceId);
+    for (const id of ids) this.#pending.set(id, (this.#pending.get(id) ?? 0) + 1);
+    const result = this.#queue
+      .then(() => this.#forward(batch, issue))
+      .finally(() => {
+        for (const id of ids) {
+          const left = (this.#pending.get(id) ?? 1) - 1;
+          if (left > 0) this.#pending.set(id, left);
+          else {
+            this.#pending.delete(id);
+            this.#releasedAt.delete(id);
+          }
+        }
+      });
     this.#queue = result.catch(() => undefined);
     return result;
   }
@@ -88,14 +105,14 @@ export class OnnxCausalLM implements CausalLM {
     if (!Number.isInteger(length) || length < 0) {
       throw new RangeError(`truncate length must be a non-negative integer, got ${length}`);
     }
-    if (this.#inFlight.has(sequenceId)) {
-      throw new Error(`sequence ${sequenceId} is being forwarded; truncate it after the forward resolves`);
+    if (this.#pending.has(sequenceId)) {
+      throw new Error(`sequence ${sequenceId} has a forward pending; truncate it after the forward resolves`);
     }
     this.#store.truncate(sequenceId, length);
   }
 
   release(sequenceId: string): void {
-    if (this.#inFlight.has(sequenceId)) this.#releasedInFlight.add(sequenceId);
+    if (this.#pending.has(sequenceId)) this.#releasedAt.set(sequenceId, this.#issued);
     this.#store.release(sequenceId);
   }
 
@@ -118,24 +135,21 @@ export class OnnxCausalLM implements CausalLM {
     await this.session.release();
   }
 
-  async #forward(batch: readonly ForwardRequest[]): Promise<Float32Array[]> {
+  async #forward(batch: readonly ForwardRequest[], issue: number): Promise<Float32Array[]> {
     this.#validate(batch);
     const results: Float32Array[] = batch.map(() => new Float32Array(0));
     const work = batch.flatMap((request, index) => (request.tokens.length > 0 ? [{ request, index }] : []));
     if (work.length === 0) return results;
     // Without position_ids the graph cannot be told where a padded row's tokens sit, so each sequence runs alone.
     const groups = this.layout.hasPositionIds ? [work] : work.map((entry) => [entry]);
-    for (const { request } of work) this.#inFlight.add(request.sequenceId);
-    try {
-      for (const group of groups) {
-        const logits = await this.#run(group.map((entry) => entry.request));
-        group.forEach((entry, i) => {
-          results[entry.index] = logits[i];
-        });
-      }
-    } finally {
-      this.#inFlight.clear();
-      this.#releasedInFlight.clear();
+    for (const group of groups) {
+      const logits = await this.#run(
+        group.map((entry) => entry.request),
+        issue,
+      );
+      group.forEach((entry, i) => {
+        results[entry.index] = logits[i];
+      });
     }
     return results;
   }
@@ -166,7 +180,7 @@ export class OnnxCausalLM implements CausalLM {
   }
 
   /** One session run over the requests; commits their caches only once it succeeded. */
-  async #run(requests: readonly ForwardRequest[]): Promise<Float32Array[]> {
+  async #run(requests: readonly ForwardRequest[], issue: number): Promise<Float32Array[]> {
     const { layout } = this;
     const items: BatchItem[] = requests.map((request) => ({
       sequence: this.#store.get(request.sequenceId),
@@ -191,7 +205,7 @@ export class OnnxCausalLM implements CausalLM {
       const { sequenceId } = requests[row.item];
       const first = r * plan.newWidth * layout.vocabSize;
       results[row.item] = logits.subarray(first, first + row.tokens.length * layout.vocabSize);
-      if (this.#releasedInFlight.has(sequenceId)) return;
+      if ((this.#releasedAt.get(sequenceId) ?? -1) > issue) return;
       this.#store.set(sequenceId, {
         block,
         row: r,

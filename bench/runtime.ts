@@ -1,0 +1,229 @@
+/**
+ * `npm run bench:runtime [-- --json] [--model NAME] [--tokens N] [--repeats R]`: figures of the model runtime on the
+ * cost-scaled target: batch-1 greedy decode speed and step latency, the cost of scoring K+1 positions in one step
+ * relative to one, batched decode throughput, the copy overhead of assembling batches, and the same greedy decode run
+ * by transformers.js on the same ONNX file. Progress goes to stderr; the last line of stdout is one JSON object.
+ */
+import { cpus, totalmem } from "node:os";
+import { basename, dirname } from "node:path";
+import { parseArgs } from "node:util";
+import { AutoModelForCausalLM, Tensor as TransformersTensor, env as transformersEnv } from "@huggingface/transformers";
+import ort from "onnxruntime-node";
+import { z } from "zod";
+import { greedyDecode } from "../services/runtime/greedy.ts";
+import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
+import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
+
+const argsSchema = z.object({
+  json: z.boolean().default(false),
+  model: z.string().min(1).default("stories260k-x110m"),
+  prompt: z.string().default("Once upon a time, there was a little"),
+  tokens: z.coerce.number().int().positive().default(96),
+  repeats: z.coerce.number().int().positive().default(3),
+});
+
+const BATCH_SIZES = [1, 2, 4, 8, 16];
+const VERIFY_POSITIONS = [1, 2, 4, 6, 8];
+/** Cached context length under the verify-cost and batched measurements. */
+const CONTEXT_TOKENS = 64;
+const BATCHED_STEPS = 12;
+
+interface Spread {
+  readonly min: number;
+  readonly median: number;
+}
+
+function spread(values: readonly number[]): Spread {
+  const sorted = [...values].sort((a, b) => a - b);
+  return { min: round(sorted[0]), median: round(sorted[Math.floor(sorted.length / 2)]) };
+}
+
+function round(value: number, digits = 3): number {
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}
+
+function progress(message: string): void {
+  process.stderr.write(`[bench:runtime] ${message}\n`);
+}
+
+async function timed<T>(run: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const started = performance.now();
+  const value = await run();
+  return { value, ms: performance.now() - started };
+}
+
+function contextTokens(prompt: readonly number[], length: number): number[] {
+  return Array.from({ length }, (_, i) => prompt[i % prompt.length]);
+}
+
+async function verifyCostRatio(lm: OnnxCausalLM, prompt: readonly number[], repeats: number) {
+  const sequenceId = "bench-verify";
+  await lm.forward([{ sequenceId, tokens: contextTokens(prompt, CONTEXT_TOKENS) }]);
+  const samples = new Map<number, number[]>(VERIFY_POSITIONS.map((k) => [k, []]));
+  // Interleaved rounds so that drifting machine load hits every K alike; truncation rolls back as speculation does.
+  for (let round = 0; round < repeats * 4; round++) {
+    for (const k of VERIFY_POSITIONS) {
+      const { ms } = await timed(() => lm.forward([{ sequenceId, tokens: contextTokens(prompt, k) }]));
+      lm.truncate(sequenceId, CONTEXT_TOKENS);
+      samples.get(k)?.push(ms);
+    }
+  }
+  lm.release(sequenceId);
+  const medians = new Map([...samples].map(([k, ms]) => [k, spread(ms).median]));
+  const base = medians.get(1) ?? 1;
+  return {
+    ratio: Object.fromEntries([...medians].map(([k, ms]) => [k, round(ms / base)])),
+    ms: Object.fromEntries([...samples].map(([k, ms]) => [k, spread(ms)])),
+  };
+}
+
+/**
+ * Tokens/s of single-token decode steps over `batch` sequences of different context lengths. With `churn`, one member
+ * of the batch changes every step (as when verify jobs of different users come and go), so every step assembles its
+ * past by copying; without it, each step feeds the previous step's present tensors back unchanged.
+ */
+async function batchedDecode(lm: OnnxCausalLM, prompt: readonly number[], batch: number, churn: boolean) {
+  const ids = Array.from({ length: batch + (churn ? 1 : 0) }, (_, i) => `bench-batch-${i}`);
+  await lm.forward(ids.map((sequenceId, i) => ({ sequenceId, tokens: contextTokens(prompt, CONTEXT_TOKENS - 2 * i) })));
+  const before = lm.stats();
+  const stepMs: number[] = [];
+  for (let step = 0; step < BATCHED_STEPS; step++) {
+    const members = churn ? ids.filter((_, i) => i !== step % ids.length) : ids;
+    const { ms } = await timed(() => lm.forward(members.map((sequenceId) => ({ sequenceId, tokens: [prompt[1]] }))));
+    stepMs.push(ms);
+  }
+  const after = lm.stats();
+  for (const id of ids) lm.release(id);
+  const totalMs = stepMs.reduce((sum, ms) => sum + ms, 0);
+  return {
+    tokensPerS: (batch * BATCHED_STEPS * 1000) / totalMs,
+    stepMs: spread(stepMs),
+    copyShare: (after.copyMs - before.copyMs) / totalMs,
+    copiedBytesPerStep: (after.copiedBytes - before.copiedBytes) / BATCHED_STEPS,
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      json: { type: "boolean" },
+      model: { type: "string" },
+      prompt: { type: "string" },
+      tokens: { type: "string" },
+      repeats: { type: "string" },
+    },
+  });
+  const parsed = argsSchema.safeParse(values);
+  if (!parsed.success) throw new TypeError(z.prettifyError(parsed.error));
+  const args = parsed.data;
+
+  progress(`loading ${args.model}`);
+  const lm = await OnnxCausalLM.load(args.model);
+  const tokenizer = await loadTokenizer(lm.files.dir);
+  const prompt = [lm.info.bosTokenId, ...tokenizer.encode(args.prompt)];
+
+  transformersEnv.allowRemoteModels = false;
+  transformersEnv.localModelPath = `${dirname(lm.files.dir)}/`;
+  const peer = await AutoModelForCausalLM.from_pretrained(basename(lm.files.dir), { dtype: "fp32", device: "cpu" });
+  const peerInput = new TransformersTensor("int64", BigInt64Array.from(prompt, BigInt), [1, prompt.length]);
+  const peerMask = new TransformersTensor("int64", new BigInt64Array(prompt.length).fill(1n), [1, prompt.length]);
+
+  progress("warming up");
+  await greedyDecode(lm, prompt, { maxTokens: 8 });
+  await peer.generate({ input_ids: peerInput, attention_mask: peerMask, max_new_tokens: 8, do_sample: false });
+
+  // Ours and theirs alternate so that both see the same machine load.
+  const ours: { tokensPerS: number; stepMs: number[]; tokens: number[] }[] = [];
+  const theirs: { tokensPerS: number; tokens: number[] }[] = [];
+  for (let r = 0; r < args.repeats; r++) {
+    progress(`greedy decode ${args.tokens} tokens, repeat ${r + 1}/${args.repeats}: specgate`);
+    const own = await timed(() => greedyDecode(lm, prompt, { maxTokens: args.tokens }));
+    ours.push({
+      tokensPerS: (own.value.tokens.length * 1000) / own.ms,
+      stepMs: own.value.stepMs,
+      tokens: own.value.tokens,
+    });
+    progress(`greedy decode ${args.tokens} tokens, repeat ${r + 1}/${args.repeats}: transformers.js`);
+    const peerRun = await timed(
+      () =>
+        peer.generate({
+          input_ids: peerInput,
+          attention_mask: peerMask,
+          max_new_tokens: args.tokens,
+          do_sample: false,
+        }) as Promise<TransformersTensor>,
+    );
+    const peerTokens = (peerRun.value.tolist() as bigint[][])[0].slice(prompt.length).map(Number);
+    theirs.push({ tokensPerS: (peerTokens.length * 1000) / peerRun.ms, tokens: peerTokens });
+  }
+  await peer.dispose();
+
+  progress("verify cost: K+1 positions in one step");
+  const verify = await verifyCostRatio(lm, prompt, args.repeats);
+
+  const batched: Record<number, number> = {};
+  const batchedDetail: Record<number, unknown> = {};
+  for (const batch of BATCH_SIZES) {
+    progress(`batched decode, batch ${batch}`);
+    const steady = await batchedDecode(lm, prompt, batch, false);
+    const churned = await batchedDecode(lm, prompt, batch, true);
+    batched[batch] = round(steady.tokensPerS, 2);
+    batchedDetail[batch] = {
+      step_ms: steady.stepMs,
+      churn_tokens_per_s: round(churned.tokensPerS, 2),
+      churn_step_ms: churned.stepMs,
+      churn_copy_share_of_step: round(churned.copyShare),
+      churn_copied_bytes_per_step: Math.round(churned.copiedBytesPerStep),
+    };
+  }
+  await lm.close();
+
+  const ourSpeed = spread(ours.map((run) => run.tokensPerS));
+  const theirSpeed = spread(theirs.map((run) => run.tokensPerS));
+  const stepMs = spread(ours.flatMap((run) => run.stepMs));
+  const cpuList = cpus();
+  const result = {
+    model: args.model,
+    prompt: args.prompt,
+    prompt_tokens: prompt.length,
+    generated_tokens: ours[0].tokens.length,
+    repeats: args.repeats,
+    target_tokens_per_s: ourSpeed.median,
+    target_tokens_per_s_spread: ourSpeed,
+    target_step_ms: stepMs.median,
+    target_step_ms_spread: stepMs,
+    verify_cost_ratio: verify.ratio,
+    verify_step_ms: verify.ms,
+    verify_context_tokens: CONTEXT_TOKENS,
+    batched_tokens_per_s: batched,
+    batched_detail: batchedDetail,
+    transformersjs_tokens_per_s: theirSpeed.median,
+    transformersjs_tokens_per_s_spread: theirSpeed,
+    ratio_vs_transformersjs: round(ourSpeed.median / theirSpeed.median),
+    identical_tokens: theirs.every((run) => run.tokens.join() === ours[0].tokens.join()),
+    machine: {
+      cpus: cpuList.length,
+      cpu_model: cpuList[0]?.model ?? "unknown",
+      memory_gb: round(totalmem() / 2 ** 30, 1),
+      node: process.version,
+      onnxruntime_node: ort.env.versions.node,
+    },
+  };
+  if (!args.json) {
+    console.log(
+      `${args.model}: ${result.target_tokens_per_s} tokens/s greedy (step ${result.target_step_ms} ms median)`,
+    );
+    console.log(
+      `transformers.js: ${result.transformersjs_tokens_per_s} tokens/s, ratio ${result.ratio_vs_transformersjs}`,
+    );
+    console.log(`verify cost ratio: ${JSON.stringify(result.verify_cost_ratio)}`);
+    console.log(`batched tokens/s: ${JSON.stringify(result.batched_tokens_per_s)}`);
+  }
+  console.log(JSON.stringify(result));
+}
+
+main().catch((error: unknown) => {
+  console.error(`bench:runtime: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  process.exit(1);
+});
