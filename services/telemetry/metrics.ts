@@ -1,0 +1,330 @@
+/**
+ * Every metric specgate exports: names, units, descriptions and bucket boundaries, and the small typed recording
+ * functions the services call. Services never touch instruments directly.
+ */
+import type { Attributes, Counter, Histogram, Meter, ObservableGauge, ObservableResult } from "@opentelemetry/api";
+import { METRIC_RPC_SERVER_CALL_DURATION } from "@opentelemetry/semantic-conventions";
+import { ATTR, RPC_SYSTEM_GRPC } from "./attributes.ts";
+import { type FinishedRequest, type RequestLabels, timePerOutputTokenMs, type VerifiedRound } from "./records.ts";
+
+export type MetricKind = "counter" | "histogram" | "gauge";
+
+export interface MetricDefinition {
+  name: string;
+  kind: MetricKind;
+  unit: string;
+  description: string;
+  buckets?: number[];
+}
+
+const SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const TOKENS_PER_ROUND = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16];
+const TOKENS_PER_REQUEST = [1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096];
+const BATCH = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64];
+
+export const METRICS = {
+  draftTokensProposed: {
+    name: "specgate.draft.tokens.proposed",
+    kind: "counter",
+    unit: "{token}",
+    description: "Draft tokens proposed to the target for verification",
+  },
+  draftTokensAccepted: {
+    name: "specgate.draft.tokens.accepted",
+    kind: "counter",
+    unit: "{token}",
+    description: "Draft tokens accepted by the target; divided by proposed this is the acceptance rate alpha",
+  },
+  positionProposed: {
+    name: "specgate.draft.position.proposed",
+    kind: "counter",
+    unit: "{token}",
+    description: "Draft tokens proposed at each draft position (attribute specgate.draft.position, 1-based)",
+  },
+  positionAccepted: {
+    name: "specgate.draft.position.accepted",
+    kind: "counter",
+    unit: "{token}",
+    description: "Draft tokens accepted at each draft position (attribute specgate.draft.position, 1-based)",
+  },
+  roundAccepted: {
+    name: "specgate.round.accepted",
+    kind: "histogram",
+    unit: "{token}",
+    description: "Accepted draft tokens per speculation round (acceptance length)",
+    buckets: TOKENS_PER_ROUND,
+  },
+  roundK: {
+    name: "specgate.round.k",
+    kind: "histogram",
+    unit: "{token}",
+    description: "Speculation length K chosen per round (0 = plain decoding)",
+    buckets: TOKENS_PER_ROUND,
+  },
+  roundDuration: {
+    name: "specgate.round.duration",
+    kind: "histogram",
+    unit: "s",
+    description: "Wall time of one speculation round at the gateway",
+    buckets: SECONDS,
+  },
+  roundPhaseDuration: {
+    name: "specgate.round.phase.duration",
+    kind: "histogram",
+    unit: "s",
+    description: "Time of one round spent drafting, waiting in the verify queue, and verifying (specgate.round.phase)",
+    buckets: SECONDS,
+  },
+  timeToFirstToken: {
+    name: "gen_ai.server.time_to_first_token",
+    kind: "histogram",
+    unit: "s",
+    description: "Time from request arrival to the first generated token",
+    buckets: SECONDS,
+  },
+  timePerOutputToken: {
+    name: "gen_ai.server.time_per_output_token",
+    kind: "histogram",
+    unit: "s",
+    description: "Time per output token after the first",
+    buckets: SECONDS,
+  },
+  tokenUsage: {
+    name: "gen_ai.client.token.usage",
+    kind: "histogram",
+    unit: "{token}",
+    description: "Input and output tokens per request (gen_ai.token.type)",
+    buckets: TOKENS_PER_REQUEST,
+  },
+  requests: {
+    name: "specgate.requests",
+    kind: "counter",
+    unit: "{request}",
+    description: "Finished requests by gRPC status and finish reason",
+  },
+  rpcServerDuration: {
+    name: METRIC_RPC_SERVER_CALL_DURATION,
+    kind: "histogram",
+    unit: "s",
+    description: "Duration of incoming gRPC calls",
+    buckets: SECONDS,
+  },
+  verifyQueueWait: {
+    name: "specgate.verify.queue.wait",
+    kind: "histogram",
+    unit: "s",
+    description: "Time a verify job waited in the queue before its batched forward started",
+    buckets: SECONDS,
+  },
+  verifyBatchSize: {
+    name: "specgate.verify.batch.size",
+    kind: "histogram",
+    unit: "{job}",
+    description: "Verify jobs served by one batched target forward",
+    buckets: BATCH,
+  },
+  verifyBatchDuration: {
+    name: "specgate.verify.batch.duration",
+    kind: "histogram",
+    unit: "s",
+    description: "Time of one batched verify (forward pass, acceptance and cache trim)",
+    buckets: SECONDS,
+  },
+  verifyQueueDepth: {
+    name: "specgate.verify.queue.depth",
+    kind: "gauge",
+    unit: "{job}",
+    description: "Verify jobs waiting for a replica",
+  },
+  kvCacheUsage: {
+    name: "specgate.kv_cache.usage",
+    kind: "gauge",
+    unit: "By",
+    description: "Bytes held by KV caches (specgate.cache.role: draft or target)",
+  },
+  kvCacheEvictions: {
+    name: "specgate.kv_cache.evictions",
+    kind: "counter",
+    unit: "{sequence}",
+    description: "Sequences whose KV cache was evicted to stay under the memory cap",
+  },
+} as const satisfies Record<string, MetricDefinition>;
+
+/** Name of a metric as a Prometheus scrape shows it (dots become underscores, counters gain `_total`). */
+export function prometheusName(definition: MetricDefinition): string {
+  const base = definition.name.replace(/[^a-zA-Z0-9_]/g, "_").replace(/_{2,}/g, "_");
+  return definition.kind === "counter" ? `${base}_total` : base;
+}
+
+/** Every series name a scrape can carry for the defined metrics (histograms as _bucket, _sum, _count). */
+export function prometheusSeriesNames(): Set<string> {
+  const names = new Set<string>();
+  for (const definition of Object.values(METRICS) as MetricDefinition[]) {
+    const name = prometheusName(definition);
+    if (definition.kind === "histogram") {
+      for (const suffix of ["_bucket", "_sum", "_count"]) names.add(name + suffix);
+    } else {
+      names.add(name);
+    }
+  }
+  return names;
+}
+
+type Read = () => number;
+
+/** Gauges are sampled at collection time from the callbacks registered by the services. */
+class GaugeSources {
+  private readonly sources = new Set<{ attributes: Attributes; read: Read }>();
+
+  constructor(gauge: ObservableGauge) {
+    gauge.addCallback((result: ObservableResult) => {
+      for (const source of this.sources) result.observe(source.read(), source.attributes);
+    });
+  }
+
+  add(attributes: Attributes, read: Read): () => void {
+    const source = { attributes, read };
+    this.sources.add(source);
+    return () => this.sources.delete(source);
+  }
+}
+
+const SECONDS_PER_MS = 1e-3;
+
+export class SpecgateMetrics {
+  private readonly counters: Record<
+    "draftTokensProposed" | "draftTokensAccepted" | "positionProposed" | "positionAccepted" | "requests" | "evictions",
+    Counter
+  >;
+  private readonly histograms: Record<
+    | "roundAccepted"
+    | "roundK"
+    | "roundDuration"
+    | "roundPhaseDuration"
+    | "timeToFirstToken"
+    | "timePerOutputToken"
+    | "tokenUsage"
+    | "rpcServerDuration"
+    | "verifyQueueWait"
+    | "verifyBatchSize"
+    | "verifyBatchDuration",
+    Histogram
+  >;
+  private readonly queueDepth: GaugeSources;
+  private readonly kvCache: GaugeSources;
+
+  constructor(meter: Meter) {
+    const counter = (d: MetricDefinition) => meter.createCounter(d.name, { unit: d.unit, description: d.description });
+    const histogram = (d: MetricDefinition) =>
+      meter.createHistogram(d.name, {
+        unit: d.unit,
+        description: d.description,
+        advice: { explicitBucketBoundaries: d.buckets },
+      });
+    const gauge = (d: MetricDefinition) =>
+      meter.createObservableGauge(d.name, { unit: d.unit, description: d.description });
+    this.counters = {
+      draftTokensProposed: counter(METRICS.draftTokensProposed),
+      draftTokensAccepted: counter(METRICS.draftTokensAccepted),
+      positionProposed: counter(METRICS.positionProposed),
+      positionAccepted: counter(METRICS.positionAccepted),
+      requests: counter(METRICS.requests),
+      evictions: counter(METRICS.kvCacheEvictions),
+    };
+    this.histograms = {
+      roundAccepted: histogram(METRICS.roundAccepted),
+      roundK: histogram(METRICS.roundK),
+      roundDuration: histogram(METRICS.roundDuration),
+      roundPhaseDuration: histogram(METRICS.roundPhaseDuration),
+      timeToFirstToken: histogram(METRICS.timeToFirstToken),
+      timePerOutputToken: histogram(METRICS.timePerOutputToken),
+      tokenUsage: histogram(METRICS.tokenUsage),
+      rpcServerDuration: histogram(METRICS.rpcServerDuration),
+      verifyQueueWait: histogram(METRICS.verifyQueueWait),
+      verifyBatchSize: histogram(METRICS.verifyBatchSize),
+      verifyBatchDuration: histogram(METRICS.verifyBatchDuration),
+    };
+    this.queueDepth = new GaugeSources(gauge(METRICS.verifyQueueDepth));
+    this.kvCache = new GaugeSources(gauge(METRICS.kvCacheUsage));
+  }
+
+  /** One speculation round, recorded by the gateway when its result arrives. */
+  recordRound(labels: RequestLabels, round: VerifiedRound): void {
+    const attributes = labelAttributes(labels);
+    this.counters.draftTokensProposed.add(round.proposed, attributes);
+    this.counters.draftTokensAccepted.add(round.accepted, attributes);
+    const modelPair = { [ATTR.model]: labels.model, [ATTR.drafter]: labels.drafter };
+    for (let position = 1; position <= round.proposed; position++) {
+      const positioned = { ...modelPair, [ATTR.position]: position };
+      this.counters.positionProposed.add(1, positioned);
+      if (position <= round.accepted) this.counters.positionAccepted.add(1, positioned);
+    }
+    this.histograms.roundAccepted.record(round.accepted, attributes);
+    this.histograms.roundK.record(round.k, attributes);
+    this.histograms.roundDuration.record(round.roundMs * SECONDS_PER_MS, modelPair);
+    this.histograms.roundPhaseDuration.record(round.draftMs * SECONDS_PER_MS, { ...modelPair, [ATTR.phase]: "draft" });
+    this.histograms.roundPhaseDuration.record(round.queueWaitMs * SECONDS_PER_MS, {
+      ...modelPair,
+      [ATTR.phase]: "queue",
+    });
+    this.histograms.roundPhaseDuration.record(round.verifyMs * SECONDS_PER_MS, {
+      ...modelPair,
+      [ATTR.phase]: "verify",
+    });
+  }
+
+  /** One finished request (any outcome), recorded by the gateway. */
+  recordRequest(labels: RequestLabels, request: FinishedRequest): void {
+    const attributes = labelAttributes(labels);
+    this.counters.requests.add(1, {
+      ...attributes,
+      [ATTR.requestStatus]: request.status,
+      [ATTR.finishReason]: request.finishReason,
+    });
+    const { stats } = request;
+    const byModel = { [ATTR.model]: labels.model, [ATTR.tenant]: labels.tenant };
+    this.histograms.tokenUsage.record(request.inputTokens, { ...byModel, [ATTR.tokenType]: "input" });
+    this.histograms.tokenUsage.record(stats.generated_tokens, { ...byModel, [ATTR.tokenType]: "output" });
+    if (request.status !== "OK" || stats.generated_tokens === 0) return;
+    if (stats.time_to_first_token_ms !== undefined) {
+      this.histograms.timeToFirstToken.record(stats.time_to_first_token_ms * SECONDS_PER_MS, byModel);
+    }
+    const tpot = timePerOutputTokenMs(stats);
+    if (tpot !== undefined) this.histograms.timePerOutputToken.record(tpot * SECONDS_PER_MS, byModel);
+  }
+
+  /** One incoming gRPC call (method as `package.Service/Method`, status as the gRPC status name). */
+  recordRpc(method: string, status: string, durationMs: number): void {
+    this.histograms.rpcServerDuration.record(durationMs * SECONDS_PER_MS, {
+      [ATTR.rpcSystem]: RPC_SYSTEM_GRPC,
+      [ATTR.rpcMethod]: method,
+      [ATTR.rpcStatus]: status,
+    });
+  }
+
+  /** One batched verify on a target replica: its size, its duration and how long each of its jobs waited. */
+  recordVerifyBatch(replica: string, batch: { queueWaitsMs: readonly number[]; durationMs: number }): void {
+    const attributes = { [ATTR.replica]: replica };
+    this.histograms.verifyBatchSize.record(batch.queueWaitsMs.length, attributes);
+    this.histograms.verifyBatchDuration.record(batch.durationMs * SECONDS_PER_MS, attributes);
+    for (const wait of batch.queueWaitsMs) this.histograms.verifyQueueWait.record(wait * SECONDS_PER_MS, attributes);
+  }
+
+  recordKvEvictions(role: "draft" | "target", replica: string, sequences = 1): void {
+    this.counters.evictions.add(sequences, { [ATTR.cacheRole]: role, [ATTR.replica]: replica });
+  }
+
+  /** Registers a KV cache byte count read at each collection; returns the function that unregisters it. */
+  observeKvCache(role: "draft" | "target", replica: string, bytes: Read): () => void {
+    return this.kvCache.add({ [ATTR.cacheRole]: role, [ATTR.replica]: replica }, bytes);
+  }
+
+  /** Registers a replica's waiting verify job count read at each collection; returns the unregister function. */
+  observeQueueDepth(replica: string, jobs: Read): () => void {
+    return this.queueDepth.add({ [ATTR.replica]: replica }, jobs);
+  }
+}
+
+function labelAttributes(labels: RequestLabels): Attributes {
+  return { [ATTR.tenant]: labels.tenant, [ATTR.model]: labels.model, [ATTR.drafter]: labels.drafter };
+}

@@ -1,0 +1,72 @@
+/**
+ * Span attributes of a round and of a request, built from the records the services hand over.
+ */
+import type { Attributes, AttributeValue } from "@opentelemetry/api";
+import { ATTR, statAttribute } from "./attributes.ts";
+import { type FinishedRequest, firstRejection, type RequestLabels, type VerifiedRound } from "./records.ts";
+
+export function roundAttributes(round: VerifiedRound): Attributes {
+  const attributes: Attributes = {
+    [ATTR.round]: round.round,
+    [ATTR.k]: round.k,
+    [ATTR.proposed]: round.proposed,
+    [ATTR.accepted]: round.accepted,
+    [ATTR.nextToken]: round.nextToken,
+    [ATTR.nextTokenKind]: round.accepted === round.proposed ? "bonus" : "correction",
+    [ATTR.replica]: round.replica,
+    [ATTR.batchSize]: round.batchSize,
+    [ATTR.reprefilled]: round.reprefilled,
+    [ATTR.queueWaitMs]: round.queueWaitMs,
+    [ATTR.draftMs]: round.draftMs,
+    [ATTR.verifyMs]: round.verifyMs,
+    [ATTR.roundMs]: round.roundMs,
+  };
+  const rejectedAt = firstRejection(round);
+  if (rejectedAt !== undefined) attributes[ATTR.firstRejection] = rejectedAt;
+  return attributes;
+}
+
+export function requestLabelAttributes(labels: RequestLabels): Attributes {
+  return { [ATTR.tenant]: labels.tenant, [ATTR.model]: labels.model, [ATTR.drafter]: labels.drafter };
+}
+
+/** Sampling and limits the client asked for (gen_ai request attributes); absent fields are left out. */
+export interface RequestParameters {
+  maxTokens?: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+}
+
+export function requestParameterAttributes(parameters: RequestParameters): Attributes {
+  const attributes: Attributes = {};
+  if (parameters.maxTokens !== undefined) attributes[ATTR.maxTokens] = parameters.maxTokens;
+  if (parameters.temperature !== undefined) attributes[ATTR.temperature] = parameters.temperature;
+  if (parameters.topK !== undefined) attributes[ATTR.topK] = parameters.topK;
+  if (parameters.topP !== undefined) attributes[ATTR.topP] = parameters.topP;
+  if (parameters.seed !== undefined) attributes[ATTR.seed] = parameters.seed;
+  return attributes;
+}
+
+function attributeValue(value: unknown): AttributeValue | undefined {
+  if (typeof value === "number" || typeof value === "string" || typeof value === "boolean") return value;
+  if (Array.isArray(value) && value.every((item) => typeof item === "number")) return value as number[];
+  if (Array.isArray(value) && value.every((item) => typeof item === "string")) return value as string[];
+  return undefined;
+}
+
+/** Every field of the returned statistics as `specgate.<field>`, plus outcome and gen_ai token usage. */
+export function finishedRequestAttributes(request: FinishedRequest): Attributes {
+  const attributes: Attributes = {};
+  for (const [field, value] of Object.entries(request.stats)) {
+    const converted = attributeValue(value);
+    if (converted !== undefined) attributes[statAttribute(field)] = converted;
+  }
+  attributes[ATTR.inputTokens] = request.inputTokens;
+  attributes[ATTR.outputTokens] = request.stats.generated_tokens;
+  attributes[ATTR.finishReason] = request.finishReason;
+  attributes[ATTR.finishReasons] = [request.finishReason];
+  attributes[ATTR.rpcStatus] = request.status;
+  return attributes;
+}

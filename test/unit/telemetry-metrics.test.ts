@@ -1,0 +1,119 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { PrometheusSerializer } from "@opentelemetry/exporter-prometheus";
+import { MeterProvider, MetricReader } from "@opentelemetry/sdk-metrics";
+import { METRICS, prometheusName, prometheusSeriesNames, SpecgateMetrics } from "../../services/telemetry/metrics.ts";
+import { parsePrometheusText, type Scrape, sumSamples } from "../../services/telemetry/prometheus-text.ts";
+import { LABELS, SCRIPT, scriptedRequest, scriptedRound } from "../support/telemetry-fixtures.ts";
+
+/** A pull reader without a server: collect() on demand, serialised exactly as the scrape endpoint does. */
+class ScrapeReader extends MetricReader {
+  protected override async onForceFlush(): Promise<void> {}
+  protected override async onShutdown(): Promise<void> {}
+  async scrape(): Promise<Scrape> {
+    const { resourceMetrics } = await this.collect();
+    return parsePrometheusText(new PrometheusSerializer("", false, undefined, true, true).serialize(resourceMetrics));
+  }
+}
+
+async function recordEverything(): Promise<{ scrape: Scrape; provider: MeterProvider }> {
+  const reader = new ScrapeReader();
+  const provider = new MeterProvider({ readers: [reader] });
+  const metrics = new SpecgateMetrics(provider.getMeter("specgate"));
+  SCRIPT.forEach((_, i) => metrics.recordRound(LABELS, scriptedRound(i)));
+  metrics.recordRound({ ...LABELS, tenant: "globex" }, { ...scriptedRound(0), proposed: 2, accepted: 1 });
+  metrics.recordRequest(LABELS, scriptedRequest());
+  metrics.recordRequest(LABELS, { ...scriptedRequest("DEADLINE_EXCEEDED"), finishReason: "error" });
+  metrics.recordRpc("specgate.v1.Gateway/Generate", "OK", 40);
+  metrics.recordVerifyBatch("0", { queueWaitsMs: [1, 3, 5], durationMs: 12 });
+  metrics.recordKvEvictions("draft", "0", 2);
+  let cacheBytes = 1024;
+  const stopObserving = metrics.observeKvCache("target", "0", () => cacheBytes);
+  metrics.observeQueueDepth("0", () => 3);
+  cacheBytes = 4096;
+  const scrape = await reader.scrape();
+  stopObserving();
+  return { scrape, provider };
+}
+
+test("every defined metric is exported under its Prometheus name, and only those", async () => {
+  const { scrape, provider } = await recordEverything();
+  const defined = prometheusSeriesNames();
+  const exported = new Set(scrape.samples.map((sample) => sample.name));
+  for (const name of exported) assert.ok(defined.has(name), `exported but not defined: ${name}`);
+  for (const definition of Object.values(METRICS)) {
+    const name = prometheusName(definition);
+    assert.ok(
+      exported.has(name) || exported.has(`${name}_count`),
+      `defined but not exported: ${definition.name} (${name})`,
+    );
+    const type = definition.kind === "gauge" ? "gauge" : definition.kind;
+    assert.equal(scrape.types.get(name), type, `TYPE of ${name}`);
+  }
+  await provider.shutdown();
+});
+
+test("acceptance by tenant and model pair equals accepted / proposed of the rounds recorded", async () => {
+  const { scrape, provider } = await recordEverything();
+  const pair = { specgate_tenant: "acme", gen_ai_request_model: "stories260k", specgate_drafter: "int4" };
+  const proposed = sumSamples(scrape, "specgate_draft_tokens_proposed_total", pair);
+  const accepted = sumSamples(scrape, "specgate_draft_tokens_accepted_total", pair);
+  assert.equal(proposed, 14);
+  assert.equal(accepted, 7);
+  assert.equal(sumSamples(scrape, "specgate_draft_tokens_accepted_total", { specgate_tenant: "globex" }), 1);
+  // Per position (1-based): rounds proposing there, and rounds whose token there was accepted.
+  const perPosition = (name: string, position: number) =>
+    sumSamples(scrape, name, { specgate_drafter: "int4", specgate_draft_position: String(position) });
+  assert.deepEqual(
+    [1, 2, 3, 4].map((p) => perPosition("specgate_draft_position_proposed_total", p)),
+    [5, 5, 4, 2],
+  );
+  assert.deepEqual(
+    [1, 2, 3, 4].map((p) => perPosition("specgate_draft_position_accepted_total", p)),
+    [4, 2, 1, 1],
+  );
+  // Acceptance length and K per round.
+  assert.equal(sumSamples(scrape, "specgate_round_accepted_count", { specgate_tenant: "acme" }), 4);
+  assert.equal(sumSamples(scrape, "specgate_round_accepted_sum", { specgate_tenant: "acme" }), 7);
+  assert.equal(sumSamples(scrape, "specgate_round_k_sum", { specgate_tenant: "acme" }), 16);
+  assert.equal(sumSamples(scrape, "specgate_round_k_bucket", { specgate_tenant: "acme", le: "3" }), 1);
+  await provider.shutdown();
+});
+
+test("round time split, latencies, requests by status, batches, caches", async () => {
+  const { scrape, provider } = await recordEverything();
+  const close = (actual: number, expected: number) => assert.ok(Math.abs(actual - expected) < 1e-9, `${actual}`);
+  close(sumSamples(scrape, "specgate_round_phase_duration_sum", { specgate_round_phase: "draft" }), 5 * 0.0015);
+  close(sumSamples(scrape, "specgate_round_phase_duration_sum", { specgate_round_phase: "verify" }), 5 * 0.003);
+  close(sumSamples(scrape, "specgate_round_phase_duration_sum", { specgate_round_phase: "queue" }), 0.00275);
+  close(sumSamples(scrape, "specgate_round_duration_sum"), 5 * 0.005);
+  // TTFT and TPOT only from successful requests: (40 ms - 7 ms) / (11 tokens - 1).
+  assert.equal(sumSamples(scrape, "gen_ai_server_time_to_first_token_count"), 1);
+  close(sumSamples(scrape, "gen_ai_server_time_to_first_token_sum"), 0.007);
+  close(sumSamples(scrape, "gen_ai_server_time_per_output_token_sum"), 0.0033);
+  assert.equal(sumSamples(scrape, "gen_ai_client_token_usage_sum", { gen_ai_token_type: "output" }), 22);
+  assert.equal(sumSamples(scrape, "gen_ai_client_token_usage_sum", { gen_ai_token_type: "input" }), 18);
+  assert.equal(sumSamples(scrape, "specgate_requests_total", { specgate_request_status: "OK" }), 1);
+  assert.equal(
+    sumSamples(scrape, "specgate_requests_total", {
+      specgate_request_status: "DEADLINE_EXCEEDED",
+      specgate_finish_reason: "error",
+    }),
+    1,
+  );
+  assert.equal(
+    sumSamples(scrape, "rpc_server_call_duration_count", {
+      rpc_system_name: "grpc",
+      rpc_method: "specgate.v1.Gateway/Generate",
+      rpc_status_code: "OK",
+    }),
+    1,
+  );
+  assert.equal(sumSamples(scrape, "specgate_verify_batch_size_sum", { specgate_replica: "0" }), 3);
+  assert.equal(sumSamples(scrape, "specgate_verify_queue_wait_count", { specgate_replica: "0" }), 3);
+  close(sumSamples(scrape, "specgate_verify_queue_wait_sum"), 0.009);
+  assert.equal(sumSamples(scrape, "specgate_kv_cache_usage", { specgate_cache_role: "target" }), 4096);
+  assert.equal(sumSamples(scrape, "specgate_kv_cache_evictions_total", { specgate_cache_role: "draft" }), 2);
+  assert.equal(sumSamples(scrape, "specgate_verify_queue_depth", { specgate_replica: "0" }), 3);
+  await provider.shutdown();
+});
