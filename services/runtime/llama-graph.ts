@@ -25,12 +25,12 @@ const T = "past_sequence_length + sequence_length";
 function linearWeight(g: Graph, name: string, w: Linear, x: string): string {
   if (isQuantized(w)) {
     const groups = Math.ceil(w.cols / w.groupSize);
-    const packed = g.initializer(`${name}.qweight`, w.packed, [w.rows, groups, w.groupSize / 2]);
+    const packed = g.initializer(`${name}.qweight`, w.packed, [w.rows, groups, (w.groupSize * w.bits) / 8]);
     const scales = g.initializer(`${name}.scales`, w.scales, [w.rows * groups]);
     return g.op(
       "MatMulNBits",
       [x, packed, scales],
-      { K: w.cols, N: w.rows, bits: 4, block_size: w.groupSize },
+      { K: w.cols, N: w.rows, bits: w.bits, block_size: w.groupSize },
       { domain: "com.microsoft" },
     );
   }

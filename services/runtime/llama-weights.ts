@@ -30,14 +30,14 @@ export interface Matrix {
 }
 
 /**
- * A matrix quantized to 4 bits per value in groups along each row, laid out as ONNX Runtime's MatMulNBits expects:
- * `packed` is [rows, groups, groupSize / 2] bytes (low nibble first), `scales` is [rows * groups], and a value is
- * (code - 8) * scale.
+ * A matrix quantized in groups along each row, laid out as ONNX Runtime's MatMulNBits expects: `packed` is
+ * [rows, groups, groupSize·bits/8] bytes (4-bit codes low nibble first), `scales` is [rows * groups], and a value is
+ * (code - 2^(bits-1)) * scale.
  */
 export interface QuantizedMatrix {
   readonly rows: number;
   readonly cols: number;
-  readonly bits: 4;
+  readonly bits: 4 | 8;
   readonly groupSize: number;
   readonly packed: Uint8Array;
   readonly scales: Float32Array;

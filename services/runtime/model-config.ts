@@ -2,8 +2,6 @@
  * `config.json` of a model directory: the Hugging Face fields (so other ONNX Runtime users such as transformers.js can
  * load our models) plus a `specgate` object saying where the model came from and which ids are real.
  */
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import type { LlamaConfig } from "./llama-weights.ts";
 
 /** Provenance of a built model. */
@@ -71,52 +69,6 @@ export function toHfConfig(
     torch_dtype: "float32",
     use_cache: true,
     ...(externalData ? { "transformers.js_config": { use_external_data_format: true } } : {}),
-    specgate,
-  };
-}
-
-/** What a runtime needs to know about a decoder model directory (any Hugging Face decoder config). */
-export interface ModelConfig {
-  readonly modelType: string;
-  readonly numLayers: number;
-  readonly numKvHeads: number;
-  readonly headDim: number;
-  /** Width of the logits rows. */
-  readonly vocabSize: number;
-  /** Ids below this are real tokens (equals vocabSize unless the model was padded). */
-  readonly realVocabSize: number;
-  readonly maxPositionEmbeddings: number;
-  readonly bosTokenId: number;
-  readonly eosTokenId: number;
-  readonly specgate: SpecgateInfo | null;
-}
-
-function firstId(v: unknown, fallback: number): number {
-  if (Array.isArray(v)) return typeof v[0] === "number" ? v[0] : fallback;
-  return typeof v === "number" ? v : fallback;
-}
-
-/** Reads `<dir>/config.json`, with the usual Hugging Face defaults for fields a model may omit. */
-export async function readModelConfig(dir: string): Promise<ModelConfig> {
-  const raw = JSON.parse(await readFile(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
-  const num = (key: string): number => {
-    const v = raw[key];
-    if (typeof v !== "number") throw new Error(`${dir}/config.json: missing number ${key}`);
-    return v;
-  };
-  const heads = num("num_attention_heads");
-  const vocabSize = num("vocab_size");
-  const specgate = (raw.specgate as SpecgateInfo | undefined) ?? null;
-  return {
-    modelType: String(raw.model_type),
-    numLayers: num("num_hidden_layers"),
-    numKvHeads: typeof raw.num_key_value_heads === "number" ? raw.num_key_value_heads : heads,
-    headDim: typeof raw.head_dim === "number" ? raw.head_dim : num("hidden_size") / heads,
-    vocabSize,
-    realVocabSize: specgate?.realVocabSize ?? vocabSize,
-    maxPositionEmbeddings: num("max_position_embeddings"),
-    bosTokenId: firstId(raw.bos_token_id, BOS_TOKEN_ID),
-    eosTokenId: firstId(raw.eos_token_id, EOS_TOKEN_ID),
     specgate,
   };
 }
