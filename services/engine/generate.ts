@@ -1,13 +1,14 @@
 /**
  * The in-process round loop: draft → verify K+1 positions in one target forward → accept → trim the target cache and
  * roll the drafter back, until a stop condition. Without speculation (or at K = 0) each round is one step of plain
- * target decoding. The distributed gateway runs the same pieces (sequence.ts, k-policy.ts, stats.ts) with the draft
- * and the verification (target-verifier.ts) in other processes.
+ * target decoding. Many requests advance together (one batched draft step per drafter, one batched verify forward per
+ * round), as in the services. The distributed gateway runs the same pieces (sequence.ts, k-policy.ts, stats.ts) with
+ * the draft and the verification (target-verifier.ts) in other processes.
  */
 import type { CausalLM } from "../runtime/causal-lm.ts";
 import type { Tokenizer } from "../runtime/tokenizer/tokenizer.ts";
 import type { Draft, Drafter } from "./drafter.ts";
-import { CostModel, createKPolicy, type KPolicyConfig } from "./k-policy.ts";
+import { CostModel, createKPolicy, type KPolicy, type KPolicyConfig } from "./k-policy.ts";
 import { randomSeed } from "./rng.ts";
 import { GREEDY, type SamplingParams } from "./sampling.ts";
 import { type FinishReason, SequenceState } from "./sequence.ts";
@@ -39,6 +40,10 @@ export interface GenerateOptions {
   readonly sequenceId?: string;
 }
 
+export interface GenerationRequest extends GenerateOptions {
+  readonly prompt: readonly number[];
+}
+
 export interface GenerationResult {
   /** Generated ids (prompt excluded; EOS included when it ended generation). */
   readonly tokens: number[];
@@ -50,85 +55,154 @@ export interface GenerationResult {
   readonly stats: RequestStats;
 }
 
+/** One request in flight. */
+interface Active {
+  readonly sequenceId: string;
+  readonly sequence: SequenceState;
+  readonly sampling: SamplingParams;
+  readonly seed: number;
+  readonly drafter: Drafter | undefined;
+  readonly acceptance: AcceptanceMode;
+  readonly costs: CostModel;
+  readonly policy: KPolicy;
+  readonly stats: RequestStats;
+  k: number;
+  draft: Draft;
+}
+
 const NO_DRAFT: Draft = { tokens: [] };
 let nextSequence = 0;
 
+function start(target: CausalLM, request: GenerationRequest): Active {
+  const sampling = request.sampling ?? GREEDY;
+  const eos = request.eosTokenId === undefined ? target.info.eosTokenId : (request.eosTokenId ?? undefined);
+  const spec = request.speculation;
+  const costs = spec?.costs ?? new CostModel();
+  return {
+    sequenceId: request.sequenceId ?? `generate-${process.pid}-${nextSequence++}`,
+    sequence: new SequenceState(
+      request.prompt,
+      {
+        maxNewTokens: request.maxNewTokens,
+        contextLength: target.info.contextLength,
+        eosTokenId: eos,
+        stopStrings: request.stopStrings,
+      },
+      request.tokenizer,
+    ),
+    sampling,
+    seed: sampling.seed ?? randomSeed(),
+    drafter: spec?.drafter,
+    acceptance: spec?.acceptance ?? LOSSLESS,
+    costs,
+    policy: createKPolicy(spec?.k ?? { kind: "fixed", k: 0 }, costs),
+    stats: emptyStats(),
+    k: 0,
+    draft: NO_DRAFT,
+  };
+}
+
+/** Asks each drafter for the proposals of its sequences, one batched call per drafter. */
+async function draftAll(active: readonly Active[]): Promise<void> {
+  const byDrafter = new Map<Drafter, Active[]>();
+  for (const a of active) {
+    a.draft = NO_DRAFT;
+    if (a.drafter && a.k > 0) byDrafter.set(a.drafter, [...(byDrafter.get(a.drafter) ?? []), a]);
+  }
+  await Promise.all(
+    [...byDrafter].map(async ([drafter, group]) => {
+      const drafts = await drafter.propose(group.map((a) => ({ sequenceId: a.sequenceId, k: a.k })));
+      group.forEach((a, i) => {
+        a.draft = drafts[i];
+      });
+    }),
+  );
+}
+
+/** Generates for many requests at once; results in request order. */
+export async function generateBatch(
+  target: CausalLM,
+  requests: readonly GenerationRequest[],
+): Promise<GenerationResult[]> {
+  const all = requests.map((r) => start(target, r));
+  try {
+    let started = performance.now();
+    await Promise.all([
+      prefillTarget(
+        target,
+        all.map((a) => ({ sequenceId: a.sequenceId, history: a.sequence.tokens })),
+      ),
+      ...all.map((a) =>
+        a.drafter?.open({ sequenceId: a.sequenceId, history: a.sequence.tokens, sampling: a.sampling, seed: a.seed }),
+      ),
+    ]);
+    const prefillMs = performance.now() - started;
+    for (const a of all) a.stats.prefill_time_ms = prefillMs;
+    for (;;) {
+      const active = all.filter((a) => !a.sequence.finished);
+      if (active.length === 0) break;
+      for (const a of active) a.k = a.drafter ? Math.min(a.policy.nextK(), a.sequence.draftBudget()) : 0;
+      started = performance.now();
+      await draftAll(active);
+      const drafted = performance.now();
+      const verdicts = await verifyOnTarget(
+        target,
+        active.map((a) => ({
+          sequenceId: a.sequenceId,
+          committed: a.sequence.tokens,
+          committedOffset: 0,
+          draftTokens: a.draft.tokens,
+          draftDistributions: a.draft.distributions,
+          sampling: a.sampling,
+          acceptance: a.acceptance,
+          seed: a.seed,
+        })),
+      );
+      const verified = performance.now();
+      active.forEach((a, i) => {
+        const { accepted, token } = verdicts[i];
+        const historyLength = a.sequence.tokens.length;
+        const committed = a.sequence.commit([...a.draft.tokens.slice(0, accepted), token]);
+        if (a.drafter && !a.sequence.finished) a.drafter.commit(a.sequenceId, historyLength + accepted, [token]);
+        a.policy.observe(a.draft.tokens.length, accepted);
+        recordRound(a.stats, {
+          k: a.k,
+          proposed: a.draft.tokens.length,
+          accepted,
+          emitted: committed.tokens.length,
+          draftMs: drafted - started,
+          verifyMs: verified - drafted,
+        });
+      });
+      // Costs per round as the policy sees them: drafter commits are bookkeeping and count with drafting.
+      const draftMs = drafted - started + (performance.now() - verified);
+      const proposed = Math.max(...active.map((a) => a.draft.tokens.length));
+      for (const costs of new Set(active.map((a) => a.costs))) {
+        if (proposed > 0) costs.recordDraft(draftMs, proposed);
+        costs.recordVerify(proposed + 1, verified - drafted);
+      }
+    }
+  } finally {
+    for (const a of all) {
+      target.release(a.sequenceId);
+      a.drafter?.close(a.sequenceId);
+    }
+  }
+  return all.map((a) => ({
+    tokens: a.sequence.generated,
+    text: a.sequence.text,
+    finishReason: a.sequence.finishReason as FinishReason,
+    seed: a.seed,
+    stats: a.stats,
+  }));
+}
+
+/** Generates for one request. */
 export async function generate(
   target: CausalLM,
   prompt: readonly number[],
   options: GenerateOptions,
 ): Promise<GenerationResult> {
-  const sampling = options.sampling ?? GREEDY;
-  const seed = sampling.seed ?? randomSeed();
-  const sequenceId = options.sequenceId ?? `generate-${process.pid}-${nextSequence++}`;
-  const eos = options.eosTokenId === undefined ? target.info.eosTokenId : (options.eosTokenId ?? undefined);
-  const sequence = new SequenceState(
-    prompt,
-    {
-      maxNewTokens: options.maxNewTokens,
-      contextLength: target.info.contextLength,
-      eosTokenId: eos,
-      stopStrings: options.stopStrings,
-    },
-    options.tokenizer,
-  );
-  const spec = options.speculation;
-  const drafter = spec?.drafter;
-  const costs = spec?.costs ?? new CostModel();
-  const policy = createKPolicy(spec?.k ?? { kind: "fixed", k: 0 }, costs);
-  const acceptance = spec?.acceptance ?? LOSSLESS;
-  const stats = emptyStats();
-  try {
-    let started = performance.now();
-    await Promise.all([
-      prefillTarget(target, sequenceId, prompt),
-      drafter?.open({ sequenceId, history: prompt, sampling, seed }),
-    ]);
-    stats.prefill_time_ms = performance.now() - started;
-    while (!sequence.finished) {
-      const historyLength = sequence.tokens.length;
-      const k = drafter ? Math.min(policy.nextK(), sequence.draftBudget()) : 0;
-      started = performance.now();
-      const draft = drafter && k > 0 ? (await drafter.propose([{ sequenceId, k }]))[0] : NO_DRAFT;
-      const drafted = performance.now();
-      const [verdict] = await verifyOnTarget(target, [
-        {
-          sequenceId,
-          committed: sequence.tokens,
-          committedOffset: 0,
-          draftTokens: draft.tokens,
-          draftDistributions: draft.distributions,
-          sampling,
-          acceptance,
-          seed,
-        },
-      ]);
-      const verified = performance.now();
-      const committed = sequence.commit([...draft.tokens.slice(0, verdict.accepted), verdict.token]);
-      if (drafter && !sequence.finished) drafter.commit(sequenceId, historyLength + verdict.accepted, [verdict.token]);
-      const draftMs = drafted - started + (performance.now() - verified);
-      const verifyMs = verified - drafted;
-      if (draft.tokens.length > 0) costs.recordDraft(draftMs, draft.tokens.length);
-      costs.recordVerify(draft.tokens.length + 1, verifyMs);
-      policy.observe(draft.tokens.length, verdict.accepted);
-      recordRound(stats, {
-        k,
-        proposed: draft.tokens.length,
-        accepted: verdict.accepted,
-        emitted: committed.tokens.length,
-        draftMs,
-        verifyMs,
-      });
-    }
-  } finally {
-    target.release(sequenceId);
-    drafter?.close(sequenceId);
-  }
-  return {
-    tokens: sequence.generated,
-    text: sequence.text,
-    finishReason: sequence.finishReason as FinishReason,
-    seed,
-    stats,
-  };
+  const [result] = await generateBatch(target, [{ ...options, prompt }]);
+  return result;
 }

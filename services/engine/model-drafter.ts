@@ -31,14 +31,23 @@ export class ModelDrafter implements Drafter {
     this.sequences.open(sequence);
     this.model.release(sequenceId);
     // Prefill all but the last token now, so the first proposal costs what every later one does.
-    if (history.length > 1) await this.model.forward([{ sequenceId, tokens: history.slice(0, -1) }]);
+    if (history.length > 1) await this.model.forward([{ sequenceId, tokens: this.embeddable(history.slice(0, -1)) }]);
   }
 
   /** Tokens of the history the cache lacks (at least one, so the step has logits to read). */
   private pending(sequenceId: string, history: readonly number[]): number[] {
     const cached = Math.max(0, Math.min(this.model.sequenceLength(sequenceId), history.length - 1));
     if (this.model.sequenceLength(sequenceId) > cached) this.model.truncate(sequenceId, cached);
-    return history.slice(cached);
+    return this.embeddable(history.slice(cached));
+  }
+
+  /**
+   * A target with a wider vocabulary can commit ids the draft model has no embedding for; they are fed as id 0. That
+   * only worsens the draft's guesses, and verification keeps the output exact whatever the draft proposes.
+   */
+  private embeddable(tokens: number[]): number[] {
+    const vocab = this.model.info.vocabSize;
+    return tokens.map((t) => (t < vocab ? t : 0));
   }
 
   async propose(batch: readonly DraftRequest[]): Promise<Draft[]> {

@@ -25,10 +25,19 @@ export class CacheMissError extends Error {
   }
 }
 
-/** Fills the target's cache with all but the last token of `history` (the first round then scores K+1 positions). */
-export async function prefillTarget(target: CausalLM, sequenceId: string, history: readonly number[]): Promise<void> {
-  target.release(sequenceId);
-  if (history.length > 1) await target.forward([{ sequenceId, tokens: history.slice(0, -1) }]);
+/**
+ * Fills the target's caches with all but the last token of each history, in one batched forward (each sequence's
+ * first round then scores its last committed token plus its draft, K+1 positions).
+ */
+export async function prefillTarget(
+  target: CausalLM,
+  sequences: readonly { readonly sequenceId: string; readonly history: readonly number[] }[],
+): Promise<void> {
+  for (const { sequenceId } of sequences) target.release(sequenceId);
+  const batch = sequences
+    .filter((s) => s.history.length > 1)
+    .map((s) => ({ sequenceId: s.sequenceId, tokens: s.history.slice(0, -1) }));
+  if (batch.length > 0) await target.forward(batch);
 }
 
 export async function verifyOnTarget(target: CausalLM, jobs: readonly VerifyJob[]): Promise<Verdict[]> {

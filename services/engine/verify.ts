@@ -168,8 +168,8 @@ export function verifyRound(round: RoundToVerify): Verdict {
     return acceptRelaxed(draftTokens, acceptance, judged, emit);
   }
   if (greedy) return acceptGreedy(draftTokens, (i) => argmax(row(i)));
-  const q = round.draftDistributions;
-  if (!q || q.length !== draftTokens.length) {
+  const q = round.draftDistributions ?? [];
+  if (q.length !== draftTokens.length) {
     throw new Error("verifyRound: lossless sampling needs the draft distribution of every draft token");
   }
   return acceptSpeculative(draftTokens, q, p, { seed, position });

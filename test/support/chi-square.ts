@@ -5,7 +5,7 @@
  */
 
 export interface FitResult {
-  /** Pearson's statistic over the bins with positive expected probability. */
+  /** Pearson's statistic over the bins with positive expected probability (those expecting fewer than 5 pooled). */
   readonly statistic: number;
   readonly degreesOfFreedom: number;
   /** Critical value at the 0.001 level (Wilson–Hilferty approximation). */
@@ -23,17 +23,23 @@ export function chiSquareFit(observed: ArrayLike<number>, expected: ArrayLike<nu
   let bins = 0;
   let impossible = 0;
   let totalVariation = 0;
+  let pooledObserved = 0;
+  let pooledExpected = 0;
+  const addBin = (o: number, e: number) => {
+    statistic += (o - e) ** 2 / e;
+    bins++;
+  };
   for (let i = 0; i < Math.max(observed.length, expected.length); i++) {
     const o = observed[i] ?? 0;
     const p = expected[i] ?? 0;
     totalVariation += Math.abs(o / n - p) / 2;
-    if (p <= 0) {
-      impossible += o;
-      continue;
-    }
-    statistic += (o - n * p) ** 2 / (n * p);
-    bins++;
+    if (p <= 0) impossible += o;
+    else if (n * p < 5) {
+      pooledObserved += o;
+      pooledExpected += n * p;
+    } else addBin(o, n * p);
   }
+  if (pooledExpected > 0) addBin(pooledObserved, pooledExpected);
   const df = Math.max(1, bins - 1);
   const z = 3.0902;
   const critical = df * (1 - 2 / (9 * df) + z * Math.sqrt(2 / (9 * df))) ** 3;
