@@ -23,18 +23,32 @@ export interface WrittenModel {
   readonly weightBytes: number;
 }
 
-async function writeChunks(path: string, chunks: readonly Uint8Array[]): Promise<void> {
+/** Stages of writing a model, for progress displays; `fraction` is the share of the stage done. */
+export type WriteProgress = (stage: "graph" | "serialize" | "write", fraction: number) => void;
+
+async function writeChunks(path: string, chunks: readonly Uint8Array[], onProgress: (fraction: number) => void) {
+  const total = chunks.reduce((n, c) => n + c.byteLength, 0);
+  let written = 0;
   const out = createWriteStream(path);
   for (const chunk of chunks) {
     if (!out.write(chunk)) await new Promise<void>((resolve) => out.once("drain", () => resolve()));
+    written += chunk.byteLength;
+    onProgress(written / total);
   }
   out.end();
   await finished(out);
 }
 
 /** Builds the ONNX graph of `weights` and writes the complete model directory `dir`. */
-export async function writeModelDir(dir: string, weights: LlamaWeights, specgate: SpecgateInfo): Promise<WrittenModel> {
+export async function writeModelDir(
+  dir: string,
+  weights: LlamaWeights,
+  specgate: SpecgateInfo,
+  onProgress: WriteProgress = () => {},
+): Promise<WrittenModel> {
+  onProgress("graph", 0);
   const graph = buildLlamaGraph(weights);
+  onProgress("serialize", 0);
   const weightBytes = graph.weightBytes();
   const external = weightBytes > EXTERNAL_DATA_ABOVE_BYTES;
   const serialized = serializeModel(graph, {
@@ -46,7 +60,10 @@ export async function writeModelDir(dir: string, weights: LlamaWeights, specgate
   });
   await mkdir(join(dir, "onnx"), { recursive: true });
   await rm(join(dir, "onnx", EXTERNAL_DATA_FILE), { force: true });
-  if (external) await writeChunks(join(dir, "onnx", EXTERNAL_DATA_FILE), serialized.externalData);
+  onProgress("write", 0);
+  if (external) {
+    await writeChunks(join(dir, "onnx", EXTERNAL_DATA_FILE), serialized.externalData, (f) => onProgress("write", f));
+  }
   await writeFile(join(dir, MODEL_FILE), serialized.model);
   const config = toHfConfig(weights.config, weights.classifier === null, specgate, external);
   await writeFile(join(dir, "config.json"), `${JSON.stringify(config, null, 2)}\n`);
