@@ -1,0 +1,293 @@
+/**
+ * The `specgate` command: generate through a gateway, list its models, bring the local stack up, run benchmarks.
+ * `specgate up` and `specgate bench` delegate to deploy/local-stack.ts and bench/cli.ts.
+ */
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import type { GenerateEnd__Output } from "../gen/specgate/v1/GenerateEnd.ts";
+import type { GenerateResponse__Output } from "../gen/specgate/v1/GenerateResponse.ts";
+import { type ClientOptions, DEFAULT_ADDRESS, SpecgateClient } from "./client.ts";
+import { SpecgateError } from "./errors.ts";
+import { ACCEPTANCE_NAMES, type AcceptanceName, type GenerateInput } from "./request.ts";
+
+const MAIN_HELP = `specgate: speculative decoding served by a gateway, a draft service and target replicas
+
+Usage: specgate <command> [options]
+
+Commands:
+  generate "<prompt>"   generate a completion through a gateway
+  models                list the gateway's target model and drafters
+  up                    start the whole stack locally (models, redis, draft, targets, gateway)
+  bench                 run the benchmarks
+
+Run "specgate <command> --help" for a command's options.`;
+
+const CONNECTION_HELP = `Connection:
+  --address HOST:PORT   gateway address (default: $SPECGATE_ADDRESS, else 127.0.0.1:$SPECGATE_PORT, else ${DEFAULT_ADDRESS})
+  --timeout MS          deadline of the call in milliseconds (default: none)
+  --tls-ca FILE         PEM roots to trust (enables TLS)
+  --tls-cert FILE       PEM client certificate (mutual TLS, with --tls-key)
+  --tls-key FILE        PEM client key
+  --insecure            plaintext even for a non-loopback address (loopback is plaintext by default)`;
+
+const GENERATE_HELP = `Usage: specgate generate "<prompt>" [options]
+
+Sampling:
+  --max-tokens N        tokens to generate (default: the gateway's)
+  --temperature T       0 = greedy (default 0)
+  --top-k K             keep the K most probable tokens (0 = off)
+  --top-p P             nucleus mass in (0, 1]
+  --seed S              seed of every random draw (reported back; reuse it to reproduce a sampled run)
+  --stop STRING         stop after this string (repeatable)
+Speculation:
+  --drafter NAME        drafter ("specgate models" lists them; "none" = plain decoding)
+  --k N|adaptive        fixed speculation length N, or the adaptive policy
+  --k-min N, --k-max N  bounds of the adaptive policy
+  --acceptance MODE     ${ACCEPTANCE_NAMES.join(" | ")} (the lossy-* modes change the output distribution)
+  --tenant ID, --user ID  who is asking (labels statistics and metrics)
+Output:
+  --stream              print text as it is accepted
+  --json                print one JSON object: token_ids, text, finish_reason, stats, usage, request_id, seed, model
+
+${CONNECTION_HELP}`;
+
+const MODELS_HELP = `Usage: specgate models [--json]
+
+${CONNECTION_HELP}`;
+
+const CONNECTION_OPTIONS = {
+  address: { type: "string" },
+  timeout: { type: "string" },
+  "tls-ca": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  insecure: { type: "boolean" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+const GENERATE_OPTIONS = {
+  ...CONNECTION_OPTIONS,
+  "max-tokens": { type: "string" },
+  temperature: { type: "string" },
+  "top-k": { type: "string" },
+  "top-p": { type: "string" },
+  seed: { type: "string" },
+  stop: { type: "string", multiple: true },
+  drafter: { type: "string" },
+  k: { type: "string" },
+  "k-min": { type: "string" },
+  "k-max": { type: "string" },
+  acceptance: { type: "string" },
+  tenant: { type: "string" },
+  user: { type: "string" },
+  stream: { type: "boolean" },
+} as const;
+
+class UsageError extends Error {}
+
+type ConnectionValues = { [K in keyof typeof CONNECTION_OPTIONS]?: string | boolean };
+
+function number(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const parsed = Number(value);
+  if (value.trim() === "" || !Number.isFinite(parsed))
+    throw new UsageError(`--${name} must be a number, got "${value}"`);
+  return parsed;
+}
+
+function clientOptions(values: ConnectionValues): ClientOptions {
+  const port = process.env.SPECGATE_PORT;
+  const address =
+    (values.address as string | undefined) ??
+    process.env.SPECGATE_ADDRESS ??
+    (port ? `127.0.0.1:${port}` : DEFAULT_ADDRESS);
+  const file = (path: unknown) => (typeof path === "string" ? readFileSync(path) : undefined);
+  const tlsGiven = values["tls-ca"] || values["tls-cert"] || values["tls-key"];
+  return {
+    address,
+    timeoutMs: number("timeout", values.timeout as string | undefined),
+    tls: values.insecure
+      ? false
+      : tlsGiven
+        ? { ca: file(values["tls-ca"]), cert: file(values["tls-cert"]), key: file(values["tls-key"]) }
+        : undefined,
+  };
+}
+
+/** "FINISH_REASON_CONTEXT_LENGTH" → "context_length". */
+function shortFinishReason(reason: string): string {
+  return reason.replace(/^FINISH_REASON_/, "").toLowerCase();
+}
+
+function jsonResult(tokenIds: number[], text: string, end: GenerateEnd__Output | GenerateResponse__Output): object {
+  return {
+    token_ids: tokenIds,
+    text,
+    finish_reason: shortFinishReason(end.finish_reason),
+    stats: end.stats,
+    usage: end.usage,
+    request_id: end.request_id,
+    seed: end.seed,
+    model: end.model,
+  };
+}
+
+function summary(end: GenerateEnd__Output | GenerateResponse__Output): string {
+  const s = end.stats;
+  const figures = s
+    ? `rounds=${s.rounds} draft_tokens=${s.draft_tokens} accepted_tokens=${s.accepted_tokens} alpha=${s.alpha.toFixed(3)} tokens_per_round=${s.tokens_per_round.toFixed(2)} drafter=${s.drafter}`
+    : "";
+  return `[${shortFinishReason(end.finish_reason)}] ${figures} seed=${end.seed}`;
+}
+
+function generateInput(prompt: string, values: Record<string, string | boolean | string[] | undefined>): GenerateInput {
+  const text = (name: string) => values[name] as string | undefined;
+  const k = text("k");
+  const acceptance = text("acceptance");
+  if (acceptance !== undefined && !ACCEPTANCE_NAMES.includes(acceptance as AcceptanceName)) {
+    throw new UsageError(`--acceptance must be one of ${ACCEPTANCE_NAMES.join(", ")}`);
+  }
+  return {
+    prompt,
+    max_tokens: number("max-tokens", text("max-tokens")),
+    temperature: number("temperature", text("temperature")),
+    top_k: number("top-k", text("top-k")),
+    top_p: number("top-p", text("top-p")),
+    seed: number("seed", text("seed")),
+    stop: values.stop as string[] | undefined,
+    drafter: text("drafter"),
+    k: k === "adaptive" ? "adaptive" : number("k", k),
+    k_min: number("k-min", text("k-min")),
+    k_max: number("k-max", text("k-max")),
+    acceptance: acceptance as AcceptanceName | undefined,
+    tenant_id: text("tenant"),
+    user_id: text("user"),
+  };
+}
+
+async function generate(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: GENERATE_OPTIONS, allowPositionals: true });
+  if (values.help) {
+    console.log(GENERATE_HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError('generate takes exactly one prompt: specgate generate "<prompt>"');
+  const input = generateInput(positionals[0], values);
+  const client = new SpecgateClient(clientOptions(values));
+  const controller = new AbortController();
+  const onSigint = () => controller.abort(new Error("interrupted"));
+  process.once("SIGINT", onSigint);
+  try {
+    if (!values.stream) {
+      const result = await client.generate(input, { signal: controller.signal });
+      if (values.json) console.log(JSON.stringify(jsonResult(result.token_ids, result.text, result)));
+      else {
+        process.stdout.write(`${result.text}\n`);
+        process.stderr.write(`${summary(result)}\n`);
+      }
+      return 0;
+    }
+    const tokenIds: number[] = [];
+    let text = "";
+    for await (const event of client.stream(input, { signal: controller.signal })) {
+      if (event.type === "delta") {
+        tokenIds.push(...event.token_ids);
+        text += event.text;
+        if (!values.json) process.stdout.write(event.text);
+      } else if (values.json) console.log(JSON.stringify(jsonResult(tokenIds, text, event)));
+      else {
+        process.stdout.write("\n");
+        process.stderr.write(`${summary(event)}\n`);
+      }
+    }
+    return 0;
+  } finally {
+    process.off("SIGINT", onSigint);
+    client.close();
+  }
+}
+
+async function models(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: CONNECTION_OPTIONS });
+  if (values.help) {
+    console.log(MODELS_HELP);
+    return 0;
+  }
+  const client = new SpecgateClient(clientOptions(values));
+  try {
+    const listing = await client.listModels();
+    if (values.json) {
+      console.log(JSON.stringify(listing));
+      return 0;
+    }
+    for (const m of listing.models) {
+      console.log(`model   ${m.name}  vocab=${m.vocab_size} context=${m.context_length}`);
+    }
+    for (const d of listing.drafters) {
+      const mark = d.name === listing.default_drafter ? " (default)" : "";
+      console.log(`drafter ${d.name}${mark}  kind=${d.kind}${d.model ? ` model=${d.model}` : ""}`);
+    }
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * Hands a command to a module other parts of the project provide: either it exports `run(argv)`, or it is a script
+ * that runs on import and reads process.argv (set here as if it had been started directly). Clear message while the
+ * module does not exist yet.
+ */
+async function delegate(modulePath: string, command: string, argv: string[]): Promise<number> {
+  const url = new URL(modulePath, import.meta.url);
+  process.argv = [process.argv[0], fileURLToPath(url), ...argv];
+  let module: { run?: (argv: string[]) => Promise<number | undefined> };
+  try {
+    module = await import(url.href);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND" && String(error).includes(url.pathname)) {
+      throw new UsageError(`"specgate ${command}" is not available in this checkout (${modulePath} is missing)`);
+    }
+    throw error;
+  }
+  if (typeof module.run === "function") return (await module.run(argv)) ?? 0;
+  return Number(process.exitCode ?? 0);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case "generate":
+        return await generate(rest);
+      case "models":
+        return await models(rest);
+      case "up":
+        return await delegate("../deploy/local-stack.ts", "up", rest);
+      case "bench":
+        return await delegate("../bench/cli.ts", "bench", rest);
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        console.log(MAIN_HELP);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${command}"\n\n${MAIN_HELP}`);
+    }
+  } catch (error) {
+    if (error instanceof SpecgateError) {
+      console.error(`specgate: ${error.message}`);
+      return 1;
+    }
+    if (error instanceof UsageError || (error as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS")) {
+      console.error(`specgate: ${(error as Error).message}`);
+      return 2;
+    }
+    throw error;
+  }
+}
+
+if (process.argv[1] === import.meta.filename) process.exitCode = await main(process.argv.slice(2));
