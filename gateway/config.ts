@@ -1,0 +1,139 @@
+/**
+ * The gateway's configuration: flags over environment variables, validated at start-up, printed by `--help`.
+ * Variables shared with the other services (SPECGATE_TARGET_MODEL, SPECGATE_DRAFTERS, REDIS_URL) mean the same
+ * thing everywhere, so the local stack sets each once.
+ */
+import { z } from "zod";
+import { type ConfigOf, loadConfig, parseConfig, type Settings, settingsHelp } from "../services/config/settings.ts";
+
+const integer = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
+
+export interface DrafterListing {
+  readonly name: string;
+  readonly kind: "model" | "ngram";
+  /** Model directory of a model drafter ("" for n-gram). */
+  readonly model: string;
+}
+
+/** Reads "NAME=MODEL,NAME=ngram,NAME" as the draft service does; the gateway needs the names and kinds. */
+export function parseDrafterListing(text: string): DrafterListing[] {
+  return text
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter((entry) => entry.length > 0)
+    .map((entry) => {
+      const [name, source = name] = entry.split("=", 2).map((part) => part.trim());
+      return source === "ngram" ? { name, kind: "ngram", model: "" } : { name, kind: "model", model: source };
+    });
+}
+
+export const GATEWAY_SETTINGS = {
+  host: {
+    flag: "host",
+    env: "SPECGATE_HOST",
+    schema: z.string().min(1).default("127.0.0.1"),
+    help: "address to listen on",
+  },
+  port: {
+    flag: "port",
+    env: "SPECGATE_PORT",
+    schema: integer(0, 50051).pipe(z.number().max(65535)),
+    help: "gRPC port (0: a free one)",
+  },
+  model: {
+    flag: "model",
+    env: "SPECGATE_TARGET_MODEL",
+    schema: z.string().min(1).default("stories260k"),
+    help: "target model (directory, or name under models/): its tokenizer and context length",
+  },
+  redisUrl: {
+    flag: "redis-url",
+    env: "REDIS_URL",
+    schema: z.string().min(1).default("redis://127.0.0.1:6379"),
+    help: "Redis holding the verify queues and replica announcements",
+  },
+  draftAddress: {
+    flag: "draft-address",
+    env: "SPECGATE_DRAFT_ADDRESS",
+    schema: z.string().min(1).default("127.0.0.1:50052"),
+    help: "host:port of the draft service",
+  },
+  drafters: {
+    flag: "drafters",
+    env: "SPECGATE_DRAFTERS",
+    schema: z.string().min(1).default("int4=stories260k-int4,early-exit=stories260k-exit4,ngram"),
+    help: "drafters the draft service serves (NAME=MODEL or NAME=ngram, comma-separated)",
+  },
+  defaultDrafter: {
+    flag: "default-drafter",
+    env: "SPECGATE_DEFAULT_DRAFTER",
+    schema: z.string().min(1).default("int4"),
+    help: 'drafter of requests that name none ("none": plain decoding)',
+  },
+  k: {
+    flag: "k",
+    env: "SPECGATE_K",
+    schema: z.union([z.literal("adaptive"), z.coerce.number().int().min(0)]).default("adaptive"),
+    help: 'speculation length of requests that set none: "adaptive" or a fixed K',
+  },
+  maxK: {
+    flag: "max-k",
+    env: "SPECGATE_MAX_K",
+    schema: integer(1, 12),
+    help: "largest K a request may ask (and the adaptive bound)",
+  },
+  defaultMaxTokens: {
+    flag: "default-max-tokens",
+    env: "SPECGATE_DEFAULT_MAX_TOKENS",
+    schema: integer(1, 128),
+    help: "max_tokens of requests that set none",
+  },
+  maxTokensLimit: {
+    flag: "max-tokens-limit",
+    env: "SPECGATE_MAX_TOKENS_LIMIT",
+    schema: integer(1, 4096),
+    help: "largest max_tokens a request may ask",
+  },
+  maxInFlight: {
+    flag: "max-in-flight",
+    env: "SPECGATE_MAX_IN_FLIGHT",
+    schema: integer(1, 64),
+    help: "requests generating at once; more get RESOURCE_EXHAUSTED",
+  },
+  verifyTimeoutMs: {
+    flag: "verify-timeout-ms",
+    env: "SPECGATE_VERIFY_TIMEOUT_MS",
+    schema: integer(1, 10_000),
+    help: "a verify job unanswered this long marks its replica dead; the round moves to another replica",
+  },
+  drainMs: {
+    flag: "drain-ms",
+    env: "SPECGATE_DRAIN_MS",
+    schema: integer(0, 30_000),
+    help: "on SIGTERM, how long in-flight requests may run before they are cancelled",
+  },
+  logLevel: {
+    flag: "log-level",
+    env: "SPECGATE_LOG_LEVEL",
+    schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    help: "pino log level",
+  },
+} satisfies Settings;
+
+export type GatewayConfig = ConfigOf<typeof GATEWAY_SETTINGS>;
+
+export function parseGatewayConfig(input: Record<string, unknown>): GatewayConfig {
+  return parseConfig(GATEWAY_SETTINGS, input, "gateway");
+}
+
+export function loadGatewayConfig(argv: readonly string[], env: NodeJS.ProcessEnv): GatewayConfig | undefined {
+  return loadConfig(GATEWAY_SETTINGS, argv, env, "gateway");
+}
+
+export function gatewayHelp(): string {
+  return settingsHelp(
+    GATEWAY_SETTINGS,
+    "specgate gateway: the public gRPC API; runs each request's draft → verify rounds over the draft service and the target replicas.",
+    "node --import tsx gateway/main.ts [flags]",
+  );
+}
