@@ -1,0 +1,61 @@
+/**
+ * `node --import tsx services/draft/main.ts [--help]`: runs the draft service until SIGTERM or SIGINT, then drains
+ * (running proposals are answered, sessions end with UNAVAILABLE) and exits 0.
+ */
+import { pino } from "pino";
+import { startTelemetry } from "../telemetry/index.ts";
+import { draftUsage, loadDraftConfig } from "./config.ts";
+import { loadDrafters } from "./drafters.ts";
+import { startDraftServer } from "./server.ts";
+
+let config: ReturnType<typeof loadDraftConfig>;
+try {
+  config = loadDraftConfig(process.argv.slice(2));
+} catch (error) {
+  console.error((error as Error).message);
+  console.error("run with --help to see every setting");
+  process.exit(2);
+}
+if (config === "help") {
+  console.log(draftUsage());
+  process.exit(0);
+}
+
+const { drainMs } = config;
+const logger = pino({ name: "draft", level: config.logLevel });
+const telemetry = await startTelemetry({ serviceName: "specgate-draft", metrics: { port: config.metricsPort } });
+const drafters = await loadDrafters(config.drafters, {
+  modelsDir: config.modelsDir,
+  runtime: { executionProvider: config.executionProvider, deviceId: config.deviceId, intraOpThreads: config.threads },
+});
+const server = await startDraftServer({
+  host: config.host,
+  port: config.port,
+  drafters,
+  capacityBytes: config.cacheBytes,
+  logger,
+  events: { evicted: () => telemetry.metrics.recordKvEvictions("draft", "0") },
+});
+telemetry.metrics.observeKvCache("draft", "0", () => server.service.sequences.cacheBytes());
+logger.info(
+  {
+    address: server.address,
+    drafters: config.drafters.map((s) => (s.kind === "model" ? `${s.name}=${s.model}` : `${s.name}=ngram`)),
+    cacheBytes: config.cacheBytes,
+    metrics: telemetry.metricsUrl,
+  },
+  "draft service listening",
+);
+
+let stopping = false;
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, "draining");
+  await server.stop(drainMs);
+  await telemetry.shutdown();
+  logger.info("stopped");
+  process.exit(0);
+}
+process.on("SIGTERM", () => void shutdown("SIGTERM"));
+process.on("SIGINT", () => void shutdown("SIGINT"));

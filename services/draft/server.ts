@@ -1,0 +1,268 @@
+/**
+ * The Draft gRPC service (draft.proto): one bidirectional Session stream per gateway connection, many sequences
+ * multiplexed on it. A failure of one sequence answers a DraftError with a code and the stream carries on; gRPC status
+ * codes are kept for what concerns a whole call (bad unary requests, a server shutting down).
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { DraftHandlers } from "../../gen/specgate/v1/Draft.ts";
+import type { DraftClientMessage__Output } from "../../gen/specgate/v1/DraftClientMessage.ts";
+import type { DraftServerMessage } from "../../gen/specgate/v1/DraftServerMessage.ts";
+import type { DraftStats } from "../../gen/specgate/v1/DraftStats.ts";
+import { toWire } from "../../proto/draft-distribution.ts";
+import { draftService, SERVICE_NAMES } from "../../proto/load.ts";
+import { seededSamplingFromWire } from "../../proto/sampling-params.ts";
+import { addStandardServices, bindInsecure, drain } from "../grpc/server.ts";
+import type { ServedDrafter } from "./drafters.ts";
+import { DraftFailure, DraftSequences, type SequenceEvents } from "./sequences.ts";
+
+type SessionCall = grpc.ServerDuplexStream<DraftClientMessage__Output, DraftServerMessage>;
+
+interface Session {
+  readonly call: SessionCall;
+  /** Operations of this session not yet answered. */
+  readonly pending: Set<Promise<void>>;
+}
+
+/** The Draft service's handlers over a sequence table. */
+export class DraftService {
+  readonly #sessions = new Map<string, Session>();
+  #nextSession = 0;
+
+  constructor(
+    readonly sequences: DraftSequences,
+    private readonly logger: Logger,
+  ) {}
+
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  handlers(): DraftHandlers {
+    return {
+      Session: (call) => this.#session(call),
+      Release: (call, callback) => {
+        const ids = call.request.sequence_ids;
+        if (ids.some((id) => id.length === 0)) {
+          callback({ code: grpc.status.INVALID_ARGUMENT, details: "release: sequence_ids must not be empty strings" });
+          return;
+        }
+        Promise.all(ids.map((id) => this.sequences.close(id))).then(
+          (closed) =>
+            callback(null, { released: closed.filter(Boolean).length, cache_bytes: this.sequences.cacheBytes() }),
+          (error: unknown) => callback({ code: grpc.status.INTERNAL, details: String(error) }),
+        );
+      },
+      Stats: (_call, callback) => callback(null, this.stats()),
+    };
+  }
+
+  stats(): DraftStats {
+    const c = this.sequences.counters();
+    return {
+      sequences: c.sequences,
+      cached_sequences: c.cachedSequences,
+      cache_bytes: c.cacheBytes,
+      cache_capacity_bytes: c.capacityBytes,
+      evictions: c.evictions,
+      proposals: c.proposals,
+      draft_tokens: c.draftTokens,
+      prefills: c.prefills,
+      drafters: [...this.sequences.drafters.keys()],
+      sessions: this.#sessions.size,
+    };
+  }
+
+  /**
+   * Ends every session once its running operations are answered, with UNAVAILABLE so that gateways reconnect (to
+   * another draft replica) or carry on without a draft.
+   */
+  async endSessions(): Promise<void> {
+    await Promise.all(
+      [...this.#sessions.values()].map(async (session) => {
+        await Promise.allSettled([...session.pending]);
+        session.call.emit("error", { code: grpc.status.UNAVAILABLE, details: "draft service is shutting down" });
+      }),
+    );
+    await this.sequences.idle();
+  }
+
+  #session(call: SessionCall): void {
+    const id = `session-${++this.#nextSession}`;
+    const session: Session = { call, pending: new Set() };
+    this.#sessions.set(id, session);
+    const log = this.logger.child({ session: id, peer: call.getPeer() });
+    log.debug("session opened");
+    let ended = false;
+    const send = (message: DraftServerMessage) => {
+      if (!ended && !call.writableEnded && !call.destroyed) call.write(message);
+    };
+    const finish = (reason: string) => {
+      if (!this.#sessions.delete(id)) return;
+      ended = true;
+      // Nobody will settle or close this session's sequences any more: free them now. A gateway that reconnects
+      // gets DRAFT_ERROR_UNKNOWN_SEQUENCE and re-opens with the full history.
+      void this.sequences.closeOwnedBy(id).then((closed) => log.debug({ reason, closed }, "session ended"));
+    };
+    call.on("data", (message: DraftClientMessage__Output) => {
+      const operation = this.#handle(id, message, send, log);
+      session.pending.add(operation);
+      void operation.finally(() => session.pending.delete(operation));
+    });
+    call.on("end", () => {
+      // The gateway half-closed: answer what it asked, then end the stream.
+      void Promise.allSettled([...session.pending]).then(() => {
+        finish("client ended the stream");
+        if (!call.writableEnded) call.end();
+      });
+    });
+    call.on("cancelled", () => finish("cancelled"));
+    call.on("error", (error) => finish(`stream error: ${error.message}`));
+    call.on("close", () => finish("closed"));
+  }
+
+  async #handle(
+    session: string,
+    message: DraftClientMessage__Output,
+    send: (message: DraftServerMessage) => void,
+    log: Logger,
+  ): Promise<void> {
+    let sequenceId = "";
+    let round = 0;
+    try {
+      switch (message.message) {
+        case "open": {
+          const open = required(message.open, "open");
+          sequenceId = checkedId(open.sequence_id);
+          let sampling: ReturnType<typeof seededSamplingFromWire>;
+          try {
+            sampling = seededSamplingFromWire(open.sampling);
+          } catch (error) {
+            throw new DraftFailure("DRAFT_ERROR_INVALID_ARGUMENT", `open: ${(error as Error).message}`);
+          }
+          await this.sequences.open(session, { sequenceId, drafter: open.drafter, tokens: open.tokens, sampling });
+          return;
+        }
+        case "propose": {
+          const propose = required(message.propose, "propose");
+          sequenceId = checkedId(propose.sequence_id);
+          round = propose.round;
+          const result = await this.sequences.propose({
+            sequenceId,
+            round,
+            k: propose.k,
+            historyLength: propose.history_length,
+          });
+          send({
+            proposal: {
+              sequence_id: sequenceId,
+              round,
+              tokens: result.tokens,
+              distributions: result.distributions.map(toWire),
+              draft_time_ms: result.draftTimeMs,
+              prefilled: result.prefilled,
+            },
+          });
+          return;
+        }
+        case "accept": {
+          const accept = required(message.accept, "accept");
+          sequenceId = checkedId(accept.sequence_id);
+          await this.sequences.accept({
+            sequenceId,
+            round: accept.round,
+            accepted: accept.accepted,
+            appended: accept.appended,
+          });
+          return;
+        }
+        case "close": {
+          sequenceId = checkedId(required(message.close, "close").sequence_id);
+          await this.sequences.close(sequenceId);
+          return;
+        }
+        default:
+          throw new DraftFailure("DRAFT_ERROR_INVALID_ARGUMENT", "message sets none of open, propose, accept, close");
+      }
+    } catch (error) {
+      const failure =
+        error instanceof DraftFailure
+          ? error
+          : new DraftFailure("DRAFT_ERROR_INTERNAL", error instanceof Error ? error.message : String(error));
+      if (failure.code === "DRAFT_ERROR_INTERNAL") log.error({ err: error, sequenceId, round }, "draft failed");
+      else log.debug({ code: failure.code, sequenceId, round, reason: failure.message }, "draft error");
+      send({ error: { sequence_id: sequenceId, round, code: failure.code, message: failure.message } });
+    }
+  }
+}
+
+function required<T>(value: T | null | undefined, field: string): T {
+  if (value === null || value === undefined)
+    throw new DraftFailure("DRAFT_ERROR_INVALID_ARGUMENT", `${field} is empty`);
+  return value;
+}
+
+function checkedId(sequenceId: string): string {
+  if (sequenceId.length === 0) throw new DraftFailure("DRAFT_ERROR_INVALID_ARGUMENT", "sequence_id must not be empty");
+  return sequenceId;
+}
+
+export interface DraftServerOptions {
+  readonly host: string;
+  /** 0: a free port. */
+  readonly port: number;
+  readonly drafters: ReadonlyMap<string, ServedDrafter>;
+  readonly capacityBytes: number;
+  readonly logger: Logger;
+  readonly events?: SequenceEvents;
+}
+
+export interface RunningDraftServer {
+  /** `host:port` as bound. */
+  readonly address: string;
+  readonly port: number;
+  readonly service: DraftService;
+  /**
+   * Health NOT_SERVING, answers what is running, ends the sessions, stops the server (cancelling what remains after
+   * `graceMs`) and closes the drafters' models.
+   */
+  stop(graceMs: number): Promise<void>;
+}
+
+/** Binds the Draft service with health (SERVING once bound) and reflection. */
+export async function startDraftServer(options: DraftServerOptions): Promise<RunningDraftServer> {
+  const sequences = new DraftSequences(options.drafters, {
+    capacityBytes: options.capacityBytes,
+    events: options.events,
+  });
+  const service = new DraftService(sequences, options.logger);
+  const server = new grpc.Server();
+  server.addService(draftService, service.handlers());
+  const health = addStandardServices(server, [SERVICE_NAMES.draft]);
+  const port = await bindInsecure(server, options.host, options.port);
+  health.setStatus("", "SERVING");
+  health.setStatus(SERVICE_NAMES.draft, "SERVING");
+  let stopping: Promise<void> | undefined;
+  return {
+    address: `${options.host}:${port}`,
+    port,
+    service,
+    stop(graceMs) {
+      stopping ??= (async () => {
+        health.setStatus("", "NOT_SERVING");
+        health.setStatus(SERVICE_NAMES.draft, "NOT_SERVING");
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          service.endSessions(),
+          new Promise((resolve) => {
+            timer = setTimeout(resolve, graceMs);
+          }),
+        ]);
+        clearTimeout(timer);
+        await drain(server, graceMs);
+        await Promise.all([...options.drafters.values()].map((d) => d.close()));
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,479 @@
+/**
+ * The draft service over real gRPC on 127.0.0.1 with real ONNX models (a tiny random Llama built on the fly): its
+ * proposals equal the engine's drafters run in process, through rollbacks, evictions and rebuilds; memory returns to
+ * idle; bad messages get clear per-sequence errors while the stream carries on.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { pino } from "pino";
+import type { DraftClient as DraftClientType } from "../../gen/specgate/v1/Draft.ts";
+import type { DraftClientMessage } from "../../gen/specgate/v1/DraftClientMessage.ts";
+import type { DraftServerMessage__Output } from "../../gen/specgate/v1/DraftServerMessage.ts";
+import type { DraftStats__Output } from "../../gen/specgate/v1/DraftStats.ts";
+import { fromWire, quantise } from "../../proto/draft-distribution.ts";
+import { DraftClient } from "../../proto/load.ts";
+import { type DrafterSpec, loadDrafters } from "../../services/draft/drafters.ts";
+import { type RunningDraftServer, startDraftServer } from "../../services/draft/server.ts";
+import type { Drafter } from "../../services/engine/drafter.ts";
+import { ModelDrafter } from "../../services/engine/model-drafter.ts";
+import { NgramDrafter } from "../../services/engine/ngram-drafter.ts";
+import type { SparseDistribution } from "../../services/engine/sampling.ts";
+import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
+import { buildRandomLlama } from "../../services/runtime/random-llama.ts";
+
+const VOCAB = 64;
+const SPECS: DrafterSpec[] = [
+  { name: "tiny", kind: "model", model: "tiny" },
+  { name: "ngram", kind: "ngram" },
+];
+const silent = pino({ level: "silent" });
+
+let dir: string;
+let reference: OnnxCausalLM;
+
+/** One Session stream; server messages are queued per sequence id. */
+class Session {
+  readonly call: grpc.ClientDuplexStream<DraftClientMessage, DraftServerMessage__Output>;
+  readonly #queues = new Map<string, DraftServerMessage__Output[]>();
+  readonly #waiters = new Map<string, (message: DraftServerMessage__Output) => void>();
+  readonly ended: Promise<grpc.StatusObject>;
+
+  constructor(readonly client: DraftClientType) {
+    this.call = client.Session();
+    this.call.on("data", (message: DraftServerMessage__Output) => {
+      const id = message.proposal?.sequence_id ?? message.error?.sequence_id ?? "";
+      const waiter = this.#waiters.get(id);
+      if (waiter) {
+        this.#waiters.delete(id);
+        waiter(message);
+      } else {
+        this.#queues.set(id, [...(this.#queues.get(id) ?? []), message]);
+      }
+    });
+    this.ended = new Promise((resolve) => {
+      this.call.on("status", resolve);
+      this.call.on("error", () => {});
+    });
+  }
+
+  send(message: DraftClientMessage): void {
+    this.call.write(message);
+  }
+
+  next(sequenceId: string): Promise<DraftServerMessage__Output> {
+    const queued = this.#queues.get(sequenceId)?.shift();
+    if (queued) return Promise.resolve(queued);
+    return new Promise((resolve) => this.#waiters.set(sequenceId, resolve));
+  }
+
+  async propose(sequenceId: string, round: number, k: number, historyLength: number) {
+    this.send({ propose: { sequence_id: sequenceId, round, k, history_length: historyLength } });
+    const message = await this.next(sequenceId);
+    assert.equal(message.message, "proposal", `expected a proposal, got ${JSON.stringify(message.error)}`);
+    const proposal = message.proposal;
+    assert.ok(proposal);
+    assert.equal(proposal.round, round);
+    return proposal;
+  }
+
+  end(): Promise<grpc.StatusObject> {
+    this.call.end();
+    return this.ended;
+  }
+}
+
+function unary<T>(invoke: (callback: (error: grpc.ServiceError | null, value?: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => invoke((error, value) => (error ? reject(error) : resolve(value as T))));
+}
+
+interface Script {
+  readonly sequenceId: string;
+  readonly drafter: "tiny" | "ngram";
+  readonly prompt: number[];
+  readonly sampling: { temperature: number; top_k?: number; seed: number };
+  readonly rounds: number;
+  readonly k: number;
+}
+
+/** A deterministic stand-in for the target: accepts a round-dependent prefix and appends a round-dependent token. */
+function settle(round: number, proposed: number): { accepted: number; appended: number } {
+  return { accepted: Math.min(proposed, round % 3), appended: (round * 13 + 5) % VOCAB };
+}
+
+interface Round {
+  readonly tokens: number[];
+  /** Quantised q's as [ids, probs] pairs. */
+  readonly distributions: [number[], number[]][];
+  readonly prefilled?: boolean;
+}
+
+function plain(q: SparseDistribution): [number[], number[]] {
+  return [Array.from(q.ids), Array.from(q.probs)];
+}
+
+/** The engine's drafter run in process through the same script. */
+async function runInProcess(script: Script, drafter: Drafter): Promise<Round[]> {
+  const { sequenceId, sampling } = script;
+  const engineSampling = { temperature: sampling.temperature, topK: sampling.top_k, seed: sampling.seed };
+  let history = [...script.prompt];
+  await drafter.open({ sequenceId, history, sampling: engineSampling, seed: sampling.seed });
+  const rounds: Round[] = [];
+  for (let round = 1; round <= script.rounds; round++) {
+    const [draft] = await drafter.propose([{ sequenceId, k: script.k }]);
+    rounds.push({ tokens: draft.tokens, distributions: (draft.distributions ?? []).map(plain) });
+    const { accepted, appended } = settle(round, draft.tokens.length);
+    drafter.commit(sequenceId, history.length + accepted, [appended]);
+    history = history.concat(draft.tokens.slice(0, accepted), [appended]);
+  }
+  drafter.close(sequenceId);
+  return rounds;
+}
+
+/** The same script over a Session stream. */
+async function runOverStream(script: Script, session: Session): Promise<Round[]> {
+  const { sequenceId } = script;
+  let historyLength = script.prompt.length;
+  session.send({
+    open: { sequence_id: sequenceId, drafter: script.drafter, tokens: script.prompt, sampling: script.sampling },
+  });
+  const rounds: Round[] = [];
+  for (let round = 1; round <= script.rounds; round++) {
+    const proposal = await session.propose(sequenceId, round, script.k, historyLength);
+    rounds.push({
+      tokens: proposal.tokens,
+      distributions: proposal.distributions.map((d) => plain(fromWire(d))),
+      prefilled: proposal.prefilled,
+    });
+    const { accepted, appended } = settle(round, proposal.tokens.length);
+    session.send({ accept: { sequence_id: sequenceId, round, accepted, appended: [appended] } });
+    historyLength += accepted + 1;
+  }
+  return rounds;
+}
+
+function withoutPrefilled(rounds: Round[]): Omit<Round, "prefilled">[] {
+  return rounds.map(({ tokens, distributions }) => ({ tokens, distributions }));
+}
+
+interface Served {
+  readonly server: RunningDraftServer;
+  readonly client: DraftClientType;
+  stats(): Promise<DraftStats__Output>;
+}
+
+async function serve(capacityBytes: number): Promise<Served> {
+  const drafters = await loadDrafters(SPECS, { modelsDir: dir, runtime: { intraOpThreads: 1 } });
+  const server = await startDraftServer({ host: "127.0.0.1", port: 0, drafters, capacityBytes, logger: silent });
+  const client = new DraftClient(server.address, grpc.credentials.createInsecure());
+  return {
+    server,
+    client,
+    stats: () => unary<DraftStats__Output>((cb) => client.Stats({}, cb)),
+  };
+}
+
+async function stop(served: Served): Promise<void> {
+  served.client.close();
+  await served.server.stop(1000);
+}
+
+const PROMPT = [1, 7, 9, 11, 7, 9, 30, 31, 7, 9];
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "specgate-draft-"));
+  await buildRandomLlama(join(dir, "tiny"), { vocab: VOCAB, dim: 32, layers: 2, heads: 4, kvHeads: 2, maxSeqLen: 64 });
+  reference = await OnnxCausalLM.load(join(dir, "tiny"), { intraOpThreads: 1 });
+});
+
+after(async () => {
+  await reference.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("draft service", () => {
+  let served: Served;
+  before(async () => {
+    served = await serve(64 * 1024 * 1024);
+  });
+  after(() => stop(served));
+
+  test("greedy and sampled proposals of many sequences on one stream equal the engine's drafters in process", async () => {
+    const scripts: Script[] = [
+      { sequenceId: "greedy", drafter: "tiny", prompt: PROMPT, sampling: { temperature: 0, seed: 1 }, rounds: 6, k: 4 },
+      {
+        sequenceId: "sampled",
+        drafter: "tiny",
+        prompt: PROMPT,
+        sampling: { temperature: 0.9, top_k: 20, seed: 42 },
+        rounds: 6,
+        k: 4,
+      },
+      {
+        sequenceId: "sampled-full",
+        drafter: "tiny",
+        prompt: PROMPT.slice(0, 3),
+        sampling: { temperature: 1.3, seed: 7 },
+        rounds: 5,
+        k: 3,
+      },
+      {
+        sequenceId: "lookup",
+        drafter: "ngram",
+        prompt: PROMPT,
+        sampling: { temperature: 0, seed: 1 },
+        rounds: 6,
+        k: 4,
+      },
+      {
+        sequenceId: "lookup-sampled",
+        drafter: "ngram",
+        prompt: PROMPT,
+        sampling: { temperature: 0.7, seed: 3 },
+        rounds: 6,
+        k: 4,
+      },
+    ];
+    const expected: Round[][] = [];
+    for (const script of scripts) {
+      const drafter =
+        script.drafter === "tiny" ? new ModelDrafter(reference, "tiny", { quantise }) : new NgramDrafter();
+      expected.push(await runInProcess(script, drafter));
+    }
+    const session = new Session(served.client);
+    // All sequences run at once, interleaved on the one stream (their proposals share drafter calls).
+    const actual = await Promise.all(scripts.map((script) => runOverStream(script, session)));
+    scripts.forEach((script, i) => {
+      assert.deepEqual(withoutPrefilled(actual[i]), expected[i], `sequence ${script.sequenceId}`);
+      assert.equal(actual[i][0].prefilled, true, "the first proposal builds the cache");
+      assert.ok(
+        actual[i].slice(1).every((r) => r.prefilled === false),
+        "later proposals reuse the cache",
+      );
+    });
+    // Non-trivial: tokens were proposed, sampled rounds carry one quantised q per token, greedy rounds none.
+    assert.ok(actual[0].every((r) => r.tokens.length === 4 && r.distributions.length === 0));
+    assert.ok(actual[1].every((r) => r.tokens.length === 4 && r.distributions.length === 4));
+    assert.ok(actual[1].flatMap((r) => r.distributions).every(([ids]) => ids.length > 1 && ids.length <= 20));
+    assert.ok(
+      actual[3].some((r) => r.tokens.length > 0),
+      "the n-gram drafter found matches",
+    );
+    for (const script of scripts) session.send({ close: { sequence_id: script.sequenceId } });
+    await session.end();
+  });
+
+  test("Close and the end of a session release every cache: memory accounting returns to idle", async () => {
+    const idle = await served.stats();
+    assert.equal(idle.cache_bytes, 0);
+    const session = new Session(served.client);
+    const script = (sequenceId: string): Script => ({
+      sequenceId,
+      drafter: "tiny",
+      prompt: PROMPT,
+      sampling: { temperature: 0, seed: 1 },
+      rounds: 2,
+      k: 4,
+    });
+    await Promise.all([runOverStream(script("a"), session), runOverStream(script("b"), session)]);
+    const busy = await served.stats();
+    assert.equal(busy.sequences, 2);
+    assert.equal(busy.cached_sequences, 2);
+    assert.ok(busy.cache_bytes > 0);
+    assert.equal(busy.sessions, 1);
+
+    session.send({ close: { sequence_id: "a" } });
+    const released = await unary<{ released: number; cache_bytes: number }>((cb) =>
+      served.client.Release({ sequence_ids: ["a", "b", "never-opened"] }, cb),
+    );
+    assert.equal(released.released, 1, "a was closed on the stream before the Release (messages are ordered)");
+    assert.equal(released.cache_bytes, 0);
+    let stats = await served.stats();
+    assert.equal(stats.sequences, 0);
+    assert.equal(stats.cache_bytes, 0);
+
+    // A session that ends without closing its sequences frees them too.
+    await runOverStream(script("c"), session);
+    assert.ok((await served.stats()).cache_bytes > 0);
+    const status = await session.end();
+    assert.equal(status.code, grpc.status.OK);
+    for (let i = 0; i < 50 && (await served.stats()).sessions > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    stats = await served.stats();
+    assert.equal(stats.sessions, 0);
+    assert.equal(stats.sequences, 0);
+    assert.equal(stats.cache_bytes, 0);
+  });
+
+  test("bad messages get per-sequence errors with clear codes and the stream carries on", async () => {
+    const session = new Session(served.client);
+    const errorOf = async (sequenceId: string, message: DraftClientMessage) => {
+      session.send(message);
+      const reply = await session.next(sequenceId);
+      assert.equal(reply.message, "error", `expected an error for ${JSON.stringify(message)}`);
+      assert.ok(reply.error);
+      return reply.error;
+    };
+
+    let error = await errorOf("", {});
+    assert.equal(error.code, "DRAFT_ERROR_INVALID_ARGUMENT");
+    assert.match(error.message, /none of open, propose, accept, close/);
+
+    error = await errorOf("x", { propose: { sequence_id: "x", round: 3, k: 2, history_length: 4 } });
+    assert.equal(error.code, "DRAFT_ERROR_UNKNOWN_SEQUENCE");
+    assert.equal(error.round, 3);
+    assert.match(error.message, /re-open/);
+
+    error = await errorOf("x", {
+      open: { sequence_id: "x", drafter: "medusa", tokens: PROMPT, sampling: { temperature: 0, seed: 1 } },
+    });
+    assert.equal(error.code, "DRAFT_ERROR_UNKNOWN_DRAFTER");
+    assert.match(error.message, /medusa.*tiny, ngram/);
+
+    error = await errorOf("x", { open: { sequence_id: "x", drafter: "tiny", tokens: [], sampling: { seed: 1 } } });
+    assert.equal(error.code, "DRAFT_ERROR_INVALID_ARGUMENT");
+    assert.match(error.message, /open\.tokens/);
+
+    error = await errorOf("x", {
+      open: { sequence_id: "x", drafter: "tiny", tokens: PROMPT, sampling: { temperature: 0.5 } },
+    });
+    assert.equal(error.code, "DRAFT_ERROR_INVALID_ARGUMENT");
+    assert.match(error.message, /seed/);
+
+    error = await errorOf("x", {
+      open: { sequence_id: "x", drafter: "tiny", tokens: PROMPT, sampling: { temperature: -1, seed: 1 } },
+    });
+    assert.match(error.message, /temperature/);
+
+    error = await errorOf("", { propose: { sequence_id: "", round: 1, k: 1, history_length: 1 } });
+    assert.match(error.message, /sequence_id must not be empty/);
+
+    session.send({
+      open: { sequence_id: "x", drafter: "tiny", tokens: PROMPT, sampling: { temperature: 0, seed: 1 } },
+    });
+    error = await errorOf("x", { propose: { sequence_id: "x", round: 1, k: 0, history_length: PROMPT.length } });
+    assert.equal(error.code, "DRAFT_ERROR_INVALID_ARGUMENT");
+    assert.match(error.message, /k must be >= 1/);
+
+    error = await errorOf("x", { propose: { sequence_id: "x", round: 1, k: 2, history_length: PROMPT.length + 1 } });
+    assert.equal(error.code, "DRAFT_ERROR_DESYNC");
+
+    const proposal = await session.propose("x", 1, 2, PROMPT.length);
+    assert.equal(proposal.tokens.length, 2);
+    error = await errorOf("x", { accept: { sequence_id: "x", round: 1, accepted: 3, appended: [5] } });
+    assert.equal(error.code, "DRAFT_ERROR_INVALID_ARGUMENT");
+    assert.match(error.message, /outside 0\.\.2/);
+
+    // The sequence and the stream still work: settle round 1, propose round 2 at the right length.
+    session.send({ accept: { sequence_id: "x", round: 1, accepted: 2, appended: [5] } });
+    assert.equal((await session.propose("x", 2, 3, PROMPT.length + 3)).tokens.length, 3);
+    // A round the draft did not propose for (K = 0 on the gateway side) is settled with accepted = 0.
+    session.send({ accept: { sequence_id: "x", round: 7, accepted: 0, appended: [4, 6] } });
+    assert.equal((await session.propose("x", 8, 1, PROMPT.length + 5)).tokens.length, 1);
+
+    await assert.rejects(
+      unary((cb) => served.client.Release({ sequence_ids: [""] }, cb)),
+      (e: grpc.ServiceError) => e.code === grpc.status.INVALID_ARGUMENT && /must not be empty/.test(e.details),
+    );
+    session.send({ close: { sequence_id: "x" } });
+    await session.end();
+  });
+
+  test("proposals stop at the drafter's context length", async () => {
+    const session = new Session(served.client);
+    const long = Array.from({ length: 63 }, (_, i) => (i * 5) % VOCAB);
+    session.send({ open: { sequence_id: "long", drafter: "tiny", tokens: long, sampling: { seed: 1 } } });
+    assert.equal((await session.propose("long", 1, 4, 63)).tokens.length, 2, "64 - 63 + 1 positions left");
+    session.send({ accept: { sequence_id: "long", round: 1, accepted: 1, appended: [3] } });
+    assert.equal((await session.propose("long", 2, 4, 65)).tokens.length, 0);
+    await session.end();
+  });
+});
+
+describe("draft service under a tiny memory cap", () => {
+  let served: Served;
+  const bytesPerToken = () => reference.info.kvBytesPerToken;
+  before(async () => {
+    // Room for one sequence of this test at a time, not two.
+    served = await serve(22 * bytesPerToken());
+  });
+  after(() => stop(served));
+
+  test("evicts the least recently used cache and rebuilds it from the history with identical proposals", async () => {
+    const scripts: Script[] = ["e1", "e2"].map((sequenceId, i) => ({
+      sequenceId,
+      drafter: "tiny",
+      prompt: PROMPT.slice(i),
+      sampling: i === 0 ? { temperature: 0, seed: 1 } : { temperature: 0.8, top_k: 10, seed: 9 },
+      rounds: 5,
+      k: 4,
+    }));
+    const expected: Round[][] = [];
+    for (const script of scripts)
+      expected.push(await runInProcess(script, new ModelDrafter(reference, "t", { quantise })));
+
+    const session = new Session(served.client);
+    // Alternate the two sequences one round at a time, so each proposal has to evict the other's cache.
+    const histories = scripts.map((s) => s.prompt.length);
+    const actual: Round[][] = [[], []];
+    for (const s of scripts) {
+      session.send({ open: { sequence_id: s.sequenceId, drafter: "tiny", tokens: s.prompt, sampling: s.sampling } });
+    }
+    for (let round = 1; round <= 5; round++) {
+      for (const [i, s] of scripts.entries()) {
+        const proposal = await session.propose(s.sequenceId, round, s.k, histories[i]);
+        actual[i].push({
+          tokens: proposal.tokens,
+          distributions: proposal.distributions.map((d) => plain(fromWire(d))),
+          prefilled: proposal.prefilled,
+        });
+        const { accepted, appended } = settle(round, proposal.tokens.length);
+        session.send({ accept: { sequence_id: s.sequenceId, round, accepted, appended: [appended] } });
+        histories[i] += accepted + 1;
+        const stats = await served.stats();
+        assert.ok(stats.cache_bytes <= stats.cache_capacity_bytes, "the cap holds");
+      }
+    }
+    for (const [i, s] of scripts.entries()) assert.deepEqual(withoutPrefilled(actual[i]), expected[i], s.sequenceId);
+    assert.ok(
+      actual.every((rounds) => rounds.every((r) => r.prefilled)),
+      "every round rebuilt an evicted cache",
+    );
+    const stats = await served.stats();
+    assert.ok(stats.evictions >= 9, `evictions: ${stats.evictions}`);
+    assert.equal(stats.prefills, 10);
+    assert.equal(stats.sequences, 2);
+    assert.equal(stats.cached_sequences, 1);
+
+    // A sequence too long for the cap on its own is refused with RESOURCE_EXHAUSTED, the others carry on.
+    const huge = Array.from({ length: 60 }, (_, i) => i % VOCAB);
+    session.send({ open: { sequence_id: "huge", drafter: "tiny", tokens: huge, sampling: { seed: 1 } } });
+    session.send({ propose: { sequence_id: "huge", round: 1, k: 2, history_length: 60 } });
+    const reply = await session.next("huge");
+    assert.equal(reply.error?.code, "DRAFT_ERROR_RESOURCE_EXHAUSTED");
+    assert.equal(reply.error?.round, 1);
+    assert.equal((await session.propose("e1", 6, 2, histories[0])).tokens.length, 2);
+
+    for (const id of ["e1", "e2", "huge"]) session.send({ close: { sequence_id: id } });
+    await session.end();
+    assert.equal((await served.stats()).cache_bytes, 0);
+  });
+});
+
+describe("draft service shutdown", () => {
+  test("stop ends open sessions with UNAVAILABLE and frees their sequences", async () => {
+    const served = await serve(1024 * 1024);
+    const session = new Session(served.client);
+    session.send({ open: { sequence_id: "s", drafter: "tiny", tokens: PROMPT, sampling: { seed: 1 } } });
+    await session.propose("s", 1, 2, PROMPT.length);
+    const service = served.server.service;
+    await served.server.stop(2000);
+    const status = await session.ended;
+    assert.equal(status.code, grpc.status.UNAVAILABLE);
+    assert.match(status.details, /shutting down/);
+    assert.equal(service.sequences.counters().sequences, 0);
+    served.client.close();
+  });
+});
