@@ -27,6 +27,7 @@ const VERIFY_POSITIONS = [1, 2, 4, 6, 8];
 /** Cached context length under the verify-cost and batched measurements. */
 const CONTEXT_TOKENS = 64;
 const BATCHED_STEPS = 12;
+const VERIFY_ROUNDS_PER_REPEAT = 5;
 
 interface Spread {
   readonly min: number;
@@ -57,24 +58,27 @@ function contextTokens(prompt: readonly number[], length: number): number[] {
   return Array.from({ length }, (_, i) => prompt[i % prompt.length]);
 }
 
-async function verifyCostRatio(lm: OnnxCausalLM, prompt: readonly number[], repeats: number) {
+async function verifyCostRatio(lm: OnnxCausalLM, prompt: readonly number[], rounds: number) {
   const sequenceId = "bench-verify";
   await lm.forward([{ sequenceId, tokens: contextTokens(prompt, CONTEXT_TOKENS) }]);
-  const samples = new Map<number, number[]>(VERIFY_POSITIONS.map((k) => [k, []]));
-  // Interleaved rounds so that drifting machine load hits every K alike; truncation rolls back as speculation does.
-  for (let round = 0; round < repeats * 4; round++) {
+  const ms = new Map<number, number[]>(VERIFY_POSITIONS.map((k) => [k, []]));
+  const ratios = new Map<number, number[]>(VERIFY_POSITIONS.map((k) => [k, []]));
+  // Each round times every K back to back and yields ratios to its own K = 1, so that drifting machine load cancels;
+  // truncation rolls the scored positions back as speculation does.
+  for (let round = 0; round < rounds; round++) {
+    const times = new Map<number, number>();
     for (const k of VERIFY_POSITIONS) {
-      const { ms } = await timed(() => lm.forward([{ sequenceId, tokens: contextTokens(prompt, k) }]));
+      const { ms: elapsed } = await timed(() => lm.forward([{ sequenceId, tokens: contextTokens(prompt, k) }]));
       lm.truncate(sequenceId, CONTEXT_TOKENS);
-      samples.get(k)?.push(ms);
+      times.set(k, elapsed);
+      ms.get(k)?.push(elapsed);
     }
+    for (const k of VERIFY_POSITIONS) ratios.get(k)?.push((times.get(k) ?? 0) / (times.get(1) ?? 1));
   }
   lm.release(sequenceId);
-  const medians = new Map([...samples].map(([k, ms]) => [k, spread(ms).median]));
-  const base = medians.get(1) ?? 1;
   return {
-    ratio: Object.fromEntries([...medians].map(([k, ms]) => [k, round(ms / base)])),
-    ms: Object.fromEntries([...samples].map(([k, ms]) => [k, spread(ms)])),
+    ratio: Object.fromEntries([...ratios].map(([k, values]) => [k, spread(values).median])),
+    ms: Object.fromEntries([...ms].map(([k, values]) => [k, spread(values)])),
   };
 }
 
@@ -96,9 +100,11 @@ async function batchedDecode(lm: OnnxCausalLM, prompt: readonly number[], batch:
   const after = lm.stats();
   for (const id of ids) lm.release(id);
   const totalMs = stepMs.reduce((sum, ms) => sum + ms, 0);
+  const steps = spread(stepMs);
   return {
-    tokensPerS: (batch * BATCHED_STEPS * 1000) / totalMs,
-    stepMs: spread(stepMs),
+    // From the median step, so that a step slowed by another process on the machine does not skew the figure.
+    tokensPerS: (batch * 1000) / steps.median,
+    stepMs: steps,
     copyShare: (after.copyMs - before.copyMs) / totalMs,
     copiedBytesPerStep: (after.copiedBytes - before.copiedBytes) / BATCHED_STEPS,
   };
@@ -133,19 +139,19 @@ async function main(): Promise<void> {
   await greedyDecode(lm, prompt, { maxTokens: 8 });
   await peer.generate({ input_ids: peerInput, attention_mask: peerMask, max_new_tokens: 8, do_sample: false });
 
-  // Ours and theirs alternate so that both see the same machine load.
+  // Ours and theirs run in pairs, back to back, so that both see the same machine load.
   const ours: { tokensPerS: number; stepMs: number[]; tokens: number[] }[] = [];
   const theirs: { tokensPerS: number; tokens: number[] }[] = [];
-  for (let r = 0; r < args.repeats; r++) {
-    progress(`greedy decode ${args.tokens} tokens, repeat ${r + 1}/${args.repeats}: specgate`);
+  const runOurs = async () => {
     const own = await timed(() => greedyDecode(lm, prompt, { maxTokens: args.tokens }));
     ours.push({
       tokensPerS: (own.value.tokens.length * 1000) / own.ms,
       stepMs: own.value.stepMs,
       tokens: own.value.tokens,
     });
-    progress(`greedy decode ${args.tokens} tokens, repeat ${r + 1}/${args.repeats}: transformers.js`);
-    const peerRun = await timed(
+  };
+  const runTheirs = async () => {
+    const { value, ms } = await timed(
       () =>
         peer.generate({
           input_ids: peerInput,
@@ -154,13 +160,18 @@ async function main(): Promise<void> {
           do_sample: false,
         }) as Promise<TransformersTensor>,
     );
-    const peerTokens = (peerRun.value.tolist() as bigint[][])[0].slice(prompt.length).map(Number);
-    theirs.push({ tokensPerS: (peerTokens.length * 1000) / peerRun.ms, tokens: peerTokens });
+    const tokens = (value.tolist() as bigint[][])[0].slice(prompt.length).map(Number);
+    theirs.push({ tokensPerS: (tokens.length * 1000) / ms, tokens });
+  };
+  for (let r = 0; r < args.repeats; r++) {
+    progress(`greedy decode of ${args.tokens} tokens by specgate and transformers.js, repeat ${r + 1}/${args.repeats}`);
+    // Alternating who goes first, so that neither always runs on caches the other warmed or cooled.
+    for (const run of r % 2 === 0 ? [runOurs, runTheirs] : [runTheirs, runOurs]) await run();
   }
   await peer.dispose();
 
   progress("verify cost: K+1 positions in one step");
-  const verify = await verifyCostRatio(lm, prompt, args.repeats);
+  const verify = await verifyCostRatio(lm, prompt, args.repeats * VERIFY_ROUNDS_PER_REPEAT);
 
   const batched: Record<number, number> = {};
   const batchedDetail: Record<number, unknown> = {};
@@ -180,6 +191,8 @@ async function main(): Promise<void> {
   await lm.close();
 
   const ourSpeed = spread(ours.map((run) => run.tokensPerS));
+  // Each of our runs is paired with the transformers.js run right after it; the median pair ratio resists load drift.
+  const pairRatios = spread(ours.map((run, i) => run.tokensPerS / theirs[i].tokensPerS));
   const theirSpeed = spread(theirs.map((run) => run.tokensPerS));
   const stepMs = spread(ours.flatMap((run) => run.stepMs));
   const cpuList = cpus();
@@ -200,7 +213,8 @@ async function main(): Promise<void> {
     batched_detail: batchedDetail,
     transformersjs_tokens_per_s: theirSpeed.median,
     transformersjs_tokens_per_s_spread: theirSpeed,
-    ratio_vs_transformersjs: round(ourSpeed.median / theirSpeed.median),
+    ratio_vs_transformersjs: pairRatios.median,
+    ratio_vs_transformersjs_pairs: pairRatios,
     identical_tokens: theirs.every((run) => run.tokens.join() === ours[0].tokens.join()),
     machine: {
       cpus: cpuList.length,

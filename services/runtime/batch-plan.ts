@@ -111,8 +111,9 @@ export function batchInputs(plan: BatchPlan, contextLength: number): BatchInputs
 }
 
 /**
- * Copies each row's cached positions into fresh past tensors [rows, kvHeads, pastWidth, headDim], left-padded, one per
- * cache input.
+ * Copies each row's cached positions into past tensors [rows, kvHeads, pastWidth, headDim], left-padded, one per cache
+ * input, in buffers obtained from `buffer(input, length)`. Padding columns are left as they are: they are masked out,
+ * so any finite values do (earlier KV values, or zeros).
  */
 export function assemblePast(
   plan: BatchPlan,
@@ -120,11 +121,12 @@ export function assemblePast(
   cacheInputs: number,
   kvHeads: number,
   headDim: number,
+  buffer: (input: number, length: number) => Float32Array,
 ): Float32Array[] {
   const { rows, pastWidth } = plan;
   const pasts: Float32Array[] = [];
   for (let input = 0; input < cacheInputs; input++) {
-    const past = new Float32Array(rows.length * kvHeads * pastWidth * headDim);
+    const past = buffer(input, rows.length * kvHeads * pastWidth * headDim);
     rows.forEach((row, r) => {
       const source = items[row.item].sequence;
       if (source === undefined || row.pastLength === 0) return;

@@ -27,6 +27,8 @@ export interface RuntimeStats {
   readonly runs: number;
   /** Runs that fed an earlier run's present tensors back unchanged. */
   readonly zeroCopyRuns: number;
+  /** Bytes of the reusable buffers batched pasts are assembled in. */
+  readonly scratchBytes: number;
   /** Bytes copied (and ms spent) assembling batched pasts from several caches. */
   readonly copiedBytes: number;
   readonly copyMs: number;
@@ -44,6 +46,11 @@ export class OnnxCausalLM implements CausalLM {
   readonly #pending = new Map<string, number>();
   /** Per sequence released while forwards were pending: those issued before this number must not store its cache. */
   readonly #releasedAt = new Map<string, number>();
+  /**
+   * Per cache input, the memory batched pasts are assembled in: a past only lives for its session run (the run's
+   * present outputs are new buffers), so one buffer serves every run and spares a fresh allocation per step.
+   */
+  readonly #scratch: Float32Array[] = [];
   #stats = { runs: 0, zeroCopyRuns: 0, copiedBytes: 0, copyMs: 0, runMs: 0 };
 
   private constructor(
@@ -125,6 +132,7 @@ export class OnnxCausalLM implements CausalLM {
       sequences: this.#store.sequenceCount,
       cacheBytes: this.#store.bytes(),
       heldBytes: this.#store.heldBytes(),
+      scratchBytes: this.#scratch.reduce((sum, buffer) => sum + buffer.byteLength, 0),
       ...this.#stats,
     };
   }
@@ -132,6 +140,7 @@ export class OnnxCausalLM implements CausalLM {
   async close(): Promise<void> {
     await this.#queue;
     this.#store.clear();
+    this.#scratch.length = 0;
     await this.session.release();
   }
 
@@ -179,6 +188,14 @@ export class OnnxCausalLM implements CausalLM {
     }
   }
 
+  #scratchBuffer(input: number, length: number): Float32Array {
+    const current = this.#scratch[input];
+    if (current === undefined || current.length < length) {
+      this.#scratch[input] = new Float32Array(Math.ceil(length * 1.25));
+    }
+    return this.#scratch[input].subarray(0, length);
+  }
+
   /** One session run over the requests; commits their caches only once it succeeded. */
   async #run(requests: readonly ForwardRequest[], issue: number): Promise<Float32Array[]> {
     const { layout } = this;
@@ -188,9 +205,8 @@ export class OnnxCausalLM implements CausalLM {
     }));
     const plan = planBatch(items, { contextLength: layout.contextLength, allowGaps: layout.hasPositionIds });
     const feeds = this.#feeds(plan, items);
-    const fetches = this.#fetches(plan);
     const started = performance.now();
-    const outputs = await this.session.run(feeds, fetches);
+    const outputs = await this.session.run(feeds);
     this.#stats.runMs += performance.now() - started;
     this.#stats.runs++;
     if (plan.reused !== undefined) this.#stats.zeroCopyRuns++;
@@ -234,36 +250,19 @@ export class OnnxCausalLM implements CausalLM {
       return feeds;
     }
     const started = performance.now();
-    const pasts = assemblePast(plan, items, layout.pastNames.length, layout.numKvHeads, layout.headDim);
+    const pasts = assemblePast(
+      plan,
+      items,
+      layout.pastNames.length,
+      layout.numKvHeads,
+      layout.headDim,
+      (input, length) => this.#scratchBuffer(input, length),
+    );
     this.#stats.copyMs += performance.now() - started;
     this.#stats.copiedBytes += plan.rows.reduce((sum, row) => sum + row.pastLength, 0) * layout.kvBytesPerToken;
     pasts.forEach((past, i) => {
       feeds[layout.pastNames[i]] = new Tensor("float32", past, dims);
     });
     return feeds;
-  }
-
-  /** Output tensors allocated here so that ONNX Runtime writes into them instead of into buffers copied afterwards. */
-  #fetches(plan: BatchPlan): Record<string, Tensor> {
-    const { layout } = this;
-    const rows = plan.rows.length;
-    const width = plan.pastWidth + plan.newWidth;
-    const presentSize = rows * layout.numKvHeads * width * layout.headDim;
-    const fetches: Record<string, Tensor> = {
-      logits: new Tensor("float32", new Float32Array(rows * plan.newWidth * layout.vocabSize), [
-        rows,
-        plan.newWidth,
-        layout.vocabSize,
-      ]),
-    };
-    for (const name of layout.presentNames) {
-      fetches[name] = new Tensor("float32", new Float32Array(presentSize), [
-        rows,
-        layout.numKvHeads,
-        width,
-        layout.headDim,
-      ]);
-    }
-    return fetches;
   }
 }
