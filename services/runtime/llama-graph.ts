@@ -27,9 +27,10 @@ function linearWeight(g: Graph, name: string, w: Linear, x: string): string {
     const groups = Math.ceil(w.cols / w.groupSize);
     const packed = g.initializer(`${name}.qweight`, w.packed, [w.rows, groups, (w.groupSize * w.bits) / 8]);
     const scales = g.initializer(`${name}.scales`, w.scales, [w.rows * groups]);
+    const zeroPoints = g.initializer(`${name}.zero_points`, w.zeroPoints, [w.zeroPoints.length]);
     return g.op(
       "MatMulNBits",
-      [x, packed, scales],
+      [x, packed, scales, zeroPoints],
       { K: w.cols, N: w.rows, bits: w.bits, block_size: w.groupSize },
       { domain: "com.microsoft" },
     );

@@ -31,8 +31,8 @@ export interface Matrix {
 
 /**
  * A matrix quantized in groups along each row, laid out as ONNX Runtime's MatMulNBits expects: `packed` is
- * [rows, groups, groupSize·bits/8] bytes (4-bit codes low nibble first), `scales` is [rows * groups], and a value is
- * (code - 2^(bits-1)) * scale.
+ * [rows, groups, groupSize·bits/8] bytes (4-bit codes low nibble first), `scales` is [rows * groups], `zeroPoints`
+ * holds one code per group (rows padded to whole bytes), and a value is (code - zeroPoint) * scale.
  */
 export interface QuantizedMatrix {
   readonly rows: number;
@@ -41,6 +41,7 @@ export interface QuantizedMatrix {
   readonly groupSize: number;
   readonly packed: Uint8Array;
   readonly scales: Float32Array;
+  readonly zeroPoints: Uint8Array;
 }
 
 /** Weight of a linear layer, [out, in]. */

@@ -77,7 +77,7 @@ export const RECIPES: readonly ModelRecipe[] = [
     summary: `draft: weights quantized to 4 bits in groups of ${INT4_GROUP}`,
     large: false,
     make: (exact) => ({
-      weights: quantizeWeights(exact, { bits: 4, groupSize: INT4_GROUP, format: "dequantized" }),
+      weights: int4Values(exact),
       variant: `int4-g${INT4_GROUP}`,
       details: { bits: 4, groupSize: INT4_GROUP, format: "dequantized" },
     }),
