@@ -1,137 +1,112 @@
 /**
- * The draft service's configuration: one schema, read from environment variables and overridden by command-line
- * flags, validated at start-up and printed by `--help`.
+ * The draft service's configuration: flags over environment variables (services/config/settings.ts), validated at
+ * start-up, printed by `--help`. SPECGATE_DRAFTERS means the same list in the gateway, so the local stack sets it once.
  */
-import { parseArgs } from "node:util";
 import { z } from "zod";
+import { type ConfigOf, loadConfig, parseConfig, type Settings, settingsHelp } from "../config/settings.ts";
 import { MODELS_ROOT } from "../runtime/model-files.ts";
 import { type DrafterSpec, parseDrafterSpecs } from "./drafters.ts";
 
-const MIB = 1024 * 1024;
+const integer = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
+const port = (fallback: number) => integer(0, fallback).pipe(z.number().max(65535));
 
-const drafterList = z.string().transform((text, ctx): DrafterSpec[] => {
-  try {
-    return parseDrafterSpecs(text);
-  } catch (error) {
-    ctx.addIssue({ code: "custom", message: (error as Error).message });
-    return z.NEVER;
-  }
-});
+/** Kept as text (it prints as the default in --help); `servedDrafters` reads it. */
+const drafterList = z
+  .string()
+  .default("int4=stories260k-int4,early-exit=stories260k-exit4,ngram")
+  .superRefine((text, ctx) => {
+    try {
+      parseDrafterSpecs(text);
+    } catch (error) {
+      ctx.addIssue({ code: "custom", message: (error as Error).message });
+    }
+  });
 
-const integer = (min: number) => z.coerce.number().int().min(min);
-
-export const draftConfigSchema = z.object({
-  host: z.string().min(1),
-  port: integer(0).max(65535),
-  modelsDir: z.string().min(1),
-  drafters: drafterList,
-  cacheBytes: integer(1),
-  executionProvider: z.string().min(1),
-  deviceId: integer(0),
-  threads: integer(0),
-  metricsPort: integer(0).max(65535),
-  drainMs: integer(0),
-  logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
-});
-
-export type DraftConfig = z.output<typeof draftConfigSchema>;
-
-interface Setting {
-  readonly key: keyof DraftConfig;
-  readonly flag: string;
-  readonly env: string;
-  readonly fallback: string;
-  readonly help: string;
-}
-
-/** Every setting with its flag, environment variable and default (the defaults run the local stack's draft). */
-export const DRAFT_SETTINGS: readonly Setting[] = [
-  { key: "host", flag: "host", env: "SPECGATE_DRAFT_HOST", fallback: "127.0.0.1", help: "address to listen on" },
-  { key: "port", flag: "port", env: "SPECGATE_DRAFT_PORT", fallback: "50052", help: "gRPC port (0: a free one)" },
-  {
-    key: "modelsDir",
+export const DRAFT_SETTINGS = {
+  host: {
+    flag: "host",
+    env: "SPECGATE_DRAFT_HOST",
+    schema: z.string().min(1).default("127.0.0.1"),
+    help: "address to listen on",
+  },
+  port: { flag: "port", env: "SPECGATE_DRAFT_PORT", schema: port(50052), help: "gRPC port (0: a free one)" },
+  modelsDir: {
     flag: "models-dir",
     env: "SPECGATE_MODELS_DIR",
-    fallback: MODELS_ROOT,
+    schema: z.string().min(1).default(MODELS_ROOT),
     help: "where model names are looked up (npm run models builds them there)",
   },
-  {
-    key: "drafters",
+  drafters: {
     flag: "drafters",
     env: "SPECGATE_DRAFTERS",
-    fallback: "int4=stories260k-int4,early-exit=stories260k-exit4,ngram",
-    help: "drafters served, comma-separated: NAME=MODEL (a model drafter over models/MODEL or a path) or NAME=ngram",
+    schema: drafterList,
+    help: "drafters served, comma-separated: NAME=MODEL (model drafter; a name under the models dir or a path) or NAME=ngram",
   },
-  {
-    key: "cacheBytes",
+  cacheBytes: {
     flag: "cache-bytes",
     env: "SPECGATE_DRAFT_CACHE_BYTES",
-    fallback: String(256 * MIB),
-    help: "cap on the draft KV cache bytes of all sequences (least recently used are evicted beyond it)",
+    schema: integer(1, 256 * 1024 * 1024),
+    help: "cap on the draft KV cache bytes of all sequences; least recently used caches are evicted beyond it",
   },
-  {
-    key: "executionProvider",
+  executionProvider: {
     flag: "execution-provider",
     env: "SPECGATE_EXECUTION_PROVIDER",
-    fallback: "cpu",
-    help: "ONNX Runtime execution provider (cpu, cuda, ...)",
+    schema: z.string().min(1).default("cpu"),
+    help: "ONNX Runtime execution provider (cpu, cuda, tensorrt, dml, ...)",
   },
-  {
-    key: "deviceId",
+  deviceId: {
     flag: "device-id",
     env: "SPECGATE_DEVICE_ID",
-    fallback: "0",
-    help: "device ordinal for GPU execution providers",
+    schema: integer(0, 0),
+    help: "GPU ordinal for providers that take one",
   },
-  {
-    key: "threads",
-    flag: "threads",
-    env: "SPECGATE_DRAFT_THREADS",
-    fallback: "0",
-    help: "intra-op threads per model (0: all cores)",
+  intraOpThreads: {
+    flag: "intra-op-threads",
+    env: "SPECGATE_DRAFT_INTRA_OP_THREADS",
+    schema: integer(0, 0),
+    help: "ONNX Runtime threads inside one operator, per model (0: all cores)",
   },
-  {
-    key: "metricsPort",
+  metricsPort: {
     flag: "metrics-port",
     env: "SPECGATE_DRAFT_METRICS_PORT",
-    fallback: "9465",
-    help: "Prometheus scrape port on 127.0.0.1 (0: a free one; OTEL_SDK_DISABLED=true turns telemetry off)",
+    schema: port(9465),
+    help: "Prometheus scrape port (0: a free one; OTEL_SDK_DISABLED=true turns telemetry off)",
   },
-  {
-    key: "drainMs",
+  drainMs: {
     flag: "drain-ms",
     env: "SPECGATE_DRAIN_MS",
-    fallback: "5000",
+    schema: integer(0, 5000),
     help: "on SIGTERM, how long running proposals may take before the server stops",
   },
-  { key: "logLevel", flag: "log-level", env: "SPECGATE_LOG_LEVEL", fallback: "info", help: "pino log level" },
-];
+  logLevel: {
+    flag: "log-level",
+    env: "SPECGATE_LOG_LEVEL",
+    schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    help: "pino log level",
+  },
+} satisfies Settings;
 
-export function draftUsage(): string {
-  const lines = DRAFT_SETTINGS.map(
-    (s) => `  --${s.flag.padEnd(20)} ${s.help}\n  ${"".padEnd(22)} env ${s.env}, default ${s.fallback}`,
-  );
-  return `usage: node --import tsx services/draft/main.ts [options]\n\nThe draft service: proposes draft tokens for many sequences over gRPC.\n\n${lines.join("\n")}\n  --help                 print this help`;
+export type DraftConfig = ConfigOf<typeof DRAFT_SETTINGS>;
+
+/** Validates a configuration given as an object (tests, embedding), filling in the defaults. */
+export function parseDraftConfig(input: Record<string, unknown>): DraftConfig {
+  return parseConfig(DRAFT_SETTINGS, input, "draft service");
 }
 
-/** Reads the configuration ("help" when --help was given); throws a TypeError listing every invalid setting. */
-export function loadDraftConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): DraftConfig | "help" {
-  const { values } = parseArgs({
-    args: [...argv],
-    options: {
-      ...Object.fromEntries(DRAFT_SETTINGS.map((s) => [s.flag, { type: "string" as const }])),
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help) return "help";
-  const raw = Object.fromEntries(
-    DRAFT_SETTINGS.map((s) => [s.key, (values as Record<string, unknown>)[s.flag] ?? env[s.env] ?? s.fallback]),
+/** The configuration from flags over environment variables; undefined when `--help` was asked for. */
+export function loadDraftConfig(argv: readonly string[], env: NodeJS.ProcessEnv): DraftConfig | undefined {
+  return loadConfig(DRAFT_SETTINGS, argv, env, "draft service");
+}
+
+/** The drafters a validated configuration lists. */
+export function servedDrafters(config: DraftConfig): DrafterSpec[] {
+  return parseDrafterSpecs(config.drafters);
+}
+
+export function draftHelp(): string {
+  return settingsHelp(
+    DRAFT_SETTINGS,
+    "specgate draft service: proposes draft tokens for many sequences (one gRPC stream per gateway), holding a draft KV cache per sequence.",
+    "node --import tsx services/draft/main.ts [flags]",
   );
-  const parsed = draftConfigSchema.safeParse(raw);
-  if (!parsed.success) {
-    const flags = new Map(DRAFT_SETTINGS.map((s) => [s.key as PropertyKey, `--${s.flag} / ${s.env}`]));
-    const problems = parsed.error.issues.map((issue) => `  ${flags.get(issue.path[0]) ?? "?"}: ${issue.message}`);
-    throw new TypeError(`invalid draft service configuration:\n${problems.join("\n")}`);
-  }
-  return parsed.data;
 }

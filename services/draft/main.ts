@@ -4,29 +4,31 @@
  */
 import { pino } from "pino";
 import { startTelemetry } from "../telemetry/index.ts";
-import { draftUsage, loadDraftConfig } from "./config.ts";
+import { draftHelp, loadDraftConfig, servedDrafters } from "./config.ts";
 import { loadDrafters } from "./drafters.ts";
 import { startDraftServer } from "./server.ts";
 
-let config: ReturnType<typeof loadDraftConfig>;
+let loaded: ReturnType<typeof loadDraftConfig>;
 try {
-  config = loadDraftConfig(process.argv.slice(2));
+  loaded = loadDraftConfig(process.argv.slice(2), process.env);
 } catch (error) {
-  console.error((error as Error).message);
-  console.error("run with --help to see every setting");
+  console.error(`${(error as Error).message}\nrun with --help to see every setting`);
   process.exit(2);
 }
-if (config === "help") {
-  console.log(draftUsage());
+if (loaded === undefined) {
+  process.stdout.write(draftHelp());
   process.exit(0);
 }
-
-const { drainMs } = config;
+const config = loaded;
 const logger = pino({ name: "draft", level: config.logLevel });
 const telemetry = await startTelemetry({ serviceName: "specgate-draft", metrics: { port: config.metricsPort } });
-const drafters = await loadDrafters(config.drafters, {
+const drafters = await loadDrafters(servedDrafters(config), {
   modelsDir: config.modelsDir,
-  runtime: { executionProvider: config.executionProvider, deviceId: config.deviceId, intraOpThreads: config.threads },
+  runtime: {
+    executionProvider: config.executionProvider,
+    deviceId: config.deviceId,
+    intraOpThreads: config.intraOpThreads,
+  },
 });
 const server = await startDraftServer({
   host: config.host,
@@ -40,7 +42,7 @@ telemetry.metrics.observeKvCache("draft", "0", () => server.service.sequences.ca
 logger.info(
   {
     address: server.address,
-    drafters: config.drafters.map((s) => (s.kind === "model" ? `${s.name}=${s.model}` : `${s.name}=ngram`)),
+    drafters: config.drafters,
     cacheBytes: config.cacheBytes,
     metrics: telemetry.metricsUrl,
   },
@@ -52,7 +54,7 @@ async function shutdown(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   logger.info({ signal }, "draining");
-  await server.stop(drainMs);
+  await server.stop(config.drainMs);
   await telemetry.shutdown();
   logger.info("stopped");
   process.exit(0);
