@@ -1,0 +1,57 @@
+/** The replica's counters since start, fed by the batch reports of verify-round.ts and read by the Stats RPC. */
+import type { TargetStats } from "../../gen/specgate/v1/TargetStats.ts";
+import type { SequenceCache } from "./sequence-cache.ts";
+import { VerifyJobError } from "./verify-errors.ts";
+import type { BatchReport } from "./verify-round.ts";
+
+export class ReplicaStats {
+  batches = 0;
+  /** Jobs completed with a result. */
+  jobs = 0;
+  /** Jobs failed (bad job, deadline, wrong model, failed forward). */
+  failedJobs = 0;
+  reprefills = 0;
+  draftTokens = 0;
+  acceptedTokens = 0;
+  /** Tokens scored by forwards (uncached history + draft tokens). */
+  positions = 0;
+  readonly batchesBySize = new Map<number, number>();
+
+  record(report: BatchReport): void {
+    if (report.size > 0) {
+      this.batches++;
+      this.batchesBySize.set(report.size, (this.batchesBySize.get(report.size) ?? 0) + 1);
+    }
+    this.reprefills += report.reprefills;
+    this.positions += report.positions;
+    report.outcomes.forEach((outcome, i) => {
+      if (outcome instanceof VerifyJobError) {
+        this.failedJobs++;
+        return;
+      }
+      this.jobs++;
+      this.draftTokens += report.jobs[i].draft_tokens.length;
+      this.acceptedTokens += outcome.accepted ?? 0;
+    });
+  }
+
+  snapshot(
+    replica: { replicaId: string; model: string; maxBatchSize: number; maxWaitMs: number },
+    cache: SequenceCache,
+  ): TargetStats {
+    return {
+      replica_id: replica.replicaId,
+      model: replica.model,
+      sequences: cache.sequences,
+      cache_bytes: cache.bytes,
+      batches: this.batches,
+      jobs: this.jobs,
+      batches_by_size: Object.fromEntries(this.batchesBySize),
+      reprefills: this.reprefills,
+      draft_tokens: this.draftTokens,
+      accepted_tokens: this.acceptedTokens,
+      max_batch_size: replica.maxBatchSize,
+      max_wait_ms: replica.maxWaitMs,
+    };
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * What the replica's KV caches hold, token for token, on top of the runtime's caches: which tokens each sequence's cache
+ * was built from (so a job whose history the cache does not extend is re-prefilled instead of being verified against
+ * another history), the order sequences were last used in (LRU eviction under the byte cap), and release.
+ *
+ * Caches are soft state: dropping one only costs a re-prefill from the history the next job carries.
+ */
+import type { CausalLM } from "../runtime/causal-lm.ts";
+
+export class SequenceCache {
+  /** Tokens each cached sequence holds, in least-recently-used-first order (Map iteration order). */
+  readonly #tokens = new Map<string, readonly number[]>();
+  #evictions = 0;
+
+  constructor(
+    readonly model: CausalLM,
+    readonly maxBytes: number,
+  ) {}
+
+  /**
+   * Keeps the longest cached prefix of `history`, at most `history.length - 1` tokens (the last history token is always
+   * fed again: its logits row scores the first draft token), and returns how many tokens were kept.
+   */
+  prepare(sequenceId: string, history: readonly number[]): number {
+    const cached = this.#tokens.get(sequenceId);
+    if (cached === undefined) return 0;
+    const limit = Math.min(cached.length, history.length - 1, this.model.sequenceLength(sequenceId));
+    let kept = 0;
+    while (kept < limit && cached[kept] === history[kept]) kept++;
+    if (kept === 0) this.release([sequenceId]);
+    else if (kept < this.model.sequenceLength(sequenceId)) this.model.truncate(sequenceId, kept);
+    return kept;
+  }
+
+  /**
+   * Makes room for `bytes` more bytes of cache by evicting sequences least recently used first, never one in `busy`.
+   * Returns the sequences evicted; the caller's forward fails on the runtime's cap when even that was not enough.
+   */
+  makeRoom(bytes: number, busy: ReadonlySet<string>): string[] {
+    const evicted: string[] = [];
+    let excess = this.model.cacheBytes() + bytes - this.maxBytes;
+    for (const sequenceId of this.#tokens.keys()) {
+      if (excess <= 0) break;
+      if (busy.has(sequenceId)) continue;
+      evicted.push(sequenceId);
+      excess -= this.model.cacheBytes(sequenceId);
+    }
+    this.release(evicted);
+    this.#evictions += evicted.length;
+    return evicted;
+  }
+
+  /** Records that the sequence's cache now holds `tokens` (most recently used). */
+  commit(sequenceId: string, tokens: readonly number[]): void {
+    this.#tokens.delete(sequenceId);
+    // A release that raced with the forward left the runtime without the cache: then nothing is cached.
+    if (this.model.sequenceLength(sequenceId) === tokens.length) this.#tokens.set(sequenceId, tokens);
+    else this.model.release(sequenceId);
+  }
+
+  /** Frees the caches of the given sequences and returns how many of them held one. */
+  release(sequenceIds: Iterable<string>): number {
+    let released = 0;
+    for (const sequenceId of sequenceIds) {
+      if (this.#tokens.delete(sequenceId)) released++;
+      this.model.release(sequenceId);
+    }
+    return released;
+  }
+
+  get sequences(): number {
+    return this.#tokens.size;
+  }
+
+  get bytes(): number {
+    return this.model.cacheBytes();
+  }
+
+  /** Sequences evicted for room since start. */
+  get evictions(): number {
+    return this.#evictions;
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * One target replica put together: model and caches, the verify round, the micro-batcher, the queue worker, the
+ * Target gRPC service and the Redis announcement; and its drain. main.ts runs it as a process, tests and benchmarks
+ * may run it in theirs.
+ */
+import { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { TargetStats } from "../../gen/specgate/v1/TargetStats.ts";
+import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
+import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
+import { verifyQueueName } from "../../proto/verify-queue.ts";
+import { drain as drainServer } from "../grpc/server.ts";
+import { resolveModel } from "../runtime/model-files.ts";
+import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
+import { MicroBatcher } from "./batcher.ts";
+import type { TargetConfig } from "./config.ts";
+import { announceReplica } from "./replica.ts";
+import { ReplicaStats } from "./replica-stats.ts";
+import { SequenceCache } from "./sequence-cache.ts";
+import { setServing, startTargetServer } from "./server.ts";
+import { VerifyRound } from "./verify-round.ts";
+import { startVerifyWorker } from "./worker.ts";
+
+export interface TargetReplica {
+  readonly replicaId: string;
+  /** host:port of the Target gRPC service, as announced. */
+  readonly address: string;
+  readonly model: OnnxCausalLM;
+  /** Add batch observers here (metrics, traces). */
+  readonly verifyRound: VerifyRound;
+  stats(): TargetStats;
+  /**
+   * Clean shutdown: health NOT_SERVING, announcement withdrawn, no new jobs taken, the jobs in hand verified and
+   * completed, then everything closed. Jobs still waiting in the queue are left to the gateways, which re-route a
+   * withdrawn replica's rounds.
+   */
+  drain(): Promise<void>;
+}
+
+export async function startTargetReplica(config: TargetConfig, log: Logger): Promise<TargetReplica> {
+  const { replicaId } = config;
+  const model = await OnnxCausalLM.load(resolveModel(config.model, config.modelsDir).dir, {
+    executionProvider: config.executionProvider,
+    deviceId: config.deviceId,
+    intraOpThreads: config.intraOpThreads,
+    maxCacheBytes: config.cacheBytes,
+  });
+  const modelName = model.info.name;
+  const cache = new SequenceCache(model, config.cacheBytes);
+  const verifyRound = new VerifyRound(cache, replicaId, modelName);
+  const counters = new ReplicaStats();
+  verifyRound.observe(() => (report) => {
+    counters.record(report);
+    log.debug(
+      {
+        size: report.size,
+        jobs: report.jobs.length,
+        ms: Number(report.durationMs.toFixed(3)),
+        positions: report.positions,
+        reprefills: report.reprefills,
+        evicted: report.evicted,
+      },
+      "verified batch",
+    );
+  });
+  const batcher = new MicroBatcher<VerifyJob__Output, VerifyResult>({
+    maxBatchSize: config.maxBatchSize,
+    maxWaitMs: config.maxWaitMs,
+    key: (job) => job.sequence_id,
+    run: (jobs) => verifyRound.verify(jobs),
+  });
+  const stats = () =>
+    counters.snapshot(
+      { replicaId, model: modelName, maxBatchSize: config.maxBatchSize, maxWaitMs: config.maxWaitMs },
+      cache,
+    );
+
+  const grpc = await startTargetServer(
+    {
+      release(sequenceIds) {
+        batcher.forget(sequenceIds);
+        return { released: cache.release(sequenceIds), cacheBytes: cache.bytes };
+      },
+      stats,
+    },
+    config.host,
+    config.port,
+  );
+  const address = `${config.advertiseHost ?? config.host}:${grpc.port}`;
+  const worker = startVerifyWorker({
+    redisUrl: config.redisUrl,
+    replicaId,
+    modelName,
+    batcher,
+    concurrency: 2 * config.maxBatchSize,
+  });
+  worker.on("error", (error) => log.error({ err: error }, "verify worker error"));
+  await worker.waitUntilReady();
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
+  const announcer = await announceReplica(
+    redis,
+    {
+      replica_id: replicaId,
+      queue: verifyQueueName(replicaId),
+      address,
+      model: modelName,
+      max_batch_size: config.maxBatchSize,
+      started_at_unix_ms: Date.now(),
+    },
+    (error) => log.warn({ err: error }, "replica heartbeat failed"),
+  );
+  setServing(grpc.health, true);
+  log.info({ replicaId, address, model: modelName, queue: verifyQueueName(replicaId) }, "target replica serving");
+
+  let draining: Promise<void> | undefined;
+  return {
+    replicaId,
+    address,
+    model,
+    verifyRound,
+    stats,
+    drain() {
+      draining ??= (async () => {
+        setServing(grpc.health, false);
+        await announcer.withdraw().catch((error) => log.warn({ err: error }, "could not withdraw announcement"));
+        const inHand = batcher.inHand;
+        const forced = setTimeout(() => {
+          log.warn({ inHand: batcher.inHand }, "drain timeout: closing with jobs in hand");
+          void worker.close(true);
+        }, config.drainMs);
+        await worker.close();
+        await batcher.drain();
+        clearTimeout(forced);
+        await drainServer(grpc.server, 1000);
+        await redis.quit();
+        await model.close();
+        log.info({ finishedInHand: inHand, stats: stats() }, "target replica drained");
+      })();
+      return draining;
+    },
+  };
+}

@@ -1,0 +1,149 @@
+/**
+ * One batched verify over the jobs of many sequences: bring each sequence's cache to the longest prefix of its job's
+ * history it holds (re-prefilling from the history when it holds none), score every sequence's uncached history and
+ * draft tokens in ONE forward, apply the acceptance rule per sequence (the engine's verifyOnTarget, the very code the
+ * in-process loop runs), trim each cache to the accepted length, and produce one VerifyResult (or error) per job.
+ */
+import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
+import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
+import type { VerifyJob as EngineVerifyJob } from "../engine/target-verifier.ts";
+import { verifyOnTarget } from "../engine/target-verifier.ts";
+import { CacheCapacityError, ContextLengthError } from "../runtime/runtime-errors.ts";
+import type { SequenceCache } from "./sequence-cache.ts";
+import { VerifyJobError } from "./verify-errors.ts";
+import { checkAdmission, nowUnixMs, toEngineJob } from "./verify-job.ts";
+
+export type VerifyOutcome = VerifyResult | VerifyJobError;
+
+/** The facts of one batched verify, for statistics, metrics and traces. */
+export interface BatchReport {
+  readonly jobs: readonly VerifyJob__Output[];
+  /** Per job, in order: its result or why it failed. */
+  readonly outcomes: readonly VerifyOutcome[];
+  /** Sequences in the forward (jobs that passed their checks). */
+  readonly size: number;
+  readonly startedAtUnixMs: number;
+  /** Checks, forward, acceptance and cache trims. */
+  readonly durationMs: number;
+  /** Positions the forward scored over all sequences. */
+  readonly positions: number;
+  readonly reprefills: number;
+  /** Idle sequences evicted to make room for this batch. */
+  readonly evicted: number;
+}
+
+/**
+ * Called as a batch starts; the function it returns (if any) is called with the batch's report as it ends. The seam
+ * for telemetry: a batch span starts and ends exactly around the work.
+ */
+export type BatchObserver = (jobs: readonly VerifyJob__Output[]) => ((report: BatchReport) => void) | undefined;
+
+interface Admitted {
+  readonly index: number;
+  readonly job: VerifyJob__Output;
+  readonly round: EngineVerifyJob;
+  reprefilled: boolean;
+  positions: number;
+}
+
+function forwardFailure(error: unknown): VerifyJobError {
+  if (error instanceof CacheCapacityError) return new VerifyJobError("RESOURCE_EXHAUSTED", error.message);
+  if (error instanceof ContextLengthError) return new VerifyJobError("INVALID_ARGUMENT", error.message);
+  return new VerifyJobError("UNAVAILABLE", `batched forward failed: ${(error as Error).message ?? String(error)}`);
+}
+
+export class VerifyRound {
+  readonly #observers: BatchObserver[] = [];
+
+  constructor(
+    readonly cache: SequenceCache,
+    readonly replicaId: string,
+    readonly modelName: string = cache.model.info.name,
+  ) {}
+
+  observe(observer: BatchObserver): void {
+    this.#observers.push(observer);
+  }
+
+  /** Verifies the jobs (distinct sequences) in one batched forward; never rejects, every job gets an outcome. */
+  async verify(jobs: readonly VerifyJob__Output[]): Promise<VerifyOutcome[]> {
+    const ends = this.#observers.map((observer) => observer(jobs));
+    const startedAtUnixMs = nowUnixMs();
+    const started = performance.now();
+    const outcomes = new Array<VerifyOutcome>(jobs.length);
+    const admitted: Admitted[] = [];
+    const seen = new Set<string>();
+    jobs.forEach((job, index) => {
+      try {
+        checkAdmission(job, this.modelName, startedAtUnixMs);
+        const round = toEngineJob(job, this.cache.model.info);
+        if (seen.has(job.sequence_id)) {
+          throw new VerifyJobError("UNAVAILABLE", `sequence "${job.sequence_id}" has two jobs in one batch; retry`);
+        }
+        seen.add(job.sequence_id);
+        admitted.push({ index, job, round, reprefilled: false, positions: 0 });
+      } catch (error) {
+        outcomes[index] = error instanceof VerifyJobError ? error : forwardFailure(error);
+      }
+    });
+
+    let evicted = 0;
+    if (admitted.length > 0) {
+      for (const a of admitted) {
+        const kept = this.cache.prepare(a.job.sequence_id, a.job.history);
+        a.positions = a.job.history.length - kept + a.job.draft_tokens.length;
+        a.reprefilled = a.job.round > 1 && kept < a.job.history.length - 1;
+      }
+      const bytes = admitted.reduce((sum, a) => sum + a.positions, 0) * this.cache.model.info.kvBytesPerToken;
+      evicted = this.cache.makeRoom(bytes, seen).length;
+      await this.#run(admitted, outcomes, started);
+    }
+
+    const report: BatchReport = {
+      jobs,
+      outcomes,
+      size: admitted.length,
+      startedAtUnixMs,
+      durationMs: performance.now() - started,
+      positions: admitted.reduce((sum, a) => sum + a.positions, 0),
+      reprefills: admitted.filter((a) => a.reprefilled).length,
+      evicted,
+    };
+    for (const end of ends) end?.(report);
+    return outcomes;
+  }
+
+  async #run(admitted: readonly Admitted[], outcomes: VerifyOutcome[], started: number): Promise<void> {
+    try {
+      const verdicts = await verifyOnTarget(
+        this.cache.model,
+        admitted.map((a) => a.round),
+      );
+      const verifyTimeMs = performance.now() - started;
+      admitted.forEach((a, i) => {
+        const { accepted, token } = verdicts[i];
+        const { job } = a;
+        this.cache.commit(job.sequence_id, job.history.concat(job.draft_tokens.slice(0, accepted)));
+        outcomes[a.index] = {
+          sequence_id: job.sequence_id,
+          round: job.round,
+          accepted,
+          next_token: token,
+          bonus: accepted === job.draft_tokens.length,
+          replica_id: this.replicaId,
+          batch_size: admitted.length,
+          queue_wait_ms:
+            job.enqueued_at_unix_ms > 0 ? Math.max(0, performance.timeOrigin + started - job.enqueued_at_unix_ms) : 0,
+          verify_time_ms: verifyTimeMs,
+          reprefilled: a.reprefilled,
+          positions: a.positions,
+        };
+      });
+    } catch (error) {
+      // A half-run batch leaves caches in no known state: drop them (the retry re-prefills from its history).
+      this.cache.release(admitted.map((a) => a.job.sequence_id));
+      const failure = forwardFailure(error);
+      for (const a of admitted) outcomes[a.index] = failure;
+    }
+  }
+}
