@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { ForwardRequest } from "../../services/runtime/causal-lm.ts";
+import { buildLlamaGraph, OPSET } from "../../services/runtime/llama-graph.ts";
+import { toHfConfig } from "../../services/runtime/model-config.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
-import { buildRandomLlama } from "../../services/runtime/random-llama.ts";
+import { serializeModel } from "../../services/runtime/onnx-graph.ts";
+import { buildRandomLlama, randomLlamaWeights } from "../../services/runtime/random-llama.ts";
 import { CacheCapacityError, ContextLengthError } from "../../services/runtime/runtime-errors.ts";
 
 const TOLERANCE = 1e-4;
@@ -260,5 +263,74 @@ describe("OnnxCausalLM", () => {
     await pending;
     assert.equal(lm.sequenceLength("leaving"), 0);
     assert.equal(lm.cacheBytes(), 0);
+  });
+});
+
+/**
+ * Writes the tiny model as some exports are made: no position_ids input, positions counted inside the graph from the
+ * cache width, which holds only for rows without padding or gaps.
+ */
+async function writeModelWithoutPositionIds(dir: string): Promise<void> {
+  const weights = randomLlamaWeights({ vocab: VOCAB, dim: 32, layers: 2, heads: 4, kvHeads: 2, maxSeqLen: CONTEXT });
+  const graph = buildLlamaGraph(weights);
+  const firstNew = graph.nodes.length;
+  // Positions past_length .. past_length + new - 1, with past_length = attention_mask width − new tokens.
+  const scalar = (value: string) => graph.op("Squeeze", [value, graph.ints([0])]);
+  const total = scalar(graph.op("Shape", ["attention_mask"], { start: 1, end: 2 }));
+  const newTokens = scalar(graph.op("Shape", ["input_ids"], { start: 1, end: 2 }));
+  const positions = graph.op("Range", [
+    graph.op("Sub", [total, newTokens]),
+    total,
+    graph.constant(BigInt64Array.of(1n), []),
+  ]);
+  graph.op("Unsqueeze", [positions, graph.ints([0])], {}, { outputs: ["position_ids"] });
+  // The new nodes read graph inputs only, so moving them first keeps the node list topologically sorted.
+  graph.nodes.unshift(...graph.nodes.splice(firstNew));
+  graph.inputs.splice(
+    graph.inputs.findIndex((input) => input.name === "position_ids"),
+    1,
+  );
+  await mkdir(join(dir, "onnx"), { recursive: true });
+  await writeFile(
+    join(dir, "onnx", "model.onnx"),
+    serializeModel(graph, { graphName: "no-position-ids", opset: OPSET }).model,
+  );
+  const config = toHfConfig(weights.config, true, { variant: "random", source: "random", realVocabSize: VOCAB }, false);
+  await writeFile(join(dir, "config.json"), JSON.stringify(config));
+}
+
+describe("OnnxCausalLM on a graph without position_ids", () => {
+  test("runs each sequence of a batch alone, compact, and still matches unbatched forwards", async () => {
+    const modelDir = join(dir, "no-position-ids");
+    await writeModelWithoutPositionIds(modelDir);
+    const plain = await OnnxCausalLM.load(modelDir);
+    try {
+      assert.equal(plain.layout.hasPositionIds, false);
+      const history = { a: tokens(30, 30), b: tokens(4, 31) };
+      await plain.forward([
+        { sequenceId: "a", tokens: history.a },
+        { sequenceId: "b", tokens: history.b },
+      ]);
+      await plain.forward([{ sequenceId: "a", tokens: tokens(5, 32) }]);
+      plain.truncate("a", 30);
+      const runsBefore = plain.stats().runs;
+      const step = [
+        { sequenceId: "b", tokens: tokens(3, 33) },
+        { sequenceId: "a", tokens: tokens(2, 34) },
+      ];
+      const [b, a] = await plain.forward(step);
+      assert.equal(plain.stats().runs, runsBefore + 2);
+      const expected = async (id: string, past: number[], appended: number[]) => {
+        await plain.forward([{ sequenceId: id, tokens: past }]);
+        const [logits] = await plain.forward([{ sequenceId: id, tokens: appended }]);
+        return logits;
+      };
+      assertClose(a, await expected("a-alone", history.a, step[1].tokens), "a");
+      assertClose(b, await expected("b-alone", history.b, step[0].tokens), "b");
+      // And the runtime's positions agree with the graph's own: same logits as the model with position_ids.
+      assertClose(a, await alone(history.a, step[1].tokens), "a against the model with position_ids");
+    } finally {
+      await plain.close();
+    }
   });
 });
