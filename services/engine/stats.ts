@@ -12,8 +12,15 @@ export interface SpeculationStats {
   draft_tokens: number;
   /** Draft tokens the target accepted. */
   accepted_tokens: number;
-  /** accepted_tokens / draft_tokens (0 when nothing was proposed). */
+  /** Draft tokens the target rejected: at most one per round (the tokens after it were never judged). */
+  rejected_tokens: number;
+  /** accepted_tokens / draft_tokens (0 when nothing was proposed): the draft acceptance rate. Depends on K. */
   alpha: number;
+  /**
+   * accepted_tokens / (accepted_tokens + rejected_tokens): the probability that the target accepts a draft token it
+   * judges, the α of E = (1 − α^(K+1)) / (1 − α). Independent of K, so drafters can be compared across K.
+   */
+  alpha_per_token: number;
   /** accepted_tokens / rounds. */
   mean_accepted_per_round: number;
   /** generated_tokens / rounds (E in the speculative-decoding literature). */
@@ -69,7 +76,9 @@ export function emptyStats(): RequestStats {
     generated_tokens: 0,
     draft_tokens: 0,
     accepted_tokens: 0,
+    rejected_tokens: 0,
     alpha: 0,
+    alpha_per_token: 0,
     mean_accepted_per_round: 0,
     tokens_per_round: 0,
     proposed_per_position: [],
@@ -86,6 +95,7 @@ export function emptyStats(): RequestStats {
 /** Recomputes the derived ratios from the counters. */
 function derive<T extends SpeculationStats>(stats: T): T {
   stats.alpha = ratio(stats.accepted_tokens, stats.draft_tokens);
+  stats.alpha_per_token = ratio(stats.accepted_tokens, stats.accepted_tokens + stats.rejected_tokens);
   stats.mean_accepted_per_round = ratio(stats.accepted_tokens, stats.rounds);
   stats.tokens_per_round = ratio(stats.generated_tokens, stats.rounds);
   stats.acceptance_per_position = stats.proposed_per_position.map((n, i) => ratio(stats.accepted_per_position[i], n));
@@ -98,6 +108,7 @@ export function recordRound(stats: RequestStats, round: RoundRecord): RequestSta
   stats.generated_tokens += round.emitted;
   stats.draft_tokens += round.proposed;
   stats.accepted_tokens += round.accepted;
+  if (round.accepted < round.proposed) stats.rejected_tokens++;
   for (let i = 0; i < round.proposed; i++) addAt(stats.proposed_per_position, i, 1);
   for (let i = 0; i < round.accepted; i++) addAt(stats.accepted_per_position, i, 1);
   while (stats.accepted_per_position.length < stats.proposed_per_position.length) stats.accepted_per_position.push(0);
@@ -116,6 +127,7 @@ export function aggregateStats(all: readonly SpeculationStats[]): SpeculationSta
     total.generated_tokens += s.generated_tokens;
     total.draft_tokens += s.draft_tokens;
     total.accepted_tokens += s.accepted_tokens;
+    total.rejected_tokens += s.rejected_tokens;
     addLists(total.proposed_per_position, s.proposed_per_position);
     addLists(total.accepted_per_position, s.accepted_per_position);
     addLists(total.k_histogram, s.k_histogram);

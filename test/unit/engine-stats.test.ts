@@ -13,6 +13,8 @@ describe("speculation statistics", () => {
     assert.equal(stats.accepted_tokens, 3);
     assert.equal(stats.generated_tokens, 6);
     assert.equal(stats.alpha, 3 / 5);
+    assert.equal(stats.rejected_tokens, 1);
+    assert.equal(stats.alpha_per_token, 3 / 4);
     assert.equal(stats.mean_accepted_per_round, 1);
     assert.equal(stats.tokens_per_round, 2);
     assert.deepEqual(stats.proposed_per_position, [2, 2, 1]);
@@ -30,6 +32,7 @@ describe("speculation statistics", () => {
     const total = aggregateStats([a, b]);
     assert.equal(total.rounds, 2);
     assert.equal(total.alpha, 0.5);
+    assert.equal(total.alpha_per_token, 2 / 3);
     assert.deepEqual(total.acceptance_per_position, [0.5, 0.5]);
     assert.deepEqual(total.k_histogram, [0, 0, 2]);
     assert.equal("k_per_round" in total, false);

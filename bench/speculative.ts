@@ -1,0 +1,333 @@
+/**
+ * In-process speculative decoding benchmark (`npm run bench -- --mode inproc [--json] [--prompts N] [--tokens N]
+ * [--drafters a,b] [--k K] [--k-max K] [--draft-threads N] [--target NAME]`).
+ *
+ * On the cost-scaled target, for each drafter and for fixed and adaptive K, in the same run and on the same prompts
+ * as target-only greedy decoding: acceptance α, mean accepted per round, c (draft step / target step), the measured
+ * speedup S, the ideal S* from the run's own measured model costs, efficiency S/S*, and a per-phase breakdown of where
+ * decode time goes. Runs are interleaved prompt by prompt so that drifting machine load hits every configuration
+ * alike. Decode time excludes the prompt's prefill (the same forward with or without speculation).
+ */
+import { z } from "zod";
+import type { Drafter } from "../services/engine/drafter.ts";
+import { type GenerationResult, generate, type Speculation } from "../services/engine/generate.ts";
+import { CostModel, type KPolicyConfig } from "../services/engine/k-policy.ts";
+import { ModelDrafter } from "../services/engine/model-drafter.ts";
+import { NgramDrafter } from "../services/engine/ngram-drafter.ts";
+import { aggregateStats, type SpeculationStats } from "../services/engine/stats.ts";
+import type { CausalLM, ForwardRequest } from "../services/runtime/causal-lm.ts";
+import { resolveModel } from "../services/runtime/model-files.ts";
+import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
+import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
+import type { BenchReport } from "./cli.ts";
+import { storyPrompts } from "./prompts.ts";
+
+/** Drafters the benchmark knows: name → model directory (none for the n-gram drafter). */
+const DRAFTER_MODELS: Record<string, string | undefined> = {
+  int4: "stories260k-int4",
+  "int4-x11m": "stories260k-int4-x11m",
+  "early-exit": "stories260k-x110m-exit3",
+  ngram: undefined,
+};
+
+const argsSchema = z.object({
+  target: z.string().default("stories260k-x110m"),
+  prompts: z.coerce.number().int().positive().default(8),
+  tokens: z.coerce.number().int().positive().default(64),
+  drafters: z.string().default(Object.keys(DRAFTER_MODELS).join(",")),
+  k: z.coerce.number().int().nonnegative().default(6),
+  "k-max": z.coerce.number().int().positive().default(12),
+  /** A draft this small only loses to thread hand-offs when spread over cores the target needs next. */
+  "draft-threads": z.coerce.number().int().nonnegative().default(1),
+});
+
+function parseOptions(argv: readonly string[]) {
+  const raw: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const [name, inline] = argv[i].replace(/^--/, "").split("=", 2);
+    raw[name] = inline ?? argv[++i];
+  }
+  return argsSchema.parse(raw);
+}
+
+function progress(message: string): void {
+  process.stderr.write(`[bench:inproc] ${message}\n`);
+}
+
+/** A CausalLM that logs each forward's duration and number of positions (the benchmark's model-cost probe). */
+class TimedModel implements CausalLM {
+  log: { positions: number; ms: number }[] = [];
+  constructor(private readonly inner: CausalLM) {}
+  get info() {
+    return this.inner.info;
+  }
+  async forward(batch: readonly ForwardRequest[]): Promise<Float32Array[]> {
+    const started = performance.now();
+    const logits = await this.inner.forward(batch);
+    this.log.push({ positions: batch.reduce((s, r) => s + r.tokens.length, 0), ms: performance.now() - started });
+    return logits;
+  }
+  sequenceLength(id: string) {
+    return this.inner.sequenceLength(id);
+  }
+  truncate(id: string, length: number) {
+    this.inner.truncate(id, length);
+  }
+  release(id: string) {
+    this.inner.release(id);
+  }
+  cacheBytes(id?: string) {
+    return this.inner.cacheBytes(id);
+  }
+  close() {
+    return this.inner.close();
+  }
+  /** Takes the log of one request, without its first forward (the prompt's prefill, which generate runs first). */
+  takeDecodeLog(): { positions: number; ms: number }[] {
+    const [, ...decode] = this.log;
+    this.log = [];
+    return decode;
+  }
+}
+
+/** One configuration's measurements over all prompts. */
+interface Measured {
+  tokens: number[][];
+  decodeMs: number;
+  stats: SpeculationStats;
+  targetForwards: { positions: number; ms: number }[];
+  draftForwards: { positions: number; ms: number }[];
+}
+
+function emptyMeasured(): Measured {
+  return { tokens: [], decodeMs: 0, stats: aggregateStats([]), targetForwards: [], draftForwards: [] };
+}
+
+function round(value: number, digits = 3): number {
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}
+
+function sum(values: readonly number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
+function mean(values: readonly number[]): number {
+  return values.length === 0 ? 0 : sum(values) / values.length;
+}
+
+interface Config {
+  readonly name: string;
+  readonly drafterName: string;
+  readonly policy: "fixed" | "adaptive";
+  readonly speculation: Speculation;
+  readonly draftModel: TimedModel | undefined;
+  readonly measured: Measured;
+}
+
+async function runOne(
+  target: TimedModel,
+  prompt: number[],
+  tokens: number,
+  speculation: Speculation | undefined,
+  draftModel: TimedModel | undefined,
+): Promise<{
+  result: GenerationResult;
+  decodeMs: number;
+  target: Measured["targetForwards"];
+  draft: Measured["draftForwards"];
+}> {
+  target.log = [];
+  if (draftModel) draftModel.log = [];
+  const started = performance.now();
+  const result = await generate(target, prompt, { maxNewTokens: tokens, speculation });
+  const totalMs = performance.now() - started;
+  return {
+    result,
+    decodeMs: totalMs - result.stats.prefill_time_ms,
+    target: target.takeDecodeLog(),
+    draft: draftModel ? draftModel.takeDecodeLog() : [],
+  };
+}
+
+function record(into: Measured, run: Awaited<ReturnType<typeof runOne>>): void {
+  into.tokens.push(run.result.tokens);
+  into.decodeMs += run.decodeMs;
+  into.stats = aggregateStats([into.stats, run.result.stats]);
+  into.targetForwards.push(...run.target);
+  into.draftForwards.push(...run.draft);
+}
+
+/** Mean ms per number of positions scored. */
+function costCurve(forwards: readonly { positions: number; ms: number }[]): Map<number, number> {
+  const byPositions = new Map<number, number[]>();
+  for (const f of forwards) byPositions.set(f.positions, [...(byPositions.get(f.positions) ?? []), f.ms]);
+  return new Map([...byPositions].sort((a, b) => a[0] - b[0]).map(([n, ms]) => [n, mean(ms)]));
+}
+
+function figures(config: Config, baseline: Measured, targetStepMs: number) {
+  const m = config.measured;
+  const { stats } = m;
+  const verifyForwardMs = sum(m.targetForwards.map((f) => f.ms));
+  const draftForwardMs = sum(m.draftForwards.map((f) => f.ms));
+  const draftStepMs = mean(m.draftForwards.map((f) => f.ms));
+  const generated = sum(m.tokens.map((t) => t.length));
+  const speedup = baseline.decodeMs / m.decodeMs;
+  // The algorithm's limit on this machine: target-only decoding at the measured model step cost against this run's
+  // own model time (draft steps + verify forwards), with everything else (bookkeeping, sampling, copies) free.
+  const idealSpeedup = (generated * targetStepMs) / (verifyForwardMs + draftForwardMs);
+  const identical = m.tokens.every(
+    (t, i) => t.length === baseline.tokens[i].length && t.every((x, j) => x === baseline.tokens[i][j]),
+  );
+  const curve = costCurve(m.targetForwards);
+  return {
+    alpha: round(stats.alpha),
+    alpha_per_token: round(stats.alpha_per_token),
+    mean_accepted_per_round: round(stats.mean_accepted_per_round),
+    tokens_per_round: round(stats.tokens_per_round),
+    c: round(draftStepMs / targetStepMs, 4),
+    speedup: round(speedup),
+    ideal_speedup: round(idealSpeedup),
+    efficiency: round(speedup / idealSpeedup),
+    identical_output: identical,
+    policy: config.policy,
+    mean_k: round(stats.draft_tokens / Math.max(1, stats.rounds), 2),
+    k_histogram: stats.k_histogram,
+    acceptance_per_position: stats.acceptance_per_position.map((a) => round(a)),
+    draft_step_ms: round(draftStepMs),
+    verify_cost_ratio: Object.fromEntries([...curve].map(([n, ms]) => [n, round(ms / targetStepMs)])),
+    tokens_per_s: round((generated / m.decodeMs) * 1000, 1),
+    breakdown_ms: {
+      decode: round(m.decodeMs, 1),
+      verify_forward: round(verifyForwardMs, 1),
+      verify_other: round(stats.verify_time_ms - verifyForwardMs, 1),
+      draft_forward: round(draftForwardMs, 1),
+      draft_other: round(stats.draft_time_ms - draftForwardMs, 1),
+      loop_other: round(m.decodeMs - stats.verify_time_ms - stats.draft_time_ms, 1),
+    },
+  };
+}
+
+export async function run(argv: readonly string[]): Promise<BenchReport> {
+  const options = parseOptions(argv);
+  const drafterNames = options.drafters.split(",").filter((d) => d.length > 0);
+  for (const name of drafterNames) {
+    if (!(name in DRAFTER_MODELS))
+      throw new RangeError(`unknown drafter ${name}; known: ${Object.keys(DRAFTER_MODELS)}`);
+  }
+  progress(`loading target ${options.target}`);
+  const target = new TimedModel(await OnnxCausalLM.load(options.target));
+  const tokenizer = await loadTokenizer(resolveModel(options.target).dir);
+  const prompts = storyPrompts(options.prompts).map((text) => tokenizer.encode(text, { bos: true }));
+
+  const configs: Config[] = [];
+  const closers: (() => Promise<void>)[] = [() => target.close()];
+  for (const drafterName of drafterNames) {
+    const modelName = DRAFTER_MODELS[drafterName];
+    let drafter: Drafter;
+    let draftModel: TimedModel | undefined;
+    if (modelName) {
+      progress(`loading draft ${modelName}`);
+      draftModel = new TimedModel(await OnnxCausalLM.load(modelName, { intraOpThreads: options["draft-threads"] }));
+      closers.push(() => (draftModel as TimedModel).close());
+      drafter = new ModelDrafter(draftModel, drafterName);
+    } else {
+      drafter = new NgramDrafter();
+    }
+    const policies: [Config["policy"], KPolicyConfig][] = [
+      ["fixed", { kind: "fixed", k: options.k }],
+      ["adaptive", { kind: "adaptive", kMin: 0, kMax: options["k-max"] }],
+    ];
+    for (const [policy, k] of policies) {
+      configs.push({
+        name: `${drafterName}/${policy}`,
+        drafterName,
+        policy,
+        // One cost model per configuration, shared by its requests as a service shares it across users.
+        speculation: { drafter, k, costs: new CostModel() },
+        draftModel,
+        measured: emptyMeasured(),
+      });
+    }
+  }
+
+  try {
+    progress("warming up");
+    for (const config of [undefined, ...configs]) {
+      await runOne(target, prompts[0], Math.min(16, options.tokens), config?.speculation, config?.draftModel);
+    }
+    const baseline = emptyMeasured();
+    for (const [i, prompt] of prompts.entries()) {
+      const base = await runOne(target, prompt, options.tokens, undefined, undefined);
+      record(baseline, base);
+      const line = [`prompt ${i + 1}/${prompts.length}: target-only ${round(base.decodeMs, 0)} ms`];
+      for (const config of configs) {
+        const spec = await runOne(target, prompt, options.tokens, config.speculation, config.draftModel);
+        record(config.measured, spec);
+        line.push(`${config.name} ${round(base.decodeMs / spec.decodeMs, 2)}x`);
+      }
+      progress(line.join(", "));
+    }
+
+    const targetStepMs = mean(baseline.targetForwards.map((f) => f.ms));
+    const byConfig = new Map(configs.map((c) => [c.name, figures(c, baseline, targetStepMs)]));
+    const adaptiveWins =
+      sum(configs.filter((c) => c.policy === "adaptive").map((c) => byConfig.get(c.name)?.speedup ?? 0)) >=
+      sum(configs.filter((c) => c.policy === "fixed").map((c) => byConfig.get(c.name)?.speedup ?? 0));
+    const winner: Config["policy"] = adaptiveWins ? "adaptive" : "fixed";
+    const drafters: Record<string, unknown> = {};
+    for (const name of drafterNames) {
+      const fixed = byConfig.get(`${name}/fixed`);
+      const adaptive = byConfig.get(`${name}/adaptive`);
+      drafters[name] = {
+        ...(winner === "adaptive" ? adaptive : fixed),
+        model: DRAFTER_MODELS[name] ?? null,
+        fixed,
+        adaptive,
+      };
+    }
+    const best = drafterNames.reduce((a, b) =>
+      (byConfig.get(`${a}/${winner}`)?.speedup ?? 0) >= (byConfig.get(`${b}/${winner}`)?.speedup ?? 0) ? a : b,
+    );
+    const baselineForwardMs = sum(baseline.targetForwards.map((f) => f.ms));
+    const json = {
+      target: options.target,
+      prompts: prompts.length,
+      max_new_tokens: options.tokens,
+      generated_tokens: sum(baseline.tokens.map((t) => t.length)),
+      fixed_k: options.k,
+      adaptive_k_max: options["k-max"],
+      target_step_ms: round(targetStepMs),
+      target_only_tokens_per_s: round((sum(baseline.tokens.map((t) => t.length)) / baseline.decodeMs) * 1000, 1),
+      target_only_breakdown_ms: {
+        decode: round(baseline.decodeMs, 1),
+        forward: round(baselineForwardMs, 1),
+        other: round(baseline.decodeMs - baselineForwardMs, 1),
+      },
+      default_policy: winner,
+      best_drafter: best,
+      drafters,
+    };
+    const summary = [
+      `target ${options.target}: ${json.target_only_tokens_per_s} tokens/s target-only, step ${json.target_step_ms} ms`,
+      `${"config".padEnd(22)} ${"alpha".padStart(6)} ${"α/tok".padStart(6)} ${"acc/rnd".padStart(8)} ${"c".padStart(7)} ${"S".padStart(6)} ${"S*".padStart(6)} ${"eff".padStart(6)} identical`,
+      ...[...byConfig].map(([name, f]) =>
+        [
+          name.padEnd(22),
+          f.alpha.toFixed(3).padStart(6),
+          f.alpha_per_token.toFixed(3).padStart(6),
+          f.mean_accepted_per_round.toFixed(2).padStart(8),
+          f.c.toFixed(4).padStart(7),
+          f.speedup.toFixed(2).padStart(6),
+          f.ideal_speedup.toFixed(2).padStart(6),
+          f.efficiency.toFixed(3).padStart(6),
+          ` ${f.identical_output}`,
+        ].join(" "),
+      ),
+      `default policy (higher total speedup): ${winner}; best drafter: ${best}`,
+    ];
+    return { summary, json };
+  } finally {
+    for (const close of closers) await close();
+  }
+}
