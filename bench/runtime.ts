@@ -4,7 +4,7 @@
  * relative to one, batched decode throughput, the copy overhead of assembling batches, and the same greedy decode run
  * by transformers.js on the same ONNX file. Progress goes to stderr; the last line of stdout is one JSON object.
  */
-import { cpus, totalmem } from "node:os";
+import { cpus, loadavg, totalmem } from "node:os";
 import { basename, dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { AutoModelForCausalLM, Tensor as TransformersTensor, env as transformersEnv } from "@huggingface/transformers";
@@ -124,6 +124,7 @@ async function main(): Promise<void> {
   if (!parsed.success) throw new TypeError(z.prettifyError(parsed.error));
   const args = parsed.data;
 
+  const loadAtStart = round(loadavg()[0], 2);
   progress(`loading ${args.model}`);
   const lm = await OnnxCausalLM.load(args.model);
   const tokenizer = await loadTokenizer(lm.files.dir);
@@ -220,6 +221,9 @@ async function main(): Promise<void> {
       cpus: cpuList.length,
       cpu_model: cpuList[0]?.model ?? "unknown",
       memory_gb: round(totalmem() / 2 ** 30, 1),
+      // Other processes' load during the run: timings on a busy machine spread widely (see the min/median pairs).
+      load_average_1m_at_start: loadAtStart,
+      load_average_1m_at_end: round(loadavg()[0], 2),
       node: process.version,
       onnxruntime_node: ort.env.versions.node,
     },
