@@ -60,7 +60,7 @@ describe("models built by npm run models", () => {
     try {
       assert.equal(scaled.info.vocabSize, 32000);
       const prompts = PROMPTS.map((p) => tokenizer.encode(p, { bos: true }));
-      const expected = [];
+      const expected: number[][] = [];
       for (const ids of prompts)
         expected.push((await greedyDecode(exact, ids, { maxTokens: 64, stopAtEos: false })).tokens);
       // The slow 110M-shaped model decodes all prompts at once, one batched forward per step.
