@@ -26,14 +26,20 @@ export interface CausalLM {
   readonly info: ModelInfo;
   /**
    * Appends each request's tokens to its sequence's cache, all sequences in one batched run, and returns per request
-   * the logits of every appended position, row-major [tokens.length × vocabSize].
+   * the logits of every appended position, row-major [tokens.length × vocabSize] (an empty array for no tokens). The
+   * arrays may be views into one buffer of the run; they are never overwritten. Forwards run in the order they were
+   * called. Rejects without changing any cache on bad input (TypeError/RangeError), when a sequence would outgrow the
+   * context (ContextLengthError) or when the caches would exceed their cap (CacheCapacityError).
    */
   forward(batch: readonly ForwardRequest[]): Promise<Float32Array[]>;
   /** Tokens currently cached for the sequence (0 when unknown). */
   sequenceLength(sequenceId: string): number;
-  /** Drops cached positions from `length` on (rollback after rejected draft tokens). */
+  /**
+   * Drops cached positions from `length` on (rollback after rejected draft tokens); a no-op when `length` is not
+   * shorter. Throws while a forward of the sequence is pending: truncate once it has resolved.
+   */
   truncate(sequenceId: string, length: number): void;
-  /** Frees the sequence's cache. Unknown ids are ignored. */
+  /** Frees the sequence's cache; forwards of it still pending will not store one. Unknown ids are ignored. */
   release(sequenceId: string): void;
   /** Bytes of KV cache held by one sequence, or by all when no id is given. */
   cacheBytes(sequenceId?: string): number;
