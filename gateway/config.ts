@@ -106,6 +106,12 @@ export const GATEWAY_SETTINGS = {
     schema: integer(1, 10_000),
     help: "a verify job unanswered this long marks its replica dead; the round moves to another replica",
   },
+  metricsPort: {
+    flag: "metrics-port",
+    env: "SPECGATE_GATEWAY_METRICS_PORT",
+    schema: integer(0, 9464).pipe(z.number().max(65535)),
+    help: "Prometheus scrape port on 127.0.0.1 (0: a free one; OTEL_SDK_DISABLED=true turns telemetry off)",
+  },
   drainMs: {
     flag: "drain-ms",
     env: "SPECGATE_DRAIN_MS",

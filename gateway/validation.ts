@@ -6,7 +6,6 @@
 import type { AcceptanceMode__Output } from "../gen/specgate/v1/AcceptanceMode.ts";
 import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
 import type { RelaxedAcceptance__Output } from "../gen/specgate/v1/RelaxedAcceptance.ts";
-import type { SamplingParams } from "../gen/specgate/v1/SamplingParams.ts";
 import type { KPolicyConfig } from "../services/engine/k-policy.ts";
 import { MAX_SEED } from "../services/engine/rng.ts";
 
@@ -32,11 +31,19 @@ export interface ValidationContext {
   readonly maxTokensLimit: number;
 }
 
+/** Wire sampling parameters (SamplingParams) after checks, the seed always set. */
+export interface ResolvedSampling {
+  readonly temperature: number;
+  readonly top_k: number;
+  readonly top_p?: number;
+  readonly seed: number;
+}
+
 export interface ValidRequest {
   readonly prompt: number[];
   readonly maxNewTokens: number;
   /** Wire sampling parameters with the seed resolved (the request's, else the one given to validate). */
-  readonly sampling: SamplingParams & { seed: number; temperature: number };
+  readonly sampling: ResolvedSampling;
   readonly stopStrings: string[];
   /** A served drafter, or "none" (plain decoding). */
   readonly drafter: string;
@@ -80,7 +87,7 @@ function maxTokensOf(request: GenerateRequest__Output, ctx: ValidationContext, p
   return value;
 }
 
-function samplingOf(request: GenerateRequest__Output, seed: number, problems: string[]): ValidRequest["sampling"] {
+function samplingOf(request: GenerateRequest__Output, seed: number, problems: string[]): ResolvedSampling {
   const wire = request.sampling;
   const temperature = wire?.temperature ?? 0;
   const topK = wire?.top_k ?? 0;

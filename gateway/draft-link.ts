@@ -1,0 +1,194 @@
+/**
+ * The gateway's side of the draft service: ONE Session stream multiplexing every sequence of this gateway
+ * (draft.proto). It never fails a request: when the draft service is unreachable, slow or confused, `propose`
+ * answers `undefined` and the round runs as plain decoding (K = 0). Speculation resumes by itself: after a failure the
+ * link tries a new stream at most every `retryMs`, and sequences are re-opened with their full history on the new
+ * stream before their next proposal.
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { DraftClient as DraftStub } from "../gen/specgate/v1/Draft.ts";
+import type { DraftClientMessage } from "../gen/specgate/v1/DraftClientMessage.ts";
+import type { DraftServerMessage__Output } from "../gen/specgate/v1/DraftServerMessage.ts";
+import type { Proposal__Output } from "../gen/specgate/v1/Proposal.ts";
+import type { ProposeRequest } from "../gen/specgate/v1/ProposeRequest.ts";
+import type { SamplingParams } from "../gen/specgate/v1/SamplingParams.ts";
+import { DraftClient } from "../proto/load.ts";
+
+/** What the link needs to know of a sequence to (re-)open it on any stream. */
+export interface DraftedSequence {
+  readonly sequenceId: string;
+  readonly drafter: string;
+  readonly sampling: SamplingParams;
+  /** Every committed token right now (prompt + generated). */
+  history(): readonly number[];
+}
+
+export interface DraftLinkOptions {
+  readonly address: string;
+  /** A proposal not answered this long is given up (the round runs without a draft). */
+  readonly proposeTimeoutMs: number;
+  /** Least time between attempts to open a new stream after a failure. */
+  readonly retryMs: number;
+  readonly logger: Logger;
+}
+
+type Stream = grpc.ClientDuplexStream<DraftClientMessage, DraftServerMessage__Output>;
+
+interface Waiting {
+  readonly round: number;
+  readonly resolve: (answer: Proposal__Output | "reopen" | undefined) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+/** Error codes after which re-opening the sequence with its full history fixes the next proposal. */
+const REOPEN_CODES = new Set(["DRAFT_ERROR_UNKNOWN_SEQUENCE", "DRAFT_ERROR_DESYNC"]);
+
+export class DraftLink {
+  readonly #stub: DraftStub;
+  readonly #options: DraftLinkOptions;
+  #stream: Stream | undefined;
+  /** Bumped for every new stream: a sequence opened on an older one must be opened again. */
+  #generation = 0;
+  #lastFailure = Number.NEGATIVE_INFINITY;
+  readonly #openedOn = new Map<string, number>();
+  readonly #waiting = new Map<string, Waiting>();
+  #closed = false;
+
+  constructor(options: DraftLinkOptions) {
+    this.#options = options;
+    this.#stub = new DraftClient(options.address, grpc.credentials.createInsecure());
+  }
+
+  /** The channel to the draft service, for its unary RPCs (Stats, Release). */
+  get client(): DraftStub {
+    return this.#stub;
+  }
+
+  /** False while the link is backing off after a failure (rounds then run without a draft). */
+  get available(): boolean {
+    return this.#stream !== undefined || performance.now() - this.#lastFailure >= this.#options.retryMs;
+  }
+
+  /**
+   * Asks for up to k draft tokens after the sequence's history. Undefined when no proposal can be had (the caller
+   * runs the round without a draft).
+   */
+  async propose(
+    sequence: DraftedSequence,
+    round: number,
+    k: number,
+    traceContext: Record<string, string> = {},
+  ): Promise<Proposal__Output | undefined> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const stream = this.#ensureStream();
+      if (!stream) return undefined;
+      if (this.#openedOn.get(sequence.sequenceId) !== this.#generation) this.#open(stream, sequence);
+      const answer = await this.#ask(stream, {
+        sequence_id: sequence.sequenceId,
+        round,
+        k,
+        history_length: sequence.history().length,
+        trace_context: traceContext,
+      });
+      if (answer !== "reopen") return answer;
+      this.#openedOn.delete(sequence.sequenceId);
+    }
+    return undefined;
+  }
+
+  /** Settles a round: the draft keeps `accepted` of its proposal and appends the target's tokens. */
+  accept(sequenceId: string, round: number, accepted: number, appended: readonly number[]): void {
+    if (this.#openedOn.get(sequenceId) !== this.#generation || !this.#stream) return;
+    this.#stream.write({ accept: { sequence_id: sequenceId, round, accepted, appended: [...appended] } });
+  }
+
+  /** The sequence ended: the draft frees its cache. */
+  close(sequenceId: string): void {
+    this.#waiting.get(sequenceId)?.resolve(undefined);
+    if (this.#openedOn.get(sequenceId) === this.#generation && this.#stream) {
+      this.#stream.write({ close: { sequence_id: sequenceId } });
+    }
+    this.#openedOn.delete(sequenceId);
+  }
+
+  /** Ends the stream (the draft service frees what this gateway still held) and the channel. */
+  shutdown(): void {
+    this.#closed = true;
+    for (const id of [...this.#waiting.keys()]) this.#waiting.get(id)?.resolve(undefined);
+    this.#stream?.end();
+    this.#stream = undefined;
+    this.#stub.close();
+  }
+
+  #open(stream: Stream, sequence: DraftedSequence): void {
+    stream.write({
+      open: {
+        sequence_id: sequence.sequenceId,
+        drafter: sequence.drafter,
+        tokens: [...sequence.history()],
+        sampling: sequence.sampling,
+      },
+    });
+    this.#openedOn.set(sequence.sequenceId, this.#generation);
+  }
+
+  #ask(stream: Stream, propose: ProposeRequest & { sequence_id: string; round: number }) {
+    const { sequence_id: sequenceId, round } = propose;
+    this.#waiting.get(sequenceId)?.resolve(undefined);
+    return new Promise<Proposal__Output | "reopen" | undefined>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#options.logger.warn({ sequenceId, round }, "draft proposal timed out; round runs without a draft");
+        // The late answer (if any) will be dropped; re-open so both sides agree on the history again.
+        this.#openedOn.delete(sequenceId);
+        finish(undefined);
+      }, this.#options.proposeTimeoutMs);
+      const finish = (answer: Proposal__Output | "reopen" | undefined) => {
+        clearTimeout(timer);
+        if (this.#waiting.get(sequenceId)?.timer === timer) this.#waiting.delete(sequenceId);
+        resolve(answer);
+      };
+      this.#waiting.set(sequenceId, { round, resolve: finish, timer });
+      stream.write({ propose });
+    });
+  }
+
+  #ensureStream(): Stream | undefined {
+    if (this.#closed) return undefined;
+    if (this.#stream) return this.#stream;
+    if (!this.available) return undefined;
+    const stream = this.#stub.Session();
+    const generation = ++this.#generation;
+    this.#stream = stream;
+    stream.on("data", (message: DraftServerMessage__Output) => this.#receive(message));
+    const fail = (why: string) => {
+      if (this.#stream !== stream) return;
+      this.#stream = undefined;
+      this.#lastFailure = performance.now();
+      if (!this.#closed)
+        this.#options.logger.warn({ generation, why }, "draft stream lost; rounds run without a draft");
+      for (const id of [...this.#waiting.keys()]) this.#waiting.get(id)?.resolve(undefined);
+    };
+    stream.on("error", (error: grpc.ServiceError) => fail(error.details || error.message));
+    stream.on("end", () => fail("draft service ended the stream"));
+    return stream;
+  }
+
+  #receive(message: DraftServerMessage__Output): void {
+    if (message.proposal) {
+      const waiting = this.#waiting.get(message.proposal.sequence_id);
+      if (waiting && waiting.round === message.proposal.round) waiting.resolve(message.proposal);
+      return;
+    }
+    const error = message.error;
+    if (!error) return;
+    const waiting = this.#waiting.get(error.sequence_id);
+    this.#options.logger.debug({ ...error }, "draft error");
+    if (!waiting || (error.round !== 0 && error.round !== waiting.round)) {
+      // A failed Open or Accept: the sequence is out of step; re-open it before its next proposal.
+      this.#openedOn.delete(error.sequence_id);
+      return;
+    }
+    waiting.resolve(REOPEN_CODES.has(error.code) ? "reopen" : undefined);
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * One request's round loop, distributed: ask the draft service for K tokens → enqueue the verify job on the
+ * sequence's replica → commit the accepted tokens and the target's token (stop conditions, UTF-8-safe text) → tell
+ * the draft where to roll back to → stream the new tokens. K comes from the engine's policy (fixed or adaptive over
+ * costs measured here, through gRPC and the queue); K = 0 when the request asked for no drafter or the draft
+ * service cannot answer. Caches are released in both services however the request ends.
+ */
+import type { Logger } from "pino";
+import type { DraftDistribution, DraftDistribution__Output } from "../gen/specgate/v1/DraftDistribution.ts";
+import type { FinishReason__Output } from "../gen/specgate/v1/FinishReason.ts";
+import type { Proposal__Output } from "../gen/specgate/v1/Proposal.ts";
+import type { SpeculationStats__Output } from "../gen/specgate/v1/SpeculationStats.ts";
+import { messageCodec } from "../proto/codec.ts";
+import { type CostModel, createKPolicy } from "../services/engine/k-policy.ts";
+import { SequenceState } from "../services/engine/sequence.ts";
+import { emptyStats, recordRound } from "../services/engine/stats.ts";
+import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
+import { injectIntoCarrier, type RequestTrace } from "../services/telemetry/index.ts";
+import type { DraftLink } from "./draft-link.ts";
+import type { ReplicaRouter } from "./replicas.ts";
+import { NO_DRAFTER, type ValidRequest } from "./validation.ts";
+
+export interface TargetModel {
+  readonly name: string;
+  readonly contextLength: number;
+  readonly eosTokenId: number | undefined;
+}
+
+export interface GenerationServices {
+  readonly draft: DraftLink;
+  readonly router: ReplicaRouter;
+  readonly tokenizer: Tokenizer;
+  readonly model: TargetModel;
+  /** Measured draft and verify costs of a drafter/target pair, shared by its requests (adaptive K). */
+  costs(drafter: string): CostModel;
+  readonly logger: Logger;
+}
+
+export interface GenerationIds {
+  readonly requestId: string;
+  /** Cache id in both services: unique per request, whatever request id a client sent. */
+  readonly sequenceId: string;
+}
+
+export interface Delta {
+  readonly token_ids: number[];
+  readonly text: string;
+  readonly round: number;
+}
+
+export interface Outcome {
+  readonly tokenIds: number[];
+  readonly text: string;
+  readonly finishReason: FinishReason__Output;
+  readonly stats: SpeculationStats__Output;
+  readonly promptTokens: number;
+}
+
+const FINISH_REASONS = {
+  length: "FINISH_REASON_LENGTH",
+  eos: "FINISH_REASON_EOS",
+  stop: "FINISH_REASON_STOP",
+  context_length: "FINISH_REASON_CONTEXT_LENGTH",
+} as const;
+
+/** Longer than one batched verify forward: a job that was running when its request was cancelled is done by then. */
+const LATE_RELEASE_MS = 2000;
+
+const distributionCodec = messageCodec<DraftDistribution, DraftDistribution__Output>("DraftDistribution");
+
+function wireBytes(distributions: readonly DraftDistribution__Output[]): number {
+  let bytes = 0;
+  for (const d of distributions) bytes += distributionCodec.encode(d).length;
+  return bytes;
+}
+
+/**
+ * Runs the request to its end, calling `onDelta` with each round's new tokens. Rejects with the signal's reason
+ * when aborted (cancellation, deadline, drain), after releasing the caches.
+ */
+export async function runGeneration(
+  request: ValidRequest,
+  ids: GenerationIds,
+  services: GenerationServices,
+  trace: RequestTrace,
+  signal: AbortSignal,
+  deadlineUnixMs: number,
+  onDelta: (delta: Delta) => void,
+): Promise<Outcome> {
+  const started = performance.now();
+  const { draft, router, model } = services;
+  const sequence = new SequenceState(
+    request.prompt,
+    {
+      maxNewTokens: request.maxNewTokens,
+      contextLength: model.contextLength,
+      eosTokenId: model.eosTokenId,
+      stopStrings: request.stopStrings,
+    },
+    services.tokenizer,
+  );
+  const speculating = request.drafter !== NO_DRAFTER;
+  const costs = services.costs(request.drafter);
+  const policy = createKPolicy(request.kPolicy, costs);
+  const stats = emptyStats();
+  const extra = {
+    queue_time_ms: 0,
+    time_to_first_token_ms: 0,
+    fallback_rounds: 0,
+    target_reprefills: 0,
+    draft_distribution_bytes: 0,
+    replicas: [] as string[],
+  };
+  const drafted = {
+    sequenceId: ids.sequenceId,
+    drafter: request.drafter,
+    sampling: request.sampling,
+    history: () => sequence.tokens,
+  };
+  let verifying: Promise<unknown> = Promise.resolve();
+  try {
+    for (let round = 1; !sequence.finished; round++) {
+      signal.throwIfAborted();
+      const asked = speculating ? Math.min(policy.nextK(), sequence.draftBudget()) : 0;
+      const roundStart = performance.now();
+      const roundTrace = trace.startRound();
+      const traceContext = injectIntoCarrier(roundTrace.context);
+      let proposal: Proposal__Output | undefined;
+      if (asked > 0) {
+        proposal = await draft.propose(drafted, round, asked, traceContext);
+        if (!proposal) extra.fallback_rounds++;
+      }
+      signal.throwIfAborted();
+      const draftTokens = proposal?.tokens ?? [];
+      const distributions = request.sampling.temperature > 0 ? (proposal?.distributions ?? []) : [];
+      extra.draft_distribution_bytes += wireBytes(distributions);
+      const draftDone = performance.now();
+
+      const verification = router.verify(
+        ids.sequenceId,
+        {
+          sequence_id: ids.sequenceId,
+          request_id: ids.requestId,
+          round,
+          history: sequence.tokens,
+          draft_tokens: draftTokens,
+          draft_distributions: distributions,
+          sampling: request.sampling,
+          acceptance: request.acceptance,
+          relaxed: request.relaxed,
+          trace_context: traceContext,
+          deadline_unix_ms: deadlineUnixMs,
+          model: model.name,
+        },
+        signal,
+      );
+      verifying = verification.catch(() => undefined);
+      const { result, replicaId } = await verification;
+      const verified = performance.now();
+
+      const historyLength = sequence.tokens.length;
+      const accepted = Math.min(result.accepted, draftTokens.length);
+      const committed = sequence.commit([...draftTokens.slice(0, accepted), result.next_token]);
+      if (proposal && !sequence.finished) draft.accept(ids.sequenceId, round, accepted, [result.next_token]);
+      policy.observe(draftTokens.length, accepted);
+      recordRound(stats, {
+        k: proposal ? asked : 0,
+        proposed: draftTokens.length,
+        accepted,
+        emitted: committed.tokens.length,
+        draftMs: draftDone - roundStart,
+        verifyMs: result.verify_time_ms,
+      });
+      roundTrace.end({
+        round,
+        k: proposal ? asked : 0,
+        proposed: draftTokens.length,
+        accepted,
+        nextToken: result.next_token,
+        replica: replicaId,
+        batchSize: result.batch_size,
+        reprefilled: result.reprefilled,
+        draftMs: draftDone - roundStart,
+        queueWaitMs: result.queue_wait_ms,
+        verifyMs: result.verify_time_ms,
+        roundMs: performance.now() - roundStart,
+      });
+      extra.queue_time_ms += result.queue_wait_ms;
+      if (result.reprefilled) extra.target_reprefills++;
+      if (!extra.replicas.includes(replicaId)) extra.replicas.push(replicaId);
+      // Costs as adaptive K must weigh them here: round trips through gRPC and the queue. Rounds that (re)filled a
+      // cache measure the prefill, not a verify step.
+      if (round > 1 && !result.reprefilled) {
+        if (draftTokens.length > 0) costs.recordDraft(draftDone - roundStart, draftTokens.length);
+        costs.recordVerify(draftTokens.length + 1, verified - draftDone);
+      }
+      if (committed.tokens.length > 0) {
+        if (extra.time_to_first_token_ms === 0) extra.time_to_first_token_ms = performance.now() - started;
+        onDelta({ token_ids: committed.tokens, text: committed.text, round });
+      }
+      services.logger.trace({ sequenceId: ids.sequenceId, round, asked, historyLength, accepted }, "round");
+    }
+  } finally {
+    draft.close(ids.sequenceId);
+    // A job still queued or in a batch could rebuild the cache after a release: wait for it (it settles at once when
+    // aborted), and repeat the release later if the request was cut short.
+    void verifying.then(() => router.release(ids.sequenceId, signal.aborted ? LATE_RELEASE_MS : undefined));
+  }
+  const { k_per_round, ...engineStats } = stats;
+  return {
+    tokenIds: sequence.generated,
+    text: sequence.text,
+    finishReason: FINISH_REASONS[sequence.finishReason ?? "length"],
+    promptTokens: request.prompt.length,
+    stats: {
+      ...engineStats,
+      k_per_round,
+      ...extra,
+      total_time_ms: performance.now() - started,
+      drafter: request.drafter,
+    },
+  };
+}

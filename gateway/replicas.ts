@@ -1,0 +1,209 @@
+/**
+ * Routing of verify rounds to target replicas. A sequence sticks to the replica that holds its cache (affinity); a
+ * new sequence goes to the live replica with the fewest sequences. When a replica dies (its announcement expires),
+ * fails a round with UNAVAILABLE, or does not answer within `verifyTimeoutMs`, the round is re-sent to another
+ * replica; the job carries the full history, so the new replica re-prefills and the result is the same.
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { ReplicaAnnouncement__Output } from "../gen/specgate/v1/ReplicaAnnouncement.ts";
+import type { TargetClient as TargetStub } from "../gen/specgate/v1/Target.ts";
+import type { VerifyJob } from "../gen/specgate/v1/VerifyJob.ts";
+import type { VerifyResult__Output } from "../gen/specgate/v1/VerifyResult.ts";
+import { TargetClient } from "../proto/load.ts";
+import { type ReplicaWatch, watchReplicas } from "../services/target/replica.ts";
+import type { VerifyClient } from "../services/target/verify-client.ts";
+import { VerifyJobError } from "../services/target/verify-errors.ts";
+
+/** No replica could verify the round (none announced, or all failed it). Answered as UNAVAILABLE. */
+export class NoReplicaError extends Error {
+  override readonly name = "NoReplicaError";
+}
+
+interface Replica {
+  readonly announcement: ReplicaAnnouncement__Output;
+  readonly target: TargetStub;
+  /** Sequences routed here. */
+  sequences: number;
+}
+
+export interface ReplicaRouterOptions {
+  readonly redis: Redis;
+  readonly verifyClient: VerifyClient;
+  /** Target model every replica must serve. */
+  readonly model: string;
+  readonly verifyTimeoutMs: number;
+  readonly logger: Logger;
+}
+
+export class ReplicaRouter {
+  readonly #replicas = new Map<string, Replica>();
+  readonly #affinity = new Map<string, string>();
+  readonly #watch: ReplicaWatch;
+  readonly #options: ReplicaRouterOptions;
+  #firstPoll: Promise<void>;
+
+  constructor(options: ReplicaRouterOptions) {
+    this.#options = options;
+    let polled: () => void = () => undefined;
+    this.#firstPoll = new Promise((resolve) => {
+      polled = resolve;
+    });
+    this.#watch = watchReplicas(options.redis, {
+      joined: (announcement) => {
+        polled();
+        if (announcement.model !== options.model) {
+          options.logger.warn(
+            { replica: announcement.replica_id, model: announcement.model },
+            "replica serves another model; ignored",
+          );
+          return;
+        }
+        options.logger.info(
+          { replica: announcement.replica_id, address: announcement.address },
+          "target replica joined",
+        );
+        const target = new TargetClient(announcement.address, grpc.credentials.createInsecure());
+        this.#replicas.set(announcement.replica_id, { announcement, target, sequences: 0 });
+      },
+      lost: (replicaId) => this.#lose(replicaId, "its announcement expired"),
+      error: (error) => options.logger.warn({ err: error }, "listing target replicas failed"),
+    });
+    // The first poll reports only replicas that exist; resolve soon after it whether or not any did.
+    setTimeout(() => polled(), 250).unref();
+  }
+
+  /** Live replicas by id, with the sequences routed to each. */
+  get replicas(): ReadonlyMap<string, { readonly sequences: number; readonly address: string }> {
+    return new Map(
+      [...this.#replicas].map(([id, r]) => [id, { sequences: r.sequences, address: r.announcement.address }]),
+    );
+  }
+
+  /** Resolves once the first listing of replicas is known (start-up). */
+  ready(): Promise<void> {
+    return this.#firstPoll;
+  }
+
+  /**
+   * Verifies one round of the sequence on its replica, moving it to another replica when that one fails or is gone.
+   * Resolves with the result and the replica that produced it.
+   */
+  async verify(
+    sequenceId: string,
+    job: VerifyJob,
+    signal: AbortSignal,
+  ): Promise<{ result: VerifyResult__Output; replicaId: string }> {
+    const failed = new Set<string>();
+    const giveUpAt = performance.now() + this.#options.verifyTimeoutMs;
+    for (;;) {
+      signal.throwIfAborted();
+      const replicaId = await this.#routeOrWait(sequenceId, failed, giveUpAt, signal);
+      const timeout = AbortSignal.timeout(this.#options.verifyTimeoutMs);
+      try {
+        const result = await this.#options.verifyClient.verify(replicaId, job, AbortSignal.any([signal, timeout]));
+        return { result, replicaId };
+      } catch (error) {
+        signal.throwIfAborted();
+        const retryable = timeout.aborted || (error instanceof VerifyJobError && retryableCodes.has(error.code));
+        if (!retryable) throw error;
+        this.#options.logger.warn(
+          { sequenceId, replica: replicaId, reason: timeout.aborted ? "timeout" : (error as Error).message },
+          "verify failed on replica; re-routing the round",
+        );
+        failed.add(replicaId);
+        this.#unassign(sequenceId);
+      }
+    }
+  }
+
+  /**
+   * The request ended: frees the sequence's target cache (best effort) and forgets its affinity. `repeatAfterMs`
+   * sends the release once more later, for a request cancelled while its job was in a batch: that job may finish
+   * (and cache the sequence again) after the first release.
+   */
+  async release(sequenceId: string, repeatAfterMs?: number): Promise<void> {
+    const replicaId = this.#affinity.get(sequenceId);
+    this.#unassign(sequenceId);
+    const replica = replicaId === undefined ? undefined : this.#replicas.get(replicaId);
+    if (!replica) return;
+    const send = () =>
+      new Promise<void>((resolve) => {
+        replica.target.Release({ sequence_ids: [sequenceId] }, { deadline: Date.now() + 2000 }, (error) => {
+          if (error)
+            this.#options.logger.debug({ sequenceId, replica: replicaId, err: error }, "target release failed");
+          resolve();
+        });
+      });
+    if (repeatAfterMs !== undefined) setTimeout(() => void send(), repeatAfterMs).unref();
+    await send();
+  }
+
+  close(): void {
+    this.#watch.stop();
+    for (const replica of this.#replicas.values()) replica.target.close();
+    this.#replicas.clear();
+  }
+
+  /** Routes the sequence; when no replica is left to try, waits for one to join until `giveUpAt`. */
+  async #routeOrWait(
+    sequenceId: string,
+    exclude: ReadonlySet<string>,
+    giveUpAt: number,
+    signal: AbortSignal,
+  ): Promise<string> {
+    for (;;) {
+      try {
+        return this.#route(sequenceId, exclude);
+      } catch (error) {
+        if (!(error instanceof NoReplicaError) || performance.now() >= giveUpAt) throw error;
+        await new Promise((resolve) => setTimeout(resolve, REPLICA_WAIT_POLL_MS));
+        signal.throwIfAborted();
+      }
+    }
+  }
+
+  #route(sequenceId: string, exclude: ReadonlySet<string>): string {
+    const current = this.#affinity.get(sequenceId);
+    if (current !== undefined && this.#replicas.has(current) && !exclude.has(current)) return current;
+    let best: [string, Replica] | undefined;
+    for (const entry of this.#replicas) {
+      if (exclude.has(entry[0])) continue;
+      if (!best || entry[1].sequences < best[1].sequences) best = entry;
+    }
+    if (!best) {
+      throw new NoReplicaError(
+        this.#replicas.size === 0
+          ? `no target replica serving ${this.#options.model} is announced`
+          : "every target replica failed this round",
+      );
+    }
+    this.#affinity.set(sequenceId, best[0]);
+    best[1].sequences++;
+    return best[0];
+  }
+
+  #unassign(sequenceId: string): void {
+    const replicaId = this.#affinity.get(sequenceId);
+    if (replicaId === undefined) return;
+    this.#affinity.delete(sequenceId);
+    const replica = this.#replicas.get(replicaId);
+    if (replica) replica.sequences--;
+  }
+
+  #lose(replicaId: string, reason: string): void {
+    const replica = this.#replicas.get(replicaId);
+    if (!replica) return;
+    this.#options.logger.warn({ replica: replicaId, reason }, "target replica lost; its sequences move elsewhere");
+    this.#replicas.delete(replicaId);
+    replica.target.close();
+    for (const [sequenceId, id] of this.#affinity) if (id === replicaId) this.#affinity.delete(sequenceId);
+    void this.#options.verifyClient.replicaLost(replicaId, reason);
+  }
+}
+
+const REPLICA_WAIT_POLL_MS = 100;
+
+/** Failures another replica may not repeat: the replica is down, shutting down, full, or serves another model. */
+const retryableCodes = new Set(["UNAVAILABLE", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION"]);

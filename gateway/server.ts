@@ -1,0 +1,312 @@
+/**
+ * The Gateway gRPC server: admission, validation, the round loop per request (generation.ts), the standard health
+ * and reflection services, and a graceful drain. Client cancellation and deadlines abort the request's round loop,
+ * which releases its caches in the draft and target services.
+ */
+import { randomUUID } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { GatewayHandlers } from "../gen/specgate/v1/Gateway.ts";
+import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
+import type { ListModelsResponse } from "../gen/specgate/v1/ListModelsResponse.ts";
+import { gatewayService, SERVICE_NAMES } from "../proto/load.ts";
+import { CostModel } from "../services/engine/k-policy.ts";
+import { randomSeed } from "../services/engine/rng.ts";
+import { addStandardServices, bindInsecure, drain } from "../services/grpc/server.ts";
+import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
+import { VerifyClient } from "../services/target/verify-client.ts";
+import { VerifyJobError } from "../services/target/verify-errors.ts";
+import { extractFromMetadata, type SpecgateMetrics, startRequestTrace } from "../services/telemetry/index.ts";
+import { Admission } from "./admission.ts";
+import { type GatewayConfig, parseDrafterListing } from "./config.ts";
+import { DraftLink } from "./draft-link.ts";
+import { type Delta, type GenerationServices, type Outcome, runGeneration, type TargetModel } from "./generation.ts";
+import { NoReplicaError, ReplicaRouter } from "./replicas.ts";
+import { InvalidRequestError, NO_DRAFTER, type ValidationContext, validateRequest } from "./validation.ts";
+
+export interface ServedModel extends TargetModel {
+  readonly vocabSize: number;
+  readonly bosTokenId: number | undefined;
+}
+
+export interface GatewayOptions {
+  readonly config: GatewayConfig;
+  readonly model: ServedModel;
+  readonly tokenizer: Tokenizer;
+  readonly logger: Logger;
+  readonly metrics?: SpecgateMetrics;
+}
+
+export interface RunningGateway {
+  /** host:port as bound. */
+  readonly address: string;
+  readonly port: number;
+  readonly admission: Admission;
+  readonly router: ReplicaRouter;
+  /**
+   * Drains: health NOT_SERVING, new requests refused (UNAVAILABLE), in-flight ones finish for up to `graceMs` and are
+   * cancelled after it; then the server and every connection close.
+   */
+  stop(graceMs: number): Promise<void>;
+}
+
+/** Why a request's round loop was aborted; becomes the call's status. */
+class Aborted extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function toStatus(error: unknown): { code: grpc.status; details: string } {
+  if (error instanceof InvalidRequestError) return { code: grpc.status.INVALID_ARGUMENT, details: error.message };
+  if (error instanceof Aborted) return { code: error.code, details: error.message };
+  if (error instanceof NoReplicaError) return { code: grpc.status.UNAVAILABLE, details: error.message };
+  if (error instanceof VerifyJobError) {
+    const code =
+      error.code === "RESOURCE_EXHAUSTED" || error.code === "DEADLINE_EXCEEDED" || error.code === "UNAVAILABLE"
+        ? grpc.status[error.code]
+        : grpc.status.INTERNAL;
+    return { code, details: `verification failed: ${error.message}` };
+  }
+  return { code: grpc.status.INTERNAL, details: error instanceof Error ? error.message : String(error) };
+}
+
+export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
+  const { config, model, tokenizer, logger, metrics } = options;
+  const drafters = parseDrafterListing(config.drafters);
+  if (config.defaultDrafter !== NO_DRAFTER && !drafters.some((d) => d.name === config.defaultDrafter)) {
+    throw new TypeError(`default drafter "${config.defaultDrafter}" is not among the drafters (${config.drafters})`);
+  }
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
+  redis.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
+  const verifyClient = new VerifyClient(config.redisUrl);
+  const router = new ReplicaRouter({
+    redis,
+    verifyClient,
+    model: model.name,
+    verifyTimeoutMs: config.verifyTimeoutMs,
+    logger,
+  });
+  const draft = new DraftLink({ address: config.draftAddress, proposeTimeoutMs: 2000, retryMs: 1000, logger });
+  const costModels = new Map<string, CostModel>();
+  const services: GenerationServices = {
+    draft,
+    router,
+    tokenizer,
+    model,
+    logger,
+    costs(drafter) {
+      let costs = costModels.get(drafter);
+      if (!costs) {
+        costs = new CostModel();
+        costModels.set(drafter, costs);
+      }
+      return costs;
+    },
+  };
+  const validation: ValidationContext = {
+    model: model.name,
+    contextLength: model.contextLength,
+    vocabSize: model.vocabSize,
+    encode: (text) => tokenizer.encode(text, { bos: true }),
+    drafters: drafters.map((d) => d.name),
+    defaultDrafter: config.defaultDrafter,
+    defaultK: config.k,
+    maxK: config.maxK,
+    defaultMaxTokens: config.defaultMaxTokens,
+    maxTokensLimit: config.maxTokensLimit,
+  };
+  const admission = new Admission(config.maxInFlight);
+  const running = new Set<AbortController>();
+
+  /** Runs one request for either RPC; `onDelta` receives the streamed rounds. */
+  async function serve(
+    method: string,
+    call:
+      | grpc.ServerUnaryCall<GenerateRequest__Output, unknown>
+      | grpc.ServerWritableStream<GenerateRequest__Output, unknown>,
+    onDelta: (delta: Delta) => void,
+  ): Promise<{ outcome: Outcome; requestId: string; seed: number }> {
+    const admitted = admission.admit();
+    if (!admitted.admitted) {
+      throw new Aborted(
+        admitted.reason === "full" ? grpc.status.RESOURCE_EXHAUSTED : grpc.status.UNAVAILABLE,
+        admitted.message,
+      );
+    }
+    const controller = new AbortController();
+    running.add(controller);
+    const onCancel = () => controller.abort(new Aborted(grpc.status.CANCELLED, "the client cancelled the request"));
+    call.on("cancelled", onCancel);
+    const deadline = call.getDeadline();
+    const deadlineMs = deadline instanceof Date ? deadline.getTime() : Number(deadline);
+    const timer = Number.isFinite(deadlineMs)
+      ? setTimeout(
+          () => controller.abort(new Aborted(grpc.status.DEADLINE_EXCEEDED, "the request's deadline passed")),
+          Math.max(0, deadlineMs - Date.now()),
+        )
+      : undefined;
+    const request = call.request;
+    const requestId = request.request_id || randomUUID();
+    const log = logger.child({ requestId, tenant: request.tenant_id });
+    let trace: ReturnType<typeof startRequestTrace> | undefined;
+    try {
+      const valid = validateRequest(request, validation, randomSeed());
+      trace = startRequestTrace({
+        method,
+        parent: extractFromMetadata(call.metadata),
+        labels: { tenant: valid.tenantId, model: model.name, drafter: valid.drafter },
+        parameters: {
+          maxTokens: valid.maxNewTokens,
+          temperature: valid.sampling.temperature,
+          topK: valid.sampling.top_k,
+          topP: valid.sampling.top_p,
+          seed: valid.sampling.seed,
+        },
+        metrics,
+      });
+      const outcome = await runGeneration(
+        valid,
+        { requestId, sequenceId: randomUUID() },
+        services,
+        trace,
+        controller.signal,
+        Number.isFinite(deadlineMs) ? deadlineMs : 0,
+        onDelta,
+      );
+      trace.end({
+        stats: outcome.stats,
+        inputTokens: outcome.promptTokens,
+        finishReason: outcome.finishReason.replace("FINISH_REASON_", "").toLowerCase(),
+        status: "OK",
+      });
+      log.info(
+        {
+          finish: outcome.finishReason,
+          tokens: outcome.tokenIds.length,
+          rounds: outcome.stats.rounds,
+          alpha: outcome.stats.alpha,
+          drafter: valid.drafter,
+        },
+        "request done",
+      );
+      return { outcome, requestId, seed: valid.sampling.seed };
+    } catch (error) {
+      const reason = controller.signal.aborted ? controller.signal.reason : error;
+      const status = toStatus(reason);
+      trace?.end({
+        stats: { rounds: 0, generated_tokens: 0, draft_tokens: 0, accepted_tokens: 0 },
+        inputTokens: 0,
+        finishReason: "error",
+        status: grpc.status[status.code],
+      });
+      if (status.code === grpc.status.INTERNAL) log.error({ err: reason }, "request failed");
+      else log.info({ code: grpc.status[status.code], details: status.details }, "request ended early");
+      throw reason;
+    } finally {
+      clearTimeout(timer);
+      call.off("cancelled", onCancel);
+      running.delete(controller);
+      admitted.release();
+    }
+  }
+
+  const handlers: GatewayHandlers = {
+    Generate(call, callback) {
+      serve(`${SERVICE_NAMES.gateway}/Generate`, call, () => undefined).then(
+        ({ outcome, requestId, seed }) =>
+          callback(null, {
+            token_ids: outcome.tokenIds,
+            text: outcome.text,
+            finish_reason: outcome.finishReason,
+            stats: outcome.stats,
+            usage: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.tokenIds.length },
+            request_id: requestId,
+            seed,
+            model: model.name,
+          }),
+        (error: unknown) => callback(toStatus(error)),
+      );
+    },
+    GenerateStream(call) {
+      serve(`${SERVICE_NAMES.gateway}/GenerateStream`, call, (delta) => call.write({ delta })).then(
+        ({ outcome, requestId, seed }) => {
+          call.write({
+            end: {
+              finish_reason: outcome.finishReason,
+              stats: outcome.stats,
+              usage: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.tokenIds.length },
+              request_id: requestId,
+              seed,
+              model: model.name,
+            },
+          });
+          call.end();
+        },
+        (error: unknown) => {
+          if (!call.cancelled) call.emit("error", toStatus(error));
+        },
+      );
+    },
+    ListModels(_call, callback) {
+      const listing: ListModelsResponse = {
+        models: [
+          {
+            name: model.name,
+            vocab_size: model.vocabSize,
+            context_length: model.contextLength,
+            bos_token_id: model.bosTokenId ?? 0,
+            eos_token_id: model.eosTokenId ?? 0,
+          },
+        ],
+        drafters: [...drafters, { name: NO_DRAFTER, kind: "none", model: "" }],
+        default_drafter: config.defaultDrafter,
+        max_tokens_limit: config.maxTokensLimit,
+        max_k: config.maxK,
+      };
+      callback(null, listing);
+    },
+  };
+
+  const server = new grpc.Server();
+  server.addService(gatewayService, handlers);
+  const health = addStandardServices(server, [SERVICE_NAMES.gateway]);
+  const port = await bindInsecure(server, config.host, config.port);
+  await router.ready();
+  health.setStatus("", "SERVING");
+  health.setStatus(SERVICE_NAMES.gateway, "SERVING");
+
+  let stopping: Promise<void> | undefined;
+  return {
+    address: `${config.host}:${port}`,
+    port,
+    admission,
+    router,
+    stop(graceMs) {
+      stopping ??= (async () => {
+        health.setStatus("", "NOT_SERVING");
+        health.setStatus(SERVICE_NAMES.gateway, "NOT_SERVING");
+        let timer: NodeJS.Timeout | undefined;
+        const graceOver = new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, graceMs);
+        });
+        await Promise.race([admission.drain(), graceOver]);
+        clearTimeout(timer);
+        for (const controller of running) {
+          controller.abort(new Aborted(grpc.status.UNAVAILABLE, "the gateway shut down before the request finished"));
+        }
+        await admission.drain();
+        await drain(server, 1000);
+        draft.shutdown();
+        router.close();
+        await verifyClient.close();
+        redis.disconnect();
+      })();
+      return stopping;
+    },
+  };
+}
