@@ -209,8 +209,9 @@ export async function buildModels(options: BuildOptions): Promise<string[]> {
     const cost = modelCost(weights.config, tied);
     const onProgress: WriteProgress = (stage, fraction) =>
       emit({ kind: "progress", name: recipe.name, stage, fraction });
-    // Built beside the target and swapped in whole, so readers never see half a model.
-    const staging = join(options.outDir, `.${recipe.name}.building`);
+    // Built beside the target and swapped in whole, so readers never see half a model; one staging folder per
+    // process, so concurrent `npm run models` runs (several test suites at once) cannot mix their files.
+    const staging = join(options.outDir, `.${recipe.name}.building-${process.pid}`);
     await rm(staging, { recursive: true, force: true });
     const written = await writeModelDir(
       staging,
