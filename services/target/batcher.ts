@@ -8,7 +8,7 @@
  *   (batch 1) never waits, and neither does a steady set of streams once all of them are back.
  * - Otherwise (some sequences of recent batches have not sent their next round yet) it waits up to `maxWaitMs` from
  *   its oldest job for them, so that a set of streams whose rounds arrive a little apart is not split into small
- *   batches that alternate forever.
+ *   batches that alternate forever. Jobs left over from the last batch (it was full) have waited enough: no wait.
  * - While a batch runs, arriving jobs queue up and form the next one.
  */
 
@@ -38,6 +38,8 @@ export class MicroBatcher<J, R> {
   /** Keys of the last two batches. */
   #recent: [Set<string>, Set<string>] = [new Set(), new Set()];
   #closing = false;
+  /** When the last batch started (performance.now()). */
+  #lastStart = Number.NEGATIVE_INFINITY;
   #idle: (() => void)[] = [];
 
   constructor(readonly options: MicroBatcherOptions<J, R>) {
@@ -93,9 +95,10 @@ export class MicroBatcher<J, R> {
     if (this.#running || this.#pending.length === 0) return;
     const inHand = this.#distinctPending();
     const expected = new Set([...this.#recent[0], ...this.#recent[1], ...this.#pending.map((p) => p.key)]).size;
-    const waited = performance.now() - this.#pending[0].arrived;
-    const wait = this.options.maxWaitMs - waited;
-    if (this.#closing || inHand >= Math.min(expected, this.options.maxBatchSize) || wait <= 0) {
+    const oldest = this.#pending[0].arrived;
+    const wait = this.options.maxWaitMs - (performance.now() - oldest);
+    const leftOver = oldest < this.#lastStart;
+    if (this.#closing || leftOver || inHand >= Math.min(expected, this.options.maxBatchSize) || wait <= 0) {
       this.#start();
       return;
     }
@@ -113,6 +116,7 @@ export class MicroBatcher<J, R> {
       } else rest.push(p);
     }
     this.#pending = rest;
+    this.#lastStart = performance.now();
     this.#recent = [this.#recent[1], keys];
     this.#runningSize = batch.length;
     this.#running = this.#runBatch(batch).finally(() => {

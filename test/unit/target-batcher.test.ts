@@ -1,0 +1,135 @@
+/**
+ * The target's micro-batcher: which jobs share a batch. Waits are made long (a minute) where the behaviour under test
+ * is "does not wait", so a wrong wait shows up as a test timeout rather than as a timing assertion.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { MicroBatcher } from "../../services/target/batcher.ts";
+
+interface Job {
+  readonly seq: string;
+  readonly value: number;
+}
+
+const NEVER = 60_000;
+const TEST_TIMEOUT = { timeout: 10_000 };
+
+/** A batcher whose run doubles values (an Error for negative ones) and records each batch's sequences. */
+function recordingBatcher(maxBatchSize: number, maxWaitMs: number, hold?: () => Promise<void>) {
+  const batches: string[][] = [];
+  const batcher = new MicroBatcher<Job, number>({
+    maxBatchSize,
+    maxWaitMs,
+    key: (job) => job.seq,
+    run: async (jobs) => {
+      batches.push(jobs.map((j) => j.seq));
+      await hold?.();
+      return jobs.map((j) => (j.value < 0 ? new Error(`negative ${j.value}`) : j.value * 2));
+    },
+  });
+  return { batcher, batches };
+}
+
+const job = (seq: string, value = 1): Job => ({ seq, value });
+
+describe("MicroBatcher", () => {
+  test("jobs handed in during one event-loop turn share one batch", TEST_TIMEOUT, async () => {
+    const { batcher, batches } = recordingBatcher(16, NEVER);
+    const results = await Promise.all(["a", "b", "c"].map((s, i) => batcher.submit(job(s, i))));
+    assert.deepEqual(results, [0, 2, 4]);
+    assert.deepEqual(batches, [["a", "b", "c"]]);
+  });
+
+  test("a lone stream never waits for others", TEST_TIMEOUT, async () => {
+    const { batcher, batches } = recordingBatcher(16, NEVER);
+    for (let round = 0; round < 5; round++) assert.equal(await batcher.submit(job("a", round)), 2 * round);
+    assert.deepEqual(batches, [["a"], ["a"], ["a"], ["a"], ["a"]]);
+  });
+
+  test("a batch waits for the sequences of recent batches to rejoin", TEST_TIMEOUT, async () => {
+    const { batcher, batches } = recordingBatcher(16, NEVER);
+    await Promise.all([batcher.submit(job("a")), batcher.submit(job("b"))]);
+    const first = batcher.submit(job("a"));
+    await sleep(20);
+    await Promise.all([first, batcher.submit(job("b"))]);
+    assert.deepEqual(batches, [
+      ["a", "b"],
+      ["a", "b"],
+    ]);
+  });
+
+  test("the wait for absent sequences ends after maxWaitMs", TEST_TIMEOUT, async () => {
+    const { batcher, batches } = recordingBatcher(16, 5);
+    await Promise.all([batcher.submit(job("a")), batcher.submit(job("b"))]);
+    await batcher.submit(job("a"));
+    assert.deepEqual(batches, [["a", "b"], ["a"]]);
+  });
+
+  test("forgotten sequences are not waited for", TEST_TIMEOUT, async () => {
+    const { batcher, batches } = recordingBatcher(16, NEVER);
+    await Promise.all([batcher.submit(job("a")), batcher.submit(job("b"))]);
+    batcher.forget(["b"]);
+    await batcher.submit(job("a"));
+    assert.deepEqual(batches, [["a", "b"], ["a"]]);
+  });
+
+  test("batches hold at most maxBatchSize jobs and never two of one sequence", TEST_TIMEOUT, async () => {
+    const { batcher, batches } = recordingBatcher(2, NEVER);
+    const results = await Promise.all(
+      [job("a", 1), job("a", 2), job("b", 3), job("c", 4), job("d", 5)].map((j) => batcher.submit(j)),
+    );
+    assert.deepEqual(results, [2, 4, 6, 8, 10]);
+    assert.deepEqual(batches, [["a", "b"], ["a", "c"], ["d"]]);
+  });
+
+  test("jobs arriving while a batch runs form the next batch", TEST_TIMEOUT, async () => {
+    let release!: () => void;
+    let held = true;
+    // A finite wait: once "a" is done, the next batch waits a little for it (it was in the last batch), then runs.
+    const { batcher, batches } = recordingBatcher(16, 5, () =>
+      held ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve(),
+    );
+    const first = batcher.submit(job("a"));
+    await sleep(5);
+    const next = [batcher.submit(job("b")), batcher.submit(job("c"))];
+    await sleep(5);
+    held = false;
+    release();
+    await Promise.all([first, ...next]);
+    assert.deepEqual(batches, [["a"], ["b", "c"]]);
+  });
+
+  test("an Error outcome fails its job alone; a failed run fails the whole batch", TEST_TIMEOUT, async () => {
+    const { batcher } = recordingBatcher(16, NEVER);
+    const settled = await Promise.allSettled([batcher.submit(job("a", 1)), batcher.submit(job("b", -1))]);
+    assert.equal(settled[0].status, "fulfilled");
+    assert.equal(settled[1].status, "rejected");
+    assert.match(String((settled[1] as PromiseRejectedResult).reason), /negative -1/);
+
+    const failing = new MicroBatcher<Job, number>({
+      maxBatchSize: 4,
+      maxWaitMs: 0,
+      key: (j) => j.seq,
+      run: async () => {
+        throw new Error("forward failed");
+      },
+    });
+    const all = await Promise.allSettled([failing.submit(job("a")), failing.submit(job("b"))]);
+    assert.deepEqual(
+      all.map((s) => s.status),
+      ["rejected", "rejected"],
+    );
+  });
+
+  test("drain runs the jobs in hand without waiting and refuses new ones", TEST_TIMEOUT, async () => {
+    const { batcher, batches } = recordingBatcher(16, NEVER);
+    await Promise.all([batcher.submit(job("a")), batcher.submit(job("b"))]);
+    const inHand = batcher.submit(job("a"));
+    await batcher.drain();
+    assert.equal(await inHand, 2);
+    assert.equal(batcher.inHand, 0);
+    await assert.rejects(batcher.submit(job("c")), /draining/);
+    assert.deepEqual(batches, [["a", "b"], ["a"]]);
+  });
+});

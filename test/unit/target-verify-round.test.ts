@@ -1,0 +1,221 @@
+/**
+ * The target's batched verify round on real ONNX models (tiny random Llamas built on the fly): its verdicts equal the
+ * engine's in-process verification of the same rounds, whatever the cache holds (warm, released, evicted, built from
+ * another history); bad jobs fail alone with a status; a batch that cannot run fails every job in it.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
+import type { VerifyResult__Output } from "../../gen/specgate/v1/VerifyResult.ts";
+import { decodeVerifyJob, decodeVerifyResult, encodeVerifyJob, encodeVerifyResult } from "../../proto/verify-queue.ts";
+import { ModelDrafter } from "../../services/engine/model-drafter.ts";
+import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
+import { buildRandomLlama } from "../../services/runtime/random-llama.ts";
+import { SequenceCache } from "../../services/target/sequence-cache.ts";
+import { VerifyJobError } from "../../services/target/verify-errors.ts";
+import { type BatchReport, VerifyRound } from "../../services/target/verify-round.ts";
+import { RandomDrafter } from "../support/random-drafter.ts";
+import { type RoundPair, runScriptedRounds, type ScriptedSequence, WIRE_QUANTISED } from "../support/verify-rounds.ts";
+
+const VOCAB = 64;
+const CONTEXT = 128;
+
+let dir: string;
+let reference: OnnxCausalLM;
+let selfDraft: OnnxCausalLM;
+let otherDraft: OnnxCausalLM;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "specgate-target-round-"));
+  const shape = { vocab: VOCAB, dim: 32, layers: 2, heads: 4, kvHeads: 2, maxSeqLen: CONTEXT };
+  await buildRandomLlama(join(dir, "tiny"), { ...shape, seed: 1 });
+  await buildRandomLlama(join(dir, "other"), { ...shape, seed: 2 });
+  [reference, selfDraft, otherDraft] = await Promise.all([
+    OnnxCausalLM.load(join(dir, "tiny")),
+    OnnxCausalLM.load(join(dir, "tiny")),
+    OnnxCausalLM.load(join(dir, "other")),
+  ]);
+});
+
+after(async () => {
+  await Promise.all([reference, selfDraft, otherDraft, ...targets].map((m) => m?.close()));
+  await rm(dir, { recursive: true, force: true });
+});
+
+const targets: OnnxCausalLM[] = [];
+
+/**
+ * A VerifyRound on its own target model whose runtime has the same cap as the cache (as in a replica); jobs and
+ * results go through the queue codec like on the wire.
+ */
+async function roundUnderTest(maxBytes = Number.MAX_SAFE_INTEGER) {
+  const target = await OnnxCausalLM.load(join(dir, "tiny"), { maxCacheBytes: maxBytes });
+  targets.push(target);
+  const cache = new SequenceCache(target, maxBytes);
+  const round = new VerifyRound(cache, "replica-test");
+  const reports: BatchReport[] = [];
+  round.observe(() => (report) => reports.push(report));
+  const verify = async (jobs: VerifyJob[]) => {
+    const outcomes = await round.verify(jobs.map((job) => decodeVerifyJob(encodeVerifyJob(job))));
+    return outcomes.map((o) => (o instanceof VerifyJobError ? o : decodeVerifyResult(encodeVerifyResult(o))));
+  };
+  const path = async (jobs: VerifyJob[]): Promise<VerifyResult__Output[]> =>
+    (await verify(jobs)).map((o) => {
+      if (o instanceof VerifyJobError) throw o;
+      return o;
+    });
+  return { target, cache, round, reports, verify, path };
+}
+
+function mixedSequences(prefix: string): ScriptedSequence[] {
+  const drafters = [
+    new ModelDrafter(selfDraft, "self", WIRE_QUANTISED),
+    new ModelDrafter(otherDraft, "other", WIRE_QUANTISED),
+    new RandomDrafter(VOCAB),
+  ];
+  return [0, 0.8].flatMap((temperature) =>
+    drafters.map((drafter, i) => ({
+      sequenceId: `${prefix}-${drafter.name}-t${temperature}`,
+      prompt: [1, 5 + i, 9, 17 + i * 3],
+      sampling: { temperature, seed: 1000 + i, ...(i === 1 ? { topK: 20, topP: 0.9 } : {}) },
+      drafter,
+      k: 3 + (i % 2),
+    })),
+  );
+}
+
+function assertSameVerdicts(pairs: readonly RoundPair[]): void {
+  for (const p of pairs) {
+    assert.deepEqual(p.distributed, p.inProcess, `sequence ${p.sequenceId} round ${p.round}`);
+  }
+}
+
+describe("VerifyRound", () => {
+  test("batched verdicts equal the in-process engine's, greedy and sampling", async () => {
+    const { path, reports } = await roundUnderTest();
+    const sequences = mixedSequences("same");
+    const pairs = await runScriptedRounds(reference, sequences, 8, path);
+    assertSameVerdicts(pairs);
+    assert.ok(
+      reports.every((r) => r.size === sequences.length),
+      "every round ran as one batch",
+    );
+    const accepted = pairs.reduce((sum, p) => sum + p.result.accepted, 0);
+    const rejected = pairs.filter((p) => !p.result.bonus).length;
+    assert.ok(accepted > 0 && rejected > 0, `rounds both accept (${accepted}) and reject (${rejected})`);
+    assert.ok(pairs.every((p) => p.result.batch_size === sequences.length && p.result.replica_id === "replica-test"));
+    assert.ok(
+      pairs.every((p) => !p.result.reprefilled),
+      "a warm cache needs no re-prefill",
+    );
+  });
+
+  test("released and rebuilt caches give the same verdicts (re-prefill from the history)", async () => {
+    const { path, cache, reports } = await roundUnderTest();
+    const sequences = mixedSequences("cold");
+    let round = 0;
+    const forgetful = async (jobs: VerifyJob[]) => {
+      if (++round % 2 === 0) cache.release(jobs.map((j) => j.sequence_id as string));
+      return path(jobs);
+    };
+    const pairs = await runScriptedRounds(reference, sequences, 6, forgetful);
+    assertSameVerdicts(pairs);
+    for (const p of pairs) assert.equal(p.result.reprefilled, p.round % 2 === 0, `round ${p.round} re-prefilled`);
+    assert.equal(
+      reports.reduce((sum, r) => sum + r.reprefills, 0),
+      3 * sequences.length,
+    );
+    const reprefilled = pairs.find((p) => p.result.reprefilled);
+    assert.ok(reprefilled && reprefilled.result.positions > 1 + reprefilled.result.accepted);
+  });
+
+  test("a cache built from another history is not trusted beyond the common prefix", async () => {
+    const { verify } = await roundUnderTest();
+    const sampling = { temperature: 0, seed: 1 };
+    const first = await verify([
+      { sequence_id: "fork", round: 1, history: [1, 2, 3, 4, 5, 6], draft_tokens: [7, 8], sampling },
+    ]);
+    assert.ok(!(first[0] instanceof VerifyJobError));
+    const forked = { sequence_id: "fork", round: 2, history: [1, 2, 3, 40, 41, 42, 43], draft_tokens: [9], sampling };
+    const [result] = await verify([forked]);
+    assert.ok(!(result instanceof VerifyJobError));
+    const fresh = await verify([{ ...forked, sequence_id: "fresh", round: 1 }]);
+    assert.deepEqual(
+      { accepted: result.accepted, next: result.next_token },
+      { accepted: (fresh[0] as VerifyResult__Output).accepted, next: (fresh[0] as VerifyResult__Output).next_token },
+    );
+    assert.equal(result.positions, forked.history.length - 3 + 1, "kept the 3 common tokens, scored the rest");
+    assert.equal(result.reprefilled, true);
+  });
+
+  test("bad jobs fail alone with a status; the rest of the batch is verified", async () => {
+    const { verify, reports } = await roundUnderTest();
+    const sampling = { temperature: 0, seed: 1 };
+    const good = { sequence_id: "good", round: 1, history: [1, 2, 3], draft_tokens: [4], sampling };
+    const outcomes = await verify([
+      good,
+      { ...good, sequence_id: "token", draft_tokens: [VOCAB + 5] },
+      { ...good, sequence_id: "model", model: "someone-else" },
+      { ...good, sequence_id: "late", deadline_unix_ms: Date.now() - 1000 },
+      { ...good, sequence_id: "no-q", sampling: { temperature: 1, seed: 3 } },
+      { ...good, sequence_id: "no-seed", sampling: { temperature: 0 } },
+      { ...good, sequence_id: "long", history: Array.from({ length: CONTEXT }, () => 1) },
+      { ...good, sequence_id: "empty", history: [] },
+    ]);
+    const codes = outcomes.map((o) => (o instanceof VerifyJobError ? o.code : "OK"));
+    assert.deepEqual(codes, [
+      "OK",
+      "INVALID_ARGUMENT",
+      "FAILED_PRECONDITION",
+      "DEADLINE_EXCEEDED",
+      "INVALID_ARGUMENT",
+      "INVALID_ARGUMENT",
+      "INVALID_ARGUMENT",
+      "INVALID_ARGUMENT",
+    ]);
+    assert.match((outcomes[1] as VerifyJobError).message, /outside the vocabulary/);
+    assert.match((outcomes[4] as VerifyJobError).message, /one draft distribution per draft token/);
+    assert.equal(reports.at(-1)?.size, 1, "only the good job reached the forward");
+  });
+
+  test("idle sequences are evicted least recently used first under the byte cap", async () => {
+    // Each sequence ends up holding about 8 tokens: two fit, four do not.
+    const CAP_TOKENS = 20;
+    const perToken = reference.info.kvBytesPerToken;
+    const { path, cache, reports, target } = await roundUnderTest(CAP_TOKENS * perToken);
+    const drafter = new ModelDrafter(otherDraft, "other", WIRE_QUANTISED);
+    const sequences: ScriptedSequence[] = [0, 1, 2, 3].map((i) => ({
+      sequenceId: `lru-${i}`,
+      prompt: [1, 3 + i, 7, 11, 13, 2 + i],
+      sampling: { temperature: 0, seed: 5 },
+      drafter,
+      k: 2,
+    }));
+    // One sequence per batch, round robin: each batch finds the others idle, the oldest first in line for eviction.
+    const pairs: RoundPair[] = [];
+    for (const s of sequences) pairs.push(...(await runScriptedRounds(reference, [s], 3, path)));
+    assertSameVerdicts(pairs);
+    assert.ok(cache.bytes <= CAP_TOKENS * perToken, `cache holds ${cache.bytes} bytes, cap ${CAP_TOKENS * perToken}`);
+    assert.ok(cache.evictions > 0, "some idle sequences were evicted");
+    const held = sequences.map((s) => target.sequenceLength(s.sequenceId) > 0);
+    assert.deepEqual(held, [false, false, true, true], "the least recently used went first");
+    assert.ok(reports.some((r) => r.evicted > 0));
+  });
+
+  test("a batch that cannot fit the cache cap fails every job in it", async () => {
+    const { verify, target } = await roundUnderTest(4 * reference.info.kvBytesPerToken);
+    const sampling = { temperature: 0, seed: 1 };
+    const outcomes = await verify([
+      { sequence_id: "a", round: 1, history: [1, 2, 3], draft_tokens: [4, 5], sampling },
+      { sequence_id: "b", round: 1, history: [1, 2], draft_tokens: [], sampling },
+    ]);
+    assert.deepEqual(
+      outcomes.map((o) => (o instanceof VerifyJobError ? o.code : "OK")),
+      ["RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"],
+    );
+    assert.equal(target.sequenceLength("a") + target.sequenceLength("b"), 0, "no cache left behind");
+  });
+});
