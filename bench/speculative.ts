@@ -1,13 +1,16 @@
 /**
  * In-process speculative decoding benchmark (`npm run bench -- --mode inproc [--json] [--prompts N] [--tokens N]
- * [--drafters a,b] [--k K] [--k-max K] [--draft-threads N] [--target NAME]`).
+ * [--repeats R] [--drafters a,b] [--k K] [--k-max K] [--draft-threads N|auto] [--target-threads N] [--target NAME]`).
  *
  * On the cost-scaled target, for each drafter and for fixed and adaptive K, in the same run and on the same prompts
  * as target-only greedy decoding: acceptance α, mean accepted per round, c (draft step / target step), the measured
  * speedup S, the ideal S* from the run's own measured model costs, efficiency S/S*, and a per-phase breakdown of where
  * decode time goes. Runs are interleaved prompt by prompt so that drifting machine load hits every configuration
- * alike. Decode time excludes the prompt's prefill (the same forward with or without speculation).
+ * alike, and repeated: for each (prompt, configuration) the fastest run counts, the one least disturbed by other work
+ * on a shared machine. Decode time excludes the prompt's prefill (the same forward with or without speculation).
  */
+import { existsSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { z } from "zod";
 import type { Drafter } from "../services/engine/drafter.ts";
 import { type GenerationResult, generate, type Speculation } from "../services/engine/generate.ts";
@@ -16,6 +19,7 @@ import { ModelDrafter } from "../services/engine/model-drafter.ts";
 import { NgramDrafter } from "../services/engine/ngram-drafter.ts";
 import { aggregateStats, type SpeculationStats } from "../services/engine/stats.ts";
 import type { CausalLM, ForwardRequest } from "../services/runtime/causal-lm.ts";
+import { EXTERNAL_DATA_FILE } from "../services/runtime/model-dir.ts";
 import { resolveModel } from "../services/runtime/model-files.ts";
 import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
 import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
@@ -32,13 +36,20 @@ const DRAFTER_MODELS: Record<string, string | undefined> = {
 
 const argsSchema = z.object({
   target: z.string().default("stories260k-x110m"),
-  prompts: z.coerce.number().int().positive().default(8),
+  prompts: z.coerce.number().int().positive().default(6),
+  /** Runs of every (prompt, configuration); the fastest counts (least disturbed by other work on the machine). */
+  repeats: z.coerce.number().int().positive().default(3),
   tokens: z.coerce.number().int().positive().default(64),
   drafters: z.string().default(Object.keys(DRAFTER_MODELS).join(",")),
-  k: z.coerce.number().int().nonnegative().default(6),
+  k: z.coerce.number().int().nonnegative().default(4),
   "k-max": z.coerce.number().int().positive().default(12),
-  /** A draft this small only loses to thread hand-offs when spread over cores the target needs next. */
-  "draft-threads": z.coerce.number().int().nonnegative().default(1),
+  /** Intra-op threads of the target (0: all cores). */
+  "target-threads": z.coerce.number().int().nonnegative().default(0),
+  /**
+   * Intra-op threads of draft models; "auto": 1 for drafts under 16 MB (so small a model only loses to thread
+   * hand-offs), all cores for larger ones.
+   */
+  "draft-threads": z.union([z.literal("auto"), z.coerce.number().int().nonnegative()]).default("auto"),
 });
 
 function parseOptions(argv: readonly string[]) {
@@ -48,6 +59,13 @@ function parseOptions(argv: readonly string[]) {
     raw[name] = inline ?? argv[++i];
   }
   return argsSchema.parse(raw);
+}
+
+/** Bytes of a model's graph and external weights. */
+function modelBytes(name: string): number {
+  const { onnxPath } = resolveModel(name);
+  const data = join(dirname(onnxPath), EXTERNAL_DATA_FILE);
+  return statSync(onnxPath).size + (existsSync(data) ? statSync(data).size : 0);
 }
 
 function progress(message: string): void {
@@ -90,17 +108,32 @@ class TimedModel implements CausalLM {
   }
 }
 
-/** One configuration's measurements over all prompts. */
+type Run = Awaited<ReturnType<typeof runOne>>;
+
+/** One configuration's runs: per prompt, every repeat. */
+type Runs = Run[][];
+
+/** A configuration's measurements over all prompts, from the fastest run of each prompt. */
 interface Measured {
   tokens: number[][];
   decodeMs: number;
   stats: SpeculationStats;
   targetForwards: { positions: number; ms: number }[];
   draftForwards: { positions: number; ms: number }[];
+  /** Tokens of every run: per prompt, per repeat. */
+  allTokens: number[][][];
 }
 
-function emptyMeasured(): Measured {
-  return { tokens: [], decodeMs: 0, stats: aggregateStats([]), targetForwards: [], draftForwards: [] };
+function fastest(runs: Runs): Measured {
+  const chosen = runs.map((repeats) => repeats.reduce((a, b) => (b.decodeMs < a.decodeMs ? b : a)));
+  return {
+    tokens: chosen.map((r) => r.result.tokens),
+    decodeMs: sum(chosen.map((r) => r.decodeMs)),
+    stats: aggregateStats(chosen.map((r) => r.result.stats)),
+    targetForwards: chosen.flatMap((r) => r.target),
+    draftForwards: chosen.flatMap((r) => r.draft),
+    allTokens: runs.map((repeats) => repeats.map((r) => r.result.tokens)),
+  };
 }
 
 function round(value: number, digits = 3): number {
@@ -122,7 +155,7 @@ interface Config {
   readonly policy: "fixed" | "adaptive";
   readonly speculation: Speculation;
   readonly draftModel: TimedModel | undefined;
-  readonly measured: Measured;
+  readonly runs: Runs;
 }
 
 async function runOne(
@@ -150,14 +183,6 @@ async function runOne(
   };
 }
 
-function record(into: Measured, run: Awaited<ReturnType<typeof runOne>>): void {
-  into.tokens.push(run.result.tokens);
-  into.decodeMs += run.decodeMs;
-  into.stats = aggregateStats([into.stats, run.result.stats]);
-  into.targetForwards.push(...run.target);
-  into.draftForwards.push(...run.draft);
-}
-
 /** Mean ms per number of positions scored. */
 function costCurve(forwards: readonly { positions: number; ms: number }[]): Map<number, number> {
   const byPositions = new Map<number, number[]>();
@@ -166,7 +191,7 @@ function costCurve(forwards: readonly { positions: number; ms: number }[]): Map<
 }
 
 function figures(config: Config, baseline: Measured, targetStepMs: number) {
-  const m = config.measured;
+  const m = fastest(config.runs);
   const { stats } = m;
   const verifyForwardMs = sum(m.targetForwards.map((f) => f.ms));
   const draftForwardMs = sum(m.draftForwards.map((f) => f.ms));
@@ -215,8 +240,10 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
     if (!(name in DRAFTER_MODELS))
       throw new RangeError(`unknown drafter ${name}; known: ${Object.keys(DRAFTER_MODELS)}`);
   }
+  const draftThreads = (model: string) =>
+    options["draft-threads"] === "auto" ? (modelBytes(model) < 16e6 ? 1 : 0) : options["draft-threads"];
   progress(`loading target ${options.target}`);
-  const target = new TimedModel(await OnnxCausalLM.load(options.target));
+  const target = new TimedModel(await OnnxCausalLM.load(options.target, { intraOpThreads: options["target-threads"] }));
   const tokenizer = await loadTokenizer(resolveModel(options.target).dir);
   const prompts = storyPrompts(options.prompts).map((text) => tokenizer.encode(text, { bos: true }));
 
@@ -228,7 +255,7 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
     let draftModel: TimedModel | undefined;
     if (modelName) {
       progress(`loading draft ${modelName}`);
-      draftModel = new TimedModel(await OnnxCausalLM.load(modelName, { intraOpThreads: options["draft-threads"] }));
+      draftModel = new TimedModel(await OnnxCausalLM.load(modelName, { intraOpThreads: draftThreads(modelName) }));
       closers.push(() => (draftModel as TimedModel).close());
       drafter = new ModelDrafter(draftModel, drafterName);
     } else {
@@ -246,7 +273,7 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         // One cost model per configuration, shared by its requests as a service shares it across users.
         speculation: { drafter, k, costs: new CostModel() },
         draftModel,
-        measured: emptyMeasured(),
+        runs: prompts.map(() => []),
       });
     }
   }
@@ -256,19 +283,23 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
     for (const config of [undefined, ...configs]) {
       await runOne(target, prompts[0], Math.min(16, options.tokens), config?.speculation, config?.draftModel);
     }
-    const baseline = emptyMeasured();
-    for (const [i, prompt] of prompts.entries()) {
-      const base = await runOne(target, prompt, options.tokens, undefined, undefined);
-      record(baseline, base);
-      const line = [`prompt ${i + 1}/${prompts.length}: target-only ${round(base.decodeMs, 0)} ms`];
-      for (const config of configs) {
-        const spec = await runOne(target, prompt, options.tokens, config.speculation, config.draftModel);
-        record(config.measured, spec);
-        line.push(`${config.name} ${round(base.decodeMs / spec.decodeMs, 2)}x`);
+    const baselineRuns: Runs = prompts.map(() => []);
+    for (let repeat = 0; repeat < options.repeats; repeat++) {
+      for (const [i, prompt] of prompts.entries()) {
+        const base = await runOne(target, prompt, options.tokens, undefined, undefined);
+        baselineRuns[i].push(base);
+        const line = [
+          `repeat ${repeat + 1}/${options.repeats} prompt ${i + 1}/${prompts.length}: target-only ${round(base.decodeMs, 0)} ms`,
+        ];
+        for (const config of configs) {
+          const spec = await runOne(target, prompt, options.tokens, config.speculation, config.draftModel);
+          config.runs[i].push(spec);
+          line.push(`${config.name} ${round(base.decodeMs / spec.decodeMs, 2)}x`);
+        }
+        progress(line.join(", "));
       }
-      progress(line.join(", "));
     }
-
+    const baseline = fastest(baselineRuns);
     const targetStepMs = mean(baseline.targetForwards.map((f) => f.ms));
     const byConfig = new Map(configs.map((c) => [c.name, figures(c, baseline, targetStepMs)]));
     const adaptiveWins =
@@ -293,6 +324,7 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
     const json = {
       target: options.target,
       prompts: prompts.length,
+      repeats: options.repeats,
       max_new_tokens: options.tokens,
       generated_tokens: sum(baseline.tokens.map((t) => t.length)),
       fixed_k: options.k,
