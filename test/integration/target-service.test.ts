@@ -1,0 +1,244 @@
+/**
+ * A target replica as a real process (services/target/main.ts) on a real redis-server with the real stories260K
+ * model: rounds verified through its BullMQ queue equal the engine's in-process verification (greedy and sampling),
+ * jobs of many users are batched, Release frees caches and the next round re-prefills to the same verdict, the
+ * replica announces itself and serves health, and SIGTERM drains (jobs in hand complete, the announcement goes).
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { Queue } from "bullmq";
+import { service as healthService } from "grpc-health-check";
+import { Redis } from "ioredis";
+import type { TargetClient as TargetStub } from "../../gen/specgate/v1/Target.ts";
+import type { TargetStats__Output } from "../../gen/specgate/v1/TargetStats.ts";
+import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
+import { SERVICE_NAMES, TargetClient } from "../../proto/load.ts";
+import { QUEUE_PREFIX, replicaKey, verifyQueueName } from "../../proto/verify-queue.ts";
+import { ModelDrafter } from "../../services/engine/model-drafter.ts";
+import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
+import { listReplicas } from "../../services/target/replica.ts";
+import { VerifyClient } from "../../services/target/verify-client.ts";
+import { RandomDrafter } from "../support/random-drafter.ts";
+import { type RedisServer, startRedis } from "../support/redis.ts";
+import { type ServiceProcess, spawnService } from "../support/service-process.ts";
+import { type RoundPair, runScriptedRounds, type ScriptedSequence, WIRE_QUANTISED } from "../support/verify-rounds.ts";
+
+const MODEL = "stories260k";
+const REPLICA = "it-target";
+const PROMPTS = [
+  [1, 403, 407, 261, 378],
+  [1, 432, 284, 265],
+  [1, 400, 300, 200],
+  [1, 280, 305, 320, 271],
+];
+
+interface HealthClient extends grpc.Client {
+  check(
+    request: { service: string },
+    options: grpc.CallOptions,
+    callback: (error: grpc.ServiceError | null, response?: { status: string }) => void,
+  ): grpc.ClientUnaryCall;
+}
+
+let redis: RedisServer;
+let replica: ServiceProcess;
+let reference: OnnxCausalLM;
+let draftModel: OnnxCausalLM;
+let client: VerifyClient;
+let target: TargetStub;
+let admin: Redis;
+
+function startReplica(replicaId: string, redisUrl: string): ServiceProcess {
+  return spawnService("services/target/main.ts", [], {
+    SPECGATE_REPLICA_ID: replicaId,
+    SPECGATE_TARGET_MODEL: MODEL,
+    REDIS_URL: redisUrl,
+    SPECGATE_TARGET_INTRA_OP_THREADS: "1",
+    SPECGATE_LOG_LEVEL: "info",
+  });
+}
+
+function unary<Req, Res>(
+  call: (
+    request: Req,
+    options: grpc.CallOptions,
+    callback: (error: grpc.ServiceError | null, response?: Res) => void,
+  ) => unknown,
+  request: Req,
+): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    call(request, { deadline: Date.now() + 10_000 }, (error, response) =>
+      error ? reject(error) : resolve(response as Res),
+    );
+  });
+}
+
+const stats = () => unary<object, TargetStats__Output>(target.Stats.bind(target), {});
+
+const viaQueue = (jobs: VerifyJob[]) => Promise.all(jobs.map((job) => client.verify(REPLICA, job)));
+
+function assertSameVerdicts(pairs: readonly RoundPair[]): void {
+  for (const p of pairs) assert.deepEqual(p.distributed, p.inProcess, `sequence ${p.sequenceId} round ${p.round}`);
+}
+
+function sequences(prefix: string, count: number, temperature: number, k = 4): ScriptedSequence[] {
+  const int4 = new ModelDrafter(draftModel, "int4", WIRE_QUANTISED);
+  const random = new RandomDrafter(reference.info.vocabSize);
+  return Array.from({ length: count }, (_, i) => ({
+    sequenceId: `${prefix}-${i}`,
+    prompt: PROMPTS[i % PROMPTS.length],
+    sampling: { temperature, seed: 7 + i, ...(i % 2 === 1 ? { topK: 40, topP: 0.95 } : {}) },
+    drafter: i % 2 === 0 ? int4 : random,
+    k,
+  }));
+}
+
+before(async () => {
+  redis = await startRedis();
+  replica = startReplica(REPLICA, redis.url);
+  [reference, draftModel] = await Promise.all([
+    OnnxCausalLM.load(MODEL, { intraOpThreads: 1 }),
+    OnnxCausalLM.load("stories260k-int4", { intraOpThreads: 1 }),
+  ]);
+  const serving = await replica.waitForLog((line) => line.msg === "target replica serving");
+  target = new TargetClient(serving.address as string, grpc.credentials.createInsecure());
+  client = new VerifyClient(redis.url);
+  admin = new Redis(redis.url);
+});
+
+after(async () => {
+  target?.close();
+  await client?.close();
+  await admin?.quit();
+  await replica?.stop("SIGKILL");
+  await Promise.all([reference?.close(), draftModel?.close()]);
+  await redis?.stop();
+});
+
+describe("target replica process", () => {
+  test("announces itself and serves health", async () => {
+    const replicas = await listReplicas(admin);
+    const announcement = replicas.get(REPLICA);
+    assert.ok(announcement, "announcement present");
+    assert.equal(announcement.queue, verifyQueueName(REPLICA));
+    assert.equal(announcement.model, MODEL);
+    assert.equal(announcement.max_batch_size, 16);
+    const Health = grpc.makeGenericClientConstructor(healthService, "Health");
+    const health = new Health(announcement.address, grpc.credentials.createInsecure()) as unknown as HealthClient;
+    const response = await unary<{ service: string }, { status: string }>(health.check.bind(health), {
+      service: SERVICE_NAMES.target,
+    });
+    health.close();
+    assert.equal(response.status, "SERVING");
+  });
+
+  test("rounds through the queue equal the in-process engine's, greedy and sampling", async () => {
+    const pairs = await runScriptedRounds(
+      reference,
+      [...sequences("greedy", 2, 0), ...sequences("sampled", 2, 0.9)],
+      6,
+      viaQueue,
+      MODEL,
+    );
+    assertSameVerdicts(pairs);
+    assert.ok(pairs.some((p) => p.result.accepted > 0) && pairs.some((p) => !p.result.bonus));
+    assert.ok(pairs.every((p) => p.result.replica_id === REPLICA));
+  });
+
+  test("16 sequences' jobs enqueued at once are verified in batches larger than one", async () => {
+    const before = await stats();
+    const pairs = await runScriptedRounds(reference, sequences("crowd", 16, 0, 2), 3, viaQueue, MODEL);
+    assertSameVerdicts(pairs);
+    const after = await stats();
+    const larger = Object.entries(after.batches_by_size)
+      .filter(([size, count]) => Number(size) > 1 && count > (before.batches_by_size[Number(size)] ?? 0))
+      .map(([size]) => Number(size));
+    assert.ok(larger.length > 0, `batch sizes seen: ${JSON.stringify(after.batches_by_size)}`);
+    assert.ok(Math.max(...pairs.map((p) => p.result.batch_size)) > 1);
+    assert.equal(after.jobs - before.jobs, 16 * 3);
+  });
+
+  test("Release frees caches; the next round re-prefills from the history to the same verdict", async () => {
+    let round = 0;
+    let released = 0;
+    const releasing = async (jobs: VerifyJob[]) => {
+      if (++round === 3) {
+        const ids = jobs.map((j) => j.sequence_id as string);
+        const held = (await stats()).sequences;
+        const response = await unary<{ sequence_ids: string[] }, { released: number; cache_bytes: number }>(
+          target.Release.bind(target),
+          { sequence_ids: [...ids, "never-seen"] },
+        );
+        released = response.released;
+        assert.equal((await stats()).sequences, held - ids.length, "their caches are gone");
+      }
+      return viaQueue(jobs);
+    };
+    const pairs = await runScriptedRounds(reference, sequences("release", 2, 0.9), 4, releasing, MODEL);
+    assertSameVerdicts(pairs);
+    assert.equal(released, 2, "unknown ids are ignored");
+    assert.deepEqual(
+      pairs.map((p) => p.result.reprefilled),
+      [false, false, false, false, true, true, false, false],
+    );
+    const statsAfter = await stats();
+    assert.ok(statsAfter.reprefills >= 2);
+    await unary(target.Release.bind(target), { sequence_ids: pairs.map((p) => p.sequenceId) });
+  });
+
+  test("jobs for another model or past their deadline fail with a clear status", async () => {
+    const job: VerifyJob = {
+      sequence_id: "odd",
+      round: 1,
+      history: [1, 403],
+      draft_tokens: [],
+      sampling: { temperature: 0, seed: 1 },
+    };
+    await assert.rejects(client.verify(REPLICA, { ...job, model: "stories260k-x110m" }), (error: Error) => {
+      assert.match(error.message, /^FAILED_PRECONDITION: .*serves "stories260k"/);
+      return true;
+    });
+    await assert.rejects(
+      client.verify(REPLICA, { ...job, deadline_unix_ms: Date.now() - 1 }),
+      /VerifyJobError: DEADLINE_EXCEEDED: /,
+    );
+    await assert.rejects(
+      client.verify(REPLICA, { ...job, history: [1, 99999] }),
+      /VerifyJobError: INVALID_ARGUMENT: .*outside the vocabulary/,
+    );
+  });
+
+  test("SIGTERM drains: jobs taken are completed, the rest wait in the queue, the announcement goes", async () => {
+    const jobsBefore = (await stats()).jobs;
+    const jobs: VerifyJob[] = Array.from({ length: 24 }, (_, i) => ({
+      sequence_id: `drain-${i}`,
+      round: 1,
+      history: PROMPTS[i % PROMPTS.length],
+      draft_tokens: [284, 265, 271],
+      sampling: { temperature: 0, seed: 1 },
+      model: MODEL,
+    }));
+    const verifying = jobs.map((job) => client.verify(REPLICA, job));
+    const settled = Promise.allSettled(verifying);
+    // Once one job is back the replica is busy with the others: the signal lands with jobs in hand.
+    await Promise.race(verifying);
+    const exitCode = await replica.stop("SIGTERM");
+    assert.equal(exitCode, 0);
+    assert.equal(await admin.exists(replicaKey(REPLICA)), 0, "announcement withdrawn");
+
+    const queue = new Queue(verifyQueueName(REPLICA), { connection: { url: redis.url }, prefix: QUEUE_PREFIX });
+    const counts = await queue.getJobCounts("active", "failed", "wait");
+    await queue.close();
+    assert.equal(counts.active, 0, "no job left half-done");
+    assert.equal(counts.failed, 0, "no job failed");
+    const lost = await client.replicaLost(REPLICA, "drained");
+    const results = await settled;
+    const done = results.filter((r) => r.status === "fulfilled").length;
+    assert.equal(lost, counts.wait, "the jobs not taken are still waiting for a replica");
+    assert.equal(done + lost, jobs.length);
+    assert.ok(done >= 1);
+    const drained = replica.logs.find((line) => line.msg === "target replica drained") as { stats: { jobs: number } };
+    assert.equal(drained.stats.jobs - jobsBefore, done, "every job taken was completed");
+  });
+});
