@@ -63,9 +63,6 @@ const FINISH_REASONS = {
   context_length: "FINISH_REASON_CONTEXT_LENGTH",
 } as const;
 
-/** Longer than one batched verify forward: a job that was running when its request was cancelled is done by then. */
-const LATE_RELEASE_MS = 2000;
-
 const distributionCodec = messageCodec<DraftDistribution, DraftDistribution__Output>("DraftDistribution");
 
 function wireBytes(distributions: readonly DraftDistribution__Output[]): number {
@@ -117,7 +114,6 @@ export async function runGeneration(
     sampling: request.sampling,
     history: () => sequence.tokens,
   };
-  let verifying: Promise<unknown> = Promise.resolve();
   try {
     for (let round = 1; !sequence.finished; round++) {
       signal.throwIfAborted();
@@ -136,7 +132,7 @@ export async function runGeneration(
       extra.draft_distribution_bytes += wireBytes(distributions);
       const draftDone = performance.now();
 
-      const verification = router.verify(
+      const { result, replicaId } = await router.verify(
         ids.sequenceId,
         {
           sequence_id: ids.sequenceId,
@@ -154,8 +150,6 @@ export async function runGeneration(
         },
         signal,
       );
-      verifying = verification.catch(() => undefined);
-      const { result, replicaId } = await verification;
       const verified = performance.now();
 
       const historyLength = sequence.tokens.length;
@@ -202,9 +196,7 @@ export async function runGeneration(
     }
   } finally {
     draft.close(ids.sequenceId);
-    // A job still queued or in a batch could rebuild the cache after a release: wait for it (it settles at once when
-    // aborted), and repeat the release later if the request was cut short.
-    void verifying.then(() => router.release(ids.sequenceId, signal.aborted ? LATE_RELEASE_MS : undefined));
+    void router.release(ids.sequenceId);
   }
   const { k_per_round, ...engineStats } = stats;
   return {

@@ -3,31 +3,10 @@
  * requests, in-flight ones finish within --drain-ms) and exits 0.
  */
 import { pino } from "pino";
-import { resolveModel } from "../services/runtime/model-files.ts";
-import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
 import { startTelemetry } from "../services/telemetry/index.ts";
 import { type GatewayConfig, gatewayHelp, loadGatewayConfig } from "./config.ts";
-import { type ServedModel, startGateway } from "./server.ts";
-
-function firstId(value: number | number[] | null | undefined): number | undefined {
-  return Array.isArray(value) ? value[0] : (value ?? undefined);
-}
-
-/** The target model as the gateway needs it: tokenizer, context length, special ids (no ONNX session). */
-async function servedModel(config: GatewayConfig) {
-  const files = resolveModel(config.model);
-  const tokenizer = await loadTokenizer(files.dir);
-  const contextLength = files.config.max_position_embeddings ?? files.config.n_positions;
-  if (contextLength === undefined) throw new Error(`${files.dir}/config.json gives no context length`);
-  const model: ServedModel = {
-    name: files.name,
-    contextLength,
-    vocabSize: tokenizer.vocabSize,
-    bosTokenId: firstId(files.config.bos_token_id) ?? tokenizer.bosId,
-    eosTokenId: firstId(files.config.eos_token_id) ?? tokenizer.eosId,
-  };
-  return { model, tokenizer };
-}
+import { loadServedModel } from "./served-model.ts";
+import { startGateway } from "./server.ts";
 
 let loaded: GatewayConfig | undefined;
 try {
@@ -43,7 +22,7 @@ if (loaded === undefined) {
 const config = loaded;
 const logger = pino({ name: "gateway", level: config.logLevel });
 const telemetry = await startTelemetry({ serviceName: "specgate-gateway", metrics: { port: config.metricsPort } });
-const { model, tokenizer } = await servedModel(config);
+const { model, tokenizer } = await loadServedModel(config.model);
 const gateway = await startGateway({ config, model, tokenizer, logger, metrics: telemetry.metrics });
 logger.info(
   { address: gateway.address, model: model.name, draft: config.draftAddress, metrics: telemetry.metricsUrl },

@@ -40,6 +40,8 @@ export interface ReplicaRouterOptions {
 export class ReplicaRouter {
   readonly #replicas = new Map<string, Replica>();
   readonly #affinity = new Map<string, string>();
+  /** Per sequence, its last verify job's settlement. */
+  readonly #settling = new Map<string, Promise<void>>();
   readonly #watch: ReplicaWatch;
   readonly #options: ReplicaRouterOptions;
   #firstPoll: Promise<void>;
@@ -101,8 +103,16 @@ export class ReplicaRouter {
       signal.throwIfAborted();
       const replicaId = await this.#routeOrWait(sequenceId, failed, giveUpAt, signal);
       const timeout = AbortSignal.timeout(this.#options.verifyTimeoutMs);
+      // The request's own abort does not reach the job: a cancelled request stops waiting at once, but its job is
+      // left to settle (or time out) so that `release` can free the cache after the job, never before it.
+      const attempt = this.#options.verifyClient.verify(replicaId, job, timeout);
+      const settled = attempt.then(
+        () => undefined,
+        () => undefined,
+      );
+      this.#settling.set(sequenceId, settled);
       try {
-        const result = await this.#options.verifyClient.verify(replicaId, job, AbortSignal.any([signal, timeout]));
+        const result = await abortable(attempt, signal);
         return { result, replicaId };
       } catch (error) {
         signal.throwIfAborted();
@@ -119,25 +129,22 @@ export class ReplicaRouter {
   }
 
   /**
-   * The request ended: frees the sequence's target cache (best effort) and forgets its affinity. `repeatAfterMs`
-   * sends the release once more later, for a request cancelled while its job was in a batch: that job may finish
-   * (and cache the sequence again) after the first release.
+   * The request ended: once its last verify job has settled (a job finishing after a release would cache the
+   * sequence again), frees the sequence's target cache (best effort) and forgets its affinity.
    */
-  async release(sequenceId: string, repeatAfterMs?: number): Promise<void> {
+  async release(sequenceId: string): Promise<void> {
+    await this.#settling.get(sequenceId);
+    this.#settling.delete(sequenceId);
     const replicaId = this.#affinity.get(sequenceId);
     this.#unassign(sequenceId);
     const replica = replicaId === undefined ? undefined : this.#replicas.get(replicaId);
     if (!replica) return;
-    const send = () =>
-      new Promise<void>((resolve) => {
-        replica.target.Release({ sequence_ids: [sequenceId] }, { deadline: Date.now() + 2000 }, (error) => {
-          if (error)
-            this.#options.logger.debug({ sequenceId, replica: replicaId, err: error }, "target release failed");
-          resolve();
-        });
+    await new Promise<void>((resolve) => {
+      replica.target.Release({ sequence_ids: [sequenceId] }, { deadline: Date.now() + 2000 }, (error) => {
+        if (error) this.#options.logger.debug({ sequenceId, replica: replicaId, err: error }, "target release failed");
+        resolve();
       });
-    if (repeatAfterMs !== undefined) setTimeout(() => void send(), repeatAfterMs).unref();
-    await send();
+    });
   }
 
   close(): void {
@@ -204,6 +211,16 @@ export class ReplicaRouter {
 }
 
 const REPLICA_WAIT_POLL_MS = 100;
+
+/** `promise`, or a rejection with the signal's reason as soon as it aborts. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
 
 /** Failures another replica may not repeat: the replica is down, shutting down, full, or serves another model. */
 const retryableCodes = new Set(["UNAVAILABLE", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION"]);

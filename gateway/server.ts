@@ -21,14 +21,10 @@ import { extractFromMetadata, type SpecgateMetrics, startRequestTrace } from "..
 import { Admission } from "./admission.ts";
 import { type GatewayConfig, parseDrafterListing } from "./config.ts";
 import { DraftLink } from "./draft-link.ts";
-import { type Delta, type GenerationServices, type Outcome, runGeneration, type TargetModel } from "./generation.ts";
+import { type Delta, type GenerationServices, type Outcome, runGeneration } from "./generation.ts";
 import { NoReplicaError, ReplicaRouter } from "./replicas.ts";
+import type { ServedModel } from "./served-model.ts";
 import { InvalidRequestError, NO_DRAFTER, type ValidationContext, validateRequest } from "./validation.ts";
-
-export interface ServedModel extends TargetModel {
-  readonly vocabSize: number;
-  readonly bosTokenId: number | undefined;
-}
 
 export interface GatewayOptions {
   readonly config: GatewayConfig;

@@ -1,0 +1,294 @@
+/**
+ * The whole distributed path with real processes: redis-server, the draft service and two target replicas as child
+ * processes, the gateway in this process, clients through the SDK over real gRPC on 127.0.0.1. Greedy output equals
+ * in-process target-only decoding token for token, for every drafter, unary and streaming, alone and 16 at once;
+ * caches return to idle after cancellation and deadlines; the draft service or a replica dying mid-run does not
+ * change any output.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
+import { pino } from "pino";
+import { parseGatewayConfig } from "../../gateway/config.ts";
+import { loadServedModel } from "../../gateway/served-model.ts";
+import { type RunningGateway, startGateway } from "../../gateway/server.ts";
+import type { DraftStats__Output } from "../../gen/specgate/v1/DraftStats.ts";
+import type { TargetStats__Output } from "../../gen/specgate/v1/TargetStats.ts";
+import { DraftClient, SERVICE_NAMES, TargetClient } from "../../proto/load.ts";
+import { type GenerateInput, SpecgateClient, SpecgateError, type StreamEvent } from "../../sdk/index.ts";
+import { generate } from "../../services/engine/generate.ts";
+import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
+import type { Tokenizer } from "../../services/runtime/tokenizer/tokenizer.ts";
+import { type RedisServer, startRedis } from "../support/redis.ts";
+import { type ServiceProcess, spawnService } from "../support/service-process.ts";
+
+const MODEL = "stories260k";
+const DRAFTERS = "int4=stories260k-int4,early-exit=stories260k-exit4,ngram";
+const PROMPTS = ["Once upon a time", "The little dog", "Lily and Ben went to the park. They"];
+const MAX_TOKENS = 32;
+const silent = pino({ level: "silent" });
+
+async function until(condition: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const giveUp = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > giveUp) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function unary<T>(invoke: (callback: (error: grpc.ServiceError | null, value?: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => invoke((error, value) => (error ? reject(error) : resolve(value as T))));
+}
+
+describe("gateway over real draft and target processes", { timeout: 240_000 }, () => {
+  let redis: RedisServer;
+  let draft: ServiceProcess;
+  let draftAddress: string;
+  const targets = new Map<string, ServiceProcess>();
+  let gateway: RunningGateway;
+  let client: SpecgateClient;
+  let tokenizer: Tokenizer;
+  /** In-process target-only greedy output per prompt. */
+  const expected = new Map<string, number[]>();
+
+  async function startDraft(port: number): Promise<void> {
+    draft = spawnService("services/draft/main.ts", ["--port", String(port), "--metrics-port", "0"], {
+      SPECGATE_DRAFTERS: DRAFTERS,
+    });
+    const line = await draft.waitForLog((l) => l.msg === "draft service listening");
+    draftAddress = String(line.address);
+  }
+
+  async function startTarget(replicaId: string): Promise<void> {
+    const target = spawnService("services/target/main.ts", ["--replica-id", replicaId, "--model", MODEL], {
+      REDIS_URL: redis.url,
+    });
+    targets.set(replicaId, target);
+    await target.waitForLog((l) => l.msg === "target replica serving");
+  }
+
+  function targetStats(replicaId: string): Promise<TargetStats__Output> {
+    const replica = gateway.router.replicas.get(replicaId);
+    assert.ok(replica, `replica ${replicaId} is routed to`);
+    const stub = new TargetClient(replica.address, grpc.credentials.createInsecure());
+    return unary<TargetStats__Output>((cb) => stub.Stats({}, cb)).finally(() => stub.close());
+  }
+
+  function draftStats(): Promise<DraftStats__Output> {
+    const stub = new DraftClient(draftAddress, grpc.credentials.createInsecure());
+    return unary<DraftStats__Output>((cb) => stub.Stats({}, cb)).finally(() => stub.close());
+  }
+
+  async function cachesIdle(): Promise<boolean> {
+    const [draftNow, ...targetsNow] = await Promise.all([
+      draftStats(),
+      ...[...gateway.router.replicas.keys()].map(targetStats),
+    ]);
+    return draftNow.cache_bytes === 0 && draftNow.sequences === 0 && targetsNow.every((t) => t.cache_bytes === 0);
+  }
+
+  before(async () => {
+    redis = await startRedis();
+    await Promise.all([startDraft(0), startTarget("r0"), startTarget("r1")]);
+    const served = await loadServedModel(MODEL);
+    tokenizer = served.tokenizer;
+    gateway = await startGateway({
+      config: parseGatewayConfig({
+        port: 0,
+        redisUrl: redis.url,
+        draftAddress,
+        drafters: DRAFTERS,
+        verifyTimeoutMs: 5000,
+      }),
+      model: served.model,
+      tokenizer,
+      logger: silent,
+    });
+    await until(async () => gateway.router.replicas.size === 2, "both replicas to be announced");
+    client = new SpecgateClient({ address: gateway.address });
+    const reference = await OnnxCausalLM.load(MODEL);
+    try {
+      for (const prompt of PROMPTS) {
+        const ids = tokenizer.encode(prompt, { bos: true });
+        expected.set(prompt, (await generate(reference, ids, { maxNewTokens: MAX_TOKENS })).tokens);
+      }
+    } finally {
+      await reference.close();
+    }
+  });
+
+  after(async () => {
+    client?.close();
+    await gateway?.stop(1000);
+    await Promise.all([draft?.stop(), ...[...targets.values()].map((t) => t.stop())]);
+    await redis?.stop();
+  });
+
+  for (const drafter of ["int4", "early-exit", "ngram", "none"]) {
+    it(`greedy output equals target-only decoding with drafter ${drafter} (unary and streaming)`, async () => {
+      for (const prompt of PROMPTS) {
+        const input: GenerateInput = { prompt, max_tokens: MAX_TOKENS, drafter };
+        const unaryResult = await client.generate(input);
+        assert.deepEqual(unaryResult.token_ids, expected.get(prompt), `unary, "${prompt}"`);
+        assert.equal(
+          unaryResult.text,
+          tokenizer.decode(unaryResult.token_ids).replace(/^ /, unaryResult.text[0] === " " ? " " : ""),
+        );
+        assert.equal(unaryResult.finish_reason, "FINISH_REASON_LENGTH");
+        const stats = unaryResult.stats;
+        assert.ok(stats);
+        assert.equal(stats.generated_tokens, MAX_TOKENS);
+        assert.equal(stats.drafter, drafter);
+        if (drafter === "none") assert.equal(stats.draft_tokens, 0);
+        if (drafter === "int4") assert.ok(stats.alpha > 0.5, `int4 acceptance ${stats.alpha}`);
+
+        const events: StreamEvent[] = [];
+        for await (const event of client.stream({ ...input, k: 4 })) events.push(event);
+        const deltas = events.filter((e) => e.type === "delta");
+        assert.deepEqual(
+          deltas.flatMap((d) => d.token_ids),
+          expected.get(prompt),
+          `stream, "${prompt}"`,
+        );
+        assert.equal(deltas.map((d) => d.text).join(""), unaryResult.text);
+        const end = events.at(-1);
+        assert.equal(end?.type, "end");
+        assert.equal(end?.type === "end" && end.stats?.rounds, deltas.length);
+      }
+    });
+  }
+
+  it("bad requests get INVALID_ARGUMENT with a clear message", async () => {
+    const cases: [GenerateInput, RegExp][] = [
+      [{ prompt: "" }, /prompt is empty/],
+      [{ prompt: "hi", drafter: "medusa" }, /unknown drafter "medusa"/],
+      [{ prompt: "hi", max_tokens: -3 }, /max_tokens must be at least 1/],
+      [{ prompt: "hi", max_tokens: 10_000_000 }, /exceeds this gateway's limit/],
+      [{ prompt: "hi", temperature: -1 }, /temperature must be a finite number >= 0/],
+      [{ prompt: "once ".repeat(600) }, /context holds 512/],
+    ];
+    for (const [input, message] of cases) {
+      await assert.rejects(client.generate(input), (error: unknown) => {
+        assert.ok(error instanceof SpecgateError);
+        assert.equal(error.codeName, "INVALID_ARGUMENT");
+        assert.match(error.details, message);
+        return true;
+      });
+    }
+  });
+
+  it("16 concurrent streams from different users are all correct and verified in shared batches", async () => {
+    const before = await Promise.all(["r0", "r1"].map(targetStats));
+    const runs = Array.from({ length: 16 }, async (_, i) => {
+      const prompt = PROMPTS[i % PROMPTS.length];
+      const tokens: number[] = [];
+      for await (const event of client.stream({ prompt, max_tokens: MAX_TOKENS, tenant_id: `user-${i}` })) {
+        if (event.type === "delta") tokens.push(...event.token_ids);
+      }
+      assert.deepEqual(tokens, expected.get(prompt), `stream ${i}`);
+    });
+    await Promise.all(runs);
+    const afterRuns = await Promise.all(["r0", "r1"].map(targetStats));
+    const sharedBatches = afterRuns.reduce((sum, stats, r) => {
+      let shared = 0;
+      for (const [size, count] of Object.entries(stats.batches_by_size)) {
+        if (Number(size) > 1) shared += count - (before[r].batches_by_size[Number(size)] ?? 0);
+      }
+      return sum + shared;
+    }, 0);
+    assert.ok(sharedBatches > 0, "some verify batches held more than one sequence");
+    await until(cachesIdle, "caches to return to idle after the streams");
+  });
+
+  it("cancelling a stream mid-way and missing a deadline release the caches in both services", async () => {
+    const controller = new AbortController();
+    await assert.rejects(
+      (async () => {
+        for await (const event of client.stream(
+          { prompt: PROMPTS[0], max_tokens: 400 },
+          { signal: controller.signal },
+        )) {
+          if (event.type === "delta") controller.abort();
+        }
+      })(),
+      (error: unknown) => error instanceof SpecgateError && error.codeName === "CANCELLED",
+    );
+    await until(cachesIdle, "caches to return to idle after cancellation");
+
+    await assert.rejects(
+      client.generate({ prompt: PROMPTS[1], max_tokens: 450, drafter: "none" }, { timeoutMs: 300 }),
+      (error: unknown) => error instanceof SpecgateError && error.codeName === "DEADLINE_EXCEEDED",
+    );
+    await until(cachesIdle, "caches to return to idle after a deadline");
+    assert.equal(gateway.admission.inFlight, 0);
+  });
+
+  it("serves the standard health protocol and reflection", async () => {
+    const Health = grpc.makeGenericClientConstructor(healthService, "Health");
+    const health = new Health(gateway.address, grpc.credentials.createInsecure());
+    const answer = await unary<{ status: string }>((cb) =>
+      (
+        health as unknown as {
+          check: (r: object, cb: (e: grpc.ServiceError | null, v?: { status: string }) => void) => void;
+        }
+      ).check({ service: SERVICE_NAMES.gateway }, cb),
+    );
+    health.close();
+    assert.equal(answer.status, "SERVING");
+  });
+
+  it("requests finish correctly when the draft service dies mid-run, and speculation resumes when it returns", async () => {
+    const port = Number(draftAddress.split(":")[1]);
+    const runs = PROMPTS.map(async (prompt, i) => {
+      const tokens: number[] = [];
+      let end: StreamEvent | undefined;
+      for await (const event of client.stream({ prompt, max_tokens: MAX_TOKENS, k: 2 })) {
+        if (event.type === "delta") {
+          tokens.push(...event.token_ids);
+          if (i === 0 && tokens.length >= 3 && draft.child.exitCode === null) draft.child.kill("SIGKILL");
+        } else end = event;
+      }
+      assert.deepEqual(tokens, expected.get(prompt), `"${prompt}" after the draft service died`);
+      return end;
+    });
+    const ends = await Promise.all(runs);
+    await draft.stop();
+    assert.ok(
+      ends.some((e) => e?.type === "end" && (e.stats?.fallback_rounds ?? 0) > 0),
+      "some rounds ran without a draft",
+    );
+    await startDraft(port);
+    await until(async () => {
+      const result = await client.generate({ prompt: PROMPTS[0], max_tokens: MAX_TOKENS, k: 2 });
+      assert.deepEqual(result.token_ids, expected.get(PROMPTS[0]));
+      return (result.stats?.draft_tokens ?? 0) > 0;
+    }, "speculation to resume");
+  });
+
+  it("a replica killed mid-run hands its sequences to the other replica", async () => {
+    let killed = false;
+    const runs = Array.from({ length: 6 }, async (_, i) => {
+      const prompt = PROMPTS[i % PROMPTS.length];
+      const tokens: number[] = [];
+      const replicas = new Set<string>();
+      for await (const event of client.stream({ prompt, max_tokens: MAX_TOKENS, k: 2 })) {
+        if (event.type === "delta") {
+          tokens.push(...event.token_ids);
+          if (!killed && tokens.length >= 4) {
+            killed = true;
+            targets.get("r0")?.child.kill("SIGKILL");
+          }
+        } else for (const r of event.stats?.replicas ?? []) replicas.add(r);
+      }
+      assert.deepEqual(tokens, expected.get(prompt), `stream ${i} after r0 died`);
+      return replicas;
+    });
+    const used = await Promise.all(runs);
+    assert.ok(
+      used.some((replicas) => replicas.has("r0") && replicas.has("r1")),
+      "some sequence moved from r0 to r1",
+    );
+    await until(async () => !gateway.router.replicas.has("r0"), "r0 to be dropped");
+  });
+});
