@@ -60,17 +60,21 @@ const COST_HALF_LIFE = 16;
 const COST_WEIGHT = 1 - 2 ** (-1 / COST_HALF_LIFE);
 
 /**
- * Measured costs of one drafter/target pair, shared by all sequences that use it: exponentially weighted means of
- * the draft step time and of the verify time per number of positions scored. Positions never measured are read off
- * the line through the measured ones (or flat when only one is known: optimism that gets corrected by measuring).
+ * Measured costs of one drafter/target pair, shared by all sequences that use it: an exponentially weighted mean of
+ * the draft step time, and an exponentially weighted least-squares line through the verify times, verify(n) =
+ * intercept + slope·n for n positions scored. One line shares what every round teaches across all K (noisy single
+ * timings of rarely chosen K do not steer the policy), and its intercept carries a round's fixed costs (in the
+ * services: transport and queueing). Until two different n have been seen the line is flat: optimism that the next
+ * measurements correct.
  */
 export class CostModel implements RoundCosts {
   private draftStep: number | undefined;
-  private readonly verify = new Map<number, number>();
+  /** Weighted sums of 1, n, n², y and n·y over verify samples (n positions, y ms). */
+  private sums = { w: 0, n: 0, nn: 0, y: 0, ny: 0 };
 
-  constructor(initial?: { draftStepMs?: number; verifyMs?: ReadonlyMap<number, number> }) {
+  constructor(initial?: { draftStepMs?: number; verifySamples?: readonly (readonly [number, number])[] }) {
     this.draftStep = initial?.draftStepMs;
-    for (const [n, ms] of initial?.verifyMs ?? []) this.verify.set(n, ms);
+    for (const [n, ms] of initial?.verifySamples ?? []) this.recordVerify(n, ms);
   }
 
   recordDraft(ms: number, steps: number): void {
@@ -80,30 +84,33 @@ export class CostModel implements RoundCosts {
   }
 
   recordVerify(positions: number, ms: number): void {
-    const old = this.verify.get(positions);
-    this.verify.set(positions, old === undefined ? ms : old + COST_WEIGHT * (ms - old));
+    const s = this.sums;
+    const keep = s.w === 0 ? 1 : 1 - COST_WEIGHT;
+    this.sums = {
+      w: s.w * keep + 1,
+      n: s.n * keep + positions,
+      nn: s.nn * keep + positions * positions,
+      y: s.y * keep + ms,
+      ny: s.ny * keep + positions * ms,
+    };
   }
 
   get draftStepMs(): number {
     return this.draftStep ?? 0;
   }
 
-  verifyMs(positions: number): number {
-    const known = this.verify.get(positions);
-    if (known !== undefined) return known;
-    const points = [...this.verify].sort((a, b) => a[0] - b[0]);
-    if (points.length === 0) return 1;
-    if (points.length === 1) return points[0][1];
-    const below = points.filter(([n]) => n < positions).at(-1);
-    const above = points.find(([n]) => n > positions);
-    const [a, b] = below && above ? [below, above] : below ? points.slice(-2) : points.slice(0, 2);
-    const slope = (b[1] - a[1]) / (b[0] - a[0]);
-    return Math.max(a[1] + slope * (positions - a[0]), Number.MIN_VALUE);
+  /** The fitted line (slope ≥ 0: scoring more positions never costs less). */
+  verifyLine(): { intercept: number; slope: number } {
+    const { w, n, nn, y, ny } = this.sums;
+    if (w === 0) return { intercept: 1, slope: 0 };
+    const spread = w * nn - n * n;
+    const slope = spread > 1e-9 * w * w ? Math.max(0, (w * ny - n * y) / spread) : 0;
+    return { intercept: (y - slope * n) / w, slope };
   }
 
-  /** The measured curve, for reports: positions scored → ms. */
-  verifyCurve(): Record<number, number> {
-    return Object.fromEntries([...this.verify].sort((a, b) => a[0] - b[0]));
+  verifyMs(positions: number): number {
+    const { intercept, slope } = this.verifyLine();
+    return Math.max(intercept + slope * positions, Number.MIN_VALUE);
   }
 }
 

@@ -42,15 +42,24 @@ describe("bestK", () => {
 });
 
 describe("CostModel", () => {
-  it("keeps measured verify times and interpolates the rest along the measured curve", () => {
+  it("fits a line through the verify times, flat until two different position counts are known", () => {
     const costs = new CostModel();
     costs.recordVerify(1, 10);
-    assert.equal(costs.verifyMs(5), 10);
-    costs.recordVerify(5, 14);
-    assert.equal(costs.verifyMs(3), 12);
-    assert.equal(costs.verifyMs(9), 18);
+    costs.recordVerify(1, 12);
+    assert.ok(Math.abs(costs.verifyMs(5) - costs.verifyMs(1)) < 1e-9);
+    for (let i = 0; i < 20; i++) {
+      costs.recordVerify(1, 10);
+      costs.recordVerify(5, 14);
+    }
+    assert.ok(Math.abs(costs.verifyMs(3) - 12) < 0.1, `${costs.verifyMs(3)}`);
+    assert.ok(Math.abs(costs.verifyMs(9) - 18) < 0.2, `${costs.verifyMs(9)}`);
     costs.recordDraft(6, 3);
     assert.equal(costs.draftStepMs, 2);
+  });
+
+  it("never lets scoring more positions cost less", () => {
+    const costs = new CostModel({ verifySamples: [[2, 20], [6, 10]] });
+    assert.equal(costs.verifyLine().slope, 0);
   });
 
   it("tracks changing costs as a moving average", () => {
