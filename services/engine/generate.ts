@@ -107,7 +107,10 @@ async function draftAll(active: readonly Active[]): Promise<void> {
   const byDrafter = new Map<Drafter, Active[]>();
   for (const a of active) {
     a.draft = NO_DRAFT;
-    if (a.drafter && a.k > 0) byDrafter.set(a.drafter, [...(byDrafter.get(a.drafter) ?? []), a]);
+    if (!a.drafter || a.k === 0) continue;
+    const group = byDrafter.get(a.drafter);
+    if (group) group.push(a);
+    else byDrafter.set(a.drafter, [a]);
   }
   await Promise.all(
     [...byDrafter].map(async ([drafter, group]) => {

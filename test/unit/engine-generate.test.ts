@@ -160,6 +160,7 @@ describe("rollback", () => {
     const history = prompts(5)[4];
     const rolled = new ModelDrafter(draftModel, "rolled");
     await rolled.open({ sequenceId: "a", history, sampling, seed: 9 });
+    assert.deepEqual(await rolled.propose([{ sequenceId: "a", k: 0 }]), [{ tokens: [], distributions: [] }]);
     const [first] = await rolled.propose([{ sequenceId: "a", k: 4 }]);
     // The target kept two draft tokens and corrected the third.
     const correction = (first.tokens[2] + 1) % VOCAB;
