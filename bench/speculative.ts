@@ -201,9 +201,9 @@ function figures(config: Config, baseline: Measured, targetStepMs: number) {
   // The algorithm's limit on this machine: target-only decoding at the measured model step cost against this run's
   // own model time (draft steps + verify forwards), with everything else (bookkeeping, sampling, copies) free.
   const idealSpeedup = (generated * targetStepMs) / (verifyForwardMs + draftForwardMs);
-  const identical = m.tokens.every(
-    (t, i) => t.length === baseline.tokens[i].length && t.every((x, j) => x === baseline.tokens[i][j]),
-  );
+  const same = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, j) => x === b[j]);
+  // Every repeat of every prompt, not only the fastest one.
+  const identical = m.allTokens.every((repeats, i) => repeats.every((t) => same(t, baseline.tokens[i])));
   const curve = costCurve(m.targetForwards);
   return {
     alpha: round(stats.alpha),
