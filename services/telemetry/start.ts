@@ -25,7 +25,7 @@ export interface TelemetryOptions {
   replica?: number;
   /** Prometheus scrape endpoint; port 0 picks a free port. Host defaults to OTEL_EXPORTER_PROMETHEUS_HOST, then 127.0.0.1. */
   metrics: { port: number; host?: string };
-  /** Defaults to process.env. */
+  /** Variables that decide which exporters run (default process.env); OTLP exporters read theirs from process.env. */
   env?: Env;
   /** Replaces the span processors chosen from the environment (tests and benchmarks use an in-memory exporter). */
   spanProcessors?: SpanProcessor[];
