@@ -58,7 +58,12 @@ describe("CostModel", () => {
   });
 
   it("never lets scoring more positions cost less", () => {
-    const costs = new CostModel({ verifySamples: [[2, 20], [6, 10]] });
+    const costs = new CostModel({
+      verifySamples: [
+        [2, 20],
+        [6, 10],
+      ],
+    });
     assert.equal(costs.verifyLine().slope, 0);
   });
 
