@@ -9,7 +9,13 @@
 import { cpus, loadavg, totalmem } from "node:os";
 import { basename, dirname } from "node:path";
 import { parseArgs } from "node:util";
-import { AutoModelForCausalLM, Tensor as TransformersTensor, env as transformersEnv } from "@huggingface/transformers";
+import {
+  AutoModelForCausalLM,
+  BaseStreamer,
+  type TextStreamer,
+  Tensor as TransformersTensor,
+  env as transformersEnv,
+} from "@huggingface/transformers";
 import ort from "onnxruntime-node";
 import { z } from "zod";
 import { greedyDecode } from "../services/runtime/greedy.ts";
@@ -117,6 +123,15 @@ async function batchedDecode(lm: OnnxCausalLM, prompt: readonly number[], batch:
   };
 }
 
+/** Records when transformers.js hands over each step's tokens. */
+class StepClock extends BaseStreamer {
+  readonly marks: number[] = [];
+  override put(): void {
+    this.marks.push(performance.now());
+  }
+  override end(): void {}
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -149,7 +164,7 @@ async function main(): Promise<void> {
 
   // Ours and theirs run in pairs, back to back, so that both see the same machine load.
   const ours: { tokensPerS: number; stepMs: number[]; tokens: number[] }[] = [];
-  const theirs: { tokensPerS: number; tokens: number[] }[] = [];
+  const theirs: { tokensPerS: number; stepMs: number[]; tokens: number[] }[] = [];
   const runOurs = async () => {
     const own = await timed(() => greedyDecode(lm, prompt, { maxTokens: args.tokens }));
     ours.push({
@@ -159,6 +174,8 @@ async function main(): Promise<void> {
     });
   };
   const runTheirs = async () => {
+    // transformers.js hands every step's tokens to the streamer: the gaps between those calls are its step times.
+    const streamer = new StepClock();
     const { value, ms } = await timed(
       () =>
         peer.generate({
@@ -166,10 +183,14 @@ async function main(): Promise<void> {
           attention_mask: peerMask,
           max_new_tokens: args.tokens,
           do_sample: false,
+          // The typings ask for a TextStreamer, but generate() only calls put() and end().
+          streamer: streamer as unknown as TextStreamer,
         }) as Promise<TransformersTensor>,
     );
     const tokens = (value.tolist() as bigint[][])[0].slice(prompt.length).map(Number);
-    theirs.push({ tokensPerS: (tokens.length * 1000) / ms, tokens });
+    // marks[0] is the prompt, marks[1] the first token (after the prefill), then one mark per later step.
+    const stepMs = streamer.marks.slice(2).map((mark, i) => mark - streamer.marks[i + 1]);
+    theirs.push({ tokensPerS: (tokens.length * 1000) / ms, stepMs, tokens });
   };
   for (let r = 0; r < args.repeats; r++) {
     progress(`greedy decode of ${args.tokens} tokens by specgate and transformers.js, repeat ${r + 1}/${args.repeats}`);
@@ -205,6 +226,7 @@ async function main(): Promise<void> {
   const pairRatios = spread(ours.map((run, i) => run.tokensPerS / theirs[i].tokensPerS));
   const theirSpeed = spread(theirs.map((run) => run.tokensPerS));
   const stepMs = spread(ours.flatMap((run) => run.stepMs));
+  const theirStepMs = spread(theirs.flatMap((run) => run.stepMs));
   const cpuList = cpus();
   const result = {
     model: args.model,
@@ -227,6 +249,10 @@ async function main(): Promise<void> {
     transformersjs_tokens_per_s_spread: theirSpeed,
     ratio_vs_transformersjs: pairRatios.median,
     ratio_vs_transformersjs_pairs: pairRatios,
+    transformersjs_step_ms: theirStepMs.median,
+    transformersjs_step_ms_spread: theirStepMs,
+    // Fastest decode step theirs / ours: the comparison least disturbed by other processes on the machine.
+    ratio_vs_transformersjs_best_step: round(theirStepMs.min / stepMs.min),
     identical_tokens: theirs.every((run) => run.tokens.join() === ours[0].tokens.join()),
     machine: {
       cpus: cpuList.length,
