@@ -1,6 +1,6 @@
 /**
  * In-process speculative decoding benchmark (`npm run bench -- --mode inproc [--json] [--prompts N] [--tokens N]
- * [--repeats R] [--drafters a,b] [--k K] [--k-max K] [--draft-threads N|auto] [--target-threads N] [--target NAME]`).
+ * [--repeats R] [--drafters int4,ngram,...] [--k K] [--k-max K] [--draft-threads N|auto] [--target-threads N] [--target NAME]`).
  *
  * On the cost-scaled target, for each drafter and for fixed and adaptive K, in the same run and on the same prompts
  * as target-only greedy decoding: acceptance α, mean accepted per round, c (draft step / target step), the measured
@@ -28,9 +28,14 @@ import { storyPrompts } from "./prompts.ts";
 
 /** Drafters the benchmark knows: name → model directory (none for the n-gram drafter). */
 const DRAFTER_MODELS: Record<string, string | undefined> = {
+  /** stories260K with 4-bit weights: the headline pair's draft. */
   int4: "stories260k-int4",
+  /** The int4 weights padded to ~11M parameters: a draft with a realistic cost (~1/10 of the target's). */
   "int4-x11m": "stories260k-int4-x11m",
+  /** Self-speculative: the first 3 of the cost-scaled target's layers (its true cost). */
   "early-exit": "stories260k-x110m-exit3",
+  /** The first 4 of stories260K's 5 layers, unpadded (cheap, like the int4 draft). */
+  "early-exit-4": "stories260k-exit4",
   ngram: undefined,
 };
 
