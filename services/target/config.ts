@@ -98,6 +98,12 @@ export const TARGET_SETTINGS = {
     schema: integer(0, 10000),
     help: "on SIGTERM, how long the jobs in hand may take to finish before the replica closes anyway",
   },
+  metricsPort: {
+    flag: "metrics-port",
+    env: "SPECGATE_TARGET_METRICS_PORT",
+    schema: integer(0, 9466).pipe(z.number().max(65535)),
+    help: "Prometheus scrape port (0: a free one; OTEL_SDK_DISABLED=true turns telemetry off)",
+  },
   logLevel: {
     flag: "log-level",
     env: "SPECGATE_LOG_LEVEL",

@@ -56,6 +56,9 @@ function startReplica(replicaId: string, redisUrl: string): ServiceProcess {
     REDIS_URL: redisUrl,
     SPECGATE_TARGET_INTRA_OP_THREADS: "1",
     SPECGATE_LOG_LEVEL: "info",
+    // Metrics on (a free scrape port), traces off.
+    OTEL_SDK_DISABLED: "false",
+    SPECGATE_TARGET_METRICS_PORT: "0",
   });
 }
 
@@ -157,6 +160,22 @@ describe("target replica process", () => {
     assert.ok(larger.length > 0, `batch sizes seen: ${JSON.stringify(after.batches_by_size)}`);
     assert.ok(Math.max(...pairs.map((p) => p.result.batch_size)) > 1);
     assert.equal(after.jobs - before.jobs, 16 * 3);
+  });
+
+  test("exports verify batch metrics and the target KV cache bytes", async () => {
+    const endpoint = await replica.waitForLog((line) => line.msg === "metrics endpoint");
+    const text = await (await fetch(endpoint.metrics as string)).text();
+    const count = (name: string) =>
+      Number(
+        text
+          .split("\n")
+          .find((line) => line.startsWith(`${name}{`) && line.includes(`"${REPLICA}"`))
+          ?.split(" ")[1],
+      );
+    const served = await stats();
+    assert.equal(count("specgate_verify_batch_size_count"), served.batches);
+    assert.equal(count("specgate_verify_queue_wait_count"), served.jobs);
+    assert.ok(text.includes("specgate_kv_cache"), "KV cache gauge exported");
   });
 
   test("Release frees caches; the next round re-prefills from the history to the same verdict", async () => {
