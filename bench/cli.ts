@@ -3,7 +3,8 @@
  * measures, shows progress on stderr, and returns its report; this entry point prints a readable summary (unless
  * --json) and then the report as one JSON object on the last line of stdout.
  *
- * Modes: `inproc` (bench/speculative.ts: the engine in one process). Add a mode by adding a loader below.
+ * Modes: `inproc` (bench/speculative.ts: the engine in one process), `telemetry` (bench/telemetry.ts: tracing and
+ * metrics overhead per round). Add a mode by adding a loader below.
  */
 import { parseArgs } from "node:util";
 
@@ -20,6 +21,7 @@ export interface BenchReport {
 
 const MODES: Record<string, () => Promise<BenchMode>> = {
   inproc: () => import("./speculative.ts"),
+  telemetry: () => import("./telemetry.ts"),
 };
 
 async function main(): Promise<void> {

@@ -68,12 +68,11 @@ export const METRICS = {
     description: "Wall time of one speculation round at the gateway",
     buckets: SECONDS,
   },
-  roundPhaseDuration: {
-    name: "specgate.round.phase.duration",
-    kind: "histogram",
+  roundPhaseTime: {
+    name: "specgate.round.phase.time",
+    kind: "counter",
     unit: "s",
-    description: "Time of one round spent drafting, waiting in the verify queue, and verifying (specgate.round.phase)",
-    buckets: SECONDS,
+    description: "Time rounds spent drafting, waiting in the verify queue and verifying (specgate.round.phase), summed",
   },
   timeToFirstToken: {
     name: "gen_ai.server.time_to_first_token",
@@ -193,14 +192,19 @@ const SECONDS_PER_MS = 1e-3;
 
 export class SpecgateMetrics {
   private readonly counters: Record<
-    "draftTokensProposed" | "draftTokensAccepted" | "positionProposed" | "positionAccepted" | "requests" | "evictions",
+    | "draftTokensProposed"
+    | "draftTokensAccepted"
+    | "positionProposed"
+    | "positionAccepted"
+    | "roundPhaseTime"
+    | "requests"
+    | "evictions",
     Counter
   >;
   private readonly histograms: Record<
     | "roundAccepted"
     | "roundK"
     | "roundDuration"
-    | "roundPhaseDuration"
     | "timeToFirstToken"
     | "timePerOutputToken"
     | "tokenUsage"
@@ -212,6 +216,8 @@ export class SpecgateMetrics {
   >;
   private readonly queueDepth: GaugeSources;
   private readonly kvCache: GaugeSources;
+  /** Attribute sets of a request's labels, built once per request rather than once per round. */
+  private readonly labelAttributes = new WeakMap<RequestLabels, { all: Attributes; modelPair: Attributes }>();
 
   constructor(meter: Meter) {
     const counter = (d: MetricDefinition) => meter.createCounter(d.name, { unit: d.unit, description: d.description });
@@ -228,6 +234,7 @@ export class SpecgateMetrics {
       draftTokensAccepted: counter(METRICS.draftTokensAccepted),
       positionProposed: counter(METRICS.positionProposed),
       positionAccepted: counter(METRICS.positionAccepted),
+      roundPhaseTime: counter(METRICS.roundPhaseTime),
       requests: counter(METRICS.requests),
       evictions: counter(METRICS.kvCacheEvictions),
     };
@@ -235,7 +242,6 @@ export class SpecgateMetrics {
       roundAccepted: histogram(METRICS.roundAccepted),
       roundK: histogram(METRICS.roundK),
       roundDuration: histogram(METRICS.roundDuration),
-      roundPhaseDuration: histogram(METRICS.roundPhaseDuration),
       timeToFirstToken: histogram(METRICS.timeToFirstToken),
       timePerOutputToken: histogram(METRICS.timePerOutputToken),
       tokenUsage: histogram(METRICS.tokenUsage),
@@ -248,40 +254,46 @@ export class SpecgateMetrics {
     this.kvCache = new GaugeSources(gauge(METRICS.kvCacheUsage));
   }
 
-  /** One speculation round, recorded by the gateway when its result arrives. */
+  /**
+   * One speculation round, recorded by the gateway when its result arrives: the per-round distributions only (three
+   * histogram records), because this runs on every round's critical path. Totals are counted once per request.
+   */
   recordRound(labels: RequestLabels, round: VerifiedRound): void {
-    const attributes = labelAttributes(labels);
-    this.counters.draftTokensProposed.add(round.proposed, attributes);
-    this.counters.draftTokensAccepted.add(round.accepted, attributes);
-    const modelPair = { [ATTR.model]: labels.model, [ATTR.drafter]: labels.drafter };
-    for (let position = 1; position <= round.proposed; position++) {
-      const positioned = { ...modelPair, [ATTR.position]: position };
-      this.counters.positionProposed.add(1, positioned);
-      if (position <= round.accepted) this.counters.positionAccepted.add(1, positioned);
-    }
-    this.histograms.roundAccepted.record(round.accepted, attributes);
-    this.histograms.roundK.record(round.k, attributes);
+    const { all, modelPair } = this.attributesOf(labels);
+    this.histograms.roundAccepted.record(round.accepted, all);
+    this.histograms.roundK.record(round.k, all);
     this.histograms.roundDuration.record(round.roundMs * SECONDS_PER_MS, modelPair);
-    this.histograms.roundPhaseDuration.record(round.draftMs * SECONDS_PER_MS, { ...modelPair, [ATTR.phase]: "draft" });
-    this.histograms.roundPhaseDuration.record(round.queueWaitMs * SECONDS_PER_MS, {
-      ...modelPair,
-      [ATTR.phase]: "queue",
-    });
-    this.histograms.roundPhaseDuration.record(round.verifyMs * SECONDS_PER_MS, {
-      ...modelPair,
-      [ATTR.phase]: "verify",
-    });
   }
 
-  /** One finished request (any outcome), recorded by the gateway. */
+  /**
+   * One finished request (any outcome), recorded by the gateway: counters from the statistics returned to the client,
+   * so that acceptance from a scrape equals acceptance computed from the responses.
+   */
   recordRequest(labels: RequestLabels, request: FinishedRequest): void {
-    const attributes = labelAttributes(labels);
+    const { all, modelPair } = this.attributesOf(labels);
+    const { stats } = request;
+    this.counters.draftTokensProposed.add(stats.draft_tokens, all);
+    this.counters.draftTokensAccepted.add(stats.accepted_tokens, all);
+    const proposed = stats.proposed_per_position ?? [];
+    const accepted = stats.accepted_per_position ?? [];
+    for (let i = 0; i < proposed.length; i++) {
+      const positioned = { ...modelPair, [ATTR.position]: i + 1 };
+      this.counters.positionProposed.add(proposed[i], positioned);
+      this.counters.positionAccepted.add(accepted[i] ?? 0, positioned);
+    }
+    for (const [phase, ms] of [
+      ["draft", stats.draft_time_ms],
+      ["queue", stats.queue_time_ms],
+      ["verify", stats.verify_time_ms],
+    ] as const) {
+      if (ms !== undefined)
+        this.counters.roundPhaseTime.add(ms * SECONDS_PER_MS, { ...modelPair, [ATTR.phase]: phase });
+    }
     this.counters.requests.add(1, {
-      ...attributes,
+      ...all,
       [ATTR.requestStatus]: request.status,
       [ATTR.finishReason]: request.finishReason,
     });
-    const { stats } = request;
     const byModel = { [ATTR.model]: labels.model, [ATTR.tenant]: labels.tenant };
     this.histograms.tokenUsage.record(request.inputTokens, { ...byModel, [ATTR.tokenType]: "input" });
     this.histograms.tokenUsage.record(stats.generated_tokens, { ...byModel, [ATTR.tokenType]: "output" });
@@ -310,6 +322,16 @@ export class SpecgateMetrics {
     for (const wait of batch.queueWaitsMs) this.histograms.verifyQueueWait.record(wait * SECONDS_PER_MS, attributes);
   }
 
+  private attributesOf(labels: RequestLabels): { all: Attributes; modelPair: Attributes } {
+    let attributes = this.labelAttributes.get(labels);
+    if (attributes === undefined) {
+      const modelPair = { [ATTR.model]: labels.model, [ATTR.drafter]: labels.drafter };
+      attributes = { all: { ...modelPair, [ATTR.tenant]: labels.tenant }, modelPair };
+      this.labelAttributes.set(labels, attributes);
+    }
+    return attributes;
+  }
+
   recordKvEvictions(role: "draft" | "target", replica: string, sequences = 1): void {
     this.counters.evictions.add(sequences, { [ATTR.cacheRole]: role, [ATTR.replica]: replica });
   }
@@ -323,8 +345,4 @@ export class SpecgateMetrics {
   observeQueueDepth(replica: string, jobs: Read): () => void {
     return this.queueDepth.add({ [ATTR.replica]: replica }, jobs);
   }
-}
-
-function labelAttributes(labels: RequestLabels): Attributes {
-  return { [ATTR.tenant]: labels.tenant, [ATTR.model]: labels.model, [ATTR.drafter]: labels.drafter };
 }

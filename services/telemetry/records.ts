@@ -47,6 +47,13 @@ export interface ReturnedStats {
   generated_tokens: number;
   draft_tokens: number;
   accepted_tokens: number;
+  /** Index i: rounds that proposed a token at draft position i (0-based), and rounds whose token there was accepted. */
+  proposed_per_position?: readonly number[];
+  accepted_per_position?: readonly number[];
+  /** Time the request's rounds spent drafting, waiting in verify queues and verifying, summed, milliseconds. */
+  draft_time_ms?: number;
+  queue_time_ms?: number;
+  verify_time_ms?: number;
   /** Wall time from request arrival to the first generated token; absent or 0 with no token generated. */
   time_to_first_token_ms?: number;
   /** Wall time from request arrival to the end. */

@@ -49,36 +49,38 @@ export function startVerifyBatch(options: VerifyBatchOptions): VerifyBatchTrace 
   const tracer = trace.getTracer(TELEMETRY_SCOPE);
   const batchAttributes = { [ATTR.replica]: replica, [ATTR.batchSize]: jobs.length };
 
-  const jobContexts = jobs.map((job) => extractFromCarrier(job.trace));
-  const links: Link[] = [];
-  jobContexts.forEach((jobContext, i) => {
-    const spanContext = trace.getSpanContext(jobContext);
-    if (spanContext !== undefined)
-      links.push({ context: spanContext, attributes: { [ATTR.queueWaitMs]: queueWaitsMs[i] } });
-  });
   const batchSpan = tracer.startSpan(
     VERIFY_BATCH_SPAN_NAME,
-    { kind: SpanKind.CONSUMER, attributes: batchAttributes, links },
+    { kind: SpanKind.CONSUMER, attributes: batchAttributes },
     ROOT_CONTEXT,
   );
-
-  const jobSpans: (Span | undefined)[] = batchSpan.isRecording()
-    ? jobs.map((job, i) => {
-        if (trace.getSpanContext(jobContexts[i]) === undefined) return undefined;
-        const span = tracer.startSpan(
-          VERIFY_JOB_SPAN_NAME,
-          {
-            kind: SpanKind.CONSUMER,
-            startTime: Math.min(job.enqueuedAtMs, startedAtMs),
-            attributes: { ...batchAttributes, [ATTR.queueWaitMs]: queueWaitsMs[i] },
-            links: [{ context: batchSpan.spanContext() }],
-          },
-          jobContexts[i],
-        );
-        span.addEvent(DEQUEUED_EVENT_NAME, startedAtMs);
-        return span;
-      })
-    : [];
+  const jobSpans: (Span | undefined)[] = [];
+  // With tracing off the batch span is a no-op: skip extracting contexts and building links altogether.
+  if (batchSpan.isRecording()) {
+    const links: Link[] = [];
+    jobs.forEach((job, i) => {
+      const jobContext = extractFromCarrier(job.trace);
+      const spanContext = trace.getSpanContext(jobContext);
+      if (spanContext === undefined) {
+        jobSpans.push(undefined);
+        return;
+      }
+      links.push({ context: spanContext, attributes: { [ATTR.queueWaitMs]: queueWaitsMs[i] } });
+      const span = tracer.startSpan(
+        VERIFY_JOB_SPAN_NAME,
+        {
+          kind: SpanKind.CONSUMER,
+          startTime: Math.min(job.enqueuedAtMs, startedAtMs),
+          attributes: { ...batchAttributes, [ATTR.queueWaitMs]: queueWaitsMs[i] },
+          links: [{ context: batchSpan.spanContext() }],
+        },
+        jobContext,
+      );
+      span.addEvent(DEQUEUED_EVENT_NAME, startedAtMs);
+      jobSpans.push(span);
+    });
+    batchSpan.addLinks(links);
+  }
 
   return {
     queueWaitsMs,

@@ -20,10 +20,27 @@ async function recordEverything(): Promise<{ scrape: Scrape; provider: MeterProv
   const reader = new ScrapeReader();
   const provider = new MeterProvider({ readers: [reader] });
   const metrics = new SpecgateMetrics(provider.getMeter("specgate"));
-  SCRIPT.forEach((_, i) => metrics.recordRound(LABELS, scriptedRound(i)));
-  metrics.recordRound({ ...LABELS, tenant: "globex" }, { ...scriptedRound(0), proposed: 2, accepted: 1 });
+  for (let i = 0; i < SCRIPT.length; i++) metrics.recordRound(LABELS, scriptedRound(i));
   metrics.recordRequest(LABELS, scriptedRequest());
-  metrics.recordRequest(LABELS, { ...scriptedRequest("DEADLINE_EXCEEDED"), finishReason: "error" });
+  // Another tenant, same model pair: one round of two draft tokens, the first accepted.
+  const globex = { ...LABELS, tenant: "globex" };
+  metrics.recordRound(globex, { ...scriptedRound(0), proposed: 2, accepted: 1 });
+  metrics.recordRequest(globex, {
+    ...scriptedRequest(),
+    stats: {
+      rounds: 1,
+      generated_tokens: 2,
+      draft_tokens: 2,
+      accepted_tokens: 1,
+      proposed_per_position: [1, 1],
+      accepted_per_position: [1, 0],
+    },
+  });
+  // A request that failed: counted by status, its partial statistics counted under its own tenant.
+  metrics.recordRequest(
+    { ...LABELS, tenant: "initech" },
+    { ...scriptedRequest("DEADLINE_EXCEEDED"), finishReason: "error" },
+  );
   metrics.recordRpc("specgate.v1.Gateway/Generate", "OK", 40);
   metrics.recordVerifyBatch("0", { queueWaitsMs: [1, 3, 5], durationMs: 12 });
   metrics.recordKvEvictions("draft", "0", 2);
@@ -53,7 +70,7 @@ test("every defined metric is exported under its Prometheus name, and only those
   await provider.shutdown();
 });
 
-test("acceptance by tenant and model pair equals accepted / proposed of the rounds recorded", async () => {
+test("acceptance by tenant and model pair equals accepted / proposed of the requests recorded", async () => {
   const { scrape, provider } = await recordEverything();
   const pair = { specgate_tenant: "acme", gen_ai_request_model: "stories260k", specgate_drafter: "int4" };
   const proposed = sumSamples(scrape, "specgate_draft_tokens_proposed_total", pair);
@@ -61,16 +78,17 @@ test("acceptance by tenant and model pair equals accepted / proposed of the roun
   assert.equal(proposed, 14);
   assert.equal(accepted, 7);
   assert.equal(sumSamples(scrape, "specgate_draft_tokens_accepted_total", { specgate_tenant: "globex" }), 1);
-  // Per position (1-based): rounds proposing there, and rounds whose token there was accepted.
+  // Per position (1-based), by model pair across tenants: acme [4,4,4,2]/[3,2,1,1] twice (initech's failed request has
+  // the same statistics) plus globex [1,1]/[1,0].
   const perPosition = (name: string, position: number) =>
     sumSamples(scrape, name, { specgate_drafter: "int4", specgate_draft_position: String(position) });
   assert.deepEqual(
     [1, 2, 3, 4].map((p) => perPosition("specgate_draft_position_proposed_total", p)),
-    [5, 5, 4, 2],
+    [9, 9, 8, 4],
   );
   assert.deepEqual(
     [1, 2, 3, 4].map((p) => perPosition("specgate_draft_position_accepted_total", p)),
-    [4, 2, 1, 1],
+    [7, 4, 2, 2],
   );
   // Acceptance length and K per round.
   assert.equal(sumSamples(scrape, "specgate_round_accepted_count", { specgate_tenant: "acme" }), 4);
@@ -83,17 +101,20 @@ test("acceptance by tenant and model pair equals accepted / proposed of the roun
 test("round time split, latencies, requests by status, batches, caches", async () => {
   const { scrape, provider } = await recordEverything();
   const close = (actual: number, expected: number) => assert.ok(Math.abs(actual - expected) < 1e-9, `${actual}`);
-  close(sumSamples(scrape, "specgate_round_phase_duration_sum", { specgate_round_phase: "draft" }), 5 * 0.0015);
-  close(sumSamples(scrape, "specgate_round_phase_duration_sum", { specgate_round_phase: "verify" }), 5 * 0.003);
-  close(sumSamples(scrape, "specgate_round_phase_duration_sum", { specgate_round_phase: "queue" }), 0.00275);
+  // Phase time from the requests' statistics (acme's and initech's: 6, 2.5 and 12 ms each).
+  close(sumSamples(scrape, "specgate_round_phase_time_total", { specgate_round_phase: "draft" }), 0.012);
+  close(sumSamples(scrape, "specgate_round_phase_time_total", { specgate_round_phase: "queue" }), 0.005);
+  close(sumSamples(scrape, "specgate_round_phase_time_total", { specgate_round_phase: "verify" }), 0.024);
+  assert.equal(sumSamples(scrape, "specgate_round_duration_count"), 5);
   close(sumSamples(scrape, "specgate_round_duration_sum"), 5 * 0.005);
   // TTFT and TPOT only from successful requests: (40 ms - 7 ms) / (11 tokens - 1).
-  assert.equal(sumSamples(scrape, "gen_ai_server_time_to_first_token_count"), 1);
-  close(sumSamples(scrape, "gen_ai_server_time_to_first_token_sum"), 0.007);
-  close(sumSamples(scrape, "gen_ai_server_time_per_output_token_sum"), 0.0033);
-  assert.equal(sumSamples(scrape, "gen_ai_client_token_usage_sum", { gen_ai_token_type: "output" }), 22);
-  assert.equal(sumSamples(scrape, "gen_ai_client_token_usage_sum", { gen_ai_token_type: "input" }), 18);
-  assert.equal(sumSamples(scrape, "specgate_requests_total", { specgate_request_status: "OK" }), 1);
+  assert.equal(sumSamples(scrape, "gen_ai_server_time_to_first_token_count", { specgate_tenant: "acme" }), 1);
+  close(sumSamples(scrape, "gen_ai_server_time_to_first_token_sum", { specgate_tenant: "acme" }), 0.007);
+  close(sumSamples(scrape, "gen_ai_server_time_per_output_token_sum", { specgate_tenant: "acme" }), 0.0033);
+  assert.equal(sumSamples(scrape, "gen_ai_server_time_to_first_token_count", { specgate_tenant: "initech" }), 0);
+  assert.equal(sumSamples(scrape, "gen_ai_client_token_usage_sum", { gen_ai_token_type: "output" }), 11 + 2 + 11);
+  assert.equal(sumSamples(scrape, "gen_ai_client_token_usage_sum", { gen_ai_token_type: "input" }), 27);
+  assert.equal(sumSamples(scrape, "specgate_requests_total", { specgate_request_status: "OK" }), 2);
   assert.equal(
     sumSamples(scrape, "specgate_requests_total", {
       specgate_request_status: "DEADLINE_EXCEEDED",

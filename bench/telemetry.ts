@@ -1,0 +1,208 @@
+/**
+ * `npm run bench -- --mode telemetry [--round-us 200] [--rounds 20] [--requests 10] [--repeats 30]`: what tracing
+ * and metrics cost per speculation round.
+ *
+ * Each request runs the instrumentation of every service for every round (gateway request and round, trace context
+ * into the verify job, the replica's batch and job spans, round and request metrics) around a calibrated busy loop
+ * standing in for the round's own work. Variants run interleaved in one process, side by side, and are compared with
+ * the same rounds without any telemetry call:
+ *   disabled      OTEL_SDK_DISABLED=true: every call a no-op
+ *   tracing-off   the default: Prometheus metrics recorded, no tracer provider
+ *   round-events  traces to an in-memory exporter (batch processor), rounds as events on the request span
+ *   round-spans   traces to an in-memory exporter (batch processor), one span per round
+ */
+import { cpus } from "node:os";
+import { parseArgs } from "node:util";
+import { BatchSpanProcessor, InMemorySpanExporter } from "@opentelemetry/sdk-trace";
+import { injectIntoCarrier } from "../services/telemetry/propagation.ts";
+import type { FinishedRequest, RequestLabels, VerifiedRound } from "../services/telemetry/records.ts";
+import { startRequestTrace } from "../services/telemetry/request-trace.ts";
+import { startTelemetry, type Telemetry } from "../services/telemetry/start.ts";
+import { startVerifyBatch } from "../services/telemetry/verify-trace.ts";
+import type { BenchReport } from "./cli.ts";
+
+const VARIANTS = ["none", "disabled", "tracing-off", "round-events", "round-spans"] as const;
+type Variant = (typeof VARIANTS)[number];
+
+const LABELS: RequestLabels = { tenant: "bench", model: "target", drafter: "draft" };
+const K = 4;
+
+let sink = 0;
+function spin(iterations: number): void {
+  let x = sink;
+  for (let i = 0; i < iterations; i++) x = (x * 1664525 + 1013904223) % 4294967296;
+  sink = x;
+}
+
+/** Busy-loop iterations per microsecond on this machine now. */
+function calibrate(): number {
+  const iterations = 2_000_000;
+  let best = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 5; i++) {
+    const start = performance.now();
+    spin(iterations);
+    best = Math.min(best, performance.now() - start);
+  }
+  return iterations / (best * 1000);
+}
+
+function round(index: number, accepted: number): VerifiedRound {
+  return {
+    round: index + 1,
+    k: K,
+    proposed: K,
+    accepted,
+    nextToken: 42,
+    replica: "0",
+    batchSize: 1,
+    reprefilled: false,
+    draftMs: 0.1,
+    queueWaitMs: 0.05,
+    verifyMs: 0.2,
+    roundMs: 0.4,
+  };
+}
+
+function finished(rounds: number, accepted: number): FinishedRequest {
+  return {
+    stats: {
+      rounds,
+      generated_tokens: accepted + rounds,
+      draft_tokens: rounds * K,
+      accepted_tokens: accepted,
+      time_to_first_token_ms: 1,
+      total_time_ms: rounds,
+    },
+    inputTokens: 16,
+    finishReason: "length",
+    status: "OK",
+  };
+}
+
+/** One request with all its services' instrumentation (or none) around `spinPerRound` of work per round. */
+function runRequest(telemetry: Telemetry | undefined, rounds: number, spinPerRound: number, roundSpans: boolean) {
+  if (telemetry === undefined) {
+    for (let i = 0; i < rounds; i++) spin(spinPerRound);
+    return;
+  }
+  const request = startRequestTrace({
+    method: "specgate.v1.Gateway/Generate",
+    labels: LABELS,
+    metrics: telemetry.metrics,
+    roundSpans,
+  });
+  let accepted = 0;
+  for (let i = 0; i < rounds; i++) {
+    const roundTrace = request.startRound();
+    const job = { trace: injectIntoCarrier(roundTrace.context), enqueuedAtMs: Date.now() };
+    const batch = startVerifyBatch({ replica: "0", jobs: [job], metrics: telemetry.metrics });
+    spin(spinPerRound);
+    const roundAccepted = i % (K + 1);
+    accepted += roundAccepted;
+    batch.end([{ proposed: K, accepted: roundAccepted }]);
+    roundTrace.end(round(i, roundAccepted));
+  }
+  request.end(finished(rounds, accepted));
+}
+
+async function startVariant(variant: Variant): Promise<{ telemetry: Telemetry | undefined; roundSpans: boolean }> {
+  if (variant === "none") return { telemetry: undefined, roundSpans: false };
+  const metrics = { port: 0 };
+  if (variant === "disabled") {
+    const telemetry = await startTelemetry({
+      serviceName: "specgate-gateway",
+      metrics,
+      env: { OTEL_SDK_DISABLED: "true" },
+    });
+    return { telemetry, roundSpans: false };
+  }
+  if (variant === "tracing-off") {
+    return {
+      telemetry: await startTelemetry({ serviceName: "specgate-gateway", metrics, env: {} }),
+      roundSpans: false,
+    };
+  }
+  const telemetry = await startTelemetry({
+    serviceName: "specgate-gateway",
+    metrics,
+    env: {},
+    spanProcessors: [new BatchSpanProcessor({ exporter: new InMemorySpanExporter() })],
+  });
+  return { telemetry, roundSpans: variant === "round-spans" };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+interface Pass {
+  /** Microseconds per round of each measured block, per variant. */
+  perRoundUs: Record<Variant, number[]>;
+}
+
+/** Blocks of `requests` requests per variant, interleaved, `repeats` times; short blocks so that a min is meaningful. */
+async function measure(spinPerRound: number, rounds: number, requests: number, repeats: number, label: string) {
+  const pass: Pass = { perRoundUs: Object.fromEntries(VARIANTS.map((v) => [v, []])) as never };
+  for (let repeat = 0; repeat < repeats; repeat++) {
+    // Rotate the order so that no variant always runs first (or right after a garbage-heavy one).
+    const order = VARIANTS.map((_, i) => VARIANTS[(i + repeat) % VARIANTS.length]);
+    for (const variant of order) {
+      const { telemetry, roundSpans } = await startVariant(variant);
+      for (let i = 0; i < 2; i++) runRequest(telemetry, rounds, spinPerRound, roundSpans);
+      const start = performance.now();
+      for (let i = 0; i < requests; i++) runRequest(telemetry, rounds, spinPerRound, roundSpans);
+      pass.perRoundUs[variant].push(((performance.now() - start) * 1000) / (requests * rounds));
+      await telemetry?.shutdown();
+    }
+    if ((repeat + 1) % 10 === 0 || repeat + 1 === repeats) {
+      process.stderr.write(`telemetry bench (${label}): repeat ${repeat + 1}/${repeats}\n`);
+    }
+  }
+  return pass;
+}
+
+export async function run(argv: readonly string[]): Promise<BenchReport> {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      "round-us": { type: "string", default: "200" },
+      rounds: { type: "string", default: "20" },
+      requests: { type: "string", default: "10" },
+      repeats: { type: "string", default: "30" },
+    },
+  });
+  const roundUs = Number(values["round-us"]);
+  const rounds = Number(values.rounds);
+  const requests = Number(values.requests);
+  const repeats = Number(values.repeats);
+
+  // Pure instrumentation cost (no work per round), then the same beside a round of `roundUs` of work.
+  const bare = await measure(0, rounds, requests, repeats, "instrumentation only");
+  const loaded = await measure(Math.round(calibrate() * roundUs), rounds, requests, repeats, `${roundUs} us rounds`);
+
+  const min = (values: number[]) => Math.min(...values);
+  const variants: Record<string, Record<string, number>> = {};
+  for (const variant of VARIANTS) {
+    variants[variant] = {
+      overhead_us_per_round: min(bare.perRoundUs[variant]) - min(bare.perRoundUs.none),
+      overhead_us_per_round_median: median(bare.perRoundUs[variant]) - median(bare.perRoundUs.none),
+      ratio_min: min(loaded.perRoundUs[variant]) / min(loaded.perRoundUs.none),
+      ratio_median: median(loaded.perRoundUs[variant]) / median(loaded.perRoundUs.none),
+    };
+  }
+  const machine = { cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, node: process.version };
+  const summary = [
+    `telemetry cost per round (${repeats} interleaved blocks of ${requests} requests x ${rounds} rounds per variant; ` +
+      `${machine.cpu}, ${machine.cores} cores, node ${machine.node})`,
+    `variant        overhead us/round (min, median)   time ratio beside ${roundUs} us rounds (min, median)`,
+    ...VARIANTS.map((v) => {
+      const r = variants[v];
+      return `${v.padEnd(14)} ${r.overhead_us_per_round.toFixed(2).padStart(10)} ${r.overhead_us_per_round_median.toFixed(2).padStart(10)} ${r.ratio_min.toFixed(3).padStart(26)} ${r.ratio_median.toFixed(3).padStart(8)}`;
+    }),
+  ];
+  return {
+    summary,
+    json: { telemetry: { round_work_us: roundUs, rounds, requests, repeats, machine, variants } },
+  };
+}
