@@ -1,0 +1,43 @@
+/** Waiting for a specgate server to answer SERVING over the standard gRPC health-checking protocol. */
+import * as grpc from "@grpc/grpc-js";
+import { service } from "grpc-health-check";
+
+interface HealthClient extends grpc.Client {
+  check(
+    request: { service: string },
+    options: grpc.CallOptions,
+    callback: (error: grpc.ServiceError | null, response?: { status: string }) => void,
+  ): grpc.ClientUnaryCall;
+}
+
+const HealthClient = grpc.makeGenericClientConstructor(service, "Health");
+const POLL_MS = 100;
+
+/** One health check of the whole server ("" service); resolves with the status name or the error's text. */
+export function checkHealth(address: string, deadlineMs = 1000): Promise<{ serving: boolean; status: string }> {
+  const client = new HealthClient(address, grpc.credentials.createInsecure()) as unknown as HealthClient;
+  return new Promise((resolve) => {
+    client.check({ service: "" }, { deadline: Date.now() + deadlineMs }, (error, response) => {
+      client.close();
+      const status = error ? error.details || grpc.status[error.code] : (response?.status ?? "UNKNOWN");
+      resolve({ serving: !error && status === "SERVING", status });
+    });
+  });
+}
+
+/**
+ * Polls until the server at `address` is SERVING. Rejects after `timeoutMs`, or as soon as `signal` aborts (the
+ * process behind the address died: no point waiting).
+ */
+export async function waitUntilServing(address: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  const giveUp = Date.now() + timeoutMs;
+  let last = "no answer";
+  while (Date.now() < giveUp) {
+    signal?.throwIfAborted();
+    const { serving, status } = await checkHealth(address, Math.min(1000, Math.max(1, giveUp - Date.now())));
+    if (serving) return;
+    last = status;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+  throw new Error(`${address} was not SERVING after ${Math.round(timeoutMs / 1000)} s (last answer: ${last})`);
+}

@@ -1,0 +1,523 @@
+/**
+ * The whole specgate stack on this machine: builds the models it needs if they are missing, starts a private
+ * redis-server (unless REDIS_URL names one), one draft service, N target replicas and the gateway as child processes
+ * with prefixed logs, waits until each serves (grpc.health.v1), and stops them in order.
+ *
+ * `startLocalStack(options)` is the API (tests, benchmarks); `run(argv)` is the command behind `npm start` and
+ * `specgate up`, which prints the addresses, an example command and `ready`, then runs until Ctrl-C or SIGTERM.
+ * Children are configured through the environment variables their own settings tables declare (imported here, so a
+ * renamed variable is a compile error, not a silently ignored setting).
+ */
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { createInterface } from "node:readline";
+import { z } from "zod";
+import { GATEWAY_SETTINGS } from "../gateway/config.ts";
+import { type ConfigOf, loadConfig, type Settings, settingsHelp } from "../services/config/settings.ts";
+import { DRAFT_SETTINGS } from "../services/draft/config.ts";
+import { parseDrafterSpecs } from "../services/draft/drafters.ts";
+import { MODELS_ROOT, resolveModel } from "../services/runtime/model-files.ts";
+import { RECIPES } from "../services/runtime/models-build.ts";
+import { TARGET_SETTINGS } from "../services/target/config.ts";
+import { freePort } from "./free-port.ts";
+import { waitUntilServing } from "./health.ts";
+import { type RedisServer, startRedis } from "./redis-server.ts";
+import { describeExit, PROJECT_ROOT, ServiceProcess, type ServiceProcessSpec } from "./service-process.ts";
+
+/** Target model and drafters that belong together. */
+export const MODEL_PAIRS = {
+  /** The real stories260K with its int4 and early-exit drafts: the example prints a real story. */
+  stories260k: {
+    targetModel: "stories260k",
+    drafters: "int4=stories260k-int4,early-exit=stories260k-exit4,ngram",
+    defaultDrafter: "int4",
+  },
+  /** The cost-scaled target (~110M parameters of work per token) with drafts scaled alike (benchmarks). */
+  "cost-scaled": {
+    targetModel: "stories260k-x110m",
+    drafters: "int4=stories260k-int4-x11m,early-exit=stories260k-x110m-exit3,ngram",
+    defaultDrafter: "int4",
+  },
+} as const;
+
+export type ModelPair = keyof typeof MODEL_PAIRS;
+
+export interface LocalStackOptions {
+  /** Default "stories260k". `targetModel`, `drafters` and `defaultDrafter` override its parts. */
+  readonly pair?: ModelPair;
+  readonly targetModel?: string;
+  /** NAME=MODEL or NAME=ngram, comma-separated (SPECGATE_DRAFTERS syntax). */
+  readonly drafters?: string;
+  readonly defaultDrafter?: string;
+  /** Target replicas (default 1). */
+  readonly replicas?: number;
+  /** Gateway port on 127.0.0.1 (default $SPECGATE_PORT, else 50051; 0: a free one). */
+  readonly gatewayPort?: number;
+  /** "default": gateway 9464, draft 9465, target r 9466 + r. "free": free ports (tests, several stacks at once). */
+  readonly metricsPorts?: "default" | "free";
+  /** A running Redis (default $REDIS_URL); without one the stack starts its own redis-server. */
+  readonly redisUrl?: string;
+  /** Log level of the services (default "info"). */
+  readonly logLevel?: string;
+  /** Where the services' prefixed log lines and the stack's progress go (default: stderr). */
+  readonly log?: (line: string) => void;
+  /** Longest wait for one service to serve, ms (default 180 s: the cost-scaled models take a while to load). */
+  readonly startTimeoutMs?: number;
+  /** Environment the services inherit (default process.env); the stack's own settings override it. */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+export interface StackService {
+  /** "draft", "target-0", ..., "gateway". */
+  readonly name: string;
+  readonly pid: number;
+  /** gRPC host:port. */
+  readonly address: string;
+  /** Prometheus scrape URL, when the service has a metrics port setting. */
+  readonly metricsUrl?: string;
+}
+
+export interface LocalStack {
+  readonly gatewayAddress: string;
+  readonly redisUrl: string;
+  /** True when the stack started redis-server itself (and stops it). */
+  readonly ownRedis: boolean;
+  readonly targetModel: string;
+  readonly drafters: string;
+  readonly defaultDrafter: string;
+  /** Draft service, target replicas, gateway, in start order. */
+  readonly services: readonly StackService[];
+  /** Every process the stack started (services, and redis-server when it started one). */
+  readonly pids: readonly number[];
+  /** Resolves with an error if a service exits on its own after start-up (never resolves otherwise). */
+  readonly failure: Promise<Error>;
+  /** Stops the gateway (draining its requests), then the draft service and the replicas, then redis; idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Start-up failed; every process the stack had started (listed here) has been stopped. */
+export class LocalStackStartError extends Error {
+  override readonly name = "LocalStackStartError";
+  constructor(
+    message: string,
+    readonly pids: readonly number[],
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+const DEFAULT_GATEWAY_PORT = 50051;
+const METRICS_PORT = { gateway: 9464, draft: 9465, target: 9466 } as const;
+/** How long a service may drain after SIGTERM before it is killed (its own drain limit is set below this). */
+const STOP_GRACE_MS = 10_000;
+const SERVICE_DRAIN_MS = 5_000;
+
+/** Environment variables for a service from its own settings table: { key: value } → { ENV_NAME: "value" }. */
+function envOf<S extends Settings>(settings: S, values: { [K in keyof S]?: string | number }): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(values)) {
+    if (value !== undefined) env[settings[key].env] = String(value);
+  }
+  return env;
+}
+
+/** The metrics port setting of a service, if its settings table has one (the target's may come later). */
+function metricsEnv(settings: Settings, port: number): Record<string, string> | undefined {
+  const setting = settings.metricsPort;
+  return setting ? { [setting.env]: String(port) } : undefined;
+}
+
+/** Fails fast when the gateway's port is taken: a health check would otherwise be answered by whoever holds it. */
+async function ensurePortFree(port: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", (error: NodeJS.ErrnoException) =>
+      reject(
+        new Error(
+          error.code === "EADDRINUSE"
+            ? `port ${port} on 127.0.0.1 is in use (another stack running?); choose another with SPECGATE_PORT or --port`
+            : `cannot listen on 127.0.0.1:${port}: ${error.message}`,
+        ),
+      ),
+    );
+    probe.listen(port, "127.0.0.1", () => probe.close(() => resolve()));
+  });
+}
+
+/** Builds the named models that are missing (`npm run models -- --only ...`), streaming the builder's progress. */
+async function ensureModels(names: readonly string[], log: (line: string) => void): Promise<void> {
+  const missing = [...new Set(names)].filter((name) => {
+    try {
+      resolveModel(name);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  if (missing.length === 0) return;
+  const unknown = missing.filter((name) => !RECIPES.some((recipe) => recipe.name === name));
+  if (unknown.length > 0) {
+    throw new Error(
+      `model ${unknown.join(", ")} not found (looked in ${MODELS_ROOT} and as a path), and npm run models does not ` +
+        `build it; it builds: ${RECIPES.map((r) => r.name).join(", ")}`,
+    );
+  }
+  log(`[stack] building missing models: ${missing.join(", ")}`);
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "services/runtime/models-cli.ts", ...missing.flatMap((name) => ["--only", name])],
+    { cwd: PROJECT_ROOT, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  for (const stream of [child.stdout, child.stderr]) {
+    createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY }).on("line", (line) =>
+      log(`[models] ${line}`),
+    );
+  }
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("exit", resolve);
+  });
+  if (code !== 0) throw new Error(`building the models failed (npm run models exited with code ${code})`);
+}
+
+/** Resolves once the service serves; rejects with its last lines if it exits first. */
+async function waitForService(service: ServiceProcess, address: string, timeoutMs: number): Promise<void> {
+  const died = new AbortController();
+  void service.exited.then(() => died.abort());
+  try {
+    await waitUntilServing(address, timeoutMs, died.signal);
+  } catch (error) {
+    if (!died.signal.aborted) throw new Error(`${service.name} (${address}): ${(error as Error).message}`);
+    const exit = await service.exited;
+    const lines = service.recentLines().map((line) => `    ${line}`);
+    throw new Error(
+      `${service.name} ${describeExit(exit)} during start-up${lines.length > 0 ? `; its last lines:\n${lines.join("\n")}` : ""}`,
+    );
+  }
+}
+
+export async function startLocalStack(options: LocalStackOptions = {}): Promise<LocalStack> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const baseEnv = options.env ?? process.env;
+  const pair = MODEL_PAIRS[options.pair ?? "stories260k"];
+  const targetModel = options.targetModel ?? pair.targetModel;
+  const drafters = options.drafters ?? pair.drafters;
+  const defaultDrafter = options.defaultDrafter ?? pair.defaultDrafter;
+  const replicas = options.replicas ?? 1;
+  if (!(Number.isInteger(replicas) && replicas >= 1)) throw new RangeError(`replicas must be >= 1, got ${replicas}`);
+  const timeoutMs = options.startTimeoutMs ?? 180_000;
+  const logLevel = options.logLevel ?? "info";
+  const specs = parseDrafterSpecs(drafters);
+  const gatewayPort =
+    options.gatewayPort ?? (baseEnv.SPECGATE_PORT ? Number(baseEnv.SPECGATE_PORT) : DEFAULT_GATEWAY_PORT);
+
+  await ensureModels([targetModel, ...specs.flatMap((s) => (s.kind === "model" ? [s.model] : []))], log);
+  const gatewayBind = gatewayPort === 0 ? await freePort() : gatewayPort;
+  await ensurePortFree(gatewayBind);
+
+  const started: ServiceProcess[] = [];
+  let redis: RedisServer | undefined;
+  let stopping: Promise<void> | undefined;
+  // Last resort if this process exits without stop(): children live in their own process groups.
+  const killAll = () => {
+    for (const service of started) service.kill();
+    if (redis) process.kill(redis.pid, "SIGKILL");
+  };
+  process.once("exit", killAll);
+
+  const stop = () => {
+    stopping ??= (async () => {
+      const gateway = started.filter((s) => s.name === "gateway");
+      await Promise.all(gateway.map((s) => s.stop(STOP_GRACE_MS)));
+      await Promise.all(started.filter((s) => s.name !== "gateway").map((s) => s.stop(STOP_GRACE_MS)));
+      await redis?.stop();
+      process.removeListener("exit", killAll);
+    })();
+    return stopping;
+  };
+
+  try {
+    let redisUrl = options.redisUrl ?? baseEnv.REDIS_URL;
+    if (redisUrl === undefined) {
+      redis = await startRedis({
+        detached: true,
+        output: (text) => {
+          for (const line of text.split("\n")) if (line.trim()) log(`[redis] ${line}`);
+        },
+      });
+      redisUrl = redis.url;
+    }
+    const metricsPort = async (fixed: number) => (options.metricsPorts === "free" ? freePort() : fixed);
+    const shared = { SPECGATE_LOG_LEVEL: logLevel, REDIS_URL: redisUrl, SPECGATE_TARGET_MODEL: targetModel };
+    const services: StackService[] = [];
+    const launch = async (
+      spec: ServiceProcessSpec,
+      address: string,
+      metrics: Record<string, string> | undefined,
+      metricsUrlPort: number,
+    ) => {
+      const service = await ServiceProcess.start({ ...spec, env: { ...spec.env, ...metrics } }, log);
+      started.push(service);
+      services.push({
+        name: spec.name,
+        pid: service.pid,
+        address,
+        ...(metrics ? { metricsUrl: `http://127.0.0.1:${metricsUrlPort}/metrics` } : {}),
+      });
+      return service;
+    };
+
+    const draftPort = await freePort();
+    const draftAddress = `127.0.0.1:${draftPort}`;
+    const draftMetrics = await metricsPort(METRICS_PORT.draft);
+    const draft = await launch(
+      {
+        name: "draft",
+        entry: "services/draft/main.ts",
+        env: {
+          ...baseEnv,
+          ...shared,
+          ...envOf(DRAFT_SETTINGS, {
+            host: "127.0.0.1",
+            port: draftPort,
+            drafters,
+            intraOpThreads: 1,
+            drainMs: SERVICE_DRAIN_MS,
+            logLevel,
+          }),
+        },
+      },
+      draftAddress,
+      metricsEnv(DRAFT_SETTINGS, draftMetrics),
+      draftMetrics,
+    );
+    const targets: [ServiceProcess, string][] = [];
+    for (let r = 0; r < replicas; r++) {
+      const port = await freePort();
+      const address = `127.0.0.1:${port}`;
+      const metrics = await metricsPort(METRICS_PORT.target + r);
+      const target = await launch(
+        {
+          name: `target-${r}`,
+          entry: "services/target/main.ts",
+          env: {
+            ...baseEnv,
+            ...shared,
+            ...envOf(TARGET_SETTINGS, {
+              replicaId: `target-${r}`,
+              model: targetModel,
+              redisUrl,
+              host: "127.0.0.1",
+              port,
+              drainMs: SERVICE_DRAIN_MS,
+              logLevel,
+            }),
+          },
+        },
+        address,
+        metricsEnv(TARGET_SETTINGS, metrics),
+        metrics,
+      );
+      targets.push([target, address]);
+    }
+    await Promise.all([
+      waitForService(draft, draftAddress, timeoutMs),
+      ...targets.map(([target, address]) => waitForService(target, address, timeoutMs)),
+    ]);
+
+    const gatewayAddress = `127.0.0.1:${gatewayBind}`;
+    const gatewayMetrics = await metricsPort(METRICS_PORT.gateway);
+    const gateway = await launch(
+      {
+        name: "gateway",
+        entry: "gateway/main.ts",
+        env: {
+          ...baseEnv,
+          ...shared,
+          ...envOf(GATEWAY_SETTINGS, {
+            host: "127.0.0.1",
+            port: gatewayBind,
+            model: targetModel,
+            redisUrl,
+            draftAddress,
+            drafters,
+            defaultDrafter,
+            drainMs: SERVICE_DRAIN_MS,
+            logLevel,
+          }),
+        },
+      },
+      gatewayAddress,
+      metricsEnv(GATEWAY_SETTINGS, gatewayMetrics),
+      gatewayMetrics,
+    );
+    await waitForService(gateway, gatewayAddress, timeoutMs);
+
+    const failure = new Promise<Error>((resolve) => {
+      for (const service of started) {
+        void service.exited.then((exit) => {
+          if (!stopping) resolve(new Error(`${service.name} ${describeExit(exit)}`));
+        });
+      }
+    });
+    return {
+      gatewayAddress,
+      redisUrl,
+      ownRedis: redis !== undefined,
+      targetModel,
+      drafters,
+      defaultDrafter,
+      services,
+      pids: [...started.map((s) => s.pid), ...(redis ? [redis.pid] : [])],
+      failure,
+      stop,
+    };
+  } catch (error) {
+    const pids = [...started.map((s) => s.pid), ...(redis ? [redis.pid] : [])];
+    await stop();
+    throw new LocalStackStartError((error as Error).message, pids, { cause: error });
+  }
+}
+
+const STACK_SETTINGS = {
+  pair: {
+    flag: "pair",
+    env: "SPECGATE_PAIR",
+    schema: z.enum(Object.keys(MODEL_PAIRS) as [ModelPair, ...ModelPair[]]).default("stories260k"),
+    help: `target model and drafters: stories260k (${MODEL_PAIRS.stories260k.targetModel} with ${MODEL_PAIRS.stories260k.drafters}) or cost-scaled (${MODEL_PAIRS["cost-scaled"].targetModel} with ${MODEL_PAIRS["cost-scaled"].drafters})`,
+  },
+  targetModel: {
+    flag: "target-model",
+    env: GATEWAY_SETTINGS.model.env,
+    schema: z.string().min(1).optional(),
+    help: "target model instead of the pair's",
+  },
+  drafters: {
+    flag: "drafters",
+    env: GATEWAY_SETTINGS.drafters.env,
+    schema: z.string().min(1).optional(),
+    help: "drafters instead of the pair's (NAME=MODEL or NAME=ngram, comma-separated)",
+  },
+  defaultDrafter: {
+    flag: "default-drafter",
+    env: GATEWAY_SETTINGS.defaultDrafter.env,
+    schema: z.string().min(1).optional(),
+    help: "drafter of requests that name none, instead of the pair's",
+  },
+  replicas: {
+    flag: "replicas",
+    env: "SPECGATE_REPLICAS",
+    schema: z.coerce.number().int().min(1).max(64).default(1),
+    help: "target replicas",
+  },
+  port: {
+    flag: "port",
+    env: GATEWAY_SETTINGS.port.env,
+    schema: z.coerce.number().int().min(0).max(65535).default(DEFAULT_GATEWAY_PORT),
+    help: "gateway port on 127.0.0.1",
+  },
+  redisUrl: {
+    flag: "redis-url",
+    env: "REDIS_URL",
+    schema: z.string().min(1).optional(),
+    help: "a running Redis to use (unset: the stack starts its own redis-server on a free port)",
+  },
+  logLevel: {
+    flag: "log-level",
+    env: "SPECGATE_LOG_LEVEL",
+    schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    help: "log level of the services",
+  },
+} satisfies Settings;
+
+/** The lines `run` prints once the stack serves; `ready` comes last, on a line of its own. */
+export function readyBanner(stack: LocalStack): string[] {
+  const width = Math.max(...stack.services.map((s) => s.name.length), "redis".length) + 2;
+  const row = (name: string, text: string) => `  ${name.padEnd(width)}${text}`;
+  // Gateway first: it is what people scrape and look at first.
+  const metrics = [...stack.services].reverse().filter((s) => s.metricsUrl);
+  const address =
+    stack.gatewayAddress === `127.0.0.1:${DEFAULT_GATEWAY_PORT}` ? "" : ` --address ${stack.gatewayAddress}`;
+  return [
+    `specgate is up: target ${stack.targetModel}, drafters ${parseDrafterSpecs(stack.drafters)
+      .map((s) => s.name)
+      .join(", ")} (default ${stack.defaultDrafter})`,
+    row("gateway", `${stack.gatewayAddress}   <- clients connect here`),
+    ...stack.services.filter((s) => s.name !== "gateway").map((s) => row(s.name, s.address)),
+    row("redis", `${stack.redisUrl}${stack.ownRedis ? " (started by the stack)" : ""}`),
+    ...(metrics.length > 0 ? ["Prometheus metrics:", ...metrics.map((s) => row(s.name, s.metricsUrl ?? ""))] : []),
+    "Try:",
+    `  npx specgate generate "Once upon a time" --max-tokens 64${address}`,
+    "Ctrl-C stops the stack.",
+    "ready",
+  ];
+}
+
+/** `npm start` / `specgate up`: runs the stack until SIGINT or SIGTERM; resolves with the exit code. */
+export async function run(argv: readonly string[]): Promise<number> {
+  let config: ConfigOf<typeof STACK_SETTINGS> | undefined;
+  try {
+    config = loadConfig(STACK_SETTINGS, argv, process.env, "local stack");
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\nrun with --help to see every setting\n`);
+    return 2;
+  }
+  if (config === undefined) {
+    process.stdout.write(
+      settingsHelp(
+        STACK_SETTINGS,
+        "specgate local stack: builds missing models, starts redis-server (unless REDIS_URL is set), the draft service, the target replicas and the gateway; Ctrl-C stops everything.",
+        "npm start -- [flags]   or   specgate up [flags]",
+      ),
+    );
+    return 0;
+  }
+  let signalled: (signal: string) => void = () => {};
+  const signal = new Promise<string>((resolve) => {
+    signalled = resolve;
+  });
+  const onSignal = (name: NodeJS.Signals) => signalled(name);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    process.stderr.write(`[stack] starting (${config.replicas} target replica${config.replicas > 1 ? "s" : ""})\n`);
+    const starting = startLocalStack({
+      pair: config.pair,
+      targetModel: config.targetModel,
+      drafters: config.drafters,
+      defaultDrafter: config.defaultDrafter,
+      replicas: config.replicas,
+      gatewayPort: config.port,
+      redisUrl: config.redisUrl,
+      logLevel: config.logLevel,
+    });
+    const first = await Promise.race([starting.then((stack) => ({ stack })), signal.then((name) => ({ name }))]);
+    if ("name" in first) {
+      process.stderr.write(`[stack] ${first.name} during start-up: stopping\n`);
+      await starting.then(
+        (stack) => stack.stop(),
+        () => {},
+      );
+      return 0;
+    }
+    const { stack } = first;
+    process.stdout.write(`${readyBanner(stack).join("\n")}\n`);
+    const outcome = await Promise.race([signal.then((name) => ({ name })), stack.failure.then((error) => ({ error }))]);
+    if ("error" in outcome) {
+      process.stderr.write(`[stack] ${outcome.error.message}: stopping the stack\n`);
+      await stack.stop();
+      return 1;
+    }
+    process.stderr.write(`[stack] ${outcome.name}: stopping\n`);
+    await stack.stop();
+    process.stderr.write("[stack] stopped\n");
+    return 0;
+  } catch (error) {
+    process.stderr.write(`[stack] could not start: ${(error as Error).message}\n`);
+    return 1;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
