@@ -10,8 +10,9 @@ import { type RoundToVerify, type Verdict, verifyRound } from "./verify.ts";
 export interface VerifyJob extends Omit<RoundToVerify, "targetLogits" | "vocabSize" | "position"> {
   readonly sequenceId: string;
   /**
-   * Committed tokens (prompt and generated) from index `committedOffset` on; offset 0 means the whole history, which
-   * lets a replica that lost the cache (restart, eviction, rebalance) rebuild it inside the same forward.
+   * Committed tokens (prompt and generated) from index `committedOffset` on, at least the last one; offset 0 means the
+   * whole history, which lets a replica that lost the cache (restart, eviction, rebalance) rebuild it inside the same
+   * forward.
    */
   readonly committed: readonly number[];
   readonly committedOffset: number;
@@ -41,6 +42,9 @@ export async function prefillTarget(
 }
 
 export async function verifyOnTarget(target: CausalLM, jobs: readonly VerifyJob[]): Promise<Verdict[]> {
+  for (const job of jobs) {
+    if (job.committed.length === 0) throw new RangeError(`verify job ${job.sequenceId} carries no committed token`);
+  }
   const missing = jobs.filter((j) => target.sequenceLength(j.sequenceId) < j.committedOffset).map((j) => j.sequenceId);
   if (missing.length > 0) throw new CacheMissError(missing);
   const feeds = jobs.map((job) => {

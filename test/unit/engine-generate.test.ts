@@ -13,7 +13,7 @@ import type { KPolicyConfig } from "../../services/engine/k-policy.ts";
 import { ModelDrafter } from "../../services/engine/model-drafter.ts";
 import { NgramDrafter } from "../../services/engine/ngram-drafter.ts";
 import { distribution, type SamplingParams } from "../../services/engine/sampling.ts";
-import { prefillTarget, verifyOnTarget } from "../../services/engine/target-verifier.ts";
+import { CacheMissError, prefillTarget, verifyOnTarget } from "../../services/engine/target-verifier.ts";
 import { LOSSLESS } from "../../services/engine/verify.ts";
 import { greedyDecode } from "../../services/runtime/greedy.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
@@ -153,6 +153,27 @@ describe("rollback", () => {
     const [logits] = await target.forward([{ sequenceId: "s", tokens: [plain.tokens[1]] }]);
     target.release("s");
     assert.ok(maxAbsDiff(logits, await freshLogits(next)) <= 1e-5);
+  });
+
+  it("verifies from the tokens committed since the cache, and reports a cache that lacks them", async () => {
+    const history = prompts(4)[3];
+    const plain = await greedyDecode(target, history, { maxTokens: 3, stopAtEos: false });
+    await prefillTarget(target, [{ sequenceId: "t", history }]);
+    const job = {
+      sequenceId: "t",
+      draftTokens: plain.tokens.slice(0, 2),
+      sampling: { temperature: 0 },
+      acceptance: LOSSLESS,
+      seed: 0,
+    };
+    const tail = { ...job, committed: history.slice(-1), committedOffset: history.length - 1 };
+    assert.deepEqual(await verifyOnTarget(target, [tail]), [{ accepted: 2, token: plain.tokens[2] }]);
+    target.release("t");
+    await assert.rejects(verifyOnTarget(target, [tail]), CacheMissError);
+    const whole = { ...job, committed: history, committedOffset: 0 };
+    assert.deepEqual(await verifyOnTarget(target, [whole]), [{ accepted: 2, token: plain.tokens[2] }]);
+    assert.equal(target.sequenceLength("t"), history.length + 2);
+    target.release("t");
   });
 
   it("leaves the drafter proposing exactly what a fresh drafter would", async () => {
