@@ -94,6 +94,20 @@ describe("greedy generation on a tiny model", () => {
     }
   });
 
+  it("stops at the context length where plain decoding does", async () => {
+    const prompt = Array.from({ length: 50 }, (_, i) => (i * 5) % VOCAB);
+    const plain = await generate(target, prompt, { maxNewTokens: 100, eosTokenId: null });
+    const spec = await generate(target, prompt, {
+      maxNewTokens: 100,
+      eosTokenId: null,
+      speculation: { drafter: new ModelDrafter(draftModel, "draft"), k: { kind: "fixed", k: 6 } },
+    });
+    assert.equal(plain.finishReason, "context_length");
+    assert.equal(prompt.length + plain.tokens.length, target.info.contextLength);
+    assert.deepEqual(spec.tokens, plain.tokens);
+    assert.equal(spec.finishReason, "context_length");
+  });
+
   it("ends at the same EOS token as plain decoding", async () => {
     const prompt = prompts(1)[0];
     const plain = await generate(target, prompt, { maxNewTokens: 30, eosTokenId: null });
