@@ -7,6 +7,7 @@ import { startTelemetry } from "../telemetry/index.ts";
 import { draftHelp, loadDraftConfig, servedDrafters } from "./config.ts";
 import { loadDrafters } from "./drafters.ts";
 import { startDraftServer } from "./server.ts";
+import { draftMetricsEvents, instrumentDraftService } from "./telemetry.ts";
 
 let loaded: ReturnType<typeof loadDraftConfig>;
 try {
@@ -36,9 +37,9 @@ const server = await startDraftServer({
   drafters,
   capacityBytes: config.cacheBytes,
   logger,
-  events: { evicted: () => telemetry.metrics.recordKvEvictions("draft", "0") },
+  events: draftMetricsEvents(telemetry.metrics),
 });
-telemetry.metrics.observeKvCache("draft", "0", () => server.service.sequences.cacheBytes());
+instrumentDraftService(server.service, telemetry.metrics);
 logger.info(
   {
     address: server.address,

@@ -50,6 +50,8 @@ export interface AcceptArgs {
 }
 
 export interface ProposalResult {
+  /** Drafter that proposed. */
+  readonly drafter: string;
   readonly tokens: number[];
   /** Sampling mode: the (quantised) q each token was drawn from. Empty when greedy. */
   readonly distributions: SparseDistribution[];
@@ -101,8 +103,6 @@ interface ProposeItem {
   readonly sequence: Sequence;
   readonly k: number;
 }
-
-const EMPTY_PROPOSAL: ProposalResult = { tokens: [], distributions: [], draftTimeMs: 0, prefilled: false };
 
 export class DraftSequences {
   /** Insertion order is recency: the first entry is the least recently used. */
@@ -166,7 +166,13 @@ export class DraftSequences {
       this.#touch(sequence);
       sequence.proposal = undefined;
       const k = Math.min(args.k, sequence.served.contextLength - sequence.history.length + 1);
-      let result = EMPTY_PROPOSAL;
+      let result: ProposalResult = {
+        drafter: sequence.served.spec.name,
+        tokens: [],
+        distributions: [],
+        draftTimeMs: 0,
+        prefilled: false,
+      };
       if (k > 0) {
         const batch = this.#batches.get(sequence.served);
         if (!batch) throw new Error(`no batch for drafter ${sequence.served.spec.name}`);
@@ -282,7 +288,7 @@ export class DraftSequences {
       } catch (error) {
         // A failed open may have left part of a cache behind.
         served.drafter.close(sequence.id);
-        results[index] = failureFrom(error);
+        results[index] = asDraftFailure(error);
       }
     }
     try {
@@ -293,6 +299,7 @@ export class DraftSequences {
         const draftTimeMs = performance.now() - started;
         admitted.forEach(({ index, prefilled }, j) => {
           results[index] = {
+            drafter: served.spec.name,
             tokens: drafts[j].tokens,
             distributions: drafts[j].distributions ?? [],
             draftTimeMs,
@@ -305,7 +312,7 @@ export class DraftSequences {
       // proposal rebuilds them from the history.
       for (const { index, item } of admitted) {
         this.#dropCache(item.sequence);
-        results[index] = failureFrom(error);
+        results[index] = asDraftFailure(error);
       }
     } finally {
       this.#reservedBytes -= reserved;
@@ -378,7 +385,8 @@ function invalid(message: string): DraftFailure {
   return new DraftFailure("DRAFT_ERROR_INVALID_ARGUMENT", message);
 }
 
-function failureFrom(error: unknown): DraftFailure {
+/** Any error as the DraftFailure it crosses the wire as (runtime limits get their own codes). */
+export function asDraftFailure(error: unknown): DraftFailure {
   if (error instanceof DraftFailure) return error;
   if (error instanceof CacheCapacityError) return new DraftFailure("DRAFT_ERROR_RESOURCE_EXHAUSTED", error.message);
   if (error instanceof ContextLengthError) return new DraftFailure("DRAFT_ERROR_INVALID_ARGUMENT", error.message);

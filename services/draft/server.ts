@@ -14,7 +14,7 @@ import { draftService, SERVICE_NAMES } from "../../proto/load.ts";
 import { seededSamplingFromWire } from "../../proto/sampling-params.ts";
 import { addStandardServices, bindInsecure, drain } from "../grpc/server.ts";
 import type { ServedDrafter } from "./drafters.ts";
-import { DraftFailure, DraftSequences, type SequenceEvents } from "./sequences.ts";
+import { asDraftFailure, DraftFailure, DraftSequences, type ProposalResult, type SequenceEvents } from "./sequences.ts";
 
 type SessionCall = grpc.ServerDuplexStream<DraftClientMessage__Output, DraftServerMessage>;
 
@@ -24,9 +24,22 @@ interface Session {
   readonly pending: Set<Promise<void>>;
 }
 
+/** A Propose as it arrived, for observers (telemetry). */
+export interface ProposeCall {
+  readonly sequenceId: string;
+  readonly round: number;
+  readonly k: number;
+  /** W3C trace context of the request's round (ProposeRequest.trace_context). */
+  readonly traceContext: Readonly<Record<string, string>>;
+}
+
+/** Called as a Propose starts; the function it returns is called with the proposal or the failure. */
+export type ProposeObserver = (call: ProposeCall) => (outcome: ProposalResult | DraftFailure) => void;
+
 /** The Draft service's handlers over a sequence table. */
 export class DraftService {
   readonly #sessions = new Map<string, Session>();
+  readonly #observers: ProposeObserver[] = [];
   #nextSession = 0;
 
   constructor(
@@ -36,6 +49,11 @@ export class DraftService {
 
   get sessionCount(): number {
     return this.#sessions.size;
+  }
+
+  /** Adds an observer of every Propose (the seam telemetry hangs on). */
+  observe(observer: ProposeObserver): void {
+    this.#observers.push(observer);
   }
 
   handlers(): DraftHandlers {
@@ -147,12 +165,21 @@ export class DraftService {
           const propose = required(message.propose, "propose");
           sequenceId = checkedId(propose.sequence_id);
           round = propose.round;
-          const result = await this.sequences.propose({
-            sequenceId,
-            round,
-            k: propose.k,
-            historyLength: propose.history_length,
-          });
+          const call = { sequenceId, round, k: propose.k, traceContext: propose.trace_context };
+          const observed = this.#observers.map((observer) => observer(call));
+          let result: ProposalResult;
+          try {
+            result = await this.sequences.propose({
+              sequenceId,
+              round,
+              k: propose.k,
+              historyLength: propose.history_length,
+            });
+          } catch (error) {
+            for (const done of observed) done(asDraftFailure(error));
+            throw error;
+          }
+          for (const done of observed) done(result);
           send({
             proposal: {
               sequence_id: sequenceId,
@@ -185,10 +212,7 @@ export class DraftService {
           throw new DraftFailure("DRAFT_ERROR_INVALID_ARGUMENT", "message sets none of open, propose, accept, close");
       }
     } catch (error) {
-      const failure =
-        error instanceof DraftFailure
-          ? error
-          : new DraftFailure("DRAFT_ERROR_INTERNAL", error instanceof Error ? error.message : String(error));
+      const failure = asDraftFailure(error);
       if (failure.code === "DRAFT_ERROR_INTERNAL") log.error({ err: error, sequenceId, round }, "draft failed");
       else log.debug({ code: failure.code, sequenceId, round, reason: failure.message }, "draft error");
       send({ error: { sequence_id: sequenceId, round, code: failure.code, message: failure.message } });

@@ -9,6 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
+import { SpanStatusCode } from "@opentelemetry/api";
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import { pino } from "pino";
 import type { DraftClient as DraftClientType } from "../../gen/specgate/v1/Draft.ts";
 import type { DraftClientMessage } from "../../gen/specgate/v1/DraftClientMessage.ts";
@@ -18,12 +20,15 @@ import { fromWire, quantise } from "../../proto/draft-distribution.ts";
 import { DraftClient } from "../../proto/load.ts";
 import { type DrafterSpec, loadDrafters } from "../../services/draft/drafters.ts";
 import { type RunningDraftServer, startDraftServer } from "../../services/draft/server.ts";
+import { DRAFT_SPAN_NAME, instrumentDraftService } from "../../services/draft/telemetry.ts";
 import type { Drafter } from "../../services/engine/drafter.ts";
 import { ModelDrafter } from "../../services/engine/model-drafter.ts";
 import { NgramDrafter } from "../../services/engine/ngram-drafter.ts";
 import type { SparseDistribution } from "../../services/engine/sampling.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import { buildRandomLlama } from "../../services/runtime/random-llama.ts";
+import { ATTR } from "../../services/telemetry/attributes.ts";
+import { startTelemetry } from "../../services/telemetry/index.ts";
 
 const VOCAB = 64;
 const SPECS: DrafterSpec[] = [
@@ -475,5 +480,49 @@ describe("draft service shutdown", () => {
     assert.match(status.details, /shutting down/);
     assert.equal(service.sequences.counters().sequences, 0);
     served.client.close();
+  });
+});
+
+describe("draft service telemetry", () => {
+  test("each proposal is a span in its round's trace; a failed one is marked with its error code", async () => {
+    const exporter = new InMemorySpanExporter();
+    const processor = new SimpleSpanProcessor({ exporter });
+    const telemetry = await startTelemetry({
+      serviceName: "specgate-draft",
+      metrics: { port: 0 },
+      env: { OTEL_METRICS_EXPORTER: "none" },
+      spanProcessors: [processor],
+    });
+    const served = await serve(1024 * 1024);
+    try {
+      instrumentDraftService(served.server.service, telemetry.metrics);
+      const traceId = "0af7651916cd43dd8448eb211c80319c";
+      const roundSpanId = "b7ad6b7169203331";
+      const trace_context = { traceparent: `00-${traceId}-${roundSpanId}-01` };
+      const session = new Session(served.client);
+      session.send({ open: { sequence_id: "t", drafter: "tiny", tokens: PROMPT, sampling: { seed: 1 } } });
+      session.send({ propose: { sequence_id: "t", round: 1, k: 3, history_length: PROMPT.length, trace_context } });
+      assert.equal((await session.next("t")).proposal?.tokens.length, 3);
+      session.send({ propose: { sequence_id: "gone", round: 2, k: 3, history_length: 1, trace_context } });
+      assert.equal((await session.next("gone")).error?.code, "DRAFT_ERROR_UNKNOWN_SEQUENCE");
+      await session.end();
+
+      await processor.forceFlush();
+      const spans = exporter.getFinishedSpans().filter((span) => span.name === DRAFT_SPAN_NAME);
+      assert.equal(spans.length, 2);
+      for (const span of spans) {
+        assert.equal(span.spanContext().traceId, traceId);
+        assert.equal(span.parentSpanContext?.spanId, roundSpanId);
+      }
+      const [ok, failed] = spans;
+      assert.equal(ok.attributes[ATTR.drafter], "tiny");
+      assert.equal(ok.attributes[ATTR.proposed], 3);
+      assert.equal(ok.attributes[ATTR.reprefilled], true);
+      assert.equal(failed.status.code, SpanStatusCode.ERROR);
+      assert.equal(failed.attributes[ATTR.errorType], "DRAFT_ERROR_UNKNOWN_SEQUENCE");
+    } finally {
+      await stop(served);
+      await telemetry.shutdown();
+    }
   });
 });
