@@ -23,7 +23,7 @@ export interface RedisOptions {
   readonly port?: number;
   /** Own process group, so a terminal's Ctrl-C reaches only the parent, which stops redis in order. */
   readonly detached?: boolean;
-  /** Receives the server's output (warnings and errors only); default: this process's stderr. */
+  /** Receives the server's output (warnings and errors only); default: dropped (a failed start still says why). */
   readonly output?: (text: string) => void;
 }
 
@@ -40,8 +40,14 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
       reject(new Error(error.code === "ENOENT" ? REDIS_INSTALL_HINT : `redis-server could not start: ${error}`)),
     );
   });
-  const output = options.output ?? ((text: string) => process.stderr.write(text));
-  for (const stream of [child.stdout, child.stderr]) stream?.setEncoding("utf8").on("data", output);
+  const output = options.output ?? (() => {});
+  let recent = "";
+  for (const stream of [child.stdout, child.stderr]) {
+    stream?.setEncoding("utf8").on("data", (text: string) => {
+      recent = (recent + text).slice(-2000);
+      output(text);
+    });
+  }
   const exited = once(child, "exit");
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
@@ -52,7 +58,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
     await Promise.race([
       waitForPing(port),
       exited.then(([code]) => {
-        throw new Error(`redis-server exited with code ${code} on port ${port}`);
+        throw new Error(`redis-server exited with code ${code} on port ${port}:\n${recent.trim()}`);
       }),
     ]);
   } catch (error) {
