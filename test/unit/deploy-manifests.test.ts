@@ -877,6 +877,42 @@ describe("compose stack", () => {
     }
   });
 
+  it("sends traces to a collector that receives the services' OTLP protocol and exports to compose services", () => {
+    const collector = readYamlDocuments(join(ROOT, "deploy", "otel-collector.yaml"))[0] as JsonObject;
+    const protocols = ((collector.receivers as JsonObject).otlp as JsonObject).protocols as JsonObject;
+    for (const container of composeContainers()) {
+      const endpoint = container.env.OTEL_EXPORTER_OTLP_ENDPOINT;
+      if (endpoint === undefined) continue;
+      const url = new URL(endpoint);
+      assert.ok(services[url.hostname], `${container.where}: ${url.hostname} is a compose service`);
+      const protocol = container.env.OTEL_EXPORTER_OTLP_PROTOCOL ?? "http/protobuf";
+      const receiver = protocols[protocol === "grpc" ? "grpc" : "http"] as JsonObject | null | undefined;
+      assert.ok(receiver !== undefined, `${container.where}: the collector receives OTLP over ${protocol}`);
+      const listen = String(receiver?.endpoint ?? (protocol === "grpc" ? ":4317" : ":4318"));
+      assert.equal(listen.split(":").at(-1), url.port, `${container.where}: collector port`);
+    }
+    const pipelines = (collector.service as JsonObject).pipelines as Record<string, JsonObject>;
+    assert.ok((pipelines.traces.receivers as string[]).includes("otlp"), "the traces pipeline takes OTLP");
+    for (const [name, exporter] of Object.entries((collector.exporters ?? {}) as Record<string, JsonObject | null>)) {
+      const endpoint = exporter?.endpoint;
+      if (typeof endpoint !== "string") continue;
+      const host = new URL(endpoint.includes("://") ? endpoint : `http://${endpoint}`).hostname;
+      assert.ok(services[host], `collector exporter ${name} sends to ${host}, not a compose service`);
+    }
+  });
+
+  it("provisions Grafana data sources that are compose services", () => {
+    const dir = join(ROOT, "deploy", "grafana", "provisioning", "datasources");
+    const files = readdirSync(dir).filter((file) => /\.ya?ml$/.test(file));
+    assert.ok(files.length > 0, "data source provisioning files");
+    for (const file of files) {
+      for (const source of ((readYamlDocuments(join(dir, file))[0] as JsonObject).datasources ?? []) as JsonObject[]) {
+        const host = new URL(source.url as string).hostname;
+        assert.ok(services[host], `${file}: data source ${source.name} at ${host}, not a compose service`);
+      }
+    }
+  });
+
   it("lets Prometheus scrape every specgate service on the port its telemetry opens", async () => {
     const prometheusFile = join(ROOT, "deploy", "prometheus.yml");
     const config = readYamlDocuments(prometheusFile)[0] as JsonObject;
