@@ -47,10 +47,6 @@ export class DraftService {
     private readonly logger: Logger,
   ) {}
 
-  get sessionCount(): number {
-    return this.#sessions.size;
-  }
-
   /** Adds an observer of every Propose (the seam telemetry hangs on). */
   observe(observer: ProposeObserver): void {
     this.#observers.push(observer);
