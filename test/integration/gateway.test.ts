@@ -6,7 +6,9 @@
  * change any output.
  */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import { pino } from "pino";
@@ -20,6 +22,7 @@ import { type GenerateInput, SpecgateClient, SpecgateError, type StreamEvent } f
 import { generate } from "../../services/engine/generate.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import type { Tokenizer } from "../../services/runtime/tokenizer/tokenizer.ts";
+import { freePort } from "../support/ports.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
 
@@ -222,6 +225,82 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
     );
     await until(cachesIdle, "caches to return to idle after a deadline");
     assert.equal(gateway.admission.inFlight, 0);
+  });
+
+  it("refuses requests beyond its in-flight limit with RESOURCE_EXHAUSTED", async () => {
+    const served = await loadServedModel(MODEL);
+    const small = await startGateway({
+      config: parseGatewayConfig({ port: 0, redisUrl: redis.url, draftAddress, drafters: DRAFTERS, maxInFlight: 1 }),
+      model: served.model,
+      tokenizer: served.tokenizer,
+      logger: silent,
+    });
+    const smallClient = new SpecgateClient({ address: small.address, retry: { maxAttempts: 1 } });
+    try {
+      const outcomes = await Promise.allSettled(
+        [0, 1].map(() => smallClient.generate({ prompt: PROMPTS[0], max_tokens: MAX_TOKENS })),
+      );
+      const refused = outcomes.filter((o) => o.status === "rejected");
+      assert.equal(refused.length, 1);
+      const error = (refused[0] as PromiseRejectedResult).reason;
+      assert.ok(error instanceof SpecgateError && error.codeName === "RESOURCE_EXHAUSTED", String(error));
+      assert.match(error.details, /limit of 1 requests/);
+    } finally {
+      smallClient.close();
+      await small.stop(1000);
+    }
+  });
+
+  it("the CLI prints one JSON object with token ids, text, finish reason and statistics", async () => {
+    // Asynchronously: the gateway answering the CLI runs in this process.
+    const cli = await promisify(execFile)(process.execPath, [
+      "sdk/specgate.js",
+      "generate",
+      PROMPTS[0],
+      "--max-tokens",
+      String(MAX_TOKENS),
+      "--temperature",
+      "0",
+      "--json",
+      "--address",
+      gateway.address,
+    ]);
+    const lines = cli.stdout.trim().split("\n");
+    assert.equal(lines.length, 1);
+    const printed = JSON.parse(lines[0]);
+    assert.deepEqual(printed.token_ids, expected.get(PROMPTS[0]));
+    assert.equal(printed.finish_reason, "length");
+    assert.equal(typeof printed.text, "string");
+    for (const field of ["rounds", "draft_tokens", "accepted_tokens", "alpha"]) {
+      assert.equal(typeof printed.stats[field], "number", field);
+    }
+  });
+
+  it("a gateway process drains on SIGTERM: in-flight streams finish, then it exits 0", async () => {
+    const port = await freePort();
+    const gatewayProcess = spawnService(
+      "gateway/main.ts",
+      ["--port", String(port), "--metrics-port", "0", "--draft-address", draftAddress, "--drafters", DRAFTERS],
+      { REDIS_URL: redis.url },
+    );
+    await gatewayProcess.waitForLog((l) => l.msg === "gateway listening");
+    const drainClient = new SpecgateClient({ address: `127.0.0.1:${port}`, retry: { maxAttempts: 1 } });
+    try {
+      const tokens: number[] = [];
+      let exited: Promise<number | null> | undefined;
+      for await (const event of drainClient.stream({ prompt: PROMPTS[2], max_tokens: MAX_TOKENS, k: 1 })) {
+        if (event.type === "delta") {
+          tokens.push(...event.token_ids);
+          exited ??= gatewayProcess.stop("SIGTERM");
+        }
+      }
+      assert.deepEqual(tokens, expected.get(PROMPTS[2]), "the in-flight stream finished during the drain");
+      assert.equal(await exited, 0);
+      assert.ok(gatewayProcess.logs.some((l) => l.msg === "draining"));
+    } finally {
+      drainClient.close();
+      await gatewayProcess.stop("SIGKILL");
+    }
   });
 
   it("serves the standard health protocol and reflection", async () => {
