@@ -55,6 +55,8 @@ export const ATTR = {
   draftMs: "specgate.draft.duration_ms",
   verifyMs: "specgate.verify.duration_ms",
   roundMs: "specgate.round.duration_ms",
+  /** Set on a round span the request ended before the round's result arrived. */
+  roundAbandoned: "specgate.round.abandoned",
 
   // metric-only attributes
   position: "specgate.draft.position",

@@ -336,9 +336,14 @@ export class SpecgateMetrics {
     this.counters.evictions.add(sequences, { [ATTR.cacheRole]: role, [ATTR.replica]: replica });
   }
 
-  /** Registers a KV cache byte count read at each collection; returns the function that unregisters it. */
+  /**
+   * Registers a KV cache byte count read at each collection; returns the function that unregisters it. Also starts
+   * the cache's eviction counter at 0, so that its rate is defined before the first eviction.
+   */
   observeKvCache(role: "draft" | "target", replica: string, bytes: Read): () => void {
-    return this.kvCache.add({ [ATTR.cacheRole]: role, [ATTR.replica]: replica }, bytes);
+    const attributes = { [ATTR.cacheRole]: role, [ATTR.replica]: replica };
+    this.counters.evictions.add(0, attributes);
+    return this.kvCache.add(attributes, bytes);
   }
 
   /** Registers a replica's waiting verify job count read at each collection; returns the unregister function. */

@@ -76,6 +76,7 @@ export function startRequestTrace(options: RequestTraceOptions): RequestTrace {
     });
   }
   const roundSpans = options.roundSpans ?? ROUND_SPANS;
+  let openRound: Span | undefined;
   const untracedRound: RoundTrace = {
     context: requestContext,
     end: (round) => metrics?.recordRound(labels, round),
@@ -95,16 +96,24 @@ export function startRequestTrace(options: RequestTraceOptions): RequestTrace {
         };
       }
       const roundSpan = tracer.startSpan(ROUND_SPAN_NAME, { kind: SpanKind.INTERNAL }, requestContext);
+      openRound = roundSpan;
       return {
         context: trace.setSpan(requestContext, roundSpan),
         end: (round) => {
           roundSpan.setAttributes(roundAttributes(round));
           roundSpan.end();
+          openRound = undefined;
           metrics?.recordRound(labels, round);
         },
       };
     },
     end: (request) => {
+      // A round cut short (cancellation, deadline, failure) still belongs in the trace, marked as such.
+      if (openRound !== undefined) {
+        openRound.setAttribute(ATTR.roundAbandoned, true);
+        openRound.end();
+        openRound = undefined;
+      }
       if (recording) endServerSpan(span, request);
       metrics?.recordRequest(labels, request);
       metrics?.recordRpc(method, request.status, performance.now() - startedAt);

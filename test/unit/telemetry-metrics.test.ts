@@ -135,6 +135,14 @@ test("round time split, latencies, requests by status, batches, caches", async (
   close(sumSamples(scrape, "specgate_verify_queue_wait_sum"), 0.009);
   assert.equal(sumSamples(scrape, "specgate_kv_cache_usage", { specgate_cache_role: "target" }), 4096);
   assert.equal(sumSamples(scrape, "specgate_kv_cache_evictions_total", { specgate_cache_role: "draft" }), 2);
+  const targetEvictions = scrape.samples.filter(
+    (sample) => sample.name === "specgate_kv_cache_evictions_total" && sample.labels.specgate_cache_role === "target",
+  );
+  assert.deepEqual(
+    targetEvictions.map((sample) => sample.value),
+    [0],
+    "an observed cache's eviction counter exists from the start",
+  );
   assert.equal(sumSamples(scrape, "specgate_verify_queue_depth", { specgate_replica: "0" }), 3);
   await provider.shutdown();
 });

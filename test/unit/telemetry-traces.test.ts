@@ -179,6 +179,18 @@ describe("with tracing on (in-memory exporter)", () => {
     );
   });
 
+  test("a round cut short ends with its request, marked abandoned", async () => {
+    const request = startRequestTrace({ method: METHOD, labels: LABELS, roundSpans: true });
+    request.startRound().end(scriptedRound(0));
+    request.startRound();
+    request.end(scriptedRequest("CANCELLED"));
+    const rounds = byName(await finishedSpans(), ROUND_SPAN_NAME);
+    assert.deepEqual(
+      rounds.map((span) => span.attributes[ATTR.roundAbandoned]),
+      [undefined, true],
+    );
+  });
+
   test("server faults mark the span as an error, client faults do not", async () => {
     for (const [status, code] of [
       ["DEADLINE_EXCEEDED", SpanStatusCode.ERROR],
