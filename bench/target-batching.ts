@@ -1,5 +1,5 @@
 /**
- * `npm run bench:target [-- --json] [--model NAME] [--streams 1,2,4,8,16] [--waits 0,2] [--rounds N] [--k K]
+ * `npm run bench:target [-- --json] [--model NAME] [--streams 1,2,4,8,16] [--waits 0,5] [--rounds N] [--k K]
  * [--alpha A] [--overhead-rounds N] [--threads N] [--repeats R]`: the target service's queue path and micro-batcher, measured.
  *
  * - Queue overhead at batch 1 (on the small stories260k, where it matters most): round trip of a verify job through
@@ -40,7 +40,7 @@ const argsSchema = z.object({
   model: z.string().default("stories260k-x110m"),
   overheadModel: z.string().default("stories260k"),
   streams: list.default([1, 2, 4, 8, 16]),
-  waits: list.default([0, 2]),
+  waits: list.default([0, 5]),
   rounds: z.coerce.number().int().positive().default(8),
   overheadRounds: z.coerce.number().int().positive().default(200),
   k: z.coerce.number().int().min(0).default(4),
@@ -72,21 +72,27 @@ function draws(seed: number): () => number {
   };
 }
 
-/** One client stream: a prompt, its oracle continuation, and the rounds it sends. */
+/**
+ * One client stream: prompt `index` of the workload, its oracle continuation, and the rounds it sends. Streams with
+ * the same index draft the same tokens whatever their sequence id, so every configuration verifies the same rounds.
+ */
 class Stream {
   readonly history: number[];
+  readonly oracle: readonly number[];
+  readonly promptLength: number;
   round = 0;
   readonly #next: () => number;
 
   constructor(
     readonly sequenceId: string,
-    prompt: readonly number[],
-    readonly oracle: readonly number[],
-    readonly promptLength: number,
+    index: number,
+    work: Workload,
     readonly args: Args,
   ) {
-    this.history = [...prompt];
-    this.#next = draws(prompt.length * 7919 + sequenceId.length);
+    this.history = [...work.prompts[index]];
+    this.oracle = work.oracles[index];
+    this.promptLength = this.history.length;
+    this.#next = draws(index + 1);
   }
 
   job(): VerifyJob {
@@ -145,10 +151,7 @@ async function runStreams(
   tag: string,
   verify: (job: VerifyJob) => Promise<VerifyResult__Output>,
 ): Promise<RunFigures> {
-  const clients = Array.from(
-    { length: streams },
-    (_, i) => new Stream(`${tag}-${i}`, work.prompts[i], work.oracles[i], work.prompts[i].length, args),
-  );
+  const clients = Array.from({ length: streams }, (_, i) => new Stream(`${tag}-${i}`, i, work, args));
   const latencies: number[] = [];
   const sizes: number[] = [];
   let tokens = 0;
@@ -184,10 +187,7 @@ async function runStreams(
 
 /** The ceiling: the same rounds, all streams of a round in one VerifyRound call, no queue. */
 async function runInProcess(streams: number, work: Workload, args: Args, round: VerifyRound, tag: string) {
-  const clients = Array.from(
-    { length: streams },
-    (_, i) => new Stream(`${tag}-${i}`, work.prompts[i], work.oracles[i], work.prompts[i].length, args),
-  );
+  const clients = Array.from({ length: streams }, (_, i) => new Stream(`${tag}-${i}`, i, work, args));
   let tokens = 0;
   let started = performance.now();
   for (let r = 0; r <= args.rounds; r++) {
@@ -287,11 +287,11 @@ async function main(): Promise<void> {
     const rtts: number[] = [];
     const overheads: number[] = [];
     const waits: number[] = [];
-    let stream = new Stream("overhead-0", work.prompts[0], work.oracles[0], work.prompts[0].length, args);
+    let stream = new Stream("overhead-0", 0, work, args);
     for (let r = 0; r < args.overheadRounds; r++) {
       if (stream.history.length - stream.promptLength + args.k >= work.oracles[0].length) {
         await small.release([stream.sequenceId]);
-        stream = new Stream(`overhead-${r}`, work.prompts[0], work.oracles[0], work.prompts[0].length, args);
+        stream = new Stream(`overhead-${r}`, 0, work, args);
       }
       const job = stream.job();
       const sent = performance.now();

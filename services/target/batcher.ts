@@ -6,20 +6,27 @@
  *   batch; deciding one turn later costs microseconds.
  * - A batch starts at once when it is full, or when it holds every sequence of the last two batches: a lone stream
  *   (batch 1) never waits, and neither does a steady set of streams once all of them are back.
- * - Otherwise (some sequences of recent batches have not sent their next round yet) it waits up to `maxWaitMs` from
- *   its oldest job for them, so that a set of streams whose rounds arrive a little apart is not split into small
- *   batches that alternate forever. Jobs left over from the last batch (it was full) have waited enough: no wait.
+ * - Otherwise (some sequences of recent batches have not sent their next round yet) it waits for them from its oldest
+ *   job, so that a set of streams whose rounds arrive a little apart (BullMQ hands jobs over one Redis round trip
+ *   after another) is not split into small batches that alternate forever. The wait is at most `maxWaitMs` and at
+ *   most `maxWaitShare` of a recent batch's run time: waiting never costs more than a small share of a forward. Jobs left
+ *   over from the last batch (it was full) have waited enough: no wait.
  * - While a batch runs, arriving jobs queue up and form the next one.
  */
 
 export interface MicroBatcherOptions<J, R> {
   readonly maxBatchSize: number;
   readonly maxWaitMs: number;
+  /** Largest share of a batch's run time (running mean) spent waiting for more jobs; default 0.1. */
+  readonly maxWaitShare?: number;
   /** Jobs with the same key (sequence) never share a batch: the second one waits for the next batch. */
   readonly key: (job: J) => string;
   /** Runs one batch: one outcome per job, in order; an Error outcome fails that job alone, a rejection fails all. */
   readonly run: (jobs: J[]) => Promise<(R | Error)[]>;
 }
+
+/** Weight of the latest batch in the running mean of run times. */
+const RUN_TIME_WEIGHT = 0.2;
 
 interface Pending<J, R> {
   readonly job: J;
@@ -40,6 +47,8 @@ export class MicroBatcher<J, R> {
   #closing = false;
   /** When the last batch started (performance.now()). */
   #lastStart = Number.NEGATIVE_INFINITY;
+  /** Running mean of batch run times, ms (undefined before the first batch: no wait). */
+  #runMs: number | undefined;
   #idle: (() => void)[] = [];
 
   constructor(readonly options: MicroBatcherOptions<J, R>) {
@@ -61,6 +70,11 @@ export class MicroBatcher<J, R> {
   /** Stops waiting for these keys (their sequences ended): the next batch need not wait for them. */
   forget(keys: Iterable<string>): void {
     for (const key of keys) for (const set of this.#recent) set.delete(key);
+  }
+
+  /** Jobs handed in and waiting for a batch. */
+  get waiting(): number {
+    return this.#pending.length;
   }
 
   /** Jobs handed in and not yet finished (waiting or in the running batch). */
@@ -96,7 +110,8 @@ export class MicroBatcher<J, R> {
     const inHand = this.#distinctPending();
     const expected = new Set([...this.#recent[0], ...this.#recent[1], ...this.#pending.map((p) => p.key)]).size;
     const oldest = this.#pending[0].arrived;
-    const wait = this.options.maxWaitMs - (performance.now() - oldest);
+    const budget = Math.min(this.options.maxWaitMs, (this.options.maxWaitShare ?? 0.1) * (this.#runMs ?? 0));
+    const wait = budget - (performance.now() - oldest);
     const leftOver = oldest < this.#lastStart;
     if (this.#closing || leftOver || inHand >= Math.min(expected, this.options.maxBatchSize) || wait <= 0) {
       this.#start();
@@ -116,10 +131,13 @@ export class MicroBatcher<J, R> {
       } else rest.push(p);
     }
     this.#pending = rest;
-    this.#lastStart = performance.now();
+    const started = performance.now();
+    this.#lastStart = started;
     this.#recent = [this.#recent[1], keys];
     this.#runningSize = batch.length;
     this.#running = this.#runBatch(batch).finally(() => {
+      const ms = performance.now() - started;
+      this.#runMs = this.#runMs === undefined ? ms : this.#runMs + RUN_TIME_WEIGHT * (ms - this.#runMs);
       this.#running = undefined;
       this.#runningSize = 0;
       if (this.#pending.length > 0) this.#decide();

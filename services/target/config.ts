@@ -65,8 +65,8 @@ export const TARGET_SETTINGS = {
   maxWaitMs: {
     flag: "max-wait-ms",
     env: "SPECGATE_MAX_WAIT_MS",
-    schema: z.coerce.number().min(0).max(1000).default(2),
-    help: "longest wait for the sequences of recent batches to send their next round before a smaller batch runs (a lone stream never waits)",
+    schema: z.coerce.number().min(0).max(1000).default(5),
+    help: "longest wait for the sequences of recent batches to send their next round before a smaller batch runs (also at most 10% of a batch's run time; a lone stream never waits)",
   },
   executionProvider: {
     flag: "execution-provider",

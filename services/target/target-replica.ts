@@ -3,12 +3,13 @@
  * Target gRPC service and the Redis announcement; and its drain. main.ts runs it as a process, tests and benchmarks
  * may run it in theirs.
  */
+import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { TargetStats } from "../../gen/specgate/v1/TargetStats.ts";
 import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
-import { verifyQueueName } from "../../proto/verify-queue.ts";
+import { QUEUE_PREFIX, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
 import { drain as drainServer } from "../grpc/server.ts";
 import { resolveModel } from "../runtime/model-files.ts";
 import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
@@ -29,6 +30,8 @@ export interface TargetReplica {
   /** Add batch observers here (metrics, traces). */
   readonly verifyRound: VerifyRound;
   stats(): TargetStats;
+  /** Verify jobs waiting for this replica: in its queue (as of the last heartbeat) and in the batcher. */
+  waitingJobs(): number;
   /**
    * Clean shutdown: health NOT_SERVING, announcement withdrawn, no new jobs taken, the jobs in hand verified and
    * completed, then everything closed. Jobs still waiting in the queue are left to the gateways, which re-route a
@@ -109,6 +112,17 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     },
     (error) => log.warn({ err: error }, "replica heartbeat failed"),
   );
+  const queue = new Queue(verifyQueueName(replicaId), { connection: { url: config.redisUrl }, prefix: QUEUE_PREFIX });
+  let queued = 0;
+  const countQueued = setInterval(() => {
+    queue.getWaitingCount().then(
+      (count) => {
+        queued = count;
+      },
+      (error) => log.debug({ err: error }, "could not count waiting jobs"),
+    );
+  }, REPLICA_HEARTBEAT_MS);
+  countQueued.unref();
   setServing(grpc.health, true);
   log.info({ replicaId, address, model: modelName, queue: verifyQueueName(replicaId) }, "target replica serving");
 
@@ -119,10 +133,12 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     model,
     verifyRound,
     stats,
+    waitingJobs: () => queued + batcher.waiting,
     drain() {
       draining ??= (async () => {
         setServing(grpc.health, false);
         await announcer.withdraw().catch((error) => log.warn({ err: error }, "could not withdraw announcement"));
+        clearInterval(countQueued);
         const inHand = batcher.inHand;
         const forced = setTimeout(() => {
           log.warn({ inHand: batcher.inHand }, "drain timeout: closing with jobs in hand");
@@ -132,7 +148,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
         await batcher.drain();
         clearTimeout(forced);
         await drainServer(grpc.server, 1000);
-        await redis.quit();
+        await Promise.all([redis.quit(), queue.close()]);
         await model.close();
         log.info({ finishedInHand: inHand, stats: stats() }, "target replica drained");
       })();

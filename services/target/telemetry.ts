@@ -1,7 +1,7 @@
 /**
  * The replica's metrics and traces (services/telemetry) hung on the seam of verify-round.ts: one batch span linked to
- * every round it served, per-job spans in their requests' traces, batch size, duration and queue waits, target KV
- * cache bytes and evictions.
+ * every round it served, per-job spans in their requests' traces, batch size, duration and queue waits, jobs waiting,
+ * target KV cache bytes and evictions.
  */
 import { type SpecgateMetrics, startVerifyBatch, type VerifyJobOutcome } from "../telemetry/index.ts";
 import type { TargetReplica } from "./target-replica.ts";
@@ -28,4 +28,5 @@ export function instrumentReplica(replica: TargetReplica, metrics: SpecgateMetri
     };
   });
   metrics.observeKvCache("target", id, () => replica.stats().cache_bytes as number);
+  metrics.observeQueueDepth(id, () => replica.waitingJobs());
 }

@@ -162,7 +162,7 @@ describe("target replica process", () => {
     assert.equal(after.jobs - before.jobs, 16 * 3);
   });
 
-  test("exports verify batch metrics and the target KV cache bytes", async () => {
+  test("exports verify batch metrics, jobs waiting and the target KV cache bytes", async () => {
     const endpoint = await replica.waitForLog((line) => line.msg === "metrics endpoint");
     const text = await (await fetch(endpoint.metrics as string)).text();
     const count = (name: string) =>
@@ -176,6 +176,7 @@ describe("target replica process", () => {
     assert.equal(count("specgate_verify_batch_size_count"), served.batches);
     assert.equal(count("specgate_verify_queue_wait_count"), served.jobs);
     assert.ok(text.includes("specgate_kv_cache"), "KV cache gauge exported");
+    assert.equal(count("specgate_verify_queue_depth"), 0, "no job waiting");
   });
 
   test("Release frees caches; the next round re-prefills from the history to the same verdict", async () => {

@@ -15,16 +15,20 @@ interface Job {
 const NEVER = 60_000;
 const TEST_TIMEOUT = { timeout: 10_000 };
 
-/** A batcher whose run doubles values (an Error for negative ones) and records each batch's sequences. */
-function recordingBatcher(maxBatchSize: number, maxWaitMs: number, hold?: () => Promise<void>) {
+/**
+ * A batcher whose run takes a millisecond, doubles values (an Error for negative ones) and records each batch's
+ * sequences. Waits are bounded by maxWaitMs alone (the share of run time is made huge).
+ */
+function recordingBatcher(maxBatchSize: number, maxWaitMs: number, hold = () => sleep(1)) {
   const batches: string[][] = [];
   const batcher = new MicroBatcher<Job, number>({
     maxBatchSize,
     maxWaitMs,
+    maxWaitShare: 1e6,
     key: (job) => job.seq,
     run: async (jobs) => {
       batches.push(jobs.map((j) => j.seq));
-      await hold?.();
+      await hold();
       return jobs.map((j) => (j.value < 0 ? new Error(`negative ${j.value}`) : j.value * 2));
     },
   });
@@ -59,6 +63,23 @@ describe("MicroBatcher", () => {
     ]);
   });
 
+  test("the wait never exceeds a share of the batches' run time", TEST_TIMEOUT, async () => {
+    const batches: string[][] = [];
+    const batcher = new MicroBatcher<Job, number>({
+      maxBatchSize: 16,
+      maxWaitMs: NEVER,
+      key: (job) => job.seq,
+      run: async (jobs) => {
+        batches.push(jobs.map((j) => j.seq));
+        await sleep(1);
+        return jobs.map((j) => j.value);
+      },
+    });
+    await Promise.all([batcher.submit(job("a")), batcher.submit(job("b"))]);
+    await batcher.submit(job("a"));
+    assert.deepEqual(batches, [["a", "b"], ["a"]]);
+  });
+
   test("the wait for absent sequences ends after maxWaitMs", TEST_TIMEOUT, async () => {
     const { batcher, batches } = recordingBatcher(16, 5);
     await Promise.all([batcher.submit(job("a")), batcher.submit(job("b"))]);
@@ -88,7 +109,7 @@ describe("MicroBatcher", () => {
     let held = true;
     // A finite wait: once "a" is done, the next batch waits a little for it (it was in the last batch), then runs.
     const { batcher, batches } = recordingBatcher(16, 5, () =>
-      held ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve(),
+      held ? new Promise<void>((resolve) => (release = resolve)) : sleep(1),
     );
     const first = batcher.submit(job("a"));
     await sleep(5);
