@@ -56,10 +56,25 @@ function attributeValue(value: unknown): AttributeValue | undefined {
   return undefined;
 }
 
-/** Every field of the returned statistics as `specgate.<field>`, plus outcome and gen_ai token usage. */
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Every field of the returned statistics as `specgate.<field>`; a list of records (one per round, say) becomes one
+ * list per record field, `specgate.<field>.<key>`, since attributes cannot nest. Plus outcome and gen_ai token usage.
+ */
 export function finishedRequestAttributes(request: FinishedRequest): Attributes {
   const attributes: Attributes = {};
   for (const [field, value] of Object.entries(request.stats)) {
+    if (Array.isArray(value) && value.length > 0 && value.every(isRecord)) {
+      const keys = new Set(value.flatMap((record) => Object.keys(record)));
+      for (const key of keys) {
+        const converted = attributeValue(value.map((record) => record[key]));
+        if (converted !== undefined) attributes[`${statAttribute(field)}.${key}`] = converted;
+      }
+      continue;
+    }
     const converted = attributeValue(value);
     if (converted !== undefined) attributes[statAttribute(field)] = converted;
   }

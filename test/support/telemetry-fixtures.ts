@@ -64,6 +64,7 @@ export function scriptedRequest(status = "OK"): FinishedRequest {
     time_to_first_token_ms: 7,
     drafter: LABELS.drafter,
     replicas: ["0"],
+    round_timings: SCRIPT.map((_, i) => ({ round_ms: 5, queue_wait_ms: 0.25 * (i + 1), batch_size: 2 })),
   };
   return {
     stats,
@@ -71,4 +72,25 @@ export function scriptedRequest(status = "OK"): FinishedRequest {
     finishReason: "length",
     status,
   };
+}
+
+/**
+ * The request span attributes a set of returned statistics must produce: `specgate.<field>` per field, and for a list
+ * of records (one per round) `specgate.<field>.<key>` holding that key's values in order.
+ */
+export function expectedStatAttributes(stats: object): Map<string, unknown> {
+  const expected = new Map<string, unknown>();
+  for (const [field, value] of Object.entries(stats)) {
+    if (Array.isArray(value) && value.length > 0 && typeof value[0] === "object") {
+      for (const key of Object.keys(value[0])) {
+        expected.set(
+          `specgate.${field}.${key}`,
+          value.map((record: Record<string, unknown>) => record[key]),
+        );
+      }
+    } else {
+      expected.set(`specgate.${field}`, value);
+    }
+  }
+  return expected;
 }

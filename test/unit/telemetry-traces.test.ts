@@ -18,7 +18,13 @@ import {
   VERIFY_BATCH_SPAN_NAME,
   VERIFY_JOB_SPAN_NAME,
 } from "../../services/telemetry/verify-trace.ts";
-import { LABELS, SCRIPT, scriptedRequest, scriptedRound } from "../support/telemetry-fixtures.ts";
+import {
+  expectedStatAttributes,
+  LABELS,
+  SCRIPT,
+  scriptedRequest,
+  scriptedRound,
+} from "../support/telemetry-fixtures.ts";
 
 const METHOD = "specgate.v1.Gateway/Generate";
 const NO_METRICS_ENDPOINT = { OTEL_METRICS_EXPORTER: "none" };
@@ -107,9 +113,8 @@ describe("with tracing on (in-memory exporter)", () => {
     assert.equal(a[ATTR.inputTokens], 9);
     assert.equal(a[ATTR.outputTokens], finished.stats.generated_tokens);
     assert.deepEqual(a[ATTR.finishReasons], ["length"]);
-    for (const [field, value] of Object.entries(finished.stats)) {
-      assert.deepEqual(a[statAttribute(field)], value, `attribute for ${field}`);
-    }
+    for (const [name, value] of expectedStatAttributes(finished.stats)) assert.deepEqual(a[name], value, name);
+    assert.deepEqual(a["specgate.round_timings.queue_wait_ms"], [0.25, 0.5, 0.75, 1]);
     assert.equal(a["specgate.alpha"], 7 / 14);
     assert.equal(requestSpan.status.code, SpanStatusCode.UNSET);
 
