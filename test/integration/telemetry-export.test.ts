@@ -5,7 +5,7 @@ import { get } from "node:http";
 import { connect, createServer } from "node:net";
 import { createInterface } from "node:readline";
 import { after, before, describe, test } from "node:test";
-import { ATTR, statAttribute } from "../../services/telemetry/attributes.ts";
+import { ATTR } from "../../services/telemetry/attributes.ts";
 import { parsePrometheusText, sumSamples } from "../../services/telemetry/prometheus-text.ts";
 import { ROUND_SPAN_NAME } from "../../services/telemetry/request-trace.ts";
 import { startTelemetry } from "../../services/telemetry/start.ts";

@@ -11,7 +11,7 @@ import { type LocalStack, startLocalStack } from "../../deploy/local-stack.ts";
 import type { SpeculationStats__Output } from "../../gen/specgate/v1/SpeculationStats.ts";
 import type { Usage__Output } from "../../gen/specgate/v1/Usage.ts";
 import { SpecgateClient } from "../../sdk/index.ts";
-import { ATTR, statAttribute } from "../../services/telemetry/attributes.ts";
+import { ATTR } from "../../services/telemetry/attributes.ts";
 import { parsePrometheusText, type Scrape, sumSamples } from "../../services/telemetry/prometheus-text.ts";
 import { ROUND_SPAN_NAME } from "../../services/telemetry/request-trace.ts";
 import { VERIFY_BATCH_SPAN_NAME, VERIFY_JOB_SPAN_NAME } from "../../services/telemetry/verify-trace.ts";

@@ -3,7 +3,7 @@ import { after, afterEach, before, describe, test } from "node:test";
 import { Metadata } from "@grpc/grpc-js";
 import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
-import { ATTR, statAttribute } from "../../services/telemetry/attributes.ts";
+import { ATTR } from "../../services/telemetry/attributes.ts";
 import {
   extractFromCarrier,
   extractFromMetadata,
