@@ -346,15 +346,19 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
   });
 
   it("a replica killed mid-run hands its sequences to the other replica", async () => {
+    const STREAMS = 6;
     let killed = false;
-    const runs = Array.from({ length: 6 }, async (_, i) => {
+    let started = 0;
+    const runs = Array.from({ length: STREAMS }, async (_, i) => {
       const prompt = PROMPTS[i % PROMPTS.length];
       const tokens: number[] = [];
       const replicas = new Set<string>();
       for await (const event of client.stream({ prompt, max_tokens: MAX_TOKENS, k: 2 })) {
         if (event.type === "delta") {
           tokens.push(...event.token_ids);
-          if (!killed && tokens.length >= 4) {
+          // Once every stream has its first tokens (each has a result from its replica) and most rounds ahead.
+          if (tokens.length === event.token_ids.length) started++;
+          if (!killed && started === STREAMS) {
             killed = true;
             targets.get("r0")?.child.kill("SIGKILL");
           }
