@@ -10,16 +10,26 @@
  *   tracing-off   the default: Prometheus metrics recorded, no tracer provider
  *   round-events  traces to an in-memory exporter (batch processor), rounds as events on the request span
  *   round-spans   traces to an in-memory exporter (batch processor), one span per round
+ *
+ * With --stack it also measures the real stack: two local stacks side by side (redis-server, draft service, one
+ * target replica, gateway), one with the default configuration (traces off) and one exporting traces over OTLP
+ * (http/protobuf) to a receiver in this process; the same greedy requests alternate between them, one at a time, and
+ * the report gives the time per token of each and their ratio. `--stack-requests N` (default 16) per stack,
+ * `--max-tokens N` (default 48).
  */
 import { cpus } from "node:os";
 import { parseArgs } from "node:util";
 import { BatchSpanProcessor, InMemorySpanExporter } from "@opentelemetry/sdk-trace";
+import { type LocalStack, startLocalStack } from "../deploy/local-stack.ts";
+import { SpecgateClient } from "../sdk/index.ts";
 import { injectIntoCarrier } from "../services/telemetry/propagation.ts";
 import type { FinishedRequest, RequestLabels, VerifiedRound } from "../services/telemetry/records.ts";
 import { startRequestTrace } from "../services/telemetry/request-trace.ts";
 import { startTelemetry, type Telemetry } from "../services/telemetry/start.ts";
 import { startVerifyBatch } from "../services/telemetry/verify-trace.ts";
+import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 import type { BenchReport } from "./cli.ts";
+import { storyPrompts } from "./prompts.ts";
 
 const VARIANTS = ["none", "disabled", "tracing-off", "round-events", "round-spans"] as const;
 type Variant = (typeof VARIANTS)[number];
@@ -162,6 +172,79 @@ async function measure(spinPerRound: number, rounds: number, requests: number, r
   return pass;
 }
 
+interface StackFigures {
+  requests: number;
+  tokens: number;
+  rounds: number;
+  ms_per_token: number;
+  ms_per_round: number;
+}
+
+/** The real stack with traces off and on (OTLP to a receiver here), the same requests alternating between them. */
+async function measureStacks(requests: number, maxTokens: number) {
+  const receiver = await OtlpReceiver.start();
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("OTEL_")));
+  const common = { gatewayPort: 0, metricsPorts: "free" as const, replicas: 1, log: () => {} };
+  process.stderr.write("telemetry bench (stack): starting two local stacks\n");
+  const stacks: Record<"off" | "on", LocalStack> = Object.fromEntries(
+    await Promise.all([
+      startLocalStack({ ...common, env: { ...env, REDIS_URL: undefined } }).then((stack) => ["off", stack]),
+      startLocalStack({
+        ...common,
+        env: {
+          ...env,
+          REDIS_URL: undefined,
+          OTEL_EXPORTER_OTLP_ENDPOINT: receiver.httpUrl,
+          OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
+        },
+      }).then((stack) => ["on", stack]),
+    ]),
+  );
+  const clients = {
+    off: new SpecgateClient({ address: stacks.off.gatewayAddress, timeoutMs: 120_000 }),
+    on: new SpecgateClient({ address: stacks.on.gatewayAddress, timeoutMs: 120_000 }),
+  };
+  const totals = { off: { ms: 0, tokens: 0, rounds: 0 }, on: { ms: 0, tokens: 0, rounds: 0 } };
+  try {
+    const prompts = storyPrompts(requests);
+    // Warm both stacks (model sessions, caches, connections) before timing.
+    for (const side of ["off", "on"] as const) {
+      await clients[side].generate({ prompt: prompts[0], max_tokens: maxTokens, temperature: 0 });
+    }
+    for (let i = 0; i < requests; i++) {
+      // Alternate which side goes first so neither always follows the other's garbage.
+      const order = i % 2 === 0 ? (["off", "on"] as const) : (["on", "off"] as const);
+      for (const side of order) {
+        const start = performance.now();
+        const result = await clients[side].generate({ prompt: prompts[i], max_tokens: maxTokens, temperature: 0 });
+        totals[side].ms += performance.now() - start;
+        totals[side].tokens += result.token_ids.length;
+        totals[side].rounds += result.stats?.rounds ?? 0;
+      }
+      if ((i + 1) % 4 === 0) process.stderr.write(`telemetry bench (stack): ${i + 1}/${requests} request pairs\n`);
+    }
+  } finally {
+    clients.off.close();
+    clients.on.close();
+    await Promise.all([stacks.off.stop(), stacks.on.stop()]);
+    await receiver.close();
+  }
+  const figures = (side: "off" | "on"): StackFigures => ({
+    requests,
+    tokens: totals[side].tokens,
+    rounds: totals[side].rounds,
+    ms_per_token: totals[side].ms / totals[side].tokens,
+    ms_per_round: totals[side].ms / totals[side].rounds,
+  });
+  const spans = receiver.exports.filter((e) => e.signal === "traces").length;
+  return {
+    tracing_off: figures("off"),
+    tracing_on: figures("on"),
+    ratio_on_off: figures("on").ms_per_token / figures("off").ms_per_token,
+    otlp_trace_exports_received: spans,
+  };
+}
+
 export async function run(argv: readonly string[]): Promise<BenchReport> {
   const { values } = parseArgs({
     args: [...argv],
@@ -170,6 +253,9 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       rounds: { type: "string", default: "20" },
       requests: { type: "string", default: "10" },
       repeats: { type: "string", default: "30" },
+      stack: { type: "boolean", default: false },
+      "stack-requests": { type: "string", default: "16" },
+      "max-tokens": { type: "string", default: "48" },
     },
   });
   const roundUs = Number(values["round-us"]);
@@ -201,8 +287,21 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       return `${v.padEnd(14)} ${r.overhead_us_per_round.toFixed(2).padStart(10)} ${r.overhead_us_per_round_median.toFixed(2).padStart(10)} ${r.ratio_min.toFixed(3).padStart(26)} ${r.ratio_median.toFixed(3).padStart(8)}`;
     }),
   ];
+  const stack = values.stack
+    ? await measureStacks(Number(values["stack-requests"]), Number(values["max-tokens"]))
+    : null;
+  if (stack !== null) {
+    summary.push(
+      `real stack, stories260k, ${stack.tracing_off.requests} greedy requests per side alternating, ` +
+        `${stack.tracing_off.tokens} tokens in ${stack.tracing_off.rounds} rounds (off) / ` +
+        `${stack.tracing_on.tokens} in ${stack.tracing_on.rounds} (on):`,
+      `  traces off ${stack.tracing_off.ms_per_token.toFixed(3)} ms/token (${stack.tracing_off.ms_per_round.toFixed(3)} ms/round), ` +
+        `traces on (OTLP) ${stack.tracing_on.ms_per_token.toFixed(3)} ms/token (${stack.tracing_on.ms_per_round.toFixed(3)} ms/round), ` +
+        `ratio on/off ${stack.ratio_on_off.toFixed(3)}`,
+    );
+  }
   return {
     summary,
-    json: { telemetry: { round_work_us: roundUs, rounds, requests, repeats, machine, variants } },
+    json: { telemetry: { round_work_us: roundUs, rounds, requests, repeats, machine, variants, stack } },
   };
 }
