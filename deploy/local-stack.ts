@@ -19,6 +19,7 @@ import { parseDrafterSpecs } from "../services/draft/drafters.ts";
 import { MODELS_ROOT, resolveModel } from "../services/runtime/model-files.ts";
 import { RECIPES } from "../services/runtime/models-build.ts";
 import { TARGET_SETTINGS } from "../services/target/config.ts";
+import { telemetryPlan } from "../services/telemetry/telemetry-plan.ts";
 import { freePort } from "./free-port.ts";
 import { waitUntilServing } from "./health.ts";
 import { type RedisServer, startRedis } from "./redis-server.ts";
@@ -447,11 +448,22 @@ export function readyBanner(stack: LocalStack): string[] {
     ...stack.services.filter((s) => s.name !== "gateway").map((s) => row(s.name, s.address)),
     row("redis", `${stack.redisUrl}${stack.ownRedis ? " (started by the stack)" : ""}`),
     ...(metrics.length > 0 ? ["Prometheus metrics:", ...metrics.map((s) => row(s.name, s.metricsUrl ?? ""))] : []),
+    tracesLine(process.env),
     "Try:",
     `  npx specgate generate "Once upon a time" --max-tokens 64${address}`,
     "Ctrl-C stops the stack.",
     "ready",
   ];
+}
+
+/** Where the services' traces go, from the OTEL_* variables they inherit (deploy/grafana/README.md has the how-to). */
+function tracesLine(env: NodeJS.ProcessEnv): string {
+  const exporters = telemetryPlan(env).traceExporters;
+  if (exporters.length === 0) {
+    return "Traces: off (OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 or OTEL_TRACES_EXPORTER=console turns them on)";
+  }
+  const endpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT || "the default endpoint";
+  return `Traces: ${exporters.map((name) => (name === "otlp" ? `OTLP to ${endpoint}` : name)).join(", ")}`;
 }
 
 /** `npm start` / `specgate up`: runs the stack until SIGINT or SIGTERM; resolves with the exit code. */
