@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import type { DraftDistribution, DraftDistribution__Output } from "../gen/specgate/v1/DraftDistribution.ts";
 import type { FinishReason__Output } from "../gen/specgate/v1/FinishReason.ts";
 import type { Proposal__Output } from "../gen/specgate/v1/Proposal.ts";
+import type { RoundTiming__Output } from "../gen/specgate/v1/RoundTiming.ts";
 import type { SpeculationStats__Output } from "../gen/specgate/v1/SpeculationStats.ts";
 import { messageCodec } from "../proto/codec.ts";
 import { type CostModel, createKPolicy } from "../services/engine/k-policy.ts";
@@ -107,6 +108,7 @@ export async function runGeneration(
     target_reprefills: 0,
     draft_distribution_bytes: 0,
     replicas: [] as string[],
+    round_timings: [] as RoundTiming__Output[],
   };
   const drafted = {
     sequenceId: ids.sequenceId,
@@ -155,7 +157,9 @@ export async function runGeneration(
       const historyLength = sequence.tokens.length;
       const accepted = Math.min(result.accepted, draftTokens.length);
       const committed = sequence.commit([...draftTokens.slice(0, accepted), result.next_token]);
-      if (proposal && !sequence.finished) draft.accept(ids.sequenceId, round, accepted, [result.next_token]);
+      // Also after rounds without a proposal (K = 0, fallback): the draft appends the target's token, so its history
+      // stays in step and needs no rebuild when speculation resumes.
+      if (speculating && !sequence.finished) draft.accept(ids.sequenceId, round, accepted, [result.next_token]);
       policy.observe(draftTokens.length, accepted);
       recordRound(stats, {
         k: proposal ? asked : 0,
@@ -192,6 +196,15 @@ export async function runGeneration(
         if (extra.time_to_first_token_ms === 0) extra.time_to_first_token_ms = performance.now() - started;
         onDelta({ token_ids: committed.tokens, text: committed.text, round });
       }
+      extra.round_timings.push({
+        round_ms: performance.now() - roundStart,
+        draft_wait_ms: draftDone - roundStart,
+        draft_compute_ms: proposal?.draft_time_ms ?? 0,
+        verify_wait_ms: verified - draftDone,
+        queue_wait_ms: result.queue_wait_ms,
+        verify_compute_ms: result.verify_time_ms,
+        batch_size: result.batch_size,
+      });
       services.logger.trace({ sequenceId: ids.sequenceId, round, asked, historyLength, accepted }, "round");
     }
   } finally {
