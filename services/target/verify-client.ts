@@ -57,6 +57,8 @@ export class VerifyClient {
     const result = new Promise<VerifyResult__Output>((resolve, reject) => {
       replica.waiting.set(jobId, { resolve, reject });
     });
+    // An abort or a lost replica may reject this before it is awaited (while the job is still being added).
+    result.catch(() => undefined);
     const onAbort = () => {
       replica.waiting.get(jobId)?.reject(signal?.reason as Error);
       replica.waiting.delete(jobId);
