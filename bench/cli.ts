@@ -4,7 +4,8 @@
  * --json) and then the report as one JSON object on the last line of stdout.
  *
  * Modes: `inproc` (bench/speculative.ts: the engine in one process), `telemetry` (bench/telemetry.ts: tracing and
- * metrics overhead per round). Add a mode by adding a loader below.
+ * metrics overhead per round), `distributed` (bench/distributed.ts: the same figures end to end through the gateway
+ * of a local stack, per-round overhead, throughput at 1..16 concurrent streams). Add a mode by adding a loader below.
  */
 import { parseArgs } from "node:util";
 
@@ -22,6 +23,7 @@ export interface BenchReport {
 const MODES: Record<string, () => Promise<BenchMode>> = {
   inproc: () => import("./speculative.ts"),
   telemetry: () => import("./telemetry.ts"),
+  distributed: () => import("./distributed.ts"),
 };
 
 async function main(): Promise<void> {

@@ -42,12 +42,12 @@ interface Spread {
   readonly median: number;
 }
 
-function spread(values: readonly number[]): Spread {
+export function spread(values: readonly number[]): Spread {
   const sorted = [...values].sort((a, b) => a - b);
   return { min: round(sorted[0]), median: round(sorted[Math.floor(sorted.length / 2)]) };
 }
 
-function round(value: number, digits = 3): number {
+export function round(value: number, digits = 3): number {
   const scale = 10 ** digits;
   return Math.round(value * scale) / scale;
 }
@@ -99,7 +99,7 @@ async function verifyCostRatio(lm: OnnxCausalLM, prompt: readonly number[], roun
  * of the batch changes every step (as when verify jobs of different users come and go), so every step assembles its
  * past by copying; without it, each step feeds the previous step's present tensors back unchanged.
  */
-async function batchedDecode(lm: OnnxCausalLM, prompt: readonly number[], batch: number, churn: boolean) {
+export async function batchedDecode(lm: OnnxCausalLM, prompt: readonly number[], batch: number, churn: boolean) {
   const ids = Array.from({ length: batch + (churn ? 1 : 0) }, (_, i) => `bench-batch-${i}`);
   await lm.forward(ids.map((sequenceId, i) => ({ sequenceId, tokens: contextTokens(prompt, CONTEXT_TOKENS - 2 * i) })));
   const before = lm.stats();
@@ -278,7 +278,10 @@ async function main(): Promise<void> {
   console.log(JSON.stringify(result));
 }
 
-main().catch((error: unknown) => {
-  console.error(`bench:runtime: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-  process.exit(1);
-});
+// Run as a script; other benchmarks import batchedDecode (the batched-forward ceiling) without running this one.
+if (process.argv[1] === import.meta.filename) {
+  main().catch((error: unknown) => {
+    console.error(`bench:runtime: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,516 @@
+/**
+ * Distributed speculative decoding benchmark (`npm run bench -- --mode distributed [--json] [--prompts N]
+ * [--max-tokens N] [--repeats R] [--drafters int4,int4-x11m,ngram] [--k K | --adaptive] [--streams 1,2,4,8,16]
+ * [--stream-tokens N] [--sweep-drafter NAME|none] [--no-inproc]`).
+ *
+ * Starts the whole stack on the cost-scaled pair (redis-server, draft service, one target replica, gateway as real
+ * processes, bench/../deploy/local-stack.ts) and stops it at the end. Through the gateway, with the SDK's streaming
+ * call, on the same prompts:
+ * - Per drafter: α, mean accepted per round, c, the measured speedup S over target-only decoding through the same
+ *   stack (drafter "none": K = 0), the ideal S* from the run's own service-reported compute times (the in-process
+ *   benchmark's formula), efficiency S/S*, and identical_output against in-process target-only greedy tokens; beside
+ *   them the in-process benchmark's figures, measured in this run by its own code.
+ * - Per-round overhead of the distributed path: round wall time at the gateway minus the draft compute and the target
+ *   compute the services reported for that round (SpeculationStats.round_timings), p50/p99, with where it goes.
+ * - Aggregate tokens/s at 1..16 concurrent streams of different tenants, beside the target's own batched-forward
+ *   throughput at the same batch sizes measured in this process between the runs (bench/runtime.ts batchedDecode).
+ *
+ * Decode time excludes each request's first round (it fills the caches with the prompt: the in-process benchmark
+ * leaves its prefill out too): it runs from the first streamed tokens to the end, at the client. Repeats interleave
+ * the configurations prompt by prompt; per (prompt, configuration) the fastest run counts, the least disturbed by
+ * other work on a shared machine, and per-repeat figures give min/median.
+ */
+import { cpus, loadavg, totalmem } from "node:os";
+import { parseArgs } from "node:util";
+import { Redis } from "ioredis";
+import ort from "onnxruntime-node";
+import { z } from "zod";
+import { startLocalStack } from "../deploy/local-stack.ts";
+import type { RoundTiming__Output } from "../gen/specgate/v1/RoundTiming.ts";
+import type { SpeculationStats__Output } from "../gen/specgate/v1/SpeculationStats.ts";
+import { type GenerateInput, SpecgateClient } from "../sdk/index.ts";
+import { generate } from "../services/engine/generate.ts";
+import { resolveModel } from "../services/runtime/model-files.ts";
+import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
+import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
+import type { BenchReport } from "./cli.ts";
+import { storyPrompts } from "./prompts.ts";
+import { batchedDecode, round, spread } from "./runtime.ts";
+import { DRAFTER_MODELS, idealSpeedup, run as runInProcess } from "./speculative.ts";
+
+const TARGET = "stories260k-x110m";
+/** Drafter name of target-only decoding through the gateway (K = 0). */
+const PLAIN = "none";
+
+const list = (text: string) => text.split(",").filter((item) => item.length > 0);
+const argsSchema = z.object({
+  prompts: z.coerce.number().int().positive().default(4),
+  "max-tokens": z.coerce.number().int().positive().default(64),
+  repeats: z.coerce.number().int().positive().default(2),
+  drafters: z.string().default("int4,int4-x11m,ngram").transform(list),
+  k: z.coerce.number().int().positive().default(4),
+  /** Adaptive K (bounded by --k-max) instead of fixed K, for the per-drafter figures. */
+  adaptive: z.boolean().default(false),
+  "k-max": z.coerce.number().int().positive().default(12),
+  streams: z
+    .string()
+    .default("1,2,4,8,16")
+    .transform((text) => list(text).map(Number)),
+  /** Tokens per stream in the concurrency sweep. */
+  "stream-tokens": z.coerce.number().int().positive().default(32),
+  /** Drafter of the speculative concurrency sweep beside the plain one; "none": plain only. */
+  "sweep-drafter": z.string().default("int4"),
+  /** Leave out the in-process figures (they take about as long as the distributed ones). */
+  "no-inproc": z.boolean().default(false),
+});
+type Args = z.output<typeof argsSchema>;
+
+function parseOptions(argv: readonly string[]): Args {
+  const booleans = new Set(["adaptive", "no-inproc"]);
+  const { values } = parseArgs({
+    args: [...argv],
+    options: Object.fromEntries(
+      Object.keys(argsSchema.shape).map((name) => [name, { type: booleans.has(name) ? "boolean" : "string" }]),
+    ) as Record<string, { type: "boolean" | "string" }>,
+  });
+  const parsed = argsSchema.safeParse(values);
+  if (!parsed.success) throw new TypeError(z.prettifyError(parsed.error));
+  for (const name of parsed.data.drafters) {
+    if (!(name in DRAFTER_MODELS))
+      throw new RangeError(`unknown drafter ${name}; known: ${Object.keys(DRAFTER_MODELS)}`);
+  }
+  return parsed.data;
+}
+
+function progress(message: string): void {
+  process.stderr.write(`[bench:distributed] ${message}\n`);
+}
+
+function sum(values: readonly number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
+function quantile(values: readonly number[], q: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+/** One streamed request as the client saw it. */
+interface StreamRun {
+  readonly tokens: number[];
+  /** Tokens of the first delta (the first round, which also filled the caches). */
+  readonly firstTokens: number;
+  readonly sentAt: number;
+  readonly firstAt: number;
+  readonly endAt: number;
+  /** Arrival time and token count of every delta. */
+  readonly deltas: { at: number; tokens: number }[];
+  readonly stats: SpeculationStats__Output;
+}
+
+async function streamOnce(client: SpecgateClient, input: GenerateInput): Promise<StreamRun> {
+  const tokens: number[] = [];
+  const deltas: { at: number; tokens: number }[] = [];
+  const sentAt = performance.now();
+  for await (const event of client.stream(input, { timeoutMs: 300_000 })) {
+    if (event.type === "delta") {
+      deltas.push({ at: performance.now(), tokens: event.token_ids.length });
+      tokens.push(...event.token_ids);
+    } else if (event.stats) {
+      const endAt = performance.now();
+      return {
+        tokens,
+        firstTokens: deltas[0]?.tokens ?? 0,
+        sentAt,
+        firstAt: deltas[0]?.at ?? endAt,
+        endAt,
+        deltas,
+        stats: event.stats,
+      };
+    }
+  }
+  throw new Error("stream ended without its end message");
+}
+
+/** Decode phase of a run: everything after the first round. */
+const decodeMs = (run: StreamRun) => run.endAt - run.firstAt;
+const decodeTokens = (run: StreamRun) => run.tokens.length - run.firstTokens;
+const decodeRounds = (run: StreamRun) => run.stats.round_timings.slice(1);
+
+/** Overhead of the distributed path in one round: what neither model's compute explains. */
+const overheadMs = (t: RoundTiming__Output) => t.round_ms - t.draft_compute_ms - t.verify_compute_ms;
+
+function distribution(values: readonly number[]) {
+  return {
+    p50: round(quantile(values, 0.5)),
+    p99: round(quantile(values, 0.99)),
+    mean: round(sum(values) / values.length),
+  };
+}
+
+/** Where a round's overhead goes, over many rounds: each part's distribution. */
+function overheadBreakdown(timings: readonly RoundTiming__Output[]) {
+  const drafted = timings.filter((t) => t.draft_wait_ms > 0);
+  return {
+    rounds: timings.length,
+    overhead_ms: distribution(timings.map(overheadMs)),
+    /** Gateway ↔ draft service: the propose round trip minus the draft's own compute (rounds with a draft). */
+    draft_transport_ms: distribution(drafted.map((t) => t.draft_wait_ms - t.draft_compute_ms)),
+    /** Enqueue → a batch takes the job (BullMQ hand-over to the replica's worker, micro-batcher wait). */
+    queue_wait_ms: distribution(timings.map((t) => t.queue_wait_ms)),
+    /** Batch done → result at the gateway (job completion, the events stream, decoding). */
+    result_return_ms: distribution(timings.map((t) => t.verify_wait_ms - t.queue_wait_ms - t.verify_compute_ms)),
+    /** The gateway's own work in the round (routing, commit, stop checks, streaming the tokens). */
+    gateway_ms: distribution(timings.map((t) => t.round_ms - t.draft_wait_ms - t.verify_wait_ms)),
+  };
+}
+
+/**
+ * Round trip of a Redis PING on the stack's redis-server: the floor of one hop on this machine right now (the verify
+ * path makes several: add, the worker's wake-up and fetch, completion, the completion event).
+ */
+async function redisPingMs(url: string, count: number) {
+  const redis = new Redis(url);
+  try {
+    const times: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const sent = performance.now();
+      await redis.ping();
+      times.push(performance.now() - sent);
+    }
+    return distribution(times.slice(Math.min(10, count - 1)));
+  } finally {
+    await redis.quit();
+  }
+}
+
+type Runs = StreamRun[][];
+
+/** Per prompt, the fastest run (least disturbed). */
+function fastestRuns(runs: Runs): StreamRun[] {
+  return runs.map((repeats) => repeats.reduce((a, b) => (decodeMs(b) < decodeMs(a) ? b : a)));
+}
+
+function tokensPerS(runs: readonly StreamRun[]): number {
+  return (sum(runs.map(decodeTokens)) * 1000) / sum(runs.map(decodeMs));
+}
+
+/** The target's step cost as the replica reports it: mean compute of plain decoding rounds after the first. */
+function targetStepMs(plain: readonly StreamRun[]): number {
+  const steps = plain.flatMap(decodeRounds).map((t) => t.verify_compute_ms);
+  return sum(steps) / steps.length;
+}
+
+const sameTokens = (a: readonly number[], b: readonly number[]) =>
+  a.length === b.length && a.every((x, i) => x === b[i]);
+
+/**
+ * A drafter's figures against target-only decoding (K = 0) through the same stack, on the fastest run of each prompt.
+ *
+ * S* is the in-process benchmark's formula over this run's measurements: the speculative rounds' model time (draft and
+ * target compute as the services report them) against target-only decoding at its measured cost per token through
+ * this stack. S/S* is then the share of the speculative decode's wall time that the models computed: what gRPC, the
+ * queue and scheduling leave of the algorithm's limit (in process the same ratio, with next to no transport). The
+ * `_compute` pair prices target-only decoding at the replica's compute per step instead (no transport at all, as the
+ * in-process S* does); its ratio is the same efficiency.
+ */
+function drafterFigures(runs: Runs, plainRuns: Runs, reference: readonly number[][], repeats: number) {
+  const spec = fastestRuns(runs);
+  const plain = fastestRuns(plainRuns);
+  const stepMs = targetStepMs(plain);
+  const plainMsPerToken = 1000 / tokensPerS(plain);
+  const rounds = spec.flatMap(decodeRounds);
+  const verifyMs = sum(rounds.map((t) => t.verify_compute_ms));
+  const draftMs = sum(rounds.map((t) => t.draft_compute_ms));
+  const tokens = sum(spec.map(decodeTokens));
+  const speedup = tokensPerS(spec) / tokensPerS(plain);
+  const ideal = idealSpeedup(tokens, plainMsPerToken, verifyMs, draftMs);
+  const stats = spec.map((r) => r.stats);
+  const draftTokens = sum(stats.map((s) => s.draft_tokens));
+  const accepted = sum(stats.map((s) => s.accepted_tokens));
+  const allRounds = sum(stats.map((s) => s.rounds));
+  const perRepeat = Array.from({ length: repeats }, (_, r) => {
+    const at = (all: Runs) => all.map((repeatsOfPrompt) => repeatsOfPrompt[r]);
+    return tokensPerS(at(runs)) / tokensPerS(at(plainRuns));
+  });
+  const draftComputeMs = sum(stats.flatMap((s) => s.round_timings.map((t) => t.draft_compute_ms)));
+  return {
+    alpha: round(draftTokens === 0 ? 0 : accepted / draftTokens),
+    mean_accepted_per_round: round(accepted / allRounds),
+    tokens_per_round: round(sum(stats.map((s) => s.generated_tokens)) / allRounds),
+    c: round(draftTokens === 0 ? 0 : draftComputeMs / draftTokens / stepMs, 4),
+    speedup: round(speedup),
+    speedup_per_repeat: spread(perRepeat),
+    ideal_speedup: round(ideal),
+    efficiency: round(speedup / ideal),
+    speedup_vs_compute: round((tokensPerS(spec) * stepMs) / 1000),
+    ideal_speedup_compute: round(idealSpeedup(tokens, stepMs, verifyMs, draftMs)),
+    identical_output: runs.every((repeatsOfPrompt, i) =>
+      repeatsOfPrompt.every((run) => sameTokens(run.tokens, reference[i])),
+    ),
+    tokens_per_s: round(tokensPerS(spec), 1),
+    mean_k: round(draftTokens / Math.max(1, allRounds), 2),
+    overhead: overheadBreakdown(runs.flat().flatMap(decodeRounds)),
+  };
+}
+
+interface SweepFigures {
+  tokens_per_s: number;
+  tokens_per_s_median: number;
+  ceiling_tokens_per_s: number;
+  ratio: number;
+  mean_batch_size: number;
+}
+
+/**
+ * Tokens/s of `n` concurrent streams, in the window where every stream is past its first round and none has ended
+ * (no prefill, no stragglers: the steady state the ceiling measures); the whole run when that window is empty.
+ */
+async function concurrentTokensPerS(
+  client: SpecgateClient,
+  prompts: readonly number[][],
+  n: number,
+  tokens: number,
+  drafter: string,
+  k: number,
+  tag: string,
+) {
+  const runs = await Promise.all(
+    Array.from({ length: n }, (_, i) =>
+      streamOnce(client, {
+        prompt: prompts[i % prompts.length],
+        max_tokens: tokens,
+        drafter,
+        k: drafter === PLAIN ? 0 : k,
+        tenant_id: `tenant-${i}`,
+        user_id: `user-${i}`,
+        request_id: `${tag}-${i}`,
+      }),
+    ),
+  );
+  const from = Math.max(...runs.map((r) => r.firstAt));
+  const to = Math.min(...runs.map((r) => r.endAt));
+  const windowed = to - from > 0;
+  const start = windowed ? from : Math.min(...runs.map((r) => r.sentAt));
+  const end = windowed ? to : Math.max(...runs.map((r) => r.endAt));
+  const counted = sum(runs.flatMap((r) => r.deltas.filter((d) => d.at > start && d.at <= end).map((d) => d.tokens)));
+  const batches = runs.flatMap((r) => decodeRounds(r).map((t) => t.batch_size));
+  return { tokensPerS: (counted * 1000) / (end - start), meanBatch: sum(batches) / batches.length };
+}
+
+export async function run(argv: readonly string[]): Promise<BenchReport> {
+  const args = parseOptions(argv);
+  const tokenizer = await loadTokenizer(resolveModel(TARGET).dir);
+  const prompts = storyPrompts(Math.max(args.prompts, ...args.streams)).map((text) =>
+    tokenizer.encode(text, { bos: true }),
+  );
+
+  progress(`loading ${TARGET} in this process (reference tokens, batched-forward ceiling)`);
+  const lm = await OnnxCausalLM.load(TARGET);
+  try {
+    return await measure(args, lm, prompts);
+  } finally {
+    await lm.close();
+  }
+}
+
+async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][]): Promise<BenchReport> {
+  const loadAtStart = round(loadavg()[0], 2);
+  const policy: Pick<GenerateInput, "k" | "k_max"> = args.adaptive
+    ? { k: "adaptive", k_max: args["k-max"] }
+    : { k: args.k };
+  const measured = prompts.slice(0, args.prompts);
+  const maxTokens = args["max-tokens"];
+  const reference: number[][] = [];
+  for (const prompt of measured) reference.push((await generate(lm, prompt, { maxNewTokens: maxTokens })).tokens);
+
+  let inproc: Record<string, unknown> | undefined;
+  if (!args["no-inproc"]) {
+    progress("in-process benchmark (bench/speculative.ts) on the same prompts, drafters and K");
+    const report = await runInProcess([
+      ...["--target", TARGET, "--prompts", String(args.prompts), "--tokens", String(maxTokens)],
+      ...["--repeats", String(args.repeats), "--drafters", args.drafters.join(","), "--k", String(args.k)],
+      // The stack's draft service runs its models on one thread: the same here, so that c means the same.
+      ...["--k-max", String(args["k-max"]), "--draft-threads", "1"],
+    ]);
+    inproc = report.json;
+  }
+
+  const stackDrafters = args.drafters.map((name) => `${name}=${DRAFTER_MODELS[name] ?? "ngram"}`).join(",");
+  progress(`starting the stack: ${TARGET}, drafters ${stackDrafters}`);
+  const stack = await startLocalStack({
+    pair: "cost-scaled",
+    drafters: stackDrafters,
+    defaultDrafter: args.drafters[0],
+    replicas: 1,
+    gatewayPort: 0,
+    metricsPorts: "free",
+    logLevel: "warn",
+    log: (line) => process.stderr.write(`[stack] ${line}\n`),
+  });
+  const client = new SpecgateClient({ address: stack.gatewayAddress, retry: { maxAttempts: 1 } });
+  try {
+    const configs = [PLAIN, ...args.drafters];
+    const input = (prompt: number[], drafter: string, tag: string): GenerateInput => ({
+      prompt,
+      max_tokens: maxTokens,
+      drafter,
+      ...(drafter === PLAIN ? { k: 0 } : policy),
+      tenant_id: "bench",
+      request_id: tag,
+    });
+    const redisPing = await redisPingMs(stack.redisUrl, 200);
+    progress("warming up");
+    for (const drafter of configs) await streamOnce(client, input(measured[0], drafter, `warm-${drafter}`));
+
+    const runs = new Map<string, Runs>(configs.map((c) => [c, measured.map(() => [])]));
+    for (let repeat = 0; repeat < args.repeats; repeat++) {
+      for (const [i, prompt] of measured.entries()) {
+        const line: string[] = [];
+        let plainRate = 0;
+        for (const drafter of configs) {
+          const one = await streamOnce(client, input(prompt, drafter, `r${repeat}-p${i}-${drafter}`));
+          runs.get(drafter)?.[i].push(one);
+          const rate = tokensPerS([one]);
+          if (drafter === PLAIN) plainRate = rate;
+          line.push(
+            drafter === PLAIN ? `target-only ${round(rate, 1)} tok/s` : `${drafter} ${round(rate / plainRate, 2)}x`,
+          );
+        }
+        progress(`repeat ${repeat + 1}/${args.repeats} prompt ${i + 1}/${measured.length}: ${line.join(", ")}`);
+      }
+    }
+
+    const sweepDrafters = [PLAIN, ...(args["sweep-drafter"] === PLAIN ? [] : [args["sweep-drafter"]])];
+    const sweep = new Map<string, Map<number, { gateway: number[]; batch: number[]; ceiling: number[] }>>(
+      sweepDrafters.map((d) => [d, new Map(args.streams.map((n) => [n, { gateway: [], batch: [], ceiling: [] }]))]),
+    );
+    for (const n of args.streams) {
+      for (let repeat = 0; repeat < args.repeats; repeat++) {
+        // The ceiling beside each run, so that both see the same machine load.
+        const ceiling = (await batchedDecode(lm, prompts[0], n, false)).tokensPerS;
+        const line = [`ceiling ${round(ceiling, 1)} tok/s`];
+        for (const drafter of sweepDrafters) {
+          const entry = sweep.get(drafter)?.get(n);
+          const figures = await concurrentTokensPerS(
+            client,
+            prompts,
+            n,
+            args["stream-tokens"],
+            drafter,
+            args.k,
+            `s${n}-r${repeat}-${drafter}`,
+          );
+          entry?.ceiling.push(ceiling);
+          entry?.gateway.push(figures.tokensPerS);
+          entry?.batch.push(figures.meanBatch);
+          line.push(
+            `${drafter === PLAIN ? "plain" : drafter} ${round(figures.tokensPerS, 1)} tok/s (batch ${round(figures.meanBatch, 1)})`,
+          );
+        }
+        progress(`${n} streams, repeat ${repeat + 1}/${args.repeats}: ${line.join(", ")}`);
+      }
+    }
+    const sweepFigures = (drafter: string) =>
+      Object.fromEntries(
+        [...(sweep.get(drafter) ?? [])].map(([n, m]): [string, SweepFigures] => {
+          const best = Math.max(...m.gateway);
+          const ceiling = Math.max(...m.ceiling);
+          return [
+            String(n),
+            {
+              tokens_per_s: round(best, 1),
+              tokens_per_s_median: spread(m.gateway).median,
+              ceiling_tokens_per_s: round(ceiling, 1),
+              ratio: round(best / ceiling),
+              mean_batch_size: round(sum(m.batch) / m.batch.length, 2),
+            },
+          ];
+        }),
+      );
+
+    const plainRuns = runs.get(PLAIN) as Runs;
+    const plain = fastestRuns(plainRuns);
+    const inprocDrafters = (inproc?.drafters ?? {}) as Record<string, Record<string, unknown>>;
+    const policyName = args.adaptive ? "adaptive" : "fixed";
+    const drafters: Record<string, unknown> = {};
+    for (const name of args.drafters) {
+      const figures = drafterFigures(runs.get(name) as Runs, plainRuns, reference, args.repeats);
+      const own = inprocDrafters[name]?.[policyName] as Record<string, number> | undefined;
+      drafters[name] = {
+        model: DRAFTER_MODELS[name] ?? null,
+        ...figures,
+        inproc: own && {
+          alpha: own.alpha,
+          mean_accepted_per_round: own.mean_accepted_per_round,
+          c: own.c,
+          speedup: own.speedup,
+          ideal_speedup: own.ideal_speedup,
+          efficiency: own.efficiency,
+          identical_output: own.identical_output,
+          tokens_per_s: own.tokens_per_s,
+        },
+        efficiency_vs_inproc: own ? round(figures.efficiency / own.efficiency) : null,
+      };
+    }
+    const singleStream = [...runs.values()].flatMap((r) => r.flat().flatMap(decodeRounds));
+    const overhead = overheadBreakdown(singleStream);
+    const cpuList = cpus();
+    const json = {
+      target: TARGET,
+      prompts: measured.length,
+      max_new_tokens: maxTokens,
+      repeats: args.repeats,
+      policy: args.adaptive ? { kind: "adaptive", k_max: args["k-max"] } : { kind: "fixed", k: args.k },
+      target_replicas: 1,
+      target_only_tokens_per_s: round(tokensPerS(plain), 1),
+      target_only_identical_output: plainRuns.every((r, i) => r.every((one) => sameTokens(one.tokens, reference[i]))),
+      target_step_ms: round(targetStepMs(plain)),
+      target_only_ms_per_token: round(1000 / tokensPerS(plain)),
+      efficiency_definition:
+        "S / S* = model compute time (draft + target, as the services report it) / wall time of the speculative decode at the client; S against target-only decoding through the same stack, S* with target-only decoding at its measured ms per token through the stack",
+      inproc_target_only_tokens_per_s: inproc?.target_only_tokens_per_s ?? null,
+      drafters,
+      overhead_ms_p50: overhead.overhead_ms.p50,
+      overhead_ms_p99: overhead.overhead_ms.p99,
+      overhead_definition:
+        "per decode round (first round excluded), single stream: round wall time at the gateway - draft compute - target compute, as the services report them",
+      overhead,
+      redis_ping_ms: redisPing,
+      concurrency_mode: "plain",
+      concurrency_tokens_per_stream: args["stream-tokens"],
+      concurrency: sweepFigures(PLAIN),
+      concurrency_speculative:
+        args["sweep-drafter"] === PLAIN
+          ? null
+          : { drafter: args["sweep-drafter"], k: args.k, by_streams: sweepFigures(args["sweep-drafter"]) },
+      inproc: inproc ?? null,
+      machine: {
+        cpus: cpuList.length,
+        cpu_model: cpuList[0]?.model ?? "unknown",
+        memory_gb: round(totalmem() / 2 ** 30, 1),
+        load_average_1m_at_start: loadAtStart,
+        load_average_1m_at_end: round(loadavg()[0], 2),
+        node: process.version,
+        onnxruntime_node: ort.env.versions.node,
+      },
+    };
+    const summary = [
+      `target-only through the gateway: ${json.target_only_tokens_per_s} tok/s (in-process ${json.inproc_target_only_tokens_per_s}), step ${json.target_step_ms} ms`,
+      ...args.drafters.map((name) => {
+        const d = drafters[name] as ReturnType<typeof drafterFigures> & { inproc?: Record<string, number> };
+        return `${name}: alpha ${d.alpha}, acc/round ${d.mean_accepted_per_round}, c ${d.c}, S ${d.speedup}, S* ${d.ideal_speedup}, efficiency ${d.efficiency} (in-process ${d.inproc?.efficiency ?? "-"}), identical ${d.identical_output}`;
+      }),
+      `overhead per round: p50 ${json.overhead_ms_p50} ms, p99 ${json.overhead_ms_p99} ms`,
+      ...Object.entries(json.concurrency).map(
+        ([n, f]) =>
+          `${n} streams (plain): ${f.tokens_per_s} tok/s, ceiling ${f.ceiling_tokens_per_s}, ratio ${f.ratio}`,
+      ),
+    ];
+    return { summary, json };
+  } finally {
+    client.close();
+    await stack.stop();
+  }
+}
