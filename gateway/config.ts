@@ -5,6 +5,8 @@
  */
 import { z } from "zod";
 import { type ConfigOf, loadConfig, parseConfig, type Settings, settingsHelp } from "../services/config/settings.ts";
+import { isLoopbackHost } from "../services/grpc/loopback.ts";
+import type { ServerTlsFiles } from "../services/grpc/server.ts";
 
 const integer = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
 
@@ -100,6 +102,42 @@ export const GATEWAY_SETTINGS = {
     schema: integer(1, 64),
     help: "requests generating at once; more get RESOURCE_EXHAUSTED",
   },
+  maxInFlightPerTenant: {
+    flag: "max-in-flight-per-tenant",
+    env: "SPECGATE_MAX_IN_FLIGHT_PER_TENANT",
+    schema: integer(0, 0),
+    help: "requests one tenant may have generating at once; more get RESOURCE_EXHAUSTED (0: only --max-in-flight)",
+  },
+  tlsCert: {
+    flag: "tls-cert",
+    env: "SPECGATE_TLS_CERT",
+    schema: z.string().min(1).optional(),
+    help: "PEM certificate chain: serve TLS (with --tls-key); unset: plaintext",
+  },
+  tlsKey: {
+    flag: "tls-key",
+    env: "SPECGATE_TLS_KEY",
+    schema: z.string().min(1).optional(),
+    help: "PEM private key of --tls-cert",
+  },
+  tlsClientCa: {
+    flag: "tls-client-ca",
+    env: "SPECGATE_TLS_CLIENT_CA",
+    schema: z.string().min(1).optional(),
+    help: "PEM CA: mutual TLS, every client must present a certificate it signed",
+  },
+  apiKeysFile: {
+    flag: "api-keys-file",
+    env: "SPECGATE_API_KEYS_FILE",
+    schema: z.string().min(1).optional(),
+    help: "file of TENANT:SHA256HEX lines (specgate keygen): every Gateway call needs one of these keys; unset with --api-keys: no authentication",
+  },
+  apiKeys: {
+    flag: "api-keys",
+    env: "SPECGATE_API_KEYS",
+    schema: z.string().min(1).optional(),
+    help: "TENANT:SHA256HEX entries, comma-separated, accepted beside --api-keys-file",
+  },
   verifyTimeoutMs: {
     flag: "verify-timeout-ms",
     env: "SPECGATE_VERIFY_TIMEOUT_MS",
@@ -127,6 +165,37 @@ export const GATEWAY_SETTINGS = {
 } satisfies Settings;
 
 export type GatewayConfig = ConfigOf<typeof GATEWAY_SETTINGS>;
+
+/** The TLS files of a configuration (undefined: plaintext); throws when they do not make a whole. */
+export function gatewayTlsFiles(
+  config: Pick<GatewayConfig, "tlsCert" | "tlsKey" | "tlsClientCa">,
+): ServerTlsFiles | undefined {
+  const { tlsCert, tlsKey, tlsClientCa } = config;
+  if (tlsCert === undefined && tlsKey === undefined) {
+    if (tlsClientCa !== undefined) {
+      throw new TypeError("--tls-client-ca / $SPECGATE_TLS_CLIENT_CA needs TLS: set --tls-cert and --tls-key too");
+    }
+    return undefined;
+  }
+  if (tlsCert === undefined || tlsKey === undefined) {
+    throw new TypeError(
+      "TLS needs both --tls-cert / $SPECGATE_TLS_CERT and --tls-key / $SPECGATE_TLS_KEY; only one is set",
+    );
+  }
+  return { certFile: tlsCert, keyFile: tlsKey, clientCaFile: tlsClientCa };
+}
+
+/**
+ * The warning for a plaintext gateway reachable from other machines, or undefined. Not an error: in a cluster an
+ * Ingress or load balancer usually terminates TLS in front of the gateway.
+ */
+export function plaintextExposureWarning(host: string, tls: boolean): string | undefined {
+  if (tls || isLoopbackHost(host)) return undefined;
+  return (
+    `the gateway listens on ${host} without TLS: requests, outputs and API keys cross the network in clear. ` +
+    "Set --tls-cert and --tls-key (SPECGATE_TLS_CERT, SPECGATE_TLS_KEY) unless TLS is terminated in front of it"
+  );
+}
 
 export function parseGatewayConfig(input: Record<string, unknown>): GatewayConfig {
   return parseConfig(GATEWAY_SETTINGS, input, "gateway");

@@ -25,7 +25,14 @@ const telemetry = await startTelemetry({ serviceName: "specgate-gateway", metric
 const { model, tokenizer } = await loadServedModel(config.model);
 const gateway = await startGateway({ config, model, tokenizer, logger, metrics: telemetry.metrics });
 logger.info(
-  { address: gateway.address, model: model.name, draft: config.draftAddress, metrics: telemetry.metricsUrl },
+  {
+    address: gateway.address,
+    transport: gateway.transport,
+    apiKeys: gateway.apiKeys ?? "off",
+    model: model.name,
+    draft: config.draftAddress,
+    metrics: telemetry.metricsUrl,
+  },
   "gateway listening",
 );
 

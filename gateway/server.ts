@@ -1,6 +1,7 @@
 /**
- * The Gateway gRPC server: admission, validation, the round loop per request (generation.ts), the standard health
- * and reflection services, and a graceful drain. Client cancellation and deadlines abort the request's round loop,
+ * The Gateway gRPC server: TLS (optionally mutual), API-key authentication of every Gateway call (authentication.ts;
+ * health and reflection stay open), per-tenant admission, validation, the round loop per request (generation.ts), the
+ * standard health and reflection services, and a graceful drain. Client cancellation and deadlines abort the request's round loop,
  * which releases its caches in the draft and target services.
  */
 import { randomUUID } from "node:crypto";
@@ -13,13 +14,15 @@ import type { ListModelsResponse } from "../gen/specgate/v1/ListModelsResponse.t
 import { gatewayService, SERVICE_NAMES } from "../proto/load.ts";
 import { CostModel } from "../services/engine/k-policy.ts";
 import { randomSeed } from "../services/engine/rng.ts";
-import { addStandardServices, bindInsecure, drain } from "../services/grpc/server.ts";
+import { addStandardServices, bindServer, drain, serverTlsCredentials } from "../services/grpc/server.ts";
 import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
 import { VerifyClient } from "../services/target/verify-client.ts";
 import { VerifyJobError } from "../services/target/verify-errors.ts";
 import { extractFromMetadata, type SpecgateMetrics, startRequestTrace } from "../services/telemetry/index.ts";
 import { Admission } from "./admission.ts";
-import { type GatewayConfig, parseDrafterListing } from "./config.ts";
+import { loadApiKeys } from "./api-keys.ts";
+import { identifyCall } from "./authentication.ts";
+import { type GatewayConfig, gatewayTlsFiles, parseDrafterListing, plaintextExposureWarning } from "./config.ts";
 import { DraftLink } from "./draft-link.ts";
 import { type Delta, type GenerationServices, type Outcome, runGeneration } from "./generation.ts";
 import { NoReplicaError, ReplicaRouter } from "./replicas.ts";
@@ -38,6 +41,10 @@ export interface RunningGateway {
   /** host:port as bound. */
   readonly address: string;
   readonly port: number;
+  /** How clients connect: plaintext, TLS, or TLS with client certificates required. */
+  readonly transport: "plaintext" | "tls" | "mutual-tls";
+  /** Configured API keys; undefined when authentication is off. */
+  readonly apiKeys: number | undefined;
   readonly admission: Admission;
   readonly router: ReplicaRouter;
   /**
@@ -73,6 +80,11 @@ function toStatus(error: unknown): { code: grpc.status; details: string } {
 
 export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
   const { config, model, tokenizer, logger, metrics } = options;
+  // Security settings first: a gateway that cannot apply them must not start, let alone serve in the open.
+  const tlsFiles = gatewayTlsFiles(config);
+  const credentials = tlsFiles && serverTlsCredentials(tlsFiles);
+  const apiKeys = loadApiKeys({ file: config.apiKeysFile, inline: config.apiKeys });
+  if (apiKeys?.size === 0) logger.warn("API keys are on but none is configured: every Gateway call will be refused");
   const drafters = parseDrafterListing(config.drafters);
   if (config.defaultDrafter !== NO_DRAFTER && !drafters.some((d) => d.name === config.defaultDrafter)) {
     throw new TypeError(`default drafter "${config.defaultDrafter}" is not among the drafters (${config.drafters})`);
@@ -116,7 +128,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     defaultMaxTokens: config.defaultMaxTokens,
     maxTokensLimit: config.maxTokensLimit,
   };
-  const admission = new Admission(config.maxInFlight);
+  const admission = new Admission(config.maxInFlight, config.maxInFlightPerTenant || Number.POSITIVE_INFINITY);
   const running = new Set<AbortController>();
 
   /** Runs one request for either RPC; `onDelta` receives the streamed rounds. */
@@ -127,10 +139,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       | grpc.ServerWritableStream<GenerateRequest__Output, unknown>,
     onDelta: (delta: Delta) => void,
   ): Promise<{ outcome: Outcome; requestId: string; seed: number }> {
-    const admitted = admission.admit();
+    const identity = identifyCall(apiKeys, call.metadata, call.request.tenant_id);
+    if (!identity.ok) {
+      logger.info({ method, code: grpc.status[identity.code], details: identity.message }, "call refused");
+      throw new Aborted(identity.code, identity.message);
+    }
+    const admitted = admission.admit(identity.tenant);
     if (!admitted.admitted) {
       throw new Aborted(
-        admitted.reason === "full" ? grpc.status.RESOURCE_EXHAUSTED : grpc.status.UNAVAILABLE,
+        admitted.reason === "draining" ? grpc.status.UNAVAILABLE : grpc.status.RESOURCE_EXHAUSTED,
         admitted.message,
       );
     }
@@ -146,7 +163,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
           Math.max(0, deadlineMs - Date.now()),
         )
       : undefined;
-    const request = call.request;
+    const request = { ...call.request, tenant_id: identity.tenant };
     const requestId = request.request_id || randomUUID();
     const log = logger.child({ requestId, tenant: request.tenant_id });
     let trace: ReturnType<typeof startRequestTrace> | undefined;
@@ -248,7 +265,12 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         },
       );
     },
-    ListModels(_call, callback) {
+    ListModels(call, callback) {
+      const identity = identifyCall(apiKeys, call.metadata, "");
+      if (!identity.ok) {
+        callback({ code: identity.code, details: identity.message });
+        return;
+      }
       const listing: ListModelsResponse = {
         models: [
           {
@@ -271,7 +293,9 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const server = new grpc.Server();
   server.addService(gatewayService, handlers);
   const health = addStandardServices(server, [SERVICE_NAMES.gateway]);
-  const port = await bindInsecure(server, config.host, config.port);
+  const port = await bindServer(server, config.host, config.port, credentials);
+  const exposure = plaintextExposureWarning(config.host, tlsFiles !== undefined);
+  if (exposure) logger.warn({ host: config.host }, exposure);
   await router.ready();
   health.setStatus("", "SERVING");
   health.setStatus(SERVICE_NAMES.gateway, "SERVING");
@@ -280,6 +304,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   return {
     address: `${config.host}:${port}`,
     port,
+    transport: tlsFiles === undefined ? "plaintext" : tlsFiles.clientCaFile === undefined ? "tls" : "mutual-tls",
+    apiKeys: apiKeys?.size,
     admission,
     router,
     stop(graceMs) {

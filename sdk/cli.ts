@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { apiKeyLine, newApiKey } from "../gateway/api-keys.ts";
 import type { GenerateEnd__Output } from "../gen/specgate/v1/GenerateEnd.ts";
 import type { GenerateResponse__Output } from "../gen/specgate/v1/GenerateResponse.ts";
 import { type ClientOptions, DEFAULT_ADDRESS, SpecgateClient } from "./client.ts";
@@ -18,6 +19,7 @@ Usage: specgate <command> [options]
 Commands:
   generate "<prompt>"   generate a completion through a gateway
   models                list the gateway's target model and drafters
+  keygen --tenant NAME  create an API key for a tenant and print its line for the gateway's keys file
   up                    start the whole stack locally (models, redis, draft, targets, gateway)
   bench                 run the benchmarks
 
@@ -29,7 +31,8 @@ const CONNECTION_HELP = `Connection:
   --tls-ca FILE         PEM roots to trust (enables TLS)
   --tls-cert FILE       PEM client certificate (mutual TLS, with --tls-key)
   --tls-key FILE        PEM client key
-  --insecure            plaintext even for a non-loopback address (loopback is plaintext by default)`;
+  --insecure            plaintext even for a non-loopback address (loopback is plaintext by default)
+  --api-key KEY         API key of a gateway that requires one (default: $SPECGATE_API_KEY)`;
 
 const GENERATE_HELP = `Usage: specgate generate "<prompt>" [options]
 
@@ -56,6 +59,18 @@ const MODELS_HELP = `Usage: specgate models [--json]
 
 ${CONNECTION_HELP}`;
 
+const KEYGEN_HELP = `Usage: specgate keygen --tenant NAME [--json]
+
+Creates a random API key for the tenant. Prints the key (give it to the client; it is shown once and stored nowhere),
+then the line to add to the gateway's API keys file (SPECGATE_API_KEYS_FILE): TENANT:SHA256HEX, the key's hash only.
+  --json                print {"tenant", "api_key", "keys_line"}`;
+
+const KEYGEN_OPTIONS = {
+  tenant: { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
 const CONNECTION_OPTIONS = {
   address: { type: "string" },
   timeout: { type: "string" },
@@ -63,6 +78,7 @@ const CONNECTION_OPTIONS = {
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   insecure: { type: "boolean" },
+  "api-key": { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -107,6 +123,7 @@ function clientOptions(values: ConnectionValues): ClientOptions {
   const tlsGiven = values["tls-ca"] || values["tls-cert"] || values["tls-key"];
   return {
     address,
+    apiKey: (values["api-key"] as string | undefined) || process.env.SPECGATE_API_KEY || undefined,
     timeoutMs: number("timeout", values.timeout as string | undefined),
     tls: values.insecure
       ? false
@@ -235,6 +252,31 @@ async function models(argv: string[]): Promise<number> {
   }
 }
 
+function keygen(argv: string[]): number {
+  const { values } = parseArgs({ args: argv, options: KEYGEN_OPTIONS });
+  if (values.help) {
+    console.log(KEYGEN_HELP);
+    return 0;
+  }
+  if (values.tenant === undefined) throw new UsageError("keygen needs --tenant NAME");
+  const key = newApiKey();
+  let line: string;
+  try {
+    line = apiKeyLine(values.tenant, key);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (values.json) {
+    console.log(JSON.stringify({ tenant: values.tenant, api_key: key, keys_line: line }));
+    return 0;
+  }
+  process.stderr.write(`API key of tenant "${values.tenant}" (give it to the client; it is stored nowhere):\n`);
+  console.log(key);
+  process.stderr.write("Line for the gateway's API keys file (SPECGATE_API_KEYS_FILE):\n");
+  console.log(line);
+  return 0;
+}
+
 /**
  * Hands a command to a module other parts of the project provide: either it exports `run(argv)`, or it is a script
  * that runs on import and reads process.argv (set here as if it had been started directly). Clear message while the
@@ -264,6 +306,8 @@ export async function main(argv: string[]): Promise<number> {
         return await generate(rest);
       case "models":
         return await models(rest);
+      case "keygen":
+        return keygen(rest);
       case "up":
         return await delegate("../deploy/local-stack.ts", "up", rest);
       case "bench":

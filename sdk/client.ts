@@ -1,7 +1,8 @@
 /**
  * SpecgateClient: the typed client of the Gateway service. Deadlines (one overall deadline across retries),
  * cancellation by AbortSignal, retries with backoff on UNAVAILABLE (never once a stream has yielded: tokens already
- * delivered cannot be taken back), TLS or plaintext for loopback, and failures as SpecgateError with the gRPC code.
+ * delivered cannot be taken back), TLS or plaintext for loopback, an API key on every call, and failures as
+ * SpecgateError with the gRPC code.
  */
 import {
   type ChannelCredentials,
@@ -18,6 +19,7 @@ import type { GenerateResponse__Output } from "../gen/specgate/v1/GenerateRespon
 import type { ListModelsResponse__Output } from "../gen/specgate/v1/ListModelsResponse.ts";
 import type { TokenDelta__Output } from "../gen/specgate/v1/TokenDelta.ts";
 import { GatewayClient } from "../proto/load.ts";
+import { isLoopbackHost } from "../services/grpc/loopback.ts";
 import { SpecgateError, toSpecgateError } from "./errors.ts";
 import { type GenerateInput, toGenerateRequest } from "./request.ts";
 import { backoffDelayMs, DEFAULT_RETRY, type RetryOptions, sleep } from "./retry.ts";
@@ -35,6 +37,8 @@ export interface ClientOptions {
   address?: string;
   /** TLS settings, or false for plaintext. Absent: plaintext for loopback addresses, TLS with system roots otherwise. */
   tls?: TlsOptions | false;
+  /** API key of a gateway that requires one: sent as `authorization: Bearer <key>` with every call. */
+  apiKey?: string;
   /** Retries on UNAVAILABLE; `{ maxAttempts: 1 }` disables them. */
   retry?: Partial<RetryOptions>;
   /** Default deadline of every call, milliseconds from its start (absent: none). */
@@ -56,13 +60,9 @@ export type StreamEvent = ({ type: "delta" } & TokenDelta__Output) | ({ type: "e
 
 export const DEFAULT_ADDRESS = "127.0.0.1:50051";
 
-function isLoopback(address: string): boolean {
-  const host = address.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
-  return host === "localhost" || host === "::1" || host.startsWith("127.");
-}
-
 function channelCredentials(address: string, tls: TlsOptions | false | undefined): ChannelCredentials {
-  if (tls === false || (tls === undefined && isLoopback(address))) return credentials.createInsecure();
+  if (tls === false || (tls === undefined && isLoopbackHost(address.replace(/:\d+$/, ""))))
+    return credentials.createInsecure();
   const pem = (value: Buffer | string | undefined) => (value === undefined ? null : Buffer.from(value));
   return credentials.createSsl(pem(tls?.ca), pem(tls?.key), pem(tls?.cert));
 }
@@ -77,11 +77,13 @@ export class SpecgateClient {
   private readonly stub: GatewayStub;
   private readonly retry: RetryOptions;
   private readonly timeoutMs: number | undefined;
+  private readonly apiKey: string | undefined;
 
   constructor(options: ClientOptions = {}) {
     this.address = options.address ?? DEFAULT_ADDRESS;
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
     this.timeoutMs = options.timeoutMs;
+    this.apiKey = options.apiKey;
     this.stub = new GatewayClient(this.address, channelCredentials(this.address, options.tls), options.channelOptions);
   }
 
@@ -153,6 +155,7 @@ export class SpecgateClient {
 
   private metadata(options: CallOptions): Metadata {
     const metadata = new Metadata();
+    if (this.apiKey !== undefined) metadata.set("authorization", `Bearer ${this.apiKey}`);
     for (const [key, value] of Object.entries(options.metadata ?? {})) metadata.set(key, value);
     return metadata;
   }

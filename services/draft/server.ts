@@ -12,7 +12,7 @@ import type { DraftStats } from "../../gen/specgate/v1/DraftStats.ts";
 import { toWire } from "../../proto/draft-distribution.ts";
 import { draftService, SERVICE_NAMES } from "../../proto/load.ts";
 import { seededSamplingFromWire } from "../../proto/sampling-params.ts";
-import { addStandardServices, bindInsecure, drain } from "../grpc/server.ts";
+import { addStandardServices, bindServer, drain } from "../grpc/server.ts";
 import type { ServedDrafter } from "./drafters.ts";
 import { asDraftFailure, DraftFailure, DraftSequences, type ProposalResult, type SequenceEvents } from "./sequences.ts";
 
@@ -259,7 +259,7 @@ export async function startDraftServer(options: DraftServerOptions): Promise<Run
   const server = new grpc.Server();
   server.addService(draftService, service.handlers());
   const health = addStandardServices(server, [SERVICE_NAMES.draft]);
-  const port = await bindInsecure(server, options.host, options.port);
+  const port = await bindServer(server, options.host, options.port);
   health.setStatus("", "SERVING");
   health.setStatus(SERVICE_NAMES.draft, "SERVING");
   let stopping: Promise<void> | undefined;

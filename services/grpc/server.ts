@@ -2,15 +2,55 @@
  * What every specgate gRPC server (gateway, draft, target) does the same way: bind, serve the standard health and
  * reflection services, and drain on shutdown.
  */
+import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { packageDefinition } from "../../proto/load.ts";
 
-/** Binds `host:port` (port 0: a free one) without TLS and resolves with the bound port. */
-export function bindInsecure(server: grpc.Server, host: string, port: number): Promise<number> {
+/** PEM files of a TLS server: its certificate chain and key, and for mutual TLS the CA its clients must chain to. */
+export interface ServerTlsFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Set: every client must present a certificate signed by this CA (mutual TLS). */
+  readonly clientCaFile?: string;
+}
+
+function readPem(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw new Error(`cannot read the ${what} ${path}: ${(error as Error).message}`);
+  }
+}
+
+/** Server credentials from PEM files (read once, at start-up). */
+export function serverTlsCredentials(files: ServerTlsFiles): grpc.ServerCredentials {
+  const clientCa = files.clientCaFile === undefined ? null : readPem(files.clientCaFile, "client CA file");
+  return grpc.ServerCredentials.createSsl(
+    clientCa,
+    [
+      {
+        cert_chain: readPem(files.certFile, "TLS certificate file"),
+        private_key: readPem(files.keyFile, "TLS key file"),
+      },
+    ],
+    clientCa !== null,
+  );
+}
+
+/**
+ * Binds `host:port` (port 0: a free one) and resolves with the bound port; TLS when credentials are given, plaintext
+ * otherwise.
+ */
+export function bindServer(
+  server: grpc.Server,
+  host: string,
+  port: number,
+  credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
+): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (error, boundPort) => {
+    server.bindAsync(`${host}:${port}`, credentials, (error, boundPort) => {
       if (error) reject(error);
       else resolve(boundPort);
     });

@@ -7,7 +7,7 @@ import type { HealthImplementation } from "grpc-health-check";
 import type { TargetHandlers } from "../../gen/specgate/v1/Target.ts";
 import type { TargetStats } from "../../gen/specgate/v1/TargetStats.ts";
 import { SERVICE_NAMES, targetService } from "../../proto/load.ts";
-import { addStandardServices, bindInsecure } from "../grpc/server.ts";
+import { addStandardServices, bindServer } from "../grpc/server.ts";
 
 export interface TargetServiceBackend {
   /** Frees the sequences' caches; returns how many held one and the cache bytes left. */
@@ -47,7 +47,7 @@ export async function startTargetServer(
   const server = new grpc.Server();
   server.addService(targetService, targetHandlers(backend));
   const health = addStandardServices(server, [SERVICE_NAMES.target]);
-  const bound = await bindInsecure(server, host, port);
+  const bound = await bindServer(server, host, port);
   return { server, health, port: bound };
 }
 

@@ -9,7 +9,7 @@ import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import type { HealthImplementation } from "grpc-health-check";
-import { addStandardServices, bindInsecure } from "../../services/grpc/server.ts";
+import { addStandardServices, bindServer } from "../../services/grpc/server.ts";
 
 const SCRIPT = join(import.meta.dirname, "..", "..", "deploy", "healthcheck.ts");
 
@@ -30,7 +30,7 @@ describe("deploy/healthcheck.ts", () => {
 
   before(async () => {
     health = addStandardServices(server, []);
-    address = `127.0.0.1:${await bindInsecure(server, "127.0.0.1", 0)}`;
+    address = `127.0.0.1:${await bindServer(server, "127.0.0.1", 0)}`;
   });
   after(() => server.forceShutdown());
 

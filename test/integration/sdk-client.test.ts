@@ -13,7 +13,7 @@ import type { GatewayHandlers } from "../../gen/specgate/v1/Gateway.ts";
 import type { GenerateRequest__Output } from "../../gen/specgate/v1/GenerateRequest.ts";
 import { gatewayService } from "../../proto/load.ts";
 import { SpecgateClient, SpecgateError } from "../../sdk/index.ts";
-import { bindInsecure } from "../../services/grpc/server.ts";
+import { bindServer } from "../../services/grpc/server.ts";
 
 type Behaviour = (
   attempt: number,
@@ -76,7 +76,7 @@ describe("SpecgateClient against a real gRPC server", { timeout: 20_000 }, () =>
   let client: SpecgateClient;
   before(async () => {
     server.addService(gatewayService, handlers);
-    port = await bindInsecure(server, "127.0.0.1", 0);
+    port = await bindServer(server, "127.0.0.1", 0);
     client = new SpecgateClient({
       address: `127.0.0.1:${port}`,
       retry: { maxAttempts: 3, initialBackoffMs: 5, maxBackoffMs: 20 },
@@ -244,7 +244,7 @@ describe("SpecgateClient without a server", () => {
   it("retries then fails UNAVAILABLE", async () => {
     const server = new grpc.Server();
     server.addService(gatewayService, {});
-    const port = await bindInsecure(server, "127.0.0.1", 0);
+    const port = await bindServer(server, "127.0.0.1", 0);
     server.forceShutdown();
     const client = new SpecgateClient({
       address: `127.0.0.1:${port}`,

@@ -1,0 +1,144 @@
+/**
+ * API keys, each bound to one tenant. The gateway is configured with SHA-256 hashes of keys only, one
+ * `TENANT:SHA256HEX` per line: a key is 32 random bytes, so an unsalted fast hash is as hard to invert as the key is
+ * to guess, and a leaked keys file lets nobody in. A presented key is hashed and compared with every configured hash in
+ * constant time (no early exit), so timing tells a caller nothing about how close a guess was.
+ */
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
+
+/** Marks specgate keys, so one pasted where a hash belongs is recognised (and never echoed in an error). */
+export const API_KEY_PREFIX = "sg_";
+const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const HASH = /^[0-9a-f]{64}$/;
+
+export interface ApiKeyEntry {
+  readonly tenant: string;
+  /** SHA-256 of the key, 32 bytes. */
+  readonly hash: Buffer;
+}
+
+export type Authentication =
+  | { readonly ok: true; readonly tenant: string }
+  | { readonly ok: false; readonly message: string };
+
+/** A new random key (`sg_` + 32 random bytes, base64url). */
+export function newApiKey(): string {
+  return `${API_KEY_PREFIX}${randomBytes(32).toString("base64url")}`;
+}
+
+export function hashApiKey(key: string): Buffer {
+  return createHash("sha256").update(key, "utf8").digest();
+}
+
+/** The keys-file line of a key: `TENANT:SHA256HEX`. */
+export function apiKeyLine(tenant: string, key: string): string {
+  checkTenant(tenant);
+  return `${tenant}:${hashApiKey(key).toString("hex")}`;
+}
+
+function checkTenant(tenant: string): void {
+  if (!TENANT.test(tenant)) {
+    throw new TypeError(
+      `tenant "${tenant}" is not a valid name: 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit`,
+    );
+  }
+}
+
+/**
+ * Parses `TENANT:SHA256HEX` entries, one per line (commas also separate, for an environment variable); blank lines and
+ * `#` comments are skipped. Throws naming the source and line of the first bad entry, without echoing it (it may be
+ * a key pasted by mistake).
+ */
+export function parseApiKeys(text: string, source: string): ApiKeyEntry[] {
+  const entries: ApiKeyEntry[] = [];
+  const tenantOfHash = new Map<string, string>();
+  for (const [index, raw] of text.split("\n").entries()) {
+    for (const part of raw.replace(/#.*/, "").split(",")) {
+      const entry = part.trim();
+      if (entry === "") continue;
+      const where = `${source} line ${index + 1}`;
+      const colon = entry.lastIndexOf(":");
+      const tenant = colon < 0 ? "" : entry.slice(0, colon).trim();
+      const hash =
+        colon < 0
+          ? entry
+          : entry
+              .slice(colon + 1)
+              .trim()
+              .toLowerCase();
+      if ((entry.startsWith(API_KEY_PREFIX) || hash.startsWith(API_KEY_PREFIX)) && !HASH.test(hash)) {
+        throw new TypeError(
+          `${where}: this looks like an API key itself; list only its hash (specgate keygen prints the line to add)`,
+        );
+      }
+      if (colon < 0 || !HASH.test(hash)) {
+        throw new TypeError(`${where}: expected TENANT:SHA256HEX (the SHA-256 of the key as 64 hex digits)`);
+      }
+      try {
+        checkTenant(tenant);
+      } catch (error) {
+        throw new TypeError(`${where}: ${(error as Error).message}`);
+      }
+      const previous = tenantOfHash.get(hash);
+      if (previous !== undefined && previous !== tenant) {
+        throw new TypeError(`${where}: this key is already listed for tenant "${previous}"; a key has one tenant`);
+      }
+      if (previous === undefined) entries.push({ tenant, hash: Buffer.from(hash, "hex") });
+      tenantOfHash.set(hash, tenant);
+    }
+  }
+  return entries;
+}
+
+/** The keys a gateway accepts, or undefined (authentication off) when neither source is configured. */
+export function loadApiKeys(sources: { file?: string; inline?: string }): ApiKeys | undefined {
+  if (sources.file === undefined && sources.inline === undefined) return undefined;
+  const entries: ApiKeyEntry[] = [];
+  if (sources.file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(sources.file, "utf8");
+    } catch (error) {
+      throw new Error(`cannot read the API keys file ${sources.file}: ${(error as Error).message}`);
+    }
+    entries.push(...parseApiKeys(text, sources.file));
+  }
+  if (sources.inline !== undefined) entries.push(...parseApiKeys(sources.inline, "SPECGATE_API_KEYS"));
+  return new ApiKeys(entries);
+}
+
+export class ApiKeys {
+  readonly #entries: readonly ApiKeyEntry[];
+
+  constructor(entries: readonly ApiKeyEntry[]) {
+    this.#entries = entries;
+  }
+
+  get size(): number {
+    return this.#entries.length;
+  }
+
+  get tenants(): string[] {
+    return [...new Set(this.#entries.map((entry) => entry.tenant))];
+  }
+
+  /** The tenant of the key given as an `authorization` metadata value (`Bearer <key>`). */
+  authenticate(authorization: string | undefined): Authentication {
+    if (authorization === undefined || authorization === "") {
+      return {
+        ok: false,
+        message:
+          "this gateway requires an API key: send the metadata `authorization: Bearer <key>` (SDK option apiKey, CLI --api-key or SPECGATE_API_KEY)",
+      };
+    }
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    if (!match) return { ok: false, message: 'the authorization metadata must be "Bearer <key>"' };
+    const hash = hashApiKey(match[1]);
+    let tenant: string | undefined;
+    for (const entry of this.#entries) {
+      if (timingSafeEqual(entry.hash, hash) && tenant === undefined) tenant = entry.tenant;
+    }
+    return tenant === undefined ? { ok: false, message: "the API key is not valid" } : { ok: true, tenant };
+  }
+}
