@@ -5,20 +5,23 @@
  * Each request runs the instrumentation of every service for every round (gateway request and round, trace context
  * into the verify job, the replica's batch and job spans, round and request metrics) around a calibrated busy loop
  * standing in for the round's own work. Variants run interleaved in one process, side by side, and are compared with
- * the same rounds without any telemetry call:
- *   disabled      OTEL_SDK_DISABLED=true: every call a no-op
- *   tracing-off   the default: Prometheus metrics recorded, no tracer provider
- *   round-events  traces to an in-memory exporter (batch processor), rounds as events on the request span
- *   round-spans   traces to an in-memory exporter (batch processor), one span per round
+ * the same rounds without any telemetry call; each timed block ends with the span processor flushed, so span export
+ * is inside the time:
+ *   disabled           OTEL_SDK_DISABLED=true: every call a no-op
+ *   tracing-off        the default: Prometheus metrics recorded, no tracer provider
+ *   in-memory          traces to an in-memory exporter (batch processor), one span per round
+ *   otlp-round-events  traces over OTLP/HTTP protobuf to a receiver in this process, rounds as request span events
+ *   otlp-round-spans   traces over OTLP/HTTP protobuf to a receiver in this process, one span per round
  *
  * With --stack it also measures the real stack: two local stacks side by side (redis-server, draft service, one
  * target replica, gateway), one with the default configuration (traces off) and one exporting traces over OTLP
  * (http/protobuf) to a receiver in this process; the same greedy requests alternate between them, one at a time, and
- * the report gives the time per token of each and their ratio. `--stack-requests N` (default 16) per stack,
+ * fixed K = 4 (so both sides run the same rounds) and the report gives the time per token of each and their ratio. `--stack-requests N` (default 16) per stack,
  * `--max-tokens N` (default 48).
  */
 import { cpus } from "node:os";
 import { parseArgs } from "node:util";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
 import { BatchSpanProcessor, InMemorySpanExporter } from "@opentelemetry/sdk-trace";
 import { type LocalStack, startLocalStack } from "../deploy/local-stack.ts";
 import { SpecgateClient } from "../sdk/index.ts";
@@ -31,7 +34,7 @@ import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 import type { BenchReport } from "./cli.ts";
 import { storyPrompts } from "./prompts.ts";
 
-const VARIANTS = ["none", "disabled", "tracing-off", "round-events", "round-spans"] as const;
+const VARIANTS = ["none", "disabled", "tracing-off", "in-memory", "otlp-round-events", "otlp-round-spans"] as const;
 type Variant = (typeof VARIANTS)[number];
 
 const LABELS: RequestLabels = { tenant: "bench", model: "target", drafter: "draft" };
@@ -115,30 +118,33 @@ function runRequest(telemetry: Telemetry | undefined, rounds: number, spinPerRou
   request.end(finished(rounds, accepted));
 }
 
-async function startVariant(variant: Variant): Promise<{ telemetry: Telemetry | undefined; roundSpans: boolean }> {
-  if (variant === "none") return { telemetry: undefined, roundSpans: false };
+interface RunningVariant {
+  telemetry: Telemetry | undefined;
+  roundSpans: boolean;
+  /** Exports what the span processor holds (inside the timed block). */
+  flush: () => Promise<void>;
+}
+
+async function startVariant(variant: Variant, receiverUrl: string): Promise<RunningVariant> {
   const metrics = { port: 0 };
-  if (variant === "disabled") {
-    const telemetry = await startTelemetry({
-      serviceName: "specgate-gateway",
-      metrics,
-      env: { OTEL_SDK_DISABLED: "true" },
-    });
-    return { telemetry, roundSpans: false };
-  }
-  if (variant === "tracing-off") {
-    return {
-      telemetry: await startTelemetry({ serviceName: "specgate-gateway", metrics, env: {} }),
-      roundSpans: false,
-    };
-  }
+  const untraced = async (env: Record<string, string>) => ({
+    telemetry: await startTelemetry({ serviceName: "specgate-gateway", metrics, env }),
+    roundSpans: false,
+    flush: async () => {},
+  });
+  if (variant === "none") return { telemetry: undefined, roundSpans: false, flush: async () => {} };
+  if (variant === "disabled") return untraced({ OTEL_SDK_DISABLED: "true" });
+  if (variant === "tracing-off") return untraced({});
+  const exporter =
+    variant === "in-memory" ? new InMemorySpanExporter() : new OTLPTraceExporter({ url: `${receiverUrl}/v1/traces` });
+  const processor = new BatchSpanProcessor({ exporter });
   const telemetry = await startTelemetry({
     serviceName: "specgate-gateway",
     metrics,
     env: {},
-    spanProcessors: [new BatchSpanProcessor({ exporter: new InMemorySpanExporter() })],
+    spanProcessors: [processor],
   });
-  return { telemetry, roundSpans: variant === "round-spans" };
+  return { telemetry, roundSpans: variant !== "otlp-round-events", flush: () => processor.forceFlush() };
 }
 
 function median(values: number[]): number {
@@ -153,22 +159,27 @@ interface Pass {
 
 /** Blocks of `requests` requests per variant, interleaved, `repeats` times; short blocks so that a min is meaningful. */
 async function measure(spinPerRound: number, rounds: number, requests: number, repeats: number, label: string) {
+  const receiver = await OtlpReceiver.start();
   const pass: Pass = { perRoundUs: Object.fromEntries(VARIANTS.map((v) => [v, []])) as never };
   for (let repeat = 0; repeat < repeats; repeat++) {
     // Rotate the order so that no variant always runs first (or right after a garbage-heavy one).
     const order = VARIANTS.map((_, i) => VARIANTS[(i + repeat) % VARIANTS.length]);
     for (const variant of order) {
-      const { telemetry, roundSpans } = await startVariant(variant);
+      const { telemetry, roundSpans, flush } = await startVariant(variant, receiver.httpUrl);
       for (let i = 0; i < 2; i++) runRequest(telemetry, rounds, spinPerRound, roundSpans);
+      await flush();
       const start = performance.now();
       for (let i = 0; i < requests; i++) runRequest(telemetry, rounds, spinPerRound, roundSpans);
+      await flush();
       pass.perRoundUs[variant].push(((performance.now() - start) * 1000) / (requests * rounds));
       await telemetry?.shutdown();
+      receiver.clear();
     }
     if ((repeat + 1) % 10 === 0 || repeat + 1 === repeats) {
       process.stderr.write(`telemetry bench (${label}): repeat ${repeat + 1}/${repeats}\n`);
     }
   }
+  await receiver.close();
   return pass;
 }
 
@@ -205,22 +216,33 @@ async function measureStacks(requests: number, maxTokens: number) {
     on: new SpecgateClient({ address: stacks.on.gatewayAddress, timeoutMs: 120_000 }),
   };
   const totals = { off: { ms: 0, tokens: 0, rounds: 0 }, on: { ms: 0, tokens: 0, rounds: 0 } };
+  // Per prompt, time per token on / off: paired, so a burst of load on the machine skews one pair, not the figure.
+  const pairRatios: number[] = [];
   try {
     const prompts = storyPrompts(requests);
     // Warm both stacks (model sessions, caches, connections) before timing.
     for (const side of ["off", "on"] as const) {
-      await clients[side].generate({ prompt: prompts[0], max_tokens: maxTokens, temperature: 0 });
+      await clients[side].generate({ prompt: prompts[0], max_tokens: maxTokens, temperature: 0, k: 4 });
     }
     for (let i = 0; i < requests; i++) {
       // Alternate which side goes first so neither always follows the other's garbage.
       const order = i % 2 === 0 ? (["off", "on"] as const) : (["on", "off"] as const);
+      const msPerToken = { off: 0, on: 0 };
       for (const side of order) {
         const start = performance.now();
-        const result = await clients[side].generate({ prompt: prompts[i], max_tokens: maxTokens, temperature: 0 });
-        totals[side].ms += performance.now() - start;
+        const result = await clients[side].generate({
+          prompt: prompts[i],
+          max_tokens: maxTokens,
+          temperature: 0,
+          k: 4,
+        });
+        const ms = performance.now() - start;
+        totals[side].ms += ms;
         totals[side].tokens += result.token_ids.length;
         totals[side].rounds += result.stats?.rounds ?? 0;
+        msPerToken[side] = ms / result.token_ids.length;
       }
+      pairRatios.push(msPerToken.on / msPerToken.off);
       if ((i + 1) % 4 === 0) process.stderr.write(`telemetry bench (stack): ${i + 1}/${requests} request pairs\n`);
     }
   } finally {
@@ -241,6 +263,7 @@ async function measureStacks(requests: number, maxTokens: number) {
     tracing_off: figures("off"),
     tracing_on: figures("on"),
     ratio_on_off: figures("on").ms_per_token / figures("off").ms_per_token,
+    ratio_on_off_median_of_pairs: median(pairRatios),
     otlp_trace_exports_received: spans,
   };
 }
@@ -281,10 +304,10 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
   const summary = [
     `telemetry cost per round (${repeats} interleaved blocks of ${requests} requests x ${rounds} rounds per variant; ` +
       `${machine.cpu}, ${machine.cores} cores, node ${machine.node})`,
-    `variant        overhead us/round (min, median)   time ratio beside ${roundUs} us rounds (min, median)`,
+    `variant            overhead us/round (min, median)   time ratio beside ${roundUs} us rounds (min, median)`,
     ...VARIANTS.map((v) => {
       const r = variants[v];
-      return `${v.padEnd(14)} ${r.overhead_us_per_round.toFixed(2).padStart(10)} ${r.overhead_us_per_round_median.toFixed(2).padStart(10)} ${r.ratio_min.toFixed(3).padStart(26)} ${r.ratio_median.toFixed(3).padStart(8)}`;
+      return `${v.padEnd(18)} ${r.overhead_us_per_round.toFixed(2).padStart(10)} ${r.overhead_us_per_round_median.toFixed(2).padStart(10)} ${r.ratio_min.toFixed(3).padStart(26)} ${r.ratio_median.toFixed(3).padStart(8)}`;
     }),
   ];
   const stack = values.stack
@@ -297,7 +320,7 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         `${stack.tracing_on.tokens} in ${stack.tracing_on.rounds} (on):`,
       `  traces off ${stack.tracing_off.ms_per_token.toFixed(3)} ms/token (${stack.tracing_off.ms_per_round.toFixed(3)} ms/round), ` +
         `traces on (OTLP) ${stack.tracing_on.ms_per_token.toFixed(3)} ms/token (${stack.tracing_on.ms_per_round.toFixed(3)} ms/round), ` +
-        `ratio on/off ${stack.ratio_on_off.toFixed(3)}`,
+        `ratio on/off ${stack.ratio_on_off.toFixed(3)} (median of per-prompt pairs ${stack.ratio_on_off_median_of_pairs.toFixed(3)})`,
     );
   }
   return {

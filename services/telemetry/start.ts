@@ -4,7 +4,7 @@
  * One per process: the SDK registers global providers, which shutdown unregisters so that a process (a test) can start
  * telemetry again afterwards.
  */
-import { context, diag, metrics, propagation, trace } from "@opentelemetry/api";
+import { type ContextManager, context, diag, metrics, propagation, ROOT_CONTEXT, trace } from "@opentelemetry/api";
 import { OTLPMetricExporter as OtlpGrpcMetricExporter } from "@opentelemetry/exporter-metrics-otlp-grpc";
 import { OTLPMetricExporter as OtlpJsonMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http";
 import { OTLPMetricExporter as OtlpProtobufMetricExporter } from "@opentelemetry/exporter-metrics-otlp-proto";
@@ -46,6 +46,24 @@ export interface Telemetry {
 }
 
 let active: ServiceName | undefined;
+
+/**
+ * specgate hands trace contexts over explicitly (request → round → carrier), never through an ambient "active"
+ * context, so no async context tracking is installed: on Node 20 the SDK's AsyncLocalStorage manager would add
+ * promise hooks to every await of the service from the span exporter's first export on, which costs more than all
+ * the spans together. `context.active()` is therefore always the root context.
+ */
+const EXPLICIT_CONTEXT_ONLY: ContextManager = {
+  active: () => ROOT_CONTEXT,
+  with: (_context, fn, thisArg, ...args) => fn.call(thisArg, ...args),
+  bind: (_context, target) => target,
+  enable() {
+    return this;
+  },
+  disable() {
+    return this;
+  },
+};
 
 function otlpMetricReader(protocol: OtlpProtocol, env: Env): IMetricReader {
   const exporter =
@@ -108,6 +126,7 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
       logRecordProcessors: [],
       // Without tracing there is nothing to propagate: keep the API's no-op propagator.
       textMapPropagator: tracing ? undefined : null,
+      contextManager: EXPLICIT_CONTEXT_ONLY,
     });
     sdk.start();
 

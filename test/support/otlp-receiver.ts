@@ -127,6 +127,11 @@ export class OtlpReceiver {
     return receiver;
   }
 
+  /** Forgets what was received (long benchmark runs). */
+  clear(): void {
+    this.exports.length = 0;
+  }
+
   private record(item: Export): void {
     this.exports.push(item);
     for (const wake of this.waiters.splice(0)) wake();
