@@ -135,7 +135,12 @@ test("three services at once, one per OTLP protocol, each under its own service.
   } as const;
   const services = await Promise.all(
     Object.entries(protocols).map(([name, [protocol, url]]) =>
-      runService(name, { OTEL_EXPORTER_OTLP_ENDPOINT: url, OTEL_EXPORTER_OTLP_PROTOCOL: protocol }),
+      // A service name shared through the environment (as one `npm start` shell would) must not merge them.
+      runService(name, {
+        OTEL_EXPORTER_OTLP_ENDPOINT: url,
+        OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
+        OTEL_SERVICE_NAME: "shared",
+      }),
     ),
   );
   const urls = services.map((service) => service.info.metricsUrl);
