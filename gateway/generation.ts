@@ -169,20 +169,6 @@ export async function runGeneration(
         draftMs: draftDone - roundStart,
         verifyMs: result.verify_time_ms,
       });
-      roundTrace.end({
-        round,
-        k: proposal ? asked : 0,
-        proposed: draftTokens.length,
-        accepted,
-        nextToken: result.next_token,
-        replica: replicaId,
-        batchSize: result.batch_size,
-        reprefilled: result.reprefilled,
-        draftMs: draftDone - roundStart,
-        queueWaitMs: result.queue_wait_ms,
-        verifyMs: result.verify_time_ms,
-        roundMs: performance.now() - roundStart,
-      });
       extra.queue_time_ms += result.queue_wait_ms;
       if (result.reprefilled) extra.target_reprefills++;
       if (!extra.replicas.includes(replicaId)) extra.replicas.push(replicaId);
@@ -196,7 +182,7 @@ export async function runGeneration(
         if (extra.time_to_first_token_ms === 0) extra.time_to_first_token_ms = performance.now() - started;
         onDelta({ token_ids: committed.tokens, text: committed.text, round });
       }
-      extra.round_timings.push({
+      const timing = {
         round_ms: performance.now() - roundStart,
         draft_wait_ms: draftDone - roundStart,
         draft_compute_ms: proposal?.draft_time_ms ?? 0,
@@ -204,6 +190,22 @@ export async function runGeneration(
         queue_wait_ms: result.queue_wait_ms,
         verify_compute_ms: result.verify_time_ms,
         batch_size: result.batch_size,
+      };
+      extra.round_timings.push(timing);
+      // The round's span ends with its tokens handed over and carries the very timings the client receives.
+      roundTrace.end({
+        round,
+        k: proposal ? asked : 0,
+        proposed: draftTokens.length,
+        accepted,
+        nextToken: result.next_token,
+        replica: replicaId,
+        batchSize: timing.batch_size,
+        reprefilled: result.reprefilled,
+        draftMs: timing.draft_wait_ms,
+        queueWaitMs: timing.queue_wait_ms,
+        verifyMs: timing.verify_compute_ms,
+        roundMs: timing.round_ms,
       });
       services.logger.trace({ sequenceId: ids.sequenceId, round, asked, historyLength, accepted }, "round");
     }

@@ -182,6 +182,15 @@ describe("telemetry of the real stack", { timeout: 300_000 }, () => {
       assert.equal(sum(ATTR.proposed), request.stats.draft_tokens);
       assert.equal(sum(ATTR.accepted), request.stats.accepted_tokens);
       for (const round of rounds) assert.ok(request.stats.replicas.includes(round.attributes[ATTR.replica] as string));
+      // Each round span carries the timings the client received for that round.
+      rounds.forEach((round, i) => {
+        const timing = request.stats.round_timings[i];
+        assert.deepEqual(
+          [ATTR.roundMs, ATTR.draftMs, ATTR.queueWaitMs, ATTR.verifyMs, ATTR.batchSize].map((k) => round.attributes[k]),
+          [timing.round_ms, timing.draft_wait_ms, timing.queue_wait_ms, timing.verify_compute_ms, timing.batch_size],
+          `round ${i + 1}`,
+        );
+      });
     }
   });
 
