@@ -13,9 +13,16 @@ interface HealthClient extends grpc.Client {
 const HealthClient = grpc.makeGenericClientConstructor(service, "Health");
 const POLL_MS = 100;
 
-/** One health check of the whole server ("" service); resolves with the status name or the error's text. */
-export function checkHealth(address: string, deadlineMs = 1000): Promise<{ serving: boolean; status: string }> {
-  const client = new HealthClient(address, grpc.credentials.createInsecure()) as unknown as HealthClient;
+/**
+ * One health check of the whole server ("" service); resolves with the status name or the error's text. Plaintext
+ * unless `credentials` say otherwise (a gateway serving TLS).
+ */
+export function checkHealth(
+  address: string,
+  deadlineMs = 1000,
+  credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+): Promise<{ serving: boolean; status: string }> {
+  const client = new HealthClient(address, credentials) as unknown as HealthClient;
   return new Promise((resolve) => {
     client.check({ service: "" }, { deadline: Date.now() + deadlineMs }, (error, response) => {
       client.close();
@@ -29,12 +36,21 @@ export function checkHealth(address: string, deadlineMs = 1000): Promise<{ servi
  * Polls until the server at `address` is SERVING. Rejects after `timeoutMs`, or as soon as `signal` aborts (the
  * process behind the address died: no point waiting).
  */
-export async function waitUntilServing(address: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+export async function waitUntilServing(
+  address: string,
+  timeoutMs: number,
+  signal?: AbortSignal,
+  credentials?: grpc.ChannelCredentials,
+): Promise<void> {
   const giveUp = Date.now() + timeoutMs;
   let last = "no answer";
   while (Date.now() < giveUp) {
     signal?.throwIfAborted();
-    const { serving, status } = await checkHealth(address, Math.min(1000, Math.max(1, giveUp - Date.now())));
+    const { serving, status } = await checkHealth(
+      address,
+      Math.min(1000, Math.max(1, giveUp - Date.now())),
+      credentials,
+    );
     if (serving) return;
     last = status;
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));

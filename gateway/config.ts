@@ -168,7 +168,7 @@ export type GatewayConfig = ConfigOf<typeof GATEWAY_SETTINGS>;
 
 /** The TLS files of a configuration (undefined: plaintext); throws when they do not make a whole. */
 export function gatewayTlsFiles(
-  config: Pick<GatewayConfig, "tlsCert" | "tlsKey" | "tlsClientCa">,
+  config: Partial<Pick<GatewayConfig, "tlsCert" | "tlsKey" | "tlsClientCa">>,
 ): ServerTlsFiles | undefined {
   const { tlsCert, tlsKey, tlsClientCa } = config;
   if (tlsCert === undefined && tlsKey === undefined) {

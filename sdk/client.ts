@@ -118,10 +118,13 @@ export class SpecgateClient {
       let yielded = false;
       try {
         for await (const message of call) {
+          // Messages already received when the caller aborted are dropped: an aborted stream ends in CANCELLED.
+          if (signal?.aborted) throw cancelledError(signal);
           yielded = true;
           if (message.delta) yield { type: "delta", ...message.delta };
           else if (message.end) yield { type: "end", ...message.end };
         }
+        if (signal?.aborted) throw cancelledError(signal);
         return;
       } catch (error) {
         if (signal?.aborted) throw cancelledError(signal);

@@ -3,17 +3,14 @@
  * (a scripted fixture: the behaviour under test is the client's retries, deadlines, cancellation and error mapping).
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import type { GatewayHandlers } from "../../gen/specgate/v1/Gateway.ts";
 import type { GenerateRequest__Output } from "../../gen/specgate/v1/GenerateRequest.ts";
 import { gatewayService } from "../../proto/load.ts";
 import { SpecgateClient, SpecgateError } from "../../sdk/index.ts";
-import { bindServer } from "../../services/grpc/server.ts";
+import { bindServer, serverTlsCredentials } from "../../services/grpc/server.ts";
+import { makeTestCertificates } from "../support/tls.ts";
 
 type Behaviour = (
   attempt: number,
@@ -260,36 +257,25 @@ describe("SpecgateClient without a server", () => {
 
 describe("SpecgateClient over TLS", () => {
   it("verifies the server against the given CA and completes calls", async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), "specgate-tls-"));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const made = spawnSync(
-      "openssl",
-      [
-        ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"],
-        ...["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")],
-      ],
-      { encoding: "utf8" },
-    );
-    if (made.error) {
+    const certificates = makeTestCertificates();
+    if (certificates === undefined) {
       t.skip("openssl is not installed");
       return;
     }
-    assert.equal(made.status, 0, made.stderr);
-    const cert = readFileSync(join(dir, "cert.pem"));
+    t.after(() => certificates.remove());
     const server = new grpc.Server();
     server.addService(gatewayService, {
       ListModels: (_call: unknown, callback: grpc.sendUnaryData<object>) =>
         callback(null, { models: [{ name: "tls-fixture" }] }),
     });
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(
-        "127.0.0.1:0",
-        grpc.ServerCredentials.createSsl(null, [{ private_key: readFileSync(join(dir, "key.pem")), cert_chain: cert }]),
-        (error, bound) => (error ? reject(error) : resolve(bound)),
-      ),
+    const port = await bindServer(
+      server,
+      "127.0.0.1",
+      0,
+      serverTlsCredentials({ certFile: certificates.serverCertFile, keyFile: certificates.serverKeyFile }),
     );
     t.after(() => server.forceShutdown());
-    const trusted = new SpecgateClient({ address: `127.0.0.1:${port}`, tls: { ca: cert } });
+    const trusted = new SpecgateClient({ address: `127.0.0.1:${port}`, tls: { ca: certificates.ca } });
     assert.equal((await trusted.listModels()).models[0].name, "tls-fixture");
     trusted.close();
     // Plaintext against a TLS server never connects.
