@@ -198,11 +198,15 @@ export function plaintextExposureWarning(host: string, tls: boolean): string | u
 }
 
 export function parseGatewayConfig(input: Record<string, unknown>): GatewayConfig {
-  return parseConfig(GATEWAY_SETTINGS, input, "gateway");
+  const config = parseConfig(GATEWAY_SETTINGS, input, "gateway");
+  gatewayTlsFiles(config);
+  return config;
 }
 
 export function loadGatewayConfig(argv: readonly string[], env: NodeJS.ProcessEnv): GatewayConfig | undefined {
-  return loadConfig(GATEWAY_SETTINGS, argv, env, "gateway");
+  const config = loadConfig(GATEWAY_SETTINGS, argv, env, "gateway");
+  if (config !== undefined) gatewayTlsFiles(config);
+  return config;
 }
 
 export function gatewayHelp(): string {

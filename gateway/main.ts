@@ -23,7 +23,13 @@ const config = loaded;
 const logger = pino({ name: "gateway", level: config.logLevel });
 const telemetry = await startTelemetry({ serviceName: "specgate-gateway", metrics: { port: config.metricsPort } });
 const { model, tokenizer } = await loadServedModel(config.model);
-const gateway = await startGateway({ config, model, tokenizer, logger, metrics: telemetry.metrics });
+// Unreadable certificates or keys files end the process with their message rather than a stack trace.
+const gateway = await startGateway({ config, model, tokenizer, logger, metrics: telemetry.metrics }).catch(
+  (error: Error) => {
+    logger.fatal(error.message);
+    process.exit(1);
+  },
+);
 logger.info(
   {
     address: gateway.address,

@@ -3,6 +3,7 @@
  * reflection services, and drain on shutdown.
  */
 import { readFileSync } from "node:fs";
+import { createSecureContext } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
@@ -24,19 +25,21 @@ function readPem(path: string, what: string): Buffer {
   }
 }
 
-/** Server credentials from PEM files (read once, at start-up). */
+/**
+ * Server credentials from PEM files, read and checked once at start-up (grpc-js would only fail at bind, without
+ * naming the file).
+ */
 export function serverTlsCredentials(files: ServerTlsFiles): grpc.ServerCredentials {
   const clientCa = files.clientCaFile === undefined ? null : readPem(files.clientCaFile, "client CA file");
-  return grpc.ServerCredentials.createSsl(
-    clientCa,
-    [
-      {
-        cert_chain: readPem(files.certFile, "TLS certificate file"),
-        private_key: readPem(files.keyFile, "TLS key file"),
-      },
-    ],
-    clientCa !== null,
-  );
+  const cert = readPem(files.certFile, "TLS certificate file");
+  const key = readPem(files.keyFile, "TLS key file");
+  try {
+    createSecureContext({ cert, key, ca: clientCa ?? undefined });
+  } catch (error) {
+    const named = [files.certFile, files.keyFile, ...(files.clientCaFile ? [files.clientCaFile] : [])].join(", ");
+    throw new Error(`the TLS files ${named} are not a usable PEM certificate and key: ${(error as Error).message}`);
+  }
+  return grpc.ServerCredentials.createSsl(clientCa, [{ cert_chain: cert, private_key: key }], clientCa !== null);
 }
 
 /**

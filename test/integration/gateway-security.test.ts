@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { once } from "node:events";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -236,6 +237,32 @@ describe("gateway security: TLS, mutual TLS, API keys, tenants", { skip: !certif
         return true;
       });
     });
+  });
+
+  it("a gateway process refuses to start with TLS or keys files it cannot use, and says why", async () => {
+    const start = (env: Record<string, string>) => {
+      const gatewayProcess = spawnService("gateway/main.ts", ["--port", "0", "--metrics-port", "0"], {
+        REDIS_URL: redis.url,
+        SPECGATE_DRAFT_ADDRESS: draftAddress,
+        ...env,
+      });
+      return once(gatewayProcess.child, "exit").then(([code]) => ({ code, logs: gatewayProcess.logs }));
+    };
+    const [halfTls, mismatched, noKeysFile] = await Promise.all([
+      start({ SPECGATE_TLS_CERT: certs.serverCertFile }),
+      start({ SPECGATE_TLS_CERT: certs.serverCertFile, SPECGATE_TLS_KEY: certs.clientKeyFile }),
+      start({ SPECGATE_API_KEYS_FILE: join(certs.dir, "no-such-file") }),
+    ]);
+    const said = (run: { logs: { msg?: string }[] }) => run.logs.map((l) => l.msg).join("\n");
+    assert.equal(halfTls.code, 2);
+    assert.match(said(halfTls), /TLS needs both --tls-cert \/ \$SPECGATE_TLS_CERT and --tls-key/);
+    assert.equal(mismatched.code, 1);
+    assert.match(
+      said(mismatched),
+      /the TLS files .*server\.pem, .*client\.key are not a usable PEM certificate and key/,
+    );
+    assert.equal(noKeysFile.code, 1);
+    assert.match(said(noKeysFile), /cannot read the API keys file .*no-such-file/);
   });
 
   describe("a gateway requiring client certificates (mutual TLS)", () => {
