@@ -13,11 +13,11 @@ export type KPolicyConfig =
       /** Bounds on K (kMin 0 lets the policy switch speculation off). */
       readonly kMin: number;
       readonly kMax: number;
-      /** α assumed before a sequence has shown any (a prior, not a measurement). */
+      /** α assumed before the pair (CostModel.alpha) or the sequence has shown any: a prior, not a measurement. */
       readonly initialAlpha?: number;
       /** Draft tokens after which an observation weighs half as much in the α estimate. */
       readonly alphaHalfLife?: number;
-      /** While at K = 0, try K = 1 every this many rounds so α keeps being measured. */
+      /** While at K = 0, first try K = 1 after this many rounds (then after twice as many, up to 64). */
       readonly probeEvery?: number;
     };
 
@@ -58,6 +58,19 @@ export function bestK(alpha: number, costs: RoundCosts, kMin: number, kMax: numb
 
 const COST_HALF_LIFE = 16;
 const COST_WEIGHT = 1 - 2 ** (-1 / COST_HALF_LIFE);
+/** The pair's α moves slower than a sequence's: it is a prior, not the sequence's local difficulty. */
+const PAIR_ALPHA_WEIGHT = 1 - 2 ** (-1 / 64);
+
+/**
+ * α after a round, each judged draft token being one trial of weight `weight`: the kept ones succeed, the first
+ * rejected one fails; tokens after a rejection were never judged and do not count.
+ */
+export function updateAlpha(alpha: number, proposed: number, accepted: number, weight: number): number {
+  let a = alpha;
+  for (let i = 0; i < accepted; i++) a += weight * (1 - a);
+  if (accepted < proposed) a -= weight * a;
+  return a;
+}
 
 /**
  * Measured costs of one drafter/target pair, shared by all sequences that use it: an exponentially weighted mean of
@@ -68,6 +81,8 @@ const COST_WEIGHT = 1 - 2 ** (-1 / COST_HALF_LIFE);
  * measurements correct.
  */
 export class CostModel implements RoundCosts {
+  /** The per-token acceptance the pair's sequences showed lately: where a new sequence's estimate starts. */
+  alpha: number | undefined;
   private draftStep: number | undefined;
   /** Weighted sums of 1, n, n², y and n·y over verify samples (n positions, y ms). */
   private sums = { w: 0, n: 0, nn: 0, y: 0, ny: 0 };
@@ -81,6 +96,11 @@ export class CostModel implements RoundCosts {
     if (steps <= 0) return;
     const perStep = ms / steps;
     this.draftStep = this.draftStep === undefined ? perStep : this.draftStep + COST_WEIGHT * (perStep - this.draftStep);
+  }
+
+  recordAcceptance(proposed: number, accepted: number): void {
+    if (proposed === 0) return;
+    this.alpha = updateAlpha(this.alpha ?? accepted / proposed, proposed, accepted, PAIR_ALPHA_WEIGHT);
   }
 
   recordVerify(positions: number, ms: number): void {
@@ -130,40 +150,48 @@ export class FixedK implements KPolicy {
 }
 
 /**
- * Per-sequence adaptive K over shared measured costs. The α estimate counts each draft token the target judged:
- * kept ones as successes, the first rejected one as a failure; tokens after a rejection were never judged.
+ * Per-sequence adaptive K over the pair's shared measurements. The sequence's α starts at the pair's recent α and
+ * follows the sequence's own rounds (updateAlpha). At K = 0 it probes with K = 1 now and then so α keeps being
+ * measured, doubling the wait after each probe that does not bring speculation back (probes cost a draft step).
  */
 export class AdaptiveK implements KPolicy {
   alpha: number;
   private roundsAtZero = 0;
+  private probeInterval: number;
   private readonly weight: number;
-  private readonly probeEvery: number;
+  private readonly firstProbe: number;
 
   constructor(
     private readonly config: Extract<KPolicyConfig, { kind: "adaptive" }>,
-    private readonly costs: RoundCosts,
+    private readonly costs: CostModel,
   ) {
-    this.alpha = config.initialAlpha ?? 0.7;
+    this.alpha = costs.alpha ?? config.initialAlpha ?? 0.7;
     this.weight = 1 - 2 ** (-1 / (config.alphaHalfLife ?? 32));
-    this.probeEvery = config.probeEvery ?? 8;
+    this.firstProbe = config.probeEvery ?? 8;
+    this.probeInterval = this.firstProbe;
   }
 
   nextK(): number {
     const k = bestK(this.alpha, this.costs, this.config.kMin, this.config.kMax);
     if (k > 0) {
       this.roundsAtZero = 0;
+      this.probeInterval = this.firstProbe;
       return k;
     }
-    this.roundsAtZero++;
-    return this.roundsAtZero % this.probeEvery === 0 ? Math.min(1, this.config.kMax) : 0;
+    if (++this.roundsAtZero < this.probeInterval) return 0;
+    this.roundsAtZero = 0;
+    this.probeInterval = Math.min(2 * this.probeInterval, MAX_PROBE_INTERVAL);
+    return Math.min(1, this.config.kMax);
   }
 
   observe(proposed: number, accepted: number): void {
-    for (let i = 0; i < accepted; i++) this.alpha += this.weight * (1 - this.alpha);
-    if (accepted < proposed) this.alpha -= this.weight * this.alpha;
+    this.alpha = updateAlpha(this.alpha, proposed, accepted, this.weight);
+    this.costs.recordAcceptance(proposed, accepted);
   }
 }
 
-export function createKPolicy(config: KPolicyConfig, costs: RoundCosts): KPolicy {
+const MAX_PROBE_INTERVAL = 64;
+
+export function createKPolicy(config: KPolicyConfig, costs: CostModel): KPolicy {
   return config.kind === "fixed" ? new FixedK(config.k) : new AdaptiveK(config, costs);
 }

@@ -7,6 +7,7 @@ import {
   expectedTokensPerRound,
   FixedK,
   type RoundCosts,
+  updateAlpha,
 } from "../../services/engine/k-policy.ts";
 
 const flat = (draftStepMs: number, verify = 10): RoundCosts => ({ draftStepMs, verifyMs: () => verify });
@@ -74,10 +75,20 @@ describe("CostModel", () => {
   });
 });
 
+/** Measured costs: draft step `draftStepMs`, verify(n) = intercept + slope·n. */
+function measured(draftStepMs: number, intercept: number, slope: number): CostModel {
+  return new CostModel({
+    draftStepMs,
+    verifySamples: [
+      [1, intercept + slope],
+      [11, intercept + 11 * slope],
+    ],
+  });
+}
+
 describe("AdaptiveK", () => {
   it("raises K as a sequence's acceptance shows high and lowers it to 0 when it collapses", () => {
-    const costs: RoundCosts = { draftStepMs: 1, verifyMs: (n) => 10 + 0.5 * n };
-    const policy = new AdaptiveK({ kind: "adaptive", kMin: 0, kMax: 10, initialAlpha: 0.5 }, costs);
+    const policy = new AdaptiveK({ kind: "adaptive", kMin: 0, kMax: 10, initialAlpha: 0.5 }, measured(1, 10, 0.5));
     const start = policy.nextK();
     for (let i = 0; i < 50; i++) policy.observe(4, 4);
     assert.ok(policy.alpha > 0.9);
@@ -88,18 +99,27 @@ describe("AdaptiveK", () => {
     assert.equal(policy.nextK(), 0);
   });
 
-  it("probes with K = 1 now and then while at K = 0, so α keeps being measured", () => {
-    const policy = new AdaptiveK({ kind: "adaptive", kMin: 0, kMax: 4, initialAlpha: 0, probeEvery: 4 }, flat(5));
-    const ks = Array.from({ length: 8 }, () => policy.nextK());
-    assert.deepEqual(ks, [0, 0, 0, 1, 0, 0, 0, 1]);
+  it("starts a new sequence from the acceptance the pair has shown", () => {
+    const costs = measured(0.1, 10, 0.5);
+    const first = new AdaptiveK({ kind: "adaptive", kMin: 0, kMax: 10, initialAlpha: 0.5 }, costs);
+    for (let i = 0; i < 100; i++) first.observe(4, 4);
+    const second = new AdaptiveK({ kind: "adaptive", kMin: 0, kMax: 10, initialAlpha: 0.5 }, costs);
+    assert.ok(second.alpha > 0.9, `${second.alpha}`);
+  });
+
+  it("probes with K = 1 while at K = 0, waiting twice as long after each probe", () => {
+    const policy = new AdaptiveK(
+      { kind: "adaptive", kMin: 0, kMax: 4, initialAlpha: 0, probeEvery: 4 },
+      measured(5, 10, 0),
+    );
+    const ks = Array.from({ length: 16 }, () => policy.nextK());
+    assert.deepEqual(ks, [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
   });
 
   it("counts only judged draft tokens: none after the first rejection", () => {
-    const a = new AdaptiveK({ kind: "adaptive", kMin: 0, kMax: 4, initialAlpha: 0.5 }, flat(1));
-    const b = new AdaptiveK({ kind: "adaptive", kMin: 0, kMax: 4, initialAlpha: 0.5 }, flat(1));
-    a.observe(8, 2);
-    b.observe(3, 2);
-    assert.equal(a.alpha, b.alpha);
+    assert.equal(updateAlpha(0.5, 8, 2, 0.1), updateAlpha(0.5, 3, 2, 0.1));
+    assert.ok(updateAlpha(0.5, 3, 3, 0.1) > 0.5);
+    assert.ok(updateAlpha(0.5, 3, 0, 0.1) < 0.5);
   });
 
   it("fixed K never changes", () => {
