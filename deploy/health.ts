@@ -1,6 +1,7 @@
 /** Waiting for a specgate server to answer SERVING over the standard gRPC health-checking protocol. */
 import * as grpc from "@grpc/grpc-js";
 import { service } from "grpc-health-check";
+import { GATEWAY_SETTINGS } from "../gateway/config.ts";
 
 interface HealthClient extends grpc.Client {
   check(
@@ -11,6 +12,18 @@ interface HealthClient extends grpc.Client {
 }
 
 const HealthClient = grpc.makeGenericClientConstructor(service, "Health");
+
+/**
+ * Credentials to check the health of a server started with `env`: TLS without verifying its certificate when that
+ * environment makes it serve TLS (the probe checks a process it runs beside, it does not authenticate it; the
+ * certificate is made out to the public name, not to 127.0.0.1), plaintext otherwise. A server requiring client
+ * certificates cannot be probed this way.
+ */
+export function probeCredentials(env: NodeJS.ProcessEnv): grpc.ChannelCredentials {
+  return env[GATEWAY_SETTINGS.tlsCert.env]
+    ? grpc.credentials.createSsl(null, null, null, { rejectUnauthorized: false })
+    : grpc.credentials.createInsecure();
+}
 const POLL_MS = 100;
 
 /**

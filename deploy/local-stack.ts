@@ -11,8 +11,9 @@
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { createInterface } from "node:readline";
+import type { ChannelCredentials } from "@grpc/grpc-js";
 import { z } from "zod";
-import { GATEWAY_SETTINGS } from "../gateway/config.ts";
+import { GATEWAY_SETTINGS, type GatewayConfig } from "../gateway/config.ts";
 import { type ConfigOf, loadConfig, type Settings, settingsHelp } from "../services/config/settings.ts";
 import { DRAFT_SETTINGS } from "../services/draft/config.ts";
 import { parseDrafterSpecs } from "../services/draft/drafters.ts";
@@ -21,7 +22,7 @@ import { RECIPES } from "../services/runtime/models-build.ts";
 import { TARGET_SETTINGS } from "../services/target/config.ts";
 import { telemetryPlan } from "../services/telemetry/telemetry-plan.ts";
 import { freePort } from "./free-port.ts";
-import { waitUntilServing } from "./health.ts";
+import { probeCredentials, waitUntilServing } from "./health.ts";
 import { type RedisServer, startRedis } from "./redis-server.ts";
 import { describeExit, PROJECT_ROOT, ServiceProcess, type ServiceProcessSpec } from "./service-process.ts";
 
@@ -66,7 +67,12 @@ export interface LocalStackOptions {
   readonly startTimeoutMs?: number;
   /** Environment the services inherit (default process.env); the stack's own settings override it. */
   readonly env?: NodeJS.ProcessEnv;
+  /** Gateway TLS, API keys and per-tenant cap, handed to the gateway as they are (default: from `env`). */
+  readonly gateway?: Partial<Pick<GatewayConfig, GatewayPassThrough>>;
 }
+
+/** Gateway settings the stack passes through without interpreting them. */
+type GatewayPassThrough = "tlsCert" | "tlsKey" | "apiKeysFile" | "apiKeys" | "maxInFlightPerTenant";
 
 export interface StackService {
   /** "draft", "target-0", ..., "gateway". */
@@ -80,6 +86,9 @@ export interface StackService {
 
 export interface LocalStack {
   readonly gatewayAddress: string;
+  /** The gateway serves TLS / requires API keys (clients need --tls-ca / --api-key). */
+  readonly gatewayTls: boolean;
+  readonly gatewayApiKeys: boolean;
   readonly redisUrl: string;
   /** True when the stack started redis-server itself (and stops it). */
   readonly ownRedis: boolean;
@@ -183,11 +192,16 @@ async function ensureModels(names: readonly string[], log: (line: string) => voi
 }
 
 /** Resolves once the service serves; rejects with its last lines if it exits first. */
-async function waitForService(service: ServiceProcess, address: string, timeoutMs: number): Promise<void> {
+async function waitForService(
+  service: ServiceProcess,
+  address: string,
+  timeoutMs: number,
+  credentials?: ChannelCredentials,
+): Promise<void> {
   const died = new AbortController();
   void service.exited.then(() => died.abort());
   try {
-    await waitUntilServing(address, timeoutMs, died.signal);
+    await waitUntilServing(address, timeoutMs, died.signal, credentials);
   } catch (error) {
     if (!died.signal.aborted) throw new Error(`${service.name} (${address}): ${(error as Error).message}`);
     const exit = await service.exited;
@@ -213,6 +227,12 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
   const gatewayPort =
     options.gatewayPort ?? (baseEnv.SPECGATE_PORT ? Number(baseEnv.SPECGATE_PORT) : DEFAULT_GATEWAY_PORT);
 
+  // Checked before anything starts: the readiness probe has no client certificate to present.
+  if (baseEnv[GATEWAY_SETTINGS.tlsClientCa.env]) {
+    throw new Error(
+      `the local stack cannot health-check a gateway that requires client certificates ($${GATEWAY_SETTINGS.tlsClientCa.env}); run gateway/main.ts on its own for mutual TLS`,
+    );
+  }
   await ensureModels([targetModel, ...specs.flatMap((s) => (s.kind === "model" ? [s.model] : []))], log);
   const gatewayBind = gatewayPort === 0 ? await freePort() : gatewayPort;
   await ensurePortFree(gatewayBind);
@@ -329,31 +349,29 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
 
     const gatewayAddress = `127.0.0.1:${gatewayBind}`;
     const gatewayMetrics = await metricsPort(METRICS_PORT.gateway);
+    const gatewayEnv: NodeJS.ProcessEnv = {
+      ...baseEnv,
+      ...shared,
+      ...envOf(GATEWAY_SETTINGS, {
+        ...options.gateway,
+        host: "127.0.0.1",
+        port: gatewayBind,
+        model: targetModel,
+        redisUrl,
+        draftAddress,
+        drafters,
+        defaultDrafter,
+        drainMs: SERVICE_DRAIN_MS,
+        logLevel,
+      }),
+    };
     const gateway = await launch(
-      {
-        name: "gateway",
-        entry: "gateway/main.ts",
-        env: {
-          ...baseEnv,
-          ...shared,
-          ...envOf(GATEWAY_SETTINGS, {
-            host: "127.0.0.1",
-            port: gatewayBind,
-            model: targetModel,
-            redisUrl,
-            draftAddress,
-            drafters,
-            defaultDrafter,
-            drainMs: SERVICE_DRAIN_MS,
-            logLevel,
-          }),
-        },
-      },
+      { name: "gateway", entry: "gateway/main.ts", env: gatewayEnv },
       gatewayAddress,
       metricsEnv(GATEWAY_SETTINGS, gatewayMetrics),
       gatewayMetrics,
     );
-    await waitForService(gateway, gatewayAddress, timeoutMs);
+    await waitForService(gateway, gatewayAddress, timeoutMs, probeCredentials(gatewayEnv));
 
     const failure = new Promise<Error>((resolve) => {
       for (const service of started) {
@@ -364,6 +382,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     });
     return {
       gatewayAddress,
+      gatewayTls: Boolean(gatewayEnv[GATEWAY_SETTINGS.tlsCert.env]),
+      gatewayApiKeys: Boolean(gatewayEnv[GATEWAY_SETTINGS.apiKeysFile.env] || gatewayEnv[GATEWAY_SETTINGS.apiKeys.env]),
       redisUrl,
       ownRedis: redis !== undefined,
       targetModel,
@@ -430,6 +450,12 @@ const STACK_SETTINGS = {
     schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
     help: "log level of the services",
   },
+  // Passed to the gateway as they are.
+  tlsCert: GATEWAY_SETTINGS.tlsCert,
+  tlsKey: GATEWAY_SETTINGS.tlsKey,
+  apiKeysFile: GATEWAY_SETTINGS.apiKeysFile,
+  apiKeys: GATEWAY_SETTINGS.apiKeys,
+  maxInFlightPerTenant: GATEWAY_SETTINGS.maxInFlightPerTenant,
 } satisfies Settings;
 
 /** The lines `run` prints once the stack serves; `ready` comes last, on a line of its own. */
@@ -450,7 +476,11 @@ export function readyBanner(stack: LocalStack): string[] {
     ...(metrics.length > 0 ? ["Prometheus metrics:", ...metrics.map((s) => row(s.name, s.metricsUrl ?? ""))] : []),
     tracesLine(process.env),
     "Try:",
-    `  npx specgate generate "Once upon a time" --max-tokens 64${address}`,
+    `  npx specgate generate "Once upon a time" --max-tokens 64${address}${stack.gatewayTls ? " --tls-ca CA.pem" : ""}${stack.gatewayApiKeys ? " --api-key KEY" : ""}`,
+    ...(stack.gatewayTls ? ["  (TLS: CA.pem is the CA that signed the gateway's certificate)"] : []),
+    ...(stack.gatewayApiKeys
+      ? ["  (API keys: KEY is one whose hash the keys file lists; specgate keygen makes one)"]
+      : []),
     "Ctrl-C stops the stack.",
     "ready",
   ];
@@ -503,6 +533,13 @@ export async function run(argv: readonly string[]): Promise<number> {
       gatewayPort: config.port,
       redisUrl: config.redisUrl,
       logLevel: config.logLevel,
+      gateway: {
+        tlsCert: config.tlsCert,
+        tlsKey: config.tlsKey,
+        apiKeysFile: config.apiKeysFile,
+        apiKeys: config.apiKeys,
+        maxInFlightPerTenant: config.maxInFlightPerTenant,
+      },
     });
     const first = await Promise.race([starting.then((stack) => ({ stack })), signal.then((name) => ({ name }))]);
     if ("name" in first) {

@@ -14,6 +14,7 @@ import { promisify } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import { checkHealth } from "../../deploy/health.ts";
+import { readyBanner, startLocalStack } from "../../deploy/local-stack.ts";
 import { parseGatewayConfig } from "../../gateway/config.ts";
 import { loadServedModel, type ServedModel } from "../../gateway/served-model.ts";
 import { type RunningGateway, startGateway } from "../../gateway/server.ts";
@@ -263,6 +264,32 @@ describe("gateway security: TLS, mutual TLS, API keys, tenants", { skip: !certif
     );
     assert.equal(noKeysFile.code, 1);
     assert.match(said(noKeysFile), /cannot read the API keys file .*no-such-file/);
+  });
+
+  it("the local stack passes TLS and API keys through to its gateway process and health-checks it over TLS", async () => {
+    const stack = await startLocalStack({
+      drafters: "ngram",
+      defaultDrafter: "none",
+      gatewayPort: 0,
+      metricsPorts: "free",
+      redisUrl: redis.url,
+      log: () => {},
+      gateway: { tlsCert: certs.serverCertFile, tlsKey: certs.serverKeyFile, apiKeysFile: join(certs.dir, "api-keys") },
+    });
+    try {
+      assert.ok(stack.gatewayTls && stack.gatewayApiKeys);
+      assert.ok(readyBanner(stack).some((line) => line.includes("--tls-ca CA.pem --api-key KEY")));
+      const keyed = client(stack.gatewayAddress, { tls: { ca: certs.ca }, apiKey: beta.api_key });
+      assert.deepEqual((await keyed.generate(STORY)).token_ids, expected);
+      const noKey = client(stack.gatewayAddress, { tls: { ca: certs.ca } });
+      await refused(noKey.generate(STORY), "UNAUTHENTICATED");
+    } finally {
+      await stack.stop();
+    }
+    await assert.rejects(
+      startLocalStack({ env: { ...process.env, SPECGATE_TLS_CLIENT_CA: certs.caFile }, log: () => {} }),
+      /cannot health-check a gateway that requires client certificates/,
+    );
   });
 
   describe("a gateway requiring client certificates (mutual TLS)", () => {
