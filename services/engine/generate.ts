@@ -8,7 +8,7 @@
 import type { CausalLM } from "../runtime/causal-lm.ts";
 import type { Tokenizer } from "../runtime/tokenizer/tokenizer.ts";
 import type { Draft, Drafter } from "./drafter.ts";
-import { CostModel, createKPolicy, type KPolicy, type KPolicyConfig } from "./k-policy.ts";
+import { CostModel, createKPolicy, DEFAULT_K_POLICY, type KPolicy, type KPolicyConfig } from "./k-policy.ts";
 import { randomSeed } from "./rng.ts";
 import { GREEDY, type SamplingParams } from "./sampling.ts";
 import { type FinishReason, SequenceState } from "./sequence.ts";
@@ -18,7 +18,8 @@ import { type AcceptanceMode, LOSSLESS } from "./verify.ts";
 
 export interface Speculation {
   readonly drafter: Drafter;
-  readonly k: KPolicyConfig;
+  /** Default DEFAULT_K_POLICY (adaptive). */
+  readonly k?: KPolicyConfig;
   /** Default lossless. */
   readonly acceptance?: AcceptanceMode;
   /** Measured costs shared by the requests of one drafter/target pair (adaptive K); a fresh model when absent. */
@@ -95,7 +96,7 @@ function start(target: CausalLM, request: GenerationRequest): Active {
     drafter: spec?.drafter,
     acceptance: spec?.acceptance ?? LOSSLESS,
     costs,
-    policy: createKPolicy(spec?.k ?? { kind: "fixed", k: 0 }, costs),
+    policy: createKPolicy(spec ? (spec.k ?? DEFAULT_K_POLICY) : { kind: "fixed", k: 0 }, costs),
     stats: emptyStats(),
     k: 0,
     draft: NO_DRAFT,

@@ -21,7 +21,11 @@ export type KPolicyConfig =
       readonly probeEvery?: number;
     };
 
-export const DEFAULT_ADAPTIVE: KPolicyConfig = { kind: "adaptive", kMin: 0, kMax: 12 };
+/**
+ * The default policy: adaptive K won against fixed K in the in-process benchmark (services/engine/README.md has the
+ * figures), and it alone falls back to plain decoding when a drafter does not pay.
+ */
+export const DEFAULT_K_POLICY: KPolicyConfig = { kind: "adaptive", kMin: 0, kMax: 12 };
 
 /** Expected tokens a round yields (accepted draft tokens plus the target's own) at per-token acceptance α. */
 export function expectedTokensPerRound(alpha: number, k: number): number {
