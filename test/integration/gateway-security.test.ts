@@ -197,9 +197,16 @@ describe("gateway security: TLS, mutual TLS, API keys, tenants", { skip: !certif
       assert.match(details, /names tenant "beta" but its API key belongs to tenant "acme"/);
     });
 
-    it("health answers without a key, over TLS", async () => {
+    it("health answers without a key, over TLS, also to the container health check given the gateway's environment", async () => {
       const health = await checkHealth(secured.address, 5000, grpc.credentials.createSsl(certs.ca));
       assert.deepEqual(health, { serving: true, status: "SERVING" });
+      const probe = await run(process.execPath, ["--import", "tsx", "deploy/healthcheck.ts", secured.address], {
+        env: { ...process.env, SPECGATE_TLS_CERT: certs.serverCertFile },
+      });
+      assert.equal(probe.stdout.trim(), `${secured.address}: SERVING`);
+      await assert.rejects(run(process.execPath, ["--import", "tsx", "deploy/healthcheck.ts", secured.address]), {
+        code: 1,
+      });
     });
 
     it("caps each tenant, counting the key's tenant: RESOURCE_EXHAUSTED names the tenant's limit", async () => {
