@@ -112,7 +112,8 @@ describe("gateway security in the Kubernetes manifests", () => {
         assert.deepEqual(unknownFields(object), [], objectId(object));
       }
       const service = objects.find((o) => o.kind === "Service" && o.metadata.name === "specgate-gateway");
-      const ports = (service?.spec as JsonObject).ports as JsonObject[];
+      assert.ok(service, "the gateway Service");
+      const ports = (service.spec as JsonObject).ports as JsonObject[];
       assert.deepEqual(
         ports.map((p) => p.appProtocol),
         [undefined],
