@@ -144,7 +144,6 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
         assert.equal(stats.generated_tokens, MAX_TOKENS);
         assert.equal(stats.drafter, drafter);
         if (drafter === "none") assert.equal(stats.draft_tokens, 0);
-        if (drafter === "int4") assert.ok(stats.alpha > 0.5, `int4 acceptance ${stats.alpha}`);
 
         const events: StreamEvent[] = [];
         for await (const event of client.stream({ ...input, k: 4 })) events.push(event);
@@ -158,6 +157,11 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
         const end = events.at(-1);
         assert.equal(end?.type, "end");
         assert.equal(end?.type === "end" && end.stats?.rounds, deltas.length);
+        // Acceptance is checked at a fixed K: under the adaptive policy it depends on the timings K is chosen from.
+        if (drafter === "int4" && end?.type === "end") {
+          assert.ok((end.stats?.alpha ?? 0) > 0.4, `int4 acceptance at K = 4: ${end.stats?.alpha}`);
+          assert.ok(deltas.length * 2 <= MAX_TOKENS, `int4 at K = 4 took ${deltas.length} rounds`);
+        }
       }
     });
   }
