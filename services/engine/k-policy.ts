@@ -154,9 +154,10 @@ export class FixedK implements KPolicy {
 }
 
 /**
- * Per-sequence adaptive K over the pair's shared measurements. The sequence's α starts at the pair's recent α and
- * follows the sequence's own rounds (updateAlpha). At K = 0 it probes with K = 1 now and then so α keeps being
- * measured, doubling the wait after each probe that does not bring speculation back (probes cost a draft step).
+ * Per-sequence adaptive K over the pair's shared measurements. The sequence's α starts at the pair's recent α,
+ * follows the sequence's own rounds (updateAlpha) and drifts back towards the pair's in rounds without proposals. At
+ * K = 0 it probes with K = 1 now and then so α keeps being measured, doubling the wait after each probe that does not
+ * bring speculation back (probes cost a draft step).
  */
 export class AdaptiveK implements KPolicy {
   alpha: number;
@@ -189,12 +190,19 @@ export class AdaptiveK implements KPolicy {
   }
 
   observe(proposed: number, accepted: number): void {
+    // A hard stretch of text is temporary: rounds without proposals let the estimate drift back to the pair's α, so
+    // a sequence that dropped to K = 0 resumes speculating without waiting for probes to climb back trial by trial.
+    if (proposed === 0 && this.costs.alpha !== undefined) {
+      this.alpha += REVERSION_WEIGHT * (this.costs.alpha - this.alpha);
+    }
     this.alpha = updateAlpha(this.alpha, proposed, accepted, this.weight);
     this.costs.recordAcceptance(proposed, accepted);
   }
 }
 
 const MAX_PROBE_INTERVAL = 64;
+/** Rounds after which half of the gap between a sequence's α and the pair's has closed. */
+const REVERSION_WEIGHT = 1 - 2 ** (-1 / 16);
 
 export function createKPolicy(config: KPolicyConfig, costs: CostModel): KPolicy {
   return config.kind === "fixed" ? new FixedK(config.k) : new AdaptiveK(config, costs);

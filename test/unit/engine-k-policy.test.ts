@@ -107,6 +107,21 @@ describe("AdaptiveK", () => {
     assert.ok(second.alpha > 0.9, `${second.alpha}`);
   });
 
+  it("resumes speculating after a hard stretch as its estimate returns to the pair's acceptance", () => {
+    const costs = measured(5, 10, 0.5);
+    costs.alpha = 0.9;
+    const policy = new AdaptiveK({ kind: "adaptive", kMin: 0, kMax: 10, probeEvery: 1000 }, costs);
+    for (let i = 0; i < 60; i++) policy.observe(1, 0);
+    costs.alpha = 0.9;
+    assert.equal(policy.nextK(), 0);
+    let rounds = 0;
+    while (policy.nextK() === 0 && rounds < 100) {
+      policy.observe(0, 0);
+      rounds++;
+    }
+    assert.ok(rounds > 5 && rounds < 100, `resumed after ${rounds} plain rounds`);
+  });
+
   it("probes with K = 1 while at K = 0, waiting twice as long after each probe", () => {
     const policy = new AdaptiveK(
       { kind: "adaptive", kMin: 0, kMax: 4, initialAlpha: 0, probeEvery: 4 },
