@@ -37,6 +37,7 @@ import type { BenchReport } from "./cli.ts";
 import { storyPrompts } from "./prompts.ts";
 import { batchedDecode, round, spread } from "./runtime.ts";
 import { DRAFTER_MODELS, idealSpeedup, run as runInProcess } from "./speculative.ts";
+import { bullmqFloor } from "./target-batching.ts";
 
 const TARGET = "stories260k-x110m";
 /** Drafter name of target-only decoding through the gateway (K = 0). */
@@ -57,7 +58,7 @@ const argsSchema = z.object({
     .default("1,2,4,8,16")
     .transform((text) => list(text).map(Number)),
   /** Tokens per stream in the concurrency sweep. */
-  "stream-tokens": z.coerce.number().int().positive().default(32),
+  "stream-tokens": z.coerce.number().int().positive().default(64),
   /** Drafter of the speculative concurrency sweep beside the plain one; "none": plain only. */
   "sweep-drafter": z.string().default("int4"),
   /** Leave out the in-process figures (they take about as long as the distributed ones). */
@@ -170,6 +171,18 @@ function overheadBreakdown(timings: readonly RoundTiming__Output[]) {
   };
 }
 
+/** Medians of a round's parts under concurrency: queue waits there include waiting for batch-mates. */
+function roundParts(timings: readonly RoundTiming__Output[]) {
+  const p50 = (part: (t: RoundTiming__Output) => number) => round(quantile(timings.map(part), 0.5));
+  return {
+    round_ms: p50((t) => t.round_ms),
+    draft_wait_ms: p50((t) => t.draft_wait_ms),
+    queue_wait_ms: p50((t) => t.queue_wait_ms),
+    verify_compute_ms: p50((t) => t.verify_compute_ms),
+    result_return_ms: p50((t) => t.verify_wait_ms - t.queue_wait_ms - t.verify_compute_ms),
+  };
+}
+
 /**
  * Round trip of a Redis PING on the stack's redis-server: the floor of one hop on this machine right now (the verify
  * path makes several: add, the worker's wake-up and fetch, completion, the completion event).
@@ -268,6 +281,7 @@ interface SweepFigures {
   mean_batch_size: number;
   target_busy_share: number;
   target_compute_tokens_per_s: number;
+  round_p50: ReturnType<typeof roundParts>;
 }
 
 /**
@@ -313,7 +327,17 @@ async function concurrentTokensPerS(
     busyShare: busyMs / decodeSpanMs,
     /** Tokens per second of the target's batch time: its batched forwards and acceptance as the service runs them. */
     computeTokensPerS: (sum(runs.map(decodeTokens)) * 1000) / busyMs,
+    rounds,
   };
+}
+
+/**
+ * Context of the longest sequence in the ceiling's batch (the others are 2, 4, ... tokens shorter) such that their
+ * mean context is the streams' mean context halfway through their tokens: attention and KV copies grow with context.
+ */
+function ceilingContext(prompts: readonly number[][], streams: number, streamTokens: number): number {
+  const promptMean = sum(prompts.slice(0, streams).map((p) => p.length)) / streams;
+  return Math.max(2 * streams - 1, Math.round(promptMean + streamTokens / 2) + streams - 1);
 }
 
 export async function run(argv: readonly string[]): Promise<BenchReport> {
@@ -367,6 +391,13 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
     log: (line) => process.stderr.write(`[stack] ${line}\n`),
   });
   const client = new SpecgateClient({ address: stack.gatewayAddress, retry: { maxAttempts: 1 } });
+  // Interrupted (Ctrl-C): the stack's processes live in their own process groups, so stop them before leaving.
+  const interrupted = (signal: NodeJS.Signals) => {
+    progress(`${signal}: stopping the stack`);
+    void stack.stop().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
   try {
     const configs = [PLAIN, ...args.drafters];
     const input = (prompt: number[], drafter: string, tag: string): GenerateInput => ({
@@ -378,6 +409,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
       request_id: tag,
     });
     const redisPing = await redisPingMs(stack.redisUrl, 200);
+    const bullmqFloorMs = await bullmqFloor(stack.redisUrl, 200);
     progress("warming up");
     for (const drafter of configs) await streamOnce(client, input(measured[0], drafter, `warm-${drafter}`));
 
@@ -399,6 +431,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
       }
     }
 
+    const streamTokens = args["stream-tokens"];
     const sweepDrafters = [PLAIN, ...(args["sweep-drafter"] === PLAIN ? [] : [args["sweep-drafter"]])];
     const ceilings = new Map<number, number[]>(args.streams.map((n) => [n, []]));
     type SweepRun = Awaited<ReturnType<typeof concurrentTokensPerS>>;
@@ -410,13 +443,14 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
         const line: string[] = [];
         for (const drafter of sweepDrafters) {
           // The ceiling right before each run, so that both see about the same machine load.
-          const ceiling = (await batchedDecode(lm, prompts[0], n, false)).tokensPerS;
+          const ceiling = (await batchedDecode(lm, prompts[0], n, false, ceilingContext(prompts, n, streamTokens)))
+            .tokensPerS;
           ceilings.get(n)?.push(ceiling);
           const figures = await concurrentTokensPerS(
             client,
             prompts,
             n,
-            args["stream-tokens"],
+            streamTokens,
             drafter,
             args.k,
             `s${n}-r${repeat}-${drafter}`,
@@ -446,6 +480,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
               mean_batch_size: round(best.meanBatch, 2),
               target_busy_share: round(best.busyShare),
               target_compute_tokens_per_s: round(best.computeTokensPerS, 1),
+              round_p50: roundParts(best.rounds),
             },
           ];
         }),
@@ -499,9 +534,11 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
         "per decode round (first round excluded), single stream: round wall time at the gateway - draft compute - target compute, as the services report them",
       overhead,
       redis_ping_ms: redisPing,
+      /** An empty job through Queue.add, a Worker and QueueEvents, all in this process (bench:target's floor), p50. */
+      bullmq_floor_round_trip_ms_p50: bullmqFloorMs,
       concurrency_mode: "plain",
       concurrency_definition:
-        "tokens/s summed over concurrent streams of different tenants, in the window where every stream is past its first round and none has ended, best of the repeats; ceiling: steady batched decode steps at the same batch size in this process (bench/runtime.ts batchedDecode), best of the measurements taken right before each run; target_busy_share: share of the decode span the replica spent running batches",
+        "tokens/s summed over concurrent streams of different tenants, in the window where every stream is past its first round and none has ended, best of the repeats; ceiling: steady batched decode steps at the same batch size and mean context in this process (bench/runtime.ts batchedDecode), best of the measurements taken right before each run; target_busy_share: share of the decode span the replica spent running batches",
       concurrency_tokens_per_stream: args["stream-tokens"],
       concurrency: sweepFigures(PLAIN),
       concurrency_speculative:
@@ -533,6 +570,8 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
     ];
     return { summary, json };
   } finally {
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
     client.close();
     await stack.stop();
   }

@@ -95,13 +95,20 @@ async function verifyCostRatio(lm: OnnxCausalLM, prompt: readonly number[], roun
 }
 
 /**
- * Tokens/s of single-token decode steps over `batch` sequences of different context lengths. With `churn`, one member
- * of the batch changes every step (as when verify jobs of different users come and go), so every step assembles its
- * past by copying; without it, each step feeds the previous step's present tensors back unchanged.
+ * Tokens/s of single-token decode steps over `batch` sequences of different context lengths (`context`, `context` − 2,
+ * ...). With `churn`, one member of the batch changes every step (as when verify jobs of different users come and go),
+ * so every step assembles its past by copying; without it, each step feeds the previous step's present tensors back
+ * unchanged.
  */
-export async function batchedDecode(lm: OnnxCausalLM, prompt: readonly number[], batch: number, churn: boolean) {
+export async function batchedDecode(
+  lm: OnnxCausalLM,
+  prompt: readonly number[],
+  batch: number,
+  churn: boolean,
+  context = CONTEXT_TOKENS,
+) {
   const ids = Array.from({ length: batch + (churn ? 1 : 0) }, (_, i) => `bench-batch-${i}`);
-  await lm.forward(ids.map((sequenceId, i) => ({ sequenceId, tokens: contextTokens(prompt, CONTEXT_TOKENS - 2 * i) })));
+  await lm.forward(ids.map((sequenceId, i) => ({ sequenceId, tokens: contextTokens(prompt, context - 2 * i) })));
   const before = lm.stats();
   const stepMs: number[] = [];
   for (let step = 0; step < BATCHED_STEPS; step++) {

@@ -212,7 +212,7 @@ async function runInProcess(streams: number, work: Workload, args: Args, round: 
  * The round trip of an empty job through BullMQ alone (Queue.add, a Worker with concurrency > 1 returning at once,
  * the QueueEvents completion), all in this process: the floor under any BullMQ-based verify path on this machine.
  */
-async function bullmqFloor(redisUrl: string, rounds: number): Promise<number> {
+export async function bullmqFloor(redisUrl: string, rounds: number): Promise<number> {
   const connection = { url: redisUrl };
   const worker = new Worker("bench-floor", async () => "", { connection, concurrency: 32 });
   const queue = new Queue("bench-floor", { connection });
@@ -378,4 +378,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+// Run as a script; the distributed benchmark imports bullmqFloor without running this one.
+if (process.argv[1] === import.meta.filename) await main();
