@@ -557,15 +557,15 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
       },
     };
     const summary = [
-      `target-only through the gateway: ${json.target_only_tokens_per_s} tok/s (in-process ${json.inproc_target_only_tokens_per_s}), step ${json.target_step_ms} ms`,
+      `target-only through the gateway: ${json.target_only_tokens_per_s} tok/s (in-process ${json.inproc_target_only_tokens_per_s ?? "-"}); target step ${json.target_step_ms} ms, ${json.target_only_ms_per_token} ms per token through the stack`,
       ...args.drafters.map((name) => {
         const d = drafters[name] as ReturnType<typeof drafterFigures> & { inproc?: Record<string, number> };
         return `${name}: alpha ${d.alpha}, acc/round ${d.mean_accepted_per_round}, c ${d.c}, S ${d.speedup}, S* ${d.ideal_speedup}, efficiency ${d.efficiency} (in-process ${d.inproc?.efficiency ?? "-"}), identical ${d.identical_output}`;
       }),
-      `overhead per round: p50 ${json.overhead_ms_p50} ms, p99 ${json.overhead_ms_p99} ms`,
+      `overhead per round: p50 ${json.overhead_ms_p50} ms, p99 ${json.overhead_ms_p99} ms; p50 parts: queue wait ${overhead.queue_wait_ms.p50}, result return ${overhead.result_return_ms.p50}, draft transport ${overhead.draft_transport_ms.p50}, gateway ${overhead.gateway_ms.p50} ms; empty BullMQ job ${bullmqFloorMs} ms, Redis PING ${redisPing.p50} ms`,
       ...Object.entries(json.concurrency).map(
         ([n, f]) =>
-          `${n} streams (plain): ${f.tokens_per_s} tok/s, ceiling ${f.ceiling_tokens_per_s}, ratio ${f.ratio}`,
+          `${n} streams (plain): ${f.tokens_per_s} tok/s, ceiling ${f.ceiling_tokens_per_s}, ratio ${f.ratio}, batch ${f.mean_batch_size}, target busy ${f.target_busy_share}`,
       ),
     ];
     return { summary, json };
