@@ -4,7 +4,14 @@
  * thing everywhere, so the local stack sets each once.
  */
 import { z } from "zod";
-import { type ConfigOf, loadConfig, parseConfig, type Settings, settingsHelp } from "../services/config/settings.ts";
+import {
+  type ConfigOf,
+  LOG_LEVEL_SETTING,
+  loadConfig,
+  parseConfig,
+  type Settings,
+  settingsHelp,
+} from "../services/config/settings.ts";
 import { isLoopbackHost } from "../services/grpc/loopback.ts";
 import type { ServerTlsFiles } from "../services/grpc/server.ts";
 
@@ -156,12 +163,7 @@ export const GATEWAY_SETTINGS = {
     schema: integer(0, 30_000),
     help: "on SIGTERM, how long in-flight requests may run before they are cancelled",
   },
-  logLevel: {
-    flag: "log-level",
-    env: "SPECGATE_LOG_LEVEL",
-    schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-    help: "pino log level",
-  },
+  logLevel: LOG_LEVEL_SETTING,
 } satisfies Settings;
 
 export type GatewayConfig = ConfigOf<typeof GATEWAY_SETTINGS>;

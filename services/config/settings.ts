@@ -14,6 +14,14 @@ export interface Setting {
 
 export type Settings = Record<string, Setting>;
 
+/** The log level every service reads the same way. */
+export const LOG_LEVEL_SETTING = {
+  flag: "log-level",
+  env: "SPECGATE_LOG_LEVEL",
+  schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  help: "pino log level",
+} satisfies Setting;
+
 /** The parsed configuration of a settings table: each key typed by its schema's output. */
 export type ConfigOf<S extends Settings> = { [K in keyof S]: z.output<S[K]["schema"]> };
 

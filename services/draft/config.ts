@@ -3,7 +3,14 @@
  * start-up, printed by `--help`. SPECGATE_DRAFTERS means the same list in the gateway, so the local stack sets it once.
  */
 import { z } from "zod";
-import { type ConfigOf, loadConfig, parseConfig, type Settings, settingsHelp } from "../config/settings.ts";
+import {
+  type ConfigOf,
+  LOG_LEVEL_SETTING,
+  loadConfig,
+  parseConfig,
+  type Settings,
+  settingsHelp,
+} from "../config/settings.ts";
 import { MODELS_ROOT } from "../runtime/model-files.ts";
 import { type DrafterSpec, parseDrafterSpecs } from "./drafters.ts";
 
@@ -78,12 +85,7 @@ export const DRAFT_SETTINGS = {
     schema: integer(0, 5000),
     help: "on SIGTERM, how long running proposals may take before the server stops",
   },
-  logLevel: {
-    flag: "log-level",
-    env: "SPECGATE_LOG_LEVEL",
-    schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-    help: "pino log level",
-  },
+  logLevel: LOG_LEVEL_SETTING,
 } satisfies Settings;
 
 export type DraftConfig = ConfigOf<typeof DRAFT_SETTINGS>;

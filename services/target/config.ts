@@ -5,7 +5,14 @@
  */
 import { hostname } from "node:os";
 import { z } from "zod";
-import { type ConfigOf, loadConfig, parseConfig, type Settings, settingsHelp } from "../config/settings.ts";
+import {
+  type ConfigOf,
+  LOG_LEVEL_SETTING,
+  loadConfig,
+  parseConfig,
+  type Settings,
+  settingsHelp,
+} from "../config/settings.ts";
 import { MODELS_ROOT } from "../runtime/model-files.ts";
 
 const integer = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
@@ -104,12 +111,7 @@ export const TARGET_SETTINGS = {
     schema: integer(0, 9466).pipe(z.number().max(65535)),
     help: "Prometheus scrape port (0: a free one; OTEL_SDK_DISABLED=true turns telemetry off)",
   },
-  logLevel: {
-    flag: "log-level",
-    env: "SPECGATE_LOG_LEVEL",
-    schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-    help: "pino log level",
-  },
+  logLevel: LOG_LEVEL_SETTING,
 } satisfies Settings;
 
 export type TargetConfig = ConfigOf<typeof TARGET_SETTINGS>;
