@@ -20,6 +20,7 @@ import { MODELS_ROOT } from "../services/runtime/model-files.ts";
 import { DRAFT_11M, defaultSourceDir, RECIPES, SOURCE_CHECKPOINT } from "../services/runtime/models-build.ts";
 import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
 import { type QuantizeOptions, quantizeWeights } from "../services/runtime/quantize.ts";
+import { uniform } from "../services/runtime/random-llama.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -37,18 +38,6 @@ const STEPS = Number(args.steps);
 const log = (line: string) => process.stderr.write(`bench:drafts: ${line}\n`);
 const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const round = (x: number, digits = 4) => Number(x.toFixed(digits));
-
-/** mulberry32, for reproducible sampled texts. */
-function uniform(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Stories sampled from the exact model at temperature 1, each starting with BOS. */
 async function sampleTexts(lm: OnnxCausalLM): Promise<number[][]> {

@@ -16,8 +16,8 @@ export interface RandomLlamaOptions {
   readonly seed?: number;
 }
 
-/** mulberry32: a small seeded generator, plenty for test weights. */
-function uniform(seed: number): () => number {
+/** mulberry32: a small seeded generator, plenty for test weights and reproducible benchmark texts. */
+export function uniform(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
     state = (state + 0x6d2b79f5) >>> 0;
