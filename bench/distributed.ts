@@ -20,11 +20,10 @@
  * the configurations prompt by prompt; per (prompt, configuration) the fastest run counts, the least disturbed by
  * other work on a shared machine, and per-repeat figures give min/median.
  */
-import { cpus, loadavg, totalmem } from "node:os";
+import { loadavg } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
-import ort from "onnxruntime-node";
 import { z } from "zod";
 import { startLocalStack } from "../deploy/local-stack.ts";
 import type { RoundTiming__Output } from "../gen/specgate/v1/RoundTiming.ts";
@@ -36,7 +35,7 @@ import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
 import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
 import type { BenchReport } from "./cli.ts";
 import { storyPrompts } from "./prompts.ts";
-import { batchedDecode, round, spread } from "./runtime.ts";
+import { batchedDecode, machineInfo, round, spread } from "./runtime.ts";
 import { DRAFTER_MODELS, idealSpeedup, run as runInProcess } from "./speculative.ts";
 import { bullmqFloor } from "./target-batching.ts";
 
@@ -527,7 +526,6 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
     }
     const singleStream = [...runs.values()].flatMap((r) => r.flat().flatMap(decodeRounds));
     const overhead = overheadBreakdown(singleStream);
-    const cpuList = cpus();
     const json = {
       target: TARGET,
       prompts: measured.length,
@@ -561,15 +559,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
           ? null
           : { drafter: args["sweep-drafter"], k: args.k, by_streams: sweepFigures(args["sweep-drafter"]) },
       inproc: inproc ?? null,
-      machine: {
-        cpus: cpuList.length,
-        cpu_model: cpuList[0]?.model ?? "unknown",
-        memory_gb: round(totalmem() / 2 ** 30, 1),
-        load_average_1m_at_start: loadAtStart,
-        load_average_1m_at_end: round(loadavg()[0], 2),
-        node: process.version,
-        onnxruntime_node: ort.env.versions.node,
-      },
+      machine: machineInfo(loadAtStart),
     };
     const summary = [
       `target-only through the gateway: ${json.target_only_tokens_per_s} tok/s (in-process ${json.inproc_target_only_tokens_per_s ?? "-"}); target step ${json.target_step_ms} ms, ${json.target_only_ms_per_token} ms per token through the stack`,

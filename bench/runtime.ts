@@ -52,6 +52,23 @@ export function round(value: number, digits = 3): number {
   return Math.round(value * scale) / scale;
 }
 
+/**
+ * The machine a benchmark ran on, with the 1-minute load average at its start and end: timings on a busy machine
+ * spread widely (see the min/median pairs).
+ */
+export function machineInfo(loadAtStart: number) {
+  const cpuList = cpus();
+  return {
+    cpus: cpuList.length,
+    cpu_model: cpuList[0]?.model ?? "unknown",
+    memory_gb: round(totalmem() / 2 ** 30, 1),
+    load_average_1m_at_start: loadAtStart,
+    load_average_1m_at_end: round(loadavg()[0], 2),
+    node: process.version,
+    onnxruntime_node: ort.env.versions.node,
+  };
+}
+
 function progress(message: string): void {
   process.stderr.write(`[bench:runtime] ${message}\n`);
 }
@@ -234,7 +251,6 @@ async function main(): Promise<void> {
   const theirSpeed = spread(theirs.map((run) => run.tokensPerS));
   const stepMs = spread(ours.flatMap((run) => run.stepMs));
   const theirStepMs = spread(theirs.flatMap((run) => run.stepMs));
-  const cpuList = cpus();
   const result = {
     model: args.model,
     prompt: args.prompt,
@@ -261,16 +277,7 @@ async function main(): Promise<void> {
     // Fastest decode step theirs / ours: the comparison least disturbed by other processes on the machine.
     ratio_vs_transformersjs_best_step: round(theirStepMs.min / stepMs.min),
     identical_tokens: theirs.every((run) => run.tokens.join() === ours[0].tokens.join()),
-    machine: {
-      cpus: cpuList.length,
-      cpu_model: cpuList[0]?.model ?? "unknown",
-      memory_gb: round(totalmem() / 2 ** 30, 1),
-      // Other processes' load during the run: timings on a busy machine spread widely (see the min/median pairs).
-      load_average_1m_at_start: loadAtStart,
-      load_average_1m_at_end: round(loadavg()[0], 2),
-      node: process.version,
-      onnxruntime_node: ort.env.versions.node,
-    },
+    machine: machineInfo(loadAtStart),
   };
   if (!args.json) {
     console.log(
