@@ -1,5 +1,5 @@
 /**
- * `npm run bench:runtime [-- --json] [--model NAME] [--tokens N] [--repeats R]`: figures of the model runtime on the
+ * `npm run bench:runtime [-- --json] [--model NAME] [--tokens N] [--repeats R] [--pairs P]`: figures of the model runtime on the
  * cost-scaled target: batch-1 greedy decode speed and step latency, the cost of scoring K+1 positions in one step
  * relative to one, batched decode throughput, the copy overhead of assembling batches, and the same greedy decode run
  * by transformers.js on the same ONNX file. Progress goes to stderr; the last line of stdout is one JSON object.
@@ -28,6 +28,8 @@ const argsSchema = z.object({
   prompt: z.string().default("Once upon a time, there was a little"),
   tokens: z.coerce.number().int().positive().default(96),
   repeats: z.coerce.number().int().positive().default(3),
+  /** Decodes by each runtime, back to back in pairs: both run the same ORT kernels, so their gap is small next to noise. */
+  pairs: z.coerce.number().int().positive().default(10),
 });
 
 const BATCH_SIZES = [1, 2, 4, 8, 16];
@@ -147,6 +149,21 @@ export async function batchedDecode(
   };
 }
 
+/** Wraps a session's run to sum the time spent inside it: the rest of a decode is the runtime's own JS work. */
+function timeRuns(session: { run: (...args: never[]) => Promise<unknown> }): { ms: number } {
+  const total = { ms: 0 };
+  const run = session.run.bind(session);
+  session.run = async (...args) => {
+    const started = performance.now();
+    try {
+      return await run(...args);
+    } finally {
+      total.ms += performance.now() - started;
+    }
+  };
+  return total;
+}
+
 /** Records when transformers.js hands over each step's tokens. */
 class StepClock extends BaseStreamer {
   readonly marks: number[] = [];
@@ -164,6 +181,7 @@ async function main(): Promise<void> {
       prompt: { type: "string" },
       tokens: { type: "string" },
       repeats: { type: "string" },
+      pairs: { type: "string" },
     },
   });
   const parsed = argsSchema.safeParse(values);
@@ -181,25 +199,30 @@ async function main(): Promise<void> {
   const peer = await AutoModelForCausalLM.from_pretrained(basename(lm.files.dir), { dtype: "fp32", device: "cpu" });
   const peerInput = new TransformersTensor("int64", BigInt64Array.from(prompt, BigInt), [1, prompt.length]);
   const peerMask = new TransformersTensor("int64", new BigInt64Array(prompt.length).fill(1n), [1, prompt.length]);
+  const peerRuns = timeRuns(peer.sessions.model);
 
   progress("warming up");
   await greedyDecode(lm, prompt, { maxTokens: 8 });
   await peer.generate({ input_ids: peerInput, attention_mask: peerMask, max_new_tokens: 8, do_sample: false });
 
   // Ours and theirs run in pairs, back to back, so that both see the same machine load.
-  const ours: { tokensPerS: number; stepMs: number[]; tokens: number[] }[] = [];
-  const theirs: { tokensPerS: number; stepMs: number[]; tokens: number[] }[] = [];
+  type Decode = { tokensPerS: number; stepMs: number[]; tokens: number[]; outsideRunMs: number };
+  const ours: Decode[] = [];
+  const theirs: Decode[] = [];
   const runOurs = async () => {
+    const runMsBefore = lm.stats().runMs;
     const own = await timed(() => greedyDecode(lm, prompt, { maxTokens: args.tokens }));
     ours.push({
       tokensPerS: (own.value.tokens.length * 1000) / own.ms,
       stepMs: own.value.stepMs,
       tokens: own.value.tokens,
+      outsideRunMs: own.ms - (lm.stats().runMs - runMsBefore),
     });
   };
   const runTheirs = async () => {
     // transformers.js hands every step's tokens to the streamer: the gaps between those calls are its step times.
     const streamer = new StepClock();
+    const runMsBefore = peerRuns.ms;
     const { value, ms } = await timed(
       () =>
         peer.generate({
@@ -214,10 +237,15 @@ async function main(): Promise<void> {
     const tokens = (value.tolist() as bigint[][])[0].slice(prompt.length).map(Number);
     // marks[0] is the prompt, marks[1] the first token (after the prefill), then one mark per later step.
     const stepMs = streamer.marks.slice(2).map((mark, i) => mark - streamer.marks[i + 1]);
-    theirs.push({ tokensPerS: (tokens.length * 1000) / ms, stepMs, tokens });
+    theirs.push({
+      tokensPerS: (tokens.length * 1000) / ms,
+      stepMs,
+      tokens,
+      outsideRunMs: ms - (peerRuns.ms - runMsBefore),
+    });
   };
-  for (let r = 0; r < args.repeats; r++) {
-    progress(`greedy decode of ${args.tokens} tokens by specgate and transformers.js, repeat ${r + 1}/${args.repeats}`);
+  for (let r = 0; r < args.pairs; r++) {
+    progress(`greedy decode of ${args.tokens} tokens by specgate and transformers.js, pair ${r + 1}/${args.pairs}`);
     // Alternating who goes first, so that neither always runs on caches the other warmed or cooled.
     for (const run of r % 2 === 0 ? [runOurs, runTheirs] : [runTheirs, runOurs]) await run();
   }
@@ -246,7 +274,7 @@ async function main(): Promise<void> {
   await lm.close();
 
   const ourSpeed = spread(ours.map((run) => run.tokensPerS));
-  // Each of our runs is paired with the transformers.js run right after it; the median pair ratio resists load drift.
+  // Each of our runs is paired with the transformers.js run beside it; the median pair ratio resists load drift.
   const pairRatios = spread(ours.map((run, i) => run.tokensPerS / theirs[i].tokensPerS));
   const theirSpeed = spread(theirs.map((run) => run.tokensPerS));
   const stepMs = spread(ours.flatMap((run) => run.stepMs));
@@ -276,6 +304,12 @@ async function main(): Promise<void> {
     transformersjs_step_ms_spread: theirStepMs,
     // Fastest decode step theirs / ours: the comparison least disturbed by other processes on the machine.
     ratio_vs_transformersjs_best_step: round(theirStepMs.min / stepMs.min),
+    decode_pairs: args.pairs,
+    // Per generated token, the time each runtime spends outside session.run (its own JS work around the same kernels).
+    outside_run_ms_per_token: {
+      specgate: spread(ours.map((run) => run.outsideRunMs / run.tokens.length)).median,
+      transformersjs: spread(theirs.map((run) => run.outsideRunMs / run.tokens.length)).median,
+    },
     identical_tokens: theirs.every((run) => run.tokens.join() === ours[0].tokens.join()),
     machine: machineInfo(loadAtStart),
   };
