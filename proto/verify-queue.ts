@@ -7,11 +7,15 @@
  *   to the replica holding its cache (affinity); any replica can still serve any job (re-prefill from the history).
  * - Job data is `{ verifyJob: base64(VerifyJob) }` under the job name `verify`; the job's return value is
  *   base64(VerifyResult). Base64 because BullMQ stores job data and results as JSON.
+ * - Pub/sub shortcuts beside the queue (target.proto explains them): the gateway publishes each job, raw VerifyJob
+ *   bytes, on `specgate:verify-push:<replicaId>`; the replica publishes raw VerifyReply bytes on the job's
+ *   `reply_channel`, which each gateway names `specgate:verify-reply:<clientId>`.
  * - A replica keeps the Redis key `specgate:replica:<replicaId>` = base64(ReplicaAnnouncement) alive with expiry
  *   REPLICA_TTL_MS, refreshed every REPLICA_HEARTBEAT_MS; a missing key means the replica is gone.
  */
 import type { ReplicaAnnouncement, ReplicaAnnouncement__Output } from "../gen/specgate/v1/ReplicaAnnouncement.ts";
 import type { VerifyJob, VerifyJob__Output } from "../gen/specgate/v1/VerifyJob.ts";
+import type { VerifyReply, VerifyReply__Output } from "../gen/specgate/v1/VerifyReply.ts";
 import type { VerifyResult, VerifyResult__Output } from "../gen/specgate/v1/VerifyResult.ts";
 import { messageCodec } from "./codec.ts";
 
@@ -37,12 +41,25 @@ export function replicaKey(replicaId: string): string {
   return `${QUEUE_PREFIX}:replica:${replicaId}`;
 }
 
+export function verifyPushChannel(replicaId: string): string {
+  return `${QUEUE_PREFIX}:verify-push:${replicaId}`;
+}
+
+export function verifyReplyChannel(clientId: string): string {
+  return `${QUEUE_PREFIX}:verify-reply:${clientId}`;
+}
+
 const verifyJobCodec = messageCodec<VerifyJob, VerifyJob__Output>("VerifyJob");
 const verifyResultCodec = messageCodec<VerifyResult, VerifyResult__Output>("VerifyResult");
+const verifyReplyCodec = messageCodec<VerifyReply, VerifyReply__Output>("VerifyReply");
 const announcementCodec = messageCodec<ReplicaAnnouncement, ReplicaAnnouncement__Output>("ReplicaAnnouncement");
 
+function toBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
 function toBase64(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
+  return toBuffer(bytes).toString("base64");
 }
 
 function fromBase64(text: string): Uint8Array {
@@ -55,6 +72,22 @@ export function encodeVerifyJob(job: VerifyJob): VerifyJobData {
 
 export function decodeVerifyJob(data: VerifyJobData): VerifyJob__Output {
   return verifyJobCodec.decode(fromBase64(data.verifyJob));
+}
+
+export function encodeVerifyPush(job: VerifyJob): Buffer {
+  return toBuffer(verifyJobCodec.encode(job));
+}
+
+export function decodeVerifyPush(message: Buffer): VerifyJob__Output {
+  return verifyJobCodec.decode(message);
+}
+
+export function encodeVerifyReply(reply: VerifyReply): Buffer {
+  return toBuffer(verifyReplyCodec.encode(reply));
+}
+
+export function decodeVerifyReply(message: Buffer): VerifyReply__Output {
+  return verifyReplyCodec.decode(message);
 }
 
 /** The value a target replica returns from its BullMQ processor. */

@@ -19,6 +19,7 @@ import { announceReplica } from "./replica.ts";
 import { ReplicaStats } from "./replica-stats.ts";
 import { SequenceCache } from "./sequence-cache.ts";
 import { setServing, startTargetServer } from "./server.ts";
+import { VerifyIntake } from "./verify-intake.ts";
 import { VerifyRound } from "./verify-round.ts";
 import { startVerifyWorker } from "./worker.ts";
 
@@ -34,8 +35,8 @@ export interface TargetReplica {
   waitingJobs(): number;
   /**
    * Clean shutdown: health NOT_SERVING, announcement withdrawn, no new jobs taken, the jobs in hand verified and
-   * completed, then everything closed. Jobs still waiting in the queue are left to the gateways, which re-route a
-   * withdrawn replica's rounds.
+   * completed (queued copies of jobs answered from their push removed), then everything closed. Jobs still waiting in
+   * the queue are left to the gateways, which re-route a withdrawn replica's rounds.
    */
   drain(): Promise<void>;
 }
@@ -90,16 +91,24 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     config.port,
   );
   const address = `${config.advertiseHost ?? config.host}:${grpc.port}`;
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
+  const intake = new VerifyIntake({
+    batcher,
+    modelName,
+    publish: (channel, message) => redis.publish(channel, message),
+    onPublishError: (error) => log.warn({ err: error }, "could not publish a verify reply (BullMQ still completes it)"),
+    onBadPush: (error) => log.warn({ err: error }, "ignored a pushed message that is not a verify job"),
+  });
+  const pushes = new Redis(config.redisUrl);
+  await intake.listen(pushes, replicaId);
   const worker = startVerifyWorker({
     redisUrl: config.redisUrl,
     replicaId,
-    modelName,
-    batcher,
+    intake,
     concurrency: 2 * config.maxBatchSize,
   });
   worker.on("error", (error) => log.error({ err: error }, "verify worker error"));
   await worker.waitUntilReady();
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
   const announcer = await announceReplica(
     redis,
     {
@@ -139,6 +148,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
         setServing(grpc.health, false);
         await announcer.withdraw().catch((error) => log.warn({ err: error }, "could not withdraw announcement"));
         clearInterval(countQueued);
+        await pushes.quit();
         const inHand = batcher.inHand;
         const forced = setTimeout(() => {
           log.warn({ inHand: batcher.inHand }, "drain timeout: closing with jobs in hand");
@@ -147,7 +157,10 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
         await worker.close();
         await batcher.drain();
         clearTimeout(forced);
+        // Answered through their replies: their queued copies must not be verified again by whoever takes the queue.
+        await Promise.all(intake.answeredButQueued().map((jobId) => queue.remove(jobId).catch(() => 0)));
         await drainServer(grpc.server, 1000);
+        intake.close();
         await Promise.all([redis.quit(), queue.close()]);
         await model.close();
         log.info({ finishedInHand: inHand, stats: stats() }, "target replica drained");

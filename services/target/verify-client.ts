@@ -2,9 +2,11 @@
  * The producer side of verification, for the gateway (and tests and benchmarks): enqueue a VerifyJob on a replica's
  * queue and await its VerifyResult.
  *
- * Per replica it keeps one BullMQ Queue and one QueueEvents. Each job gets its own id and its listener is registered
- * before the job is added, so a result is picked up from the events stream the moment the replica completes the job
- * (no polling, no extra round trip). A failed job rejects with a VerifyJobError whose code says what to do
+ * Per replica it keeps one BullMQ Queue and one QueueEvents. Each job gets its own id and its waiter is registered
+ * before the job is added. The job is also published on the replica's push channel, and the replica publishes the
+ * outcome on this client's reply channel as soon as the job's batch ends: that reply usually settles the waiter; the
+ * events stream (BullMQ's completion) settles it when the reply was lost, so neither shortcut can lose a round (no
+ * polling either way). A failed job rejects with a VerifyJobError whose code says what to do
  * (verify-errors.ts). A replica that disappears never completes its jobs: whoever watches the announcements
  * (replica.ts `watchReplicas`) calls `replicaLost`, which rejects them with UNAVAILABLE so the caller can re-send the
  * same VerifyJob to another replica (it carries the full history; the new replica re-prefills).
@@ -15,17 +17,22 @@ import { Redis } from "ioredis";
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult__Output } from "../../gen/specgate/v1/VerifyResult.ts";
 import {
+  decodeVerifyReply,
   decodeVerifyResult,
   encodeVerifyJob,
+  encodeVerifyPush,
   QUEUE_PREFIX,
   VERIFY_JOB_NAME,
   type VerifyJobData,
+  verifyPushChannel,
   verifyQueueName,
+  verifyReplyChannel,
 } from "../../proto/verify-queue.ts";
 import { parseVerifyFailure, VerifyJobError } from "./verify-errors.ts";
 import { nowUnixMs } from "./verify-job.ts";
 
 interface Waiter {
+  readonly replicaId: string;
   resolve(result: VerifyResult__Output): void;
   reject(error: Error): void;
 }
@@ -33,16 +40,23 @@ interface Waiter {
 interface ReplicaQueue {
   readonly queue: Queue<VerifyJobData, string>;
   readonly events: QueueEvents;
-  readonly waiting: Map<string, Waiter>;
 }
 
 export class VerifyClient {
   readonly #replicas = new Map<string, Promise<ReplicaQueue>>();
-  /** For the one command BullMQ does not wrap (reading the events stream's end). */
+  /** Jobs awaited, by job id. */
+  readonly #waiting = new Map<string, Waiter>();
+  /** For the commands BullMQ does not wrap: pushes, and reading the events stream's end. */
   readonly #redis: Redis;
+  /** Subscribed to this client's reply channel (a subscribed connection takes no other commands). */
+  readonly #replies: Redis;
+  readonly #replyChannel = verifyReplyChannel(randomUUID());
+  #subscribed: Promise<unknown> | undefined;
 
   constructor(readonly redisUrl: string) {
     this.#redis = new Redis(redisUrl, { lazyConnect: true });
+    this.#replies = new Redis(redisUrl, { lazyConnect: true });
+    this.#replies.on("messageBuffer", (_channel: Buffer, message: Buffer) => this.#onReply(message));
   }
 
   /**
@@ -52,27 +66,37 @@ export class VerifyClient {
    */
   async verify(replicaId: string, job: VerifyJob, signal?: AbortSignal): Promise<VerifyResult__Output> {
     signal?.throwIfAborted();
-    const replica = await this.#replica(replicaId);
+    // Without the subscription (Redis still connecting) replies are missed and completion events settle the jobs.
+    this.#subscribed ??= this.#replies.subscribe(this.#replyChannel).catch(() => undefined);
+    const [replica] = await Promise.all([this.#replica(replicaId), this.#subscribed]);
     const jobId = randomUUID();
     const result = new Promise<VerifyResult__Output>((resolve, reject) => {
-      replica.waiting.set(jobId, { resolve, reject });
+      this.#waiting.set(jobId, { replicaId, resolve, reject });
     });
     // An abort or a lost replica may reject this before it is awaited (while the job is still being added).
     result.catch(() => undefined);
     const onAbort = () => {
-      replica.waiting.get(jobId)?.reject(signal?.reason as Error);
-      replica.waiting.delete(jobId);
+      this.#waiting.get(jobId)?.reject(signal?.reason as Error);
+      this.#waiting.delete(jobId);
       void replica.queue.remove(jobId).catch(() => undefined);
     };
     signal?.addEventListener("abort", onAbort, { once: true });
+    const sent: VerifyJob = {
+      ...job,
+      enqueued_at_unix_ms: job.enqueued_at_unix_ms || nowUnixMs(),
+      job_id: jobId,
+      reply_channel: this.#replyChannel,
+    };
+    // The push goes first (it is the fast copy); a failed push only costs its shortcut.
+    this.#redis.publish(verifyPushChannel(replicaId), encodeVerifyPush(sent)).catch(() => undefined);
     try {
-      await replica.queue.add(
-        VERIFY_JOB_NAME,
-        encodeVerifyJob({ ...job, enqueued_at_unix_ms: job.enqueued_at_unix_ms || nowUnixMs() }),
-        { jobId, removeOnComplete: true, removeOnFail: true },
-      );
+      await replica.queue.add(VERIFY_JOB_NAME, encodeVerifyJob(sent), {
+        jobId,
+        removeOnComplete: true,
+        removeOnFail: true,
+      });
     } catch (error) {
-      replica.waiting.delete(jobId);
+      this.#waiting.delete(jobId);
       signal?.removeEventListener("abort", onAbort);
       throw error;
     }
@@ -85,28 +109,57 @@ export class VerifyClient {
 
   /** Rejects every job awaited from the replica with UNAVAILABLE (it is gone: re-send them elsewhere). */
   async replicaLost(replicaId: string, reason = "its announcement expired"): Promise<number> {
-    const replica = this.#replicas.get(replicaId);
-    if (replica === undefined) return 0;
-    const { waiting } = await replica;
-    const lost = waiting.size;
-    for (const waiter of waiting.values()) {
+    let lost = 0;
+    for (const [jobId, waiter] of this.#waiting) {
+      if (waiter.replicaId !== replicaId) continue;
+      this.#waiting.delete(jobId);
       waiter.reject(new VerifyJobError("UNAVAILABLE", `replica ${replicaId} is gone (${reason})`));
+      lost++;
     }
-    waiting.clear();
     return lost;
   }
 
   /** Jobs awaited from the replica right now. */
   async awaiting(replicaId: string): Promise<number> {
-    const replica = this.#replicas.get(replicaId);
-    return replica ? (await replica).waiting.size : 0;
+    let count = 0;
+    for (const waiter of this.#waiting.values()) if (waiter.replicaId === replicaId) count++;
+    return count;
   }
 
   async close(): Promise<void> {
     const replicas = await Promise.all(this.#replicas.values());
     this.#replicas.clear();
     await Promise.all(replicas.flatMap((r) => [r.events.close(), r.queue.close()]));
-    if (this.#redis.status !== "wait") await this.#redis.quit();
+    await Promise.all(
+      [this.#redis, this.#replies].map((redis) => (redis.status === "wait" ? undefined : redis.quit())),
+    );
+  }
+
+  /** Settles the waiter of a job (once: a reply and a completion event may both come). */
+  #settle(jobId: string, outcome: () => VerifyResult__Output): void {
+    const waiter = this.#waiting.get(jobId);
+    if (waiter === undefined) return;
+    this.#waiting.delete(jobId);
+    try {
+      waiter.resolve(outcome());
+    } catch (error) {
+      waiter.reject(error instanceof VerifyJobError ? error : new VerifyJobError("UNAVAILABLE", String(error)));
+    }
+  }
+
+  #onReply(message: Buffer): void {
+    let reply: ReturnType<typeof decodeVerifyReply>;
+    try {
+      reply = decodeVerifyReply(message);
+    } catch {
+      // Unreadable: the job's completion event still settles it.
+      return;
+    }
+    this.#settle(reply.job_id, () => {
+      if (reply.failure !== "") throw parseVerifyFailure(reply.failure);
+      if (reply.result === null) throw new VerifyJobError("UNAVAILABLE", "a verify reply without a result");
+      return reply.result;
+    });
   }
 
   #replica(replicaId: string): Promise<ReplicaQueue> {
@@ -130,26 +183,23 @@ export class VerifyClient {
       prefix: QUEUE_PREFIX,
       lastEventId: last[0]?.[0] ?? "0-0",
     });
-    const waiting = new Map<string, Waiter>();
     events.on("completed", ({ jobId, returnvalue }) => {
-      const waiter = waiting.get(jobId);
-      if (waiter === undefined) return;
-      waiting.delete(jobId);
-      try {
-        waiter.resolve(decodeVerifyResult(returnvalue as unknown as string));
-      } catch (error) {
-        waiter.reject(new VerifyJobError("UNAVAILABLE", `unreadable result: ${(error as Error).message}`));
-      }
+      this.#settle(jobId, () => {
+        try {
+          return decodeVerifyResult(returnvalue as unknown as string);
+        } catch (error) {
+          throw new VerifyJobError("UNAVAILABLE", `unreadable result: ${(error as Error).message}`);
+        }
+      });
     });
     events.on("failed", ({ jobId, failedReason }) => {
-      const waiter = waiting.get(jobId);
-      if (waiter === undefined) return;
-      waiting.delete(jobId);
-      waiter.reject(parseVerifyFailure(failedReason));
+      this.#settle(jobId, () => {
+        throw parseVerifyFailure(failedReason);
+      });
     });
     // Connection errors are retried by BullMQ itself; a caller that cannot wait forever passes an AbortSignal.
     events.on("error", () => undefined);
     await events.waitUntilReady();
-    return { queue, events, waiting };
+    return { queue, events };
   }
 }

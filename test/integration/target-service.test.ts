@@ -5,16 +5,28 @@
  * replica announces itself and serves health, and SIGTERM drains (jobs in hand complete, the announcement goes).
  */
 import assert from "node:assert/strict";
+import { once } from "node:events";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { Queue } from "bullmq";
+import { Queue, QueueEvents } from "bullmq";
 import { service as healthService } from "grpc-health-check";
 import { Redis } from "ioredis";
 import type { TargetClient as TargetStub } from "../../gen/specgate/v1/Target.ts";
 import type { TargetStats__Output } from "../../gen/specgate/v1/TargetStats.ts";
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
+import type { VerifyReply__Output } from "../../gen/specgate/v1/VerifyReply.ts";
 import { SERVICE_NAMES, TargetClient } from "../../proto/load.ts";
-import { QUEUE_PREFIX, replicaKey, verifyQueueName } from "../../proto/verify-queue.ts";
+import {
+  decodeVerifyReply,
+  decodeVerifyResult,
+  encodeVerifyJob,
+  encodeVerifyPush,
+  QUEUE_PREFIX,
+  replicaKey,
+  VERIFY_JOB_NAME,
+  verifyPushChannel,
+  verifyQueueName,
+} from "../../proto/verify-queue.ts";
 import { ModelDrafter } from "../../services/engine/model-drafter.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import { listReplicas } from "../../services/target/replica.ts";
@@ -147,6 +159,70 @@ describe("target replica process", () => {
     assertSameVerdicts(pairs);
     assert.ok(pairs.some((p) => p.result.accepted > 0) && pairs.some((p) => !p.result.bonus));
     assert.ok(pairs.every((p) => p.result.replica_id === REPLICA));
+  });
+
+  test("a job's pushed and queued copies are verified once, and its outcome is published on its reply channel", async () => {
+    const subscriber = new Redis(redis.url);
+    const replies: VerifyReply__Output[] = [];
+    subscriber.on("messageBuffer", (_channel: Buffer, message: Buffer) => {
+      replies.push(decodeVerifyReply(message));
+      subscriber.emit("reply");
+    });
+    await subscriber.subscribe("it-replies");
+    const nextReply = () => once(subscriber, "reply");
+    const connection = { url: redis.url };
+    const queue = new Queue(verifyQueueName(REPLICA), { connection, prefix: QUEUE_PREFIX });
+    const events = new QueueEvents(verifyQueueName(REPLICA), { connection, prefix: QUEUE_PREFIX });
+    await events.waitUntilReady();
+    const job = (id: string, extra: Partial<VerifyJob> = {}): VerifyJob => ({
+      sequence_id: id,
+      round: 1,
+      history: PROMPTS[0],
+      draft_tokens: [284, 265],
+      sampling: { temperature: 0, seed: 1 },
+      model: MODEL,
+      job_id: `${id}-job`,
+      reply_channel: "it-replies",
+      ...extra,
+    });
+    const enqueue = async (sent: VerifyJob) => {
+      const added = await queue.add(VERIFY_JOB_NAME, encodeVerifyJob(sent), { jobId: sent.job_id });
+      return decodeVerifyResult(await added.waitUntilFinished(events, 10_000));
+    };
+    try {
+      const jobsBefore = (await stats()).jobs;
+      // The push alone is verified and answered; its queued copy then completes with the same result, not re-run.
+      const twin = job("twin");
+      const pushed = nextReply();
+      await admin.publish(verifyPushChannel(REPLICA), encodeVerifyPush(twin));
+      await pushed;
+      const completed = await enqueue(twin);
+      assert.deepEqual(replies[0].result, completed);
+      assert.equal(replies[0].job_id, twin.job_id);
+      assert.equal((await stats()).jobs - jobsBefore, 1, "verified once");
+
+      // A job that was only queued is answered on its reply channel too.
+      const replied = nextReply();
+      const alone = await enqueue(job("alone"));
+      await replied;
+      assert.deepEqual(replies[1].result, alone);
+
+      // A failure is published as its status and detail.
+      const failed = nextReply();
+      await admin.publish(verifyPushChannel(REPLICA), encodeVerifyPush(job("other-model", { model: "no-such-model" })));
+      await failed;
+      assert.equal(replies[2].result, null);
+      assert.match(replies[2].failure, /^FAILED_PRECONDITION: .*no-such-model/);
+
+      // A message that is not a job is logged and ignored; the replica keeps serving.
+      const ignored = replica.waitForLog((line) => line.msg === "ignored a pushed message that is not a verify job");
+      await admin.publish(verifyPushChannel(REPLICA), Buffer.from([0x0a, 0xff]));
+      await ignored;
+      const after = await enqueue(job("after-bad-push"));
+      assert.deepEqual([after.accepted, after.next_token], [alone.accepted, alone.next_token]);
+    } finally {
+      await Promise.all([events.close(), queue.close(), subscriber.quit()]);
+    }
   });
 
   test("16 sequences' jobs enqueued at once are verified in batches larger than one", async () => {

@@ -8,9 +8,13 @@ import { DraftClient, GatewayClient, gatewayService, TargetClient } from "../../
 import {
   decodeReplicaAnnouncement,
   decodeVerifyJob,
+  decodeVerifyPush,
+  decodeVerifyReply,
   decodeVerifyResult,
   encodeReplicaAnnouncement,
   encodeVerifyJob,
+  encodeVerifyPush,
+  encodeVerifyReply,
   encodeVerifyResult,
   verifyQueueName,
 } from "../../proto/verify-queue.ts";
@@ -39,6 +43,14 @@ describe("verify queue payloads", () => {
     enqueued_at_unix_ms: 1732240000123.25,
     deadline_unix_ms: 0,
     model: "stories260k-x110m",
+    job_id: "7c4f2b9e-job",
+    reply_channel: "specgate:verify-reply:gateway-a",
+  };
+  const decodedJob = {
+    ...job,
+    // Decoded messages name the set member of each (synthetic) oneof, as the gRPC loader does.
+    sampling: { ...job.sampling, _top_p: "top_p", _seed: "seed" },
+    relaxed: { top_k: 0, epsilon: 0.3, delta: 0.09 },
   };
 
   it("round-trips a VerifyJob through BullMQ-safe job data", () => {
@@ -46,12 +58,13 @@ describe("verify queue payloads", () => {
     assert.equal(typeof data.verifyJob, "string");
     // BullMQ stores job data as JSON: the payload must survive it.
     const decoded = decodeVerifyJob(JSON.parse(JSON.stringify(data)));
-    assert.deepEqual(decoded, {
-      ...job,
-      // Decoded messages name the set member of each (synthetic) oneof, as the gRPC loader does.
-      sampling: { ...job.sampling, _top_p: "top_p", _seed: "seed" },
-      relaxed: { top_k: 0, epsilon: 0.3, delta: 0.09 },
-    });
+    assert.deepEqual(decoded, decodedJob);
+  });
+
+  it("round-trips the pushed copy of a job and a reply (binary pub/sub messages)", () => {
+    assert.deepEqual(decodeVerifyPush(encodeVerifyPush(job)), decodedJob);
+    const failure = decodeVerifyReply(encodeVerifyReply({ job_id: "j", failure: "DEADLINE_EXCEEDED: too late" }));
+    assert.deepEqual([failure.job_id, failure.result, failure.failure], ["j", null, "DEADLINE_EXCEEDED: too late"]);
   });
 
   it("fills defaults and keeps optional presence when decoding a sparse job", () => {

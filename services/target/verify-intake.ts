@@ -1,0 +1,129 @@
+/**
+ * Where a replica takes verify jobs in. Every job is on the replica's BullMQ queue (the durable record, completed by
+ * worker.ts); the gateway also publishes it on the replica's push channel, which reaches the replica in one Redis hop
+ * where the queue's hand-over takes a wake-up and a fetch. Whichever copy arrives first goes to the micro-batcher,
+ * the other joins it by job id, so a job is verified once. The moment its batch ends the outcome is published on the
+ * job's reply channel, ahead of BullMQ's completion: the round's result reaches the gateway in one hop more.
+ *
+ * Outcomes are remembered for `memoryMs` (and at least as long as that again): long enough for the slower copy of a
+ * job to find its twin's outcome, bounded for jobs whose queued copy never comes (a gateway removed it on abort).
+ */
+import type { Redis } from "ioredis";
+import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
+import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
+import { decodeVerifyPush, encodeVerifyReply, verifyPushChannel } from "../../proto/verify-queue.ts";
+import type { MicroBatcher } from "./batcher.ts";
+import { VerifyJobError } from "./verify-errors.ts";
+import { checkAdmission, nowUnixMs } from "./verify-job.ts";
+
+export interface VerifyIntakeOptions {
+  readonly batcher: MicroBatcher<VerifyJob__Output, VerifyResult>;
+  readonly modelName: string;
+  /** Publishes a reply (the replica's Redis connection); its failures are reported to `onPublishError`. */
+  readonly publish: (channel: string, message: Buffer) => Promise<unknown>;
+  readonly onPublishError: (error: unknown) => void;
+  /** A pushed message that is not a VerifyJob with a job id (its queued copy, if any, still fails or passes alone). */
+  readonly onBadPush: (error: Error) => void;
+  readonly memoryMs?: number;
+}
+
+const DEFAULT_MEMORY_MS = 30_000;
+
+/** The job's failure as a VerifyJobError (what the gateway reads back from the reply or the failedReason). */
+export function asVerifyJobError(error: unknown): VerifyJobError {
+  if (error instanceof VerifyJobError) return error;
+  return new VerifyJobError("UNAVAILABLE", error instanceof Error ? error.message : String(error));
+}
+
+/** Which copy of a job handed it in. */
+export type JobCopy = "queue" | "push";
+
+interface Taken {
+  readonly outcome: Promise<VerifyResult>;
+  /** Whether the queued copy has been handed in (BullMQ completes the job with it). */
+  queued: boolean;
+}
+
+export class VerifyIntake {
+  /** Jobs taken, by job id, in two generations: lookups see both, each rotation drops the older. */
+  #current = new Map<string, Taken>();
+  #previous = new Map<string, Taken>();
+  readonly #rotation: NodeJS.Timeout;
+
+  constructor(readonly options: VerifyIntakeOptions) {
+    this.#rotation = setInterval(() => {
+      this.#previous = this.#current;
+      this.#current = new Map();
+    }, options.memoryMs ?? DEFAULT_MEMORY_MS);
+    this.#rotation.unref();
+  }
+
+  /**
+   * The outcome of the job with this id: the one already under way when the other copy of the job arrived first,
+   * otherwise the job is checked (model, deadline) and handed to the batcher. Rejects with a VerifyJobError.
+   */
+  take(jobId: string, job: VerifyJob__Output, copy: JobCopy): Promise<VerifyResult> {
+    const known = this.#current.get(jobId) ?? this.#previous.get(jobId);
+    if (known !== undefined) {
+      if (copy === "queue") known.queued = true;
+      return known.outcome;
+    }
+    const outcome = this.#verify(job);
+    this.#current.set(jobId, { outcome, queued: copy === "queue" });
+    void outcome.then(
+      (result) => this.#reply(job, { job_id: jobId, result }),
+      (error: unknown) => this.#reply(job, { job_id: jobId, failure: asVerifyJobError(error).message }),
+    );
+    return outcome;
+  }
+
+  /**
+   * Takes the jobs pushed on the replica's channel through `subscriber`, a connection of its own (subscribing turns a
+   * Redis connection into a listener). Resolves once subscribed; closing the connection ends it.
+   */
+  async listen(subscriber: Redis, replicaId: string): Promise<void> {
+    subscriber.on("messageBuffer", (_channel: Buffer, message: Buffer) => {
+      let job: VerifyJob__Output;
+      try {
+        job = decodeVerifyPush(message);
+        if (job.job_id === "") throw new Error("the pushed job has no job_id");
+      } catch (error) {
+        this.options.onBadPush(error as Error);
+        return;
+      }
+      // Its failure is published to the gateway and reported again with the queued copy.
+      this.take(job.job_id, job, "push").catch(() => undefined);
+    });
+    await subscriber.subscribe(verifyPushChannel(replicaId));
+  }
+
+  /**
+   * Jobs taken from their pushed copy whose queued copy has not been handed in: answered through the reply, but still
+   * waiting in the queue. A draining replica removes them there, so that nobody takes them again.
+   */
+  answeredButQueued(): string[] {
+    const ids: string[] = [];
+    for (const generation of [this.#previous, this.#current]) {
+      for (const [jobId, taken] of generation) if (!taken.queued) ids.push(jobId);
+    }
+    return ids;
+  }
+
+  close(): void {
+    clearInterval(this.#rotation);
+  }
+
+  async #verify(job: VerifyJob__Output): Promise<VerifyResult> {
+    try {
+      checkAdmission(job, this.options.modelName, nowUnixMs());
+      return await this.options.batcher.submit(job);
+    } catch (error) {
+      throw asVerifyJobError(error);
+    }
+  }
+
+  #reply(job: VerifyJob__Output, reply: { job_id: string; result?: VerifyResult; failure?: string }): void {
+    if (job.reply_channel === "") return;
+    this.options.publish(job.reply_channel, encodeVerifyReply(reply)).catch(this.options.onPublishError);
+  }
+}
