@@ -10,6 +10,8 @@
  *   stack (drafter "none": K = 0), the ideal S* from the run's own service-reported compute times (the in-process
  *   benchmark's formula), efficiency S/S*, and identical_output against in-process target-only greedy tokens; beside
  *   them the in-process benchmark's figures, measured in this run by its own code.
+ * - Sampling mode (first drafter, temperature 0.8, top-p 0.95): bytes of draft distributions on the wire per round
+ *   and per draft token, beside a dense float32 q; greedy rounds send none.
  * - Per-round overhead of the distributed path: round wall time at the gateway minus the draft compute and the target
  *   compute the services reported for that round (SpeculationStats.round_timings), p50/p99, with where it goes.
  * - Aggregate tokens/s at 1..16 concurrent streams of different tenants, beside the target's own batched-forward
@@ -42,6 +44,8 @@ import { bullmqFloor } from "./target-batching.ts";
 const TARGET = "stories260k-x110m";
 /** Pause before measuring the ceiling: the stack releases the last run's sequences in the meantime. */
 const SETTLE_MS = 300;
+/** Sampling settings of the run that measures the bytes of draft distributions on the wire. */
+const SAMPLING = { temperature: 0.8, top_p: 0.95 } as const;
 /** Drafter name of target-only decoding through the gateway (K = 0). */
 const PLAIN = "none";
 
@@ -434,6 +438,16 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
       }
     }
 
+    // Sampling mode moves the draft's distributions over the wire (greedy moves tokens only): their bytes per round.
+    const sampler = args.drafters[0];
+    const sampled: StreamRun[] = [];
+    for (const [i, prompt] of measured.entries()) {
+      sampled.push(
+        await streamOnce(client, { ...input(prompt, sampler, `sampled-p${i}`), ...SAMPLING, seed: 1000 + i }),
+      );
+    }
+    progress(`sampling with ${sampler}: ${round(sum(sampled.map((r) => r.stats.rounds)))} rounds`);
+
     const streamTokens = args["stream-tokens"];
     const sweepDrafters = [PLAIN, ...(args["sweep-drafter"] === PLAIN ? [] : [args["sweep-drafter"]])];
     const ceilings = new Map<number, number[]>(args.streams.map((n) => [n, []]));
@@ -524,6 +538,27 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
         efficiency_vs_inproc: own ? round(figures.efficiency / own.efficiency) : null,
       };
     }
+    const sampledStats = sampled.map((r) => r.stats);
+    const sampledRounds = sum(sampledStats.map((s) => s.rounds));
+    const sampledDraftTokens = sum(sampledStats.map((s) => s.draft_tokens));
+    const sampledBytes = sum(sampledStats.map((s) => Number(s.draft_distribution_bytes)));
+    const greedyBytes = sum(
+      args.drafters.flatMap((name) =>
+        (runs.get(name) as Runs).flat().map((r) => Number(r.stats.draft_distribution_bytes)),
+      ),
+    );
+    const draftVocab = resolveModel(DRAFTER_MODELS[sampler] ?? TARGET).config.vocab_size;
+    const samplingWire = {
+      drafter: sampler,
+      ...SAMPLING,
+      rounds: sampledRounds,
+      alpha: round(sampledDraftTokens === 0 ? 0 : sum(sampledStats.map((s) => s.accepted_tokens)) / sampledDraftTokens),
+      draft_distribution_bytes_per_round: round(sampledBytes / sampledRounds, 1),
+      draft_distribution_bytes_per_draft_token: round(sampledBytes / Math.max(1, sampledDraftTokens), 1),
+      /** What a dense float32 q over the draft's vocabulary would take per draft token. */
+      dense_float32_bytes_per_draft_token: draftVocab === undefined ? null : 4 * draftVocab,
+      greedy_draft_distribution_bytes: greedyBytes,
+    };
     const singleStream = [...runs.values()].flatMap((r) => r.flat().flatMap(decodeRounds));
     const overhead = overheadBreakdown(singleStream);
     const json = {
@@ -541,6 +576,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
         "S / S* = model compute time (draft + target, as the services report it) / wall time of the speculative decode at the client; S against target-only decoding through the same stack, S* with target-only decoding at its measured ms per token through the stack",
       inproc_target_only_tokens_per_s: inproc?.target_only_tokens_per_s ?? null,
       drafters,
+      sampling_wire: samplingWire,
       overhead_ms_p50: overhead.overhead_ms.p50,
       overhead_ms_p99: overhead.overhead_ms.p99,
       overhead_definition:
@@ -568,6 +604,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
         return `${name}: alpha ${d.alpha}, acc/round ${d.mean_accepted_per_round}, c ${d.c}, S ${d.speedup}, S* ${d.ideal_speedup}, efficiency ${d.efficiency} (in-process ${d.inproc?.efficiency ?? "-"}), identical ${d.identical_output}`;
       }),
       `overhead per round: p50 ${json.overhead_ms_p50} ms, p99 ${json.overhead_ms_p99} ms; p50 parts: queue wait ${overhead.queue_wait_ms.p50}, result return ${overhead.result_return_ms.p50}, draft transport ${overhead.draft_transport_ms.p50}, gateway ${overhead.gateway_ms.p50} ms; empty BullMQ job ${bullmqFloorMs} ms, Redis PING ${redisPing.p50} ms`,
+      `sampling (${samplingWire.drafter}, T ${samplingWire.temperature}): ${samplingWire.draft_distribution_bytes_per_round} bytes of draft distributions per round, ${samplingWire.draft_distribution_bytes_per_draft_token} per draft token (dense float32: ${samplingWire.dense_float32_bytes_per_draft_token}); greedy: ${samplingWire.greedy_draft_distribution_bytes} bytes`,
       ...Object.entries(json.concurrency).map(
         ([n, f]) =>
           `${n} streams (plain): ${f.tokens_per_s} tok/s, ceiling ${f.ceiling_tokens_per_s}, ratio ${f.ratio}, batch ${f.mean_batch_size}, target busy ${f.target_busy_share}`,
