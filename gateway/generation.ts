@@ -116,11 +116,18 @@ export async function runGeneration(
     sampling: request.sampling,
     history: () => sequence.tokens,
   };
+  /**
+   * The last round's settlement for the draft, written right before the next proposal request: both then leave in one
+   * write and wake the draft service once (waking an idle process is a large part of a loopback hop).
+   */
+  let settleDraft: (() => void) | undefined;
   try {
     for (let round = 1; !sequence.finished; round++) {
       signal.throwIfAborted();
       const asked = speculating ? Math.min(policy.nextK(), sequence.draftBudget()) : 0;
       const roundStart = performance.now();
+      settleDraft?.();
+      settleDraft = undefined;
       const roundTrace = trace.startRound();
       const traceContext = injectIntoCarrier(roundTrace.context);
       let proposal: Proposal__Output | undefined;
@@ -159,7 +166,9 @@ export async function runGeneration(
       const committed = sequence.commit([...draftTokens.slice(0, accepted), result.next_token]);
       // Also after rounds without a proposal (K = 0, fallback): the draft appends the target's token, so its history
       // stays in step and needs no rebuild when speculation resumes.
-      if (speculating && !sequence.finished) draft.accept(ids.sequenceId, round, accepted, [result.next_token]);
+      if (speculating && !sequence.finished) {
+        settleDraft = () => draft.accept(ids.sequenceId, round, accepted, [result.next_token]);
+      }
       policy.observe(draftTokens.length, accepted);
       recordRound(stats, {
         k: proposal ? asked : 0,
