@@ -3,7 +3,7 @@
  * worker.ts); the gateway also publishes it on the replica's push channel, which reaches the replica in one Redis hop
  * where the queue's hand-over takes a wake-up and a fetch. Whichever copy arrives first goes to the micro-batcher,
  * the other joins it by job id, so a job is verified once. The moment its batch ends the outcome is published on the
- * job's reply channel, ahead of BullMQ's completion: the round's result reaches the gateway in one hop more.
+ * job's reply channel, ahead of BullMQ's completion (Lua script and events stream): replica → Redis → gateway.
  *
  * Outcomes are remembered for `memoryMs` (and at least as long as that again): long enough for the slower copy of a
  * job to find its twin's outcome, bounded for jobs whose queued copy never comes (a gateway removed it on abort).
