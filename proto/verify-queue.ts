@@ -67,7 +67,12 @@ function fromBase64(text: string): Uint8Array {
 }
 
 export function encodeVerifyJob(job: VerifyJob): VerifyJobData {
-  return { verifyJob: toBase64(verifyJobCodec.encode(job)) };
+  return verifyJobData(encodeVerifyPush(job));
+}
+
+/** The job data of a job already encoded for its push: one encoding serves both copies. */
+export function verifyJobData(pushed: Buffer): VerifyJobData {
+  return { verifyJob: pushed.toString("base64") };
 }
 
 export function decodeVerifyJob(data: VerifyJobData): VerifyJob__Output {

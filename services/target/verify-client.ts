@@ -19,11 +19,11 @@ import type { VerifyResult__Output } from "../../gen/specgate/v1/VerifyResult.ts
 import {
   decodeVerifyReply,
   decodeVerifyResult,
-  encodeVerifyJob,
   encodeVerifyPush,
   QUEUE_PREFIX,
   VERIFY_JOB_NAME,
   type VerifyJobData,
+  verifyJobData,
   verifyPushChannel,
   verifyQueueName,
   verifyReplyChannel,
@@ -87,10 +87,11 @@ export class VerifyClient {
       job_id: jobId,
       reply_channel: this.#replyChannel,
     };
+    const encoded = encodeVerifyPush(sent);
     // The push goes first (it is the fast copy); a failed push only costs its shortcut.
-    this.#redis.publish(verifyPushChannel(replicaId), encodeVerifyPush(sent)).catch(() => undefined);
+    this.#redis.publish(verifyPushChannel(replicaId), encoded).catch(() => undefined);
     try {
-      await replica.queue.add(VERIFY_JOB_NAME, encodeVerifyJob(sent), {
+      await replica.queue.add(VERIFY_JOB_NAME, verifyJobData(encoded), {
         jobId,
         removeOnComplete: true,
         removeOnFail: true,
