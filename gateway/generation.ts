@@ -1,7 +1,7 @@
 /**
  * One request's round loop, distributed: ask the draft service for K tokens → enqueue the verify job on the
  * sequence's replica → commit the accepted tokens and the target's token (stop conditions, UTF-8-safe text) → tell
- * the draft where to roll back to → stream the new tokens. K comes from the engine's policy (fixed or adaptive over
+ * the draft where to roll back to, with the next round's request → stream the new tokens. K comes from the engine's policy (fixed or adaptive over
  * costs measured here, through gRPC and the queue); K = 0 when the request asked for no drafter or the draft
  * service cannot answer. Caches are released in both services however the request ends.
  */
@@ -117,22 +117,31 @@ export async function runGeneration(
     history: () => sequence.tokens,
   };
   /**
-   * The last round's settlement for the draft, written right before the next proposal request: both then leave in one
-   * write and wake the draft service once (waking an idle process is a large part of a loopback hop).
+   * Starts a round: its K, its span, and its proposal request on the wire (awaited by the loop). A round starts as
+   * soon as the previous one has committed its tokens, before they are streamed, so that the draft service works while
+   * the gateway streams; its timings run from this start to the next round's.
    */
-  let settleDraft: (() => void) | undefined;
+  const startRound = (round: number) => {
+    const asked = speculating ? Math.min(policy.nextK(), sequence.draftBudget()) : 0;
+    const roundTrace = trace.startRound();
+    const traceContext = injectIntoCarrier(roundTrace.context);
+    return {
+      round,
+      asked,
+      start: performance.now(),
+      roundTrace,
+      traceContext,
+      proposal: asked > 0 ? draft.propose(drafted, round, asked, traceContext) : undefined,
+    };
+  };
   try {
-    for (let round = 1; !sequence.finished; round++) {
-      signal.throwIfAborted();
-      const asked = speculating ? Math.min(policy.nextK(), sequence.draftBudget()) : 0;
-      const roundStart = performance.now();
-      settleDraft?.();
-      settleDraft = undefined;
-      const roundTrace = trace.startRound();
-      const traceContext = injectIntoCarrier(roundTrace.context);
+    signal.throwIfAborted();
+    let current = startRound(1);
+    for (;;) {
+      const { round, asked, start: roundStart, roundTrace, traceContext } = current;
       let proposal: Proposal__Output | undefined;
-      if (asked > 0) {
-        proposal = await draft.propose(drafted, round, asked, traceContext);
+      if (current.proposal) {
+        proposal = await current.proposal;
         if (!proposal) extra.fallback_rounds++;
       }
       signal.throwIfAborted();
@@ -164,12 +173,18 @@ export async function runGeneration(
       const historyLength = sequence.tokens.length;
       const accepted = Math.min(result.accepted, draftTokens.length);
       const committed = sequence.commit([...draftTokens.slice(0, accepted), result.next_token]);
-      // Also after rounds without a proposal (K = 0, fallback): the draft appends the target's token, so its history
-      // stays in step and needs no rebuild when speculation resumes.
-      if (speculating && !sequence.finished) {
-        settleDraft = () => draft.accept(ids.sequenceId, round, accepted, [result.next_token]);
-      }
       policy.observe(draftTokens.length, accepted);
+      let upcoming: ReturnType<typeof startRound> | undefined;
+      if (!sequence.finished) {
+        signal.throwIfAborted();
+        // Also after rounds without a proposal (K = 0, fallback): the draft appends the target's token, so its history
+        // stays in step and needs no rebuild when speculation resumes. The settlement and the next proposal request
+        // leave together and wake the draft service once.
+        if (speculating) draft.accept(ids.sequenceId, round, accepted, [result.next_token]);
+        upcoming = startRound(round + 1);
+      }
+      const roundEnd = upcoming?.start ?? performance.now();
+
       recordRound(stats, {
         k: proposal ? asked : 0,
         proposed: draftTokens.length,
@@ -192,7 +207,7 @@ export async function runGeneration(
         onDelta({ token_ids: committed.tokens, text: committed.text, round });
       }
       const timing = {
-        round_ms: performance.now() - roundStart,
+        round_ms: roundEnd - roundStart,
         draft_wait_ms: draftDone - roundStart,
         draft_compute_ms: proposal?.draft_time_ms ?? 0,
         verify_wait_ms: verified - draftDone,
@@ -217,6 +232,8 @@ export async function runGeneration(
         roundMs: timing.round_ms,
       });
       services.logger.trace({ sequenceId: ids.sequenceId, round, asked, historyLength, accepted }, "round");
+      if (upcoming === undefined) break;
+      current = upcoming;
     }
   } finally {
     draft.close(ids.sequenceId);

@@ -19,6 +19,7 @@ import { announceReplica } from "./replica.ts";
 import { ReplicaStats } from "./replica-stats.ts";
 import { SequenceCache } from "./sequence-cache.ts";
 import { setServing, startTargetServer } from "./server.ts";
+import { publisher } from "./turn-batch.ts";
 import { VerifyIntake } from "./verify-intake.ts";
 import { VerifyRound } from "./verify-round.ts";
 import { startVerifyWorker } from "./worker.ts";
@@ -92,10 +93,11 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
   );
   const address = `${config.advertiseHost ?? config.host}:${grpc.port}`;
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
+  const replies = publisher(redis);
   const intake = new VerifyIntake({
     batcher,
     modelName,
-    publish: (channel, message) => redis.publish(channel, message),
+    publish: (channel, message) => replies.send({ channel, message }),
     onPublishError: (error) => log.warn({ err: error }, "could not publish a verify reply (BullMQ still completes it)"),
     onBadPush: (error) => log.warn({ err: error }, "ignored a pushed message that is not a verify job"),
   });

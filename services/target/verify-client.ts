@@ -28,6 +28,7 @@ import {
   verifyQueueName,
   verifyReplyChannel,
 } from "../../proto/verify-queue.ts";
+import { type Publication, publisher, TurnBatch } from "./turn-batch.ts";
 import { parseVerifyFailure, VerifyJobError } from "./verify-errors.ts";
 import { nowUnixMs } from "./verify-job.ts";
 
@@ -37,10 +38,19 @@ interface Waiter {
   reject(error: Error): void;
 }
 
+interface QueuedCopy {
+  readonly data: VerifyJobData;
+  readonly jobId: string;
+}
+
 interface ReplicaQueue {
   readonly queue: Queue<VerifyJobData, string>;
+  /** The turn's adds in at most two writes (many streams' rounds are enqueued from the turn a batch's replies came). */
+  readonly adds: TurnBatch<QueuedCopy, unknown>;
   readonly events: QueueEvents;
 }
+
+const JOB_OPTIONS = { removeOnComplete: true, removeOnFail: true } as const;
 
 export class VerifyClient {
   readonly #replicas = new Map<string, Promise<ReplicaQueue>>();
@@ -48,6 +58,7 @@ export class VerifyClient {
   readonly #waiting = new Map<string, Waiter>();
   /** For the commands BullMQ does not wrap: pushes, and reading the events stream's end. */
   readonly #redis: Redis;
+  readonly #pushes: TurnBatch<Publication, number>;
   /** Subscribed to this client's reply channel (a subscribed connection takes no other commands). */
   readonly #replies: Redis;
   readonly #replyChannel = verifyReplyChannel(randomUUID());
@@ -55,6 +66,7 @@ export class VerifyClient {
 
   constructor(readonly redisUrl: string) {
     this.#redis = new Redis(redisUrl, { lazyConnect: true });
+    this.#pushes = publisher(this.#redis);
     this.#replies = new Redis(redisUrl, { lazyConnect: true });
     this.#replies.on("messageBuffer", (_channel: Buffer, message: Buffer) => this.#onReply(message));
   }
@@ -89,13 +101,9 @@ export class VerifyClient {
     };
     const encoded = encodeVerifyPush(sent);
     // The push goes first (it is the fast copy); a failed push only costs its shortcut.
-    this.#redis.publish(verifyPushChannel(replicaId), encoded).catch(() => undefined);
+    this.#pushes.send({ channel: verifyPushChannel(replicaId), message: encoded }).catch(() => undefined);
     try {
-      await replica.queue.add(VERIFY_JOB_NAME, verifyJobData(encoded), {
-        jobId,
-        removeOnComplete: true,
-        removeOnFail: true,
-      });
+      await replica.adds.send({ data: verifyJobData(encoded), jobId });
     } catch (error) {
       this.#waiting.delete(jobId);
       signal?.removeEventListener("abort", onAbort);
@@ -201,6 +209,13 @@ export class VerifyClient {
     // Connection errors are retried by BullMQ itself; a caller that cannot wait forever passes an AbortSignal.
     events.on("error", () => undefined);
     await events.waitUntilReady();
-    return { queue, events };
+    const adds = new TurnBatch<QueuedCopy, unknown>(
+      ({ data, jobId }) => queue.add(VERIFY_JOB_NAME, data, { ...JOB_OPTIONS, jobId }),
+      (copies) =>
+        queue.addBulk(
+          copies.map(({ data, jobId }) => ({ name: VERIFY_JOB_NAME, data, opts: { ...JOB_OPTIONS, jobId } })),
+        ),
+    );
+    return { queue, adds, events };
   }
 }

@@ -76,7 +76,8 @@ export function startRequestTrace(options: RequestTraceOptions): RequestTrace {
     });
   }
   const roundSpans = options.roundSpans ?? ROUND_SPANS;
-  let openRound: Span | undefined;
+  /** Round spans started and not ended (a round starts before the previous one has streamed its tokens). */
+  const openRounds = new Set<Span>();
   const untracedRound: RoundTrace = {
     context: requestContext,
     end: (round) => metrics?.recordRound(labels, round),
@@ -96,24 +97,24 @@ export function startRequestTrace(options: RequestTraceOptions): RequestTrace {
         };
       }
       const roundSpan = tracer.startSpan(ROUND_SPAN_NAME, { kind: SpanKind.INTERNAL }, requestContext);
-      openRound = roundSpan;
+      openRounds.add(roundSpan);
       return {
         context: trace.setSpan(requestContext, roundSpan),
         end: (round) => {
           roundSpan.setAttributes(roundAttributes(round));
           roundSpan.end();
-          openRound = undefined;
+          openRounds.delete(roundSpan);
           metrics?.recordRound(labels, round);
         },
       };
     },
     end: (request) => {
       // A round cut short (cancellation, deadline, failure) still belongs in the trace, marked as such.
-      if (openRound !== undefined) {
-        openRound.setAttribute(ATTR.roundAbandoned, true);
-        openRound.end();
-        openRound = undefined;
+      for (const roundSpan of openRounds) {
+        roundSpan.setAttribute(ATTR.roundAbandoned, true);
+        roundSpan.end();
       }
+      openRounds.clear();
       if (recording) endServerSpan(span, request);
       metrics?.recordRequest(labels, request);
       metrics?.recordRpc(method, request.status, performance.now() - startedAt);
