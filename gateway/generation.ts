@@ -1,9 +1,10 @@
 /**
  * One request's round loop, distributed: ask the draft service for K tokens → enqueue the verify job on the
  * sequence's replica → commit the accepted tokens and the target's token (stop conditions, UTF-8-safe text) → tell
- * the draft where to roll back to, with the next round's request → stream the new tokens. K comes from the engine's policy (fixed or adaptive over
- * costs measured here, through gRPC and the queue); K = 0 when the request asked for no drafter or the draft
- * service cannot answer. Caches are released in both services however the request ends.
+ * the draft where to roll back to, together with the next round's request → stream the new tokens. K comes from the
+ * engine's policy (fixed or adaptive over costs measured here, through gRPC and the queue); K = 0 when the request
+ * asked for no drafter or the draft service cannot answer. Caches are released in both services however the request
+ * ends.
  */
 import type { Logger } from "pino";
 import type { DraftDistribution, DraftDistribution__Output } from "../gen/specgate/v1/DraftDistribution.ts";

@@ -196,6 +196,20 @@ describe("with tracing on (in-memory exporter)", () => {
     );
   });
 
+  test("a round started before the previous one ended is still marked abandoned when the request is cut short", async () => {
+    // The gateway's order: round 2 starts (its proposal request leaves) before round 1 has streamed and ended.
+    const request = startRequestTrace({ method: METHOD, labels: LABELS, roundSpans: true });
+    const first = request.startRound();
+    request.startRound();
+    first.end(scriptedRound(0));
+    request.end(scriptedRequest("CANCELLED"));
+    const rounds = byName(await finishedSpans(), ROUND_SPAN_NAME);
+    assert.deepEqual(
+      rounds.map((span) => span.attributes[ATTR.roundAbandoned]),
+      [undefined, true],
+    );
+  });
+
   test("server faults mark the span as an error, client faults do not", async () => {
     for (const [status, code] of [
       ["DEADLINE_EXCEEDED", SpanStatusCode.ERROR],
