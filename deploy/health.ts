@@ -27,17 +27,18 @@ export function probeCredentials(env: NodeJS.ProcessEnv): grpc.ChannelCredential
 const POLL_MS = 100;
 
 /**
- * One health check of the whole server ("" service); resolves with the status name or the error's text. Plaintext
- * unless `credentials` say otherwise (a gateway serving TLS).
+ * One health check of `service` (default "": the whole server); resolves with the status name or the error's text.
+ * Plaintext unless `credentials` say otherwise (a gateway serving TLS).
  */
 export function checkHealth(
   address: string,
   deadlineMs = 1000,
   credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+  service = "",
 ): Promise<{ serving: boolean; status: string }> {
   const client = new HealthClient(address, credentials) as unknown as HealthClient;
   return new Promise((resolve) => {
-    client.check({ service: "" }, { deadline: Date.now() + deadlineMs }, (error, response) => {
+    client.check({ service }, { deadline: Date.now() + deadlineMs }, (error, response) => {
       client.close();
       const status = error ? error.details || grpc.status[error.code] : (response?.status ?? "UNKNOWN");
       resolve({ serving: !error && status === "SERVING", status });

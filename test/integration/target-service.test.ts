@@ -9,8 +9,8 @@ import { once } from "node:events";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { Queue, QueueEvents } from "bullmq";
-import { service as healthService } from "grpc-health-check";
 import { Redis } from "ioredis";
+import { checkHealth } from "../../deploy/health.ts";
 import type { TargetClient as TargetStub } from "../../gen/specgate/v1/Target.ts";
 import type { TargetStats__Output } from "../../gen/specgate/v1/TargetStats.ts";
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
@@ -44,14 +44,6 @@ const PROMPTS = [
   [1, 400, 300, 200],
   [1, 280, 305, 320, 271],
 ];
-
-interface HealthClient extends grpc.Client {
-  check(
-    request: { service: string },
-    options: grpc.CallOptions,
-    callback: (error: grpc.ServiceError | null, response?: { status: string }) => void,
-  ): grpc.ClientUnaryCall;
-}
 
 let redis: RedisServer;
 let replica: ServiceProcess;
@@ -139,13 +131,8 @@ describe("target replica process", () => {
     assert.equal(announcement.queue, verifyQueueName(REPLICA));
     assert.equal(announcement.model, MODEL);
     assert.equal(announcement.max_batch_size, 16);
-    const Health = grpc.makeGenericClientConstructor(healthService, "Health");
-    const health = new Health(announcement.address, grpc.credentials.createInsecure()) as unknown as HealthClient;
-    const response = await unary<{ service: string }, { status: string }>(health.check.bind(health), {
-      service: SERVICE_NAMES.target,
-    });
-    health.close();
-    assert.equal(response.status, "SERVING");
+    const { status } = await checkHealth(announcement.address, 5000, undefined, SERVICE_NAMES.target);
+    assert.equal(status, "SERVING");
   });
 
   test("rounds through the queue equal the in-process engine's, greedy and sampling", async () => {
