@@ -131,6 +131,16 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const admission = new Admission(config.maxInFlight, config.maxInFlightPerTenant || Number.POSITIVE_INFINITY);
   const running = new Set<AbortController>();
 
+  /** What both RPCs answer at the end of a request (GenerateResponse's fields, GenerateStream's end message). */
+  const ending = ({ outcome, requestId, seed }: Awaited<ReturnType<typeof serve>>) => ({
+    finish_reason: outcome.finishReason,
+    stats: outcome.stats,
+    usage: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.tokenIds.length },
+    request_id: requestId,
+    seed,
+    model: model.name,
+  });
+
   /** Runs one request for either RPC; `onDelta` receives the streamed rounds. */
   async function serve(
     method: string,
@@ -231,33 +241,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const handlers: GatewayHandlers = {
     Generate(call, callback) {
       serve(`${SERVICE_NAMES.gateway}/Generate`, call, () => undefined).then(
-        ({ outcome, requestId, seed }) =>
-          callback(null, {
-            token_ids: outcome.tokenIds,
-            text: outcome.text,
-            finish_reason: outcome.finishReason,
-            stats: outcome.stats,
-            usage: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.tokenIds.length },
-            request_id: requestId,
-            seed,
-            model: model.name,
-          }),
+        (served) =>
+          callback(null, { token_ids: served.outcome.tokenIds, text: served.outcome.text, ...ending(served) }),
         (error: unknown) => callback(toStatus(error)),
       );
     },
     GenerateStream(call) {
       serve(`${SERVICE_NAMES.gateway}/GenerateStream`, call, (delta) => call.write({ delta })).then(
-        ({ outcome, requestId, seed }) => {
-          call.write({
-            end: {
-              finish_reason: outcome.finishReason,
-              stats: outcome.stats,
-              usage: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.tokenIds.length },
-              request_id: requestId,
-              seed,
-              model: model.name,
-            },
-          });
+        (served) => {
+          call.write({ end: ending(served) });
           call.end();
         },
         (error: unknown) => {
