@@ -4,6 +4,7 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { runtimeOptionsSchema } from "../runtime/runtime-config.ts";
 
 export interface Setting {
   readonly flag: string;
@@ -20,6 +21,14 @@ export const LOG_LEVEL_SETTING = {
   env: "SPECGATE_LOG_LEVEL",
   schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   help: "pino log level",
+} satisfies Setting;
+
+/** Thread spinning of the model runtime, read the same way by the services that run models. */
+export const THREAD_SPINNING_SETTING = {
+  flag: "thread-spinning",
+  env: "SPECGATE_THREAD_SPINNING",
+  schema: runtimeOptionsSchema.shape.threadSpinning,
+  help: "when ONNX Runtime threads busy-wait: run (only during a model run), always (also ~30 ms after), off",
 } satisfies Setting;
 
 /** The parsed configuration of a settings table: each key typed by its schema's output. */

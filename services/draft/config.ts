@@ -10,6 +10,7 @@ import {
   parseConfig,
   type Settings,
   settingsHelp,
+  THREAD_SPINNING_SETTING,
 } from "../config/settings.ts";
 import { MODELS_ROOT } from "../runtime/model-files.ts";
 import { type DrafterSpec, parseDrafterSpecs } from "./drafters.ts";
@@ -73,6 +74,7 @@ export const DRAFT_SETTINGS = {
     schema: integer(0, 0),
     help: "ONNX Runtime threads inside one operator, per model (0: all cores)",
   },
+  threadSpinning: THREAD_SPINNING_SETTING,
   metricsPort: {
     flag: "metrics-port",
     env: "SPECGATE_DRAFT_METRICS_PORT",

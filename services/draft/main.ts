@@ -29,6 +29,7 @@ const drafters = await loadDrafters(servedDrafters(config), {
     executionProvider: config.executionProvider,
     deviceId: config.deviceId,
     intraOpThreads: config.intraOpThreads,
+    threadSpinning: config.threadSpinning,
   },
 });
 const server = await startDraftServer({

@@ -15,6 +15,14 @@ export const runtimeOptionsSchema = z
     intraOpThreads: z.number().int().min(0).default(0),
     /** Threads across independent operators; 0 lets ONNX Runtime decide. */
     interOpThreads: z.number().int().min(0).default(0),
+    /**
+     * When ONNX Runtime's intra-op threads busy-wait for work. "run": only while a session run lasts (its operators
+     * hand work over fast; afterwards the cores are free for the processes that carry the round on). "always": ONNX
+     * Runtime's own default, which keeps them spinning for about 30 ms after every run: on a machine the services share,
+     * that takes a core from the gateway, the draft service and Redis exactly when a round's messages pass through them.
+     * "off": they sleep between tasks (slower runs, least CPU).
+     */
+    threadSpinning: z.enum(["run", "always", "off"]).default("run"),
     graphOptimizationLevel: z.enum(["disabled", "basic", "extended", "layout", "all"]).default("all"),
     /** Cap on the KV cache bytes held by all sequences together; a forward that would exceed it is refused. */
     maxCacheBytes: z.number().int().positive().default(Number.MAX_SAFE_INTEGER),
@@ -43,5 +51,11 @@ export function sessionOptions(options: RuntimeOptions): InferenceSession.Sessio
     graphOptimizationLevel: options.graphOptimizationLevel,
     ...(options.intraOpThreads > 0 ? { intraOpNumThreads: options.intraOpThreads } : {}),
     ...(options.interOpThreads > 0 ? { interOpNumThreads: options.interOpThreads } : {}),
+    extra: {
+      session: {
+        intra_op: { allow_spinning: options.threadSpinning === "off" ? "0" : "1" },
+        force_spinning_stop: options.threadSpinning === "run" ? "1" : "0",
+      },
+    },
   };
 }

@@ -12,6 +12,7 @@ import {
   parseConfig,
   type Settings,
   settingsHelp,
+  THREAD_SPINNING_SETTING,
 } from "../config/settings.ts";
 import { MODELS_ROOT } from "../runtime/model-files.ts";
 
@@ -93,6 +94,7 @@ export const TARGET_SETTINGS = {
     schema: integer(0, 0),
     help: "ONNX Runtime threads inside one operator (0: all cores)",
   },
+  threadSpinning: THREAD_SPINNING_SETTING,
   cacheBytes: {
     flag: "cache-bytes",
     env: "SPECGATE_TARGET_CACHE_BYTES",

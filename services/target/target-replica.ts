@@ -48,6 +48,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     executionProvider: config.executionProvider,
     deviceId: config.deviceId,
     intraOpThreads: config.intraOpThreads,
+    threadSpinning: config.threadSpinning,
     maxCacheBytes: config.cacheBytes,
   });
   const modelName = model.info.name;

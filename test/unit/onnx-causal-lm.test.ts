@@ -75,6 +75,21 @@ describe("OnnxCausalLM", () => {
     assert.equal(lm.info.kvBytesPerToken, 2 * 2 * 2 * 8 * 4);
   });
 
+  test("every thread-spinning mode runs the model to the same logits on two intra-op threads", async () => {
+    const history = tokens(40, 3);
+    const expected = await alone(history, [5, 6, 7]);
+    for (const threadSpinning of ["run", "always", "off"] as const) {
+      const threaded = await OnnxCausalLM.load(join(dir, "tiny"), { intraOpThreads: 2, threadSpinning });
+      try {
+        await threaded.forward([{ sequenceId: "s", tokens: history }]);
+        const [logits] = await threaded.forward([{ sequenceId: "s", tokens: [5, 6, 7] }]);
+        assertClose(logits, expected, `threadSpinning ${threadSpinning}`);
+      } finally {
+        await threaded.close();
+      }
+    }
+  });
+
   test("batched forward over sequences of very different lengths equals unbatched forwards", async () => {
     const histories = { long: tokens(150, 1), short: tokens(3, 2), mid: tokens(40, 3) };
     await lm.forward(Object.entries(histories).map(([sequenceId, history]) => ({ sequenceId, tokens: history })));
