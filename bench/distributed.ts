@@ -13,7 +13,8 @@
  * - Sampling mode (first drafter, temperature 0.8, top-p 0.95): bytes of draft distributions on the wire per round
  *   and per draft token, beside a dense float32 q; greedy rounds send none.
  * - Per-round overhead of the distributed path: round wall time at the gateway minus the draft compute and the target
- *   compute the services reported for that round (SpeculationStats.round_timings), p50/p99, with where it goes.
+ *   compute the services reported for that round (SpeculationStats.round_timings), p50/p99, with where it goes, and
+ *   beside it the floor of the hops a round makes on this machine (bench/hop-floor.ts).
  * - Aggregate tokens/s at 1..16 concurrent streams of different tenants, beside the target's own batched-forward
  *   throughput at the same batch sizes measured in this process between the runs (bench/runtime.ts batchedDecode).
  *
@@ -39,6 +40,7 @@ import type { BenchReport } from "./cli.ts";
 import { storyPrompts } from "./prompts.ts";
 import { batchedDecode, machineInfo, round, spread } from "./runtime.ts";
 import { DRAFTER_MODELS, idealSpeedup, run as runInProcess } from "./speculative.ts";
+import { hopFloor } from "./hop-floor.ts";
 import { bullmqFloor } from "./target-batching.ts";
 
 const TARGET = "stories260k-x110m";
@@ -448,6 +450,9 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
     }
     progress(`sampling with ${sampler}: ${round(sum(sampled.map((r) => r.stats.rounds)))} rounds`);
 
+    const floor = await hopFloor(stack.redisUrl, targetStepMs((runs.get(PLAIN) as Runs).flat()), 100);
+    progress(`hop floor after ${floor.idle_gap_ms} ms idle: ${floor.floor_ms_p50} ms`);
+
     const streamTokens = args["stream-tokens"];
     const sweepDrafters = [PLAIN, ...(args["sweep-drafter"] === PLAIN ? [] : [args["sweep-drafter"]])];
     const ceilings = new Map<number, number[]>(args.streams.map((n) => [n, []]));
@@ -582,6 +587,9 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
       overhead_definition:
         "per decode round (first round excluded), single stream: round wall time at the gateway - draft compute - target compute, as the services report them",
       overhead,
+      /** The least a round's hops cost here (bench/hop-floor.ts); the overhead above it is the services' own. */
+      hop_floor: floor,
+      overhead_above_floor_ms_p50: round(overhead.overhead_ms.p50 - floor.floor_ms_p50),
       redis_ping_ms: redisPing,
       /** An empty job through Queue.add, a Worker and QueueEvents, all in this process (bench:target's floor), p50. */
       bullmq_floor_round_trip_ms_p50: bullmqFloorMs,
@@ -604,6 +612,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
         return `${name}: alpha ${d.alpha}, acc/round ${d.mean_accepted_per_round}, c ${d.c}, S ${d.speedup}, S* ${d.ideal_speedup}, efficiency ${d.efficiency} (in-process ${d.inproc?.efficiency ?? "-"}), identical ${d.identical_output}`;
       }),
       `overhead per round: p50 ${json.overhead_ms_p50} ms, p99 ${json.overhead_ms_p99} ms; p50 parts: queue wait ${overhead.queue_wait_ms.p50}, result return ${overhead.result_return_ms.p50}, draft transport ${overhead.draft_transport_ms.p50}, gateway ${overhead.gateway_ms.p50} ms; empty BullMQ job ${bullmqFloorMs} ms, Redis PING ${redisPing.p50} ms`,
+      `floor of a round's hops after ${floor.idle_gap_ms} ms idle: ${floor.floor_ms_p50} ms (Redis pub/sub round trip ${floor.redis_pubsub_round_trip_ms_p50}, loopback TCP round trip ${floor.tcp_round_trip_ms_p50} ms); overhead above it ${json.overhead_above_floor_ms_p50} ms`,
       `sampling (${samplingWire.drafter}, T ${samplingWire.temperature}): ${samplingWire.draft_distribution_bytes_per_round} bytes of draft distributions per round, ${samplingWire.draft_distribution_bytes_per_draft_token} per draft token (dense float32: ${samplingWire.dense_float32_bytes_per_draft_token}); greedy: ${samplingWire.greedy_draft_distribution_bytes} bytes`,
       ...Object.entries(json.concurrency).map(
         ([n, f]) =>
