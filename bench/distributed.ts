@@ -37,10 +37,10 @@ import { resolveModel } from "../services/runtime/model-files.ts";
 import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
 import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
 import type { BenchReport } from "./cli.ts";
+import { hopFloor } from "./hop-floor.ts";
 import { storyPrompts } from "./prompts.ts";
 import { batchedDecode, machineInfo, round, spread } from "./runtime.ts";
 import { DRAFTER_MODELS, idealSpeedup, run as runInProcess } from "./speculative.ts";
-import { hopFloor } from "./hop-floor.ts";
 import { bullmqFloor } from "./target-batching.ts";
 
 const TARGET = "stories260k-x110m";
@@ -450,8 +450,14 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
     }
     progress(`sampling with ${sampler}: ${round(sum(sampled.map((r) => r.stats.rounds)))} rounds`);
 
-    const floor = await hopFloor(stack.redisUrl, targetStepMs((runs.get(PLAIN) as Runs).flat()), 100);
-    progress(`hop floor after ${floor.idle_gap_ms} ms idle: ${floor.floor_ms_p50} ms`);
+    const drafted = (runs.get(sampler) as Runs).flat().flatMap(decodeRounds);
+    const floor = await hopFloor(
+      stack.redisUrl,
+      targetStepMs((runs.get(PLAIN) as Runs).flat()),
+      sum(drafted.map((t) => t.draft_compute_ms)) / drafted.length,
+      100,
+    );
+    progress(`floor of a round's hops: ${floor.floor_ms_p50} ms`);
 
     const streamTokens = args["stream-tokens"];
     const sweepDrafters = [PLAIN, ...(args["sweep-drafter"] === PLAIN ? [] : [args["sweep-drafter"]])];
@@ -612,7 +618,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
         return `${name}: alpha ${d.alpha}, acc/round ${d.mean_accepted_per_round}, c ${d.c}, S ${d.speedup}, S* ${d.ideal_speedup}, efficiency ${d.efficiency} (in-process ${d.inproc?.efficiency ?? "-"}), identical ${d.identical_output}`;
       }),
       `overhead per round: p50 ${json.overhead_ms_p50} ms, p99 ${json.overhead_ms_p99} ms; p50 parts: queue wait ${overhead.queue_wait_ms.p50}, result return ${overhead.result_return_ms.p50}, draft transport ${overhead.draft_transport_ms.p50}, gateway ${overhead.gateway_ms.p50} ms; empty BullMQ job ${bullmqFloorMs} ms, Redis PING ${redisPing.p50} ms`,
-      `floor of a round's hops after ${floor.idle_gap_ms} ms idle: ${floor.floor_ms_p50} ms (Redis pub/sub round trip ${floor.redis_pubsub_round_trip_ms_p50}, loopback TCP round trip ${floor.tcp_round_trip_ms_p50} ms); overhead above it ${json.overhead_above_floor_ms_p50} ms`,
+      `floor of a round's hops here: ${floor.floor_ms_p50} ms (push and reply through Redis ${floor.verify_hops_ms_p50}, proposal over loopback TCP ${floor.proposal_hops_ms_p50} ms, between processes at rest); overhead above it ${json.overhead_above_floor_ms_p50} ms`,
       `sampling (${samplingWire.drafter}, T ${samplingWire.temperature}): ${samplingWire.draft_distribution_bytes_per_round} bytes of draft distributions per round, ${samplingWire.draft_distribution_bytes_per_draft_token} per draft token (dense float32: ${samplingWire.dense_float32_bytes_per_draft_token}); greedy: ${samplingWire.greedy_draft_distribution_bytes} bytes`,
       ...Object.entries(json.concurrency).map(
         ([n, f]) =>

@@ -1,19 +1,29 @@
 /**
  * The far end of bench/hop-floor.ts, a process of its own (`node --import tsx bench/hop-echo.ts <redis-url>
- * <ping-channel> <pong-channel>`): answers every message on the ping channel on the pong channel and echoes every byte
- * on a loopback TCP port, which it reports to its parent once both are ready.
+ * <ping-channel> <pong-channel>`). A message on the ping channel or on its loopback TCP port holds a number of ms: it
+ * keeps its CPU busy that long (the work a service does between taking a message and answering it) and answers with
+ * the ms it held, on the pong channel or the same connection. It reports its port to its parent once ready.
  */
 import { createServer } from "node:net";
 import { Redis } from "ioredis";
 
 const [redisUrl, pingChannel, pongChannel] = process.argv.slice(2);
+
+/** Busy for `ms` from `start`; returns how long it was busy. */
+function hold(start: number, ms: number): string {
+  while (performance.now() - start < ms);
+  return String(performance.now() - start);
+}
+
 const subscriber = new Redis(redisUrl);
 const publisher = new Redis(redisUrl);
-subscriber.on("messageBuffer", (_channel: Buffer, message: Buffer) => void publisher.publish(pongChannel, message));
+subscriber.on("message", (_channel: string, message: string) => {
+  void publisher.publish(pongChannel, hold(performance.now(), Number(message)));
+});
 await subscriber.subscribe(pingChannel);
 const server = createServer((socket) => {
   socket.setNoDelay(true);
-  socket.on("data", (data) => socket.write(data));
+  socket.on("data", (data) => socket.write(hold(performance.now(), Number(data.toString()))));
 });
 await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
 const address = server.address();

@@ -1,14 +1,16 @@
 /**
- * The floor under the distributed path's overhead on this machine, right now: the hops a round cannot avoid, between
- * two processes that have each been idle as long as a target step (the services sleep while the target computes, and
- * waking an idle process, and the CPU it sleeps on, is most of a hop's cost on a virtual machine).
+ * The floor under the distributed path's overhead on this machine, right now: the hops a round cannot avoid, made
+ * between two processes that idle and work the way the services do in a round, with nothing else on the way. Waking
+ * an idle process (and the CPU it sleeps on) is most of a hop's cost on a virtual machine, so each leg starts cold:
  *
- * - Redis pub/sub round trip: this process → Redis → echo process → Redis → this process: the shape of a verify job's
- *   push and its reply (four wake-ups).
- * - Loopback TCP round trip: this process → echo process → this process: the least a gRPC proposal round trip to the
- *   draft service can cost (two wake-ups).
+ * - Verify shape, through Redis pub/sub: this process idles as long as a draft takes (the gateway waits for the draft
+ *   service), publishes; the echo process takes it, works as long as a target step, publishes the answer back: the
+ *   verify job's push and its reply, four wake-ups.
+ * - Proposal shape, over loopback TCP (what a gRPC call rides on): this process idles as long as a target step,
+ *   writes; the echo works as long as a draft, answers: the least the proposal round trip to the draft service costs.
  *
- * Their sum is the least a round's overhead can be here without fewer hops.
+ * Each figure is the round trip minus the echo's work. Their sum is the least a round's overhead can be here with
+ * these hops.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -17,35 +19,47 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 
 export interface HopFloor {
-  readonly idle_gap_ms: number;
+  readonly target_step_ms: number;
+  readonly draft_ms: number;
   readonly rounds: number;
-  readonly redis_pubsub_round_trip_ms_p50: number;
-  readonly tcp_round_trip_ms_p50: number;
+  /** Push through Redis to a process at rest, and the reply through Redis to a process at rest, p50. */
+  readonly verify_hops_ms_p50: number;
+  /** Loopback TCP request to a process at rest and its answer, p50. */
+  readonly proposal_hops_ms_p50: number;
   /** Sum of the two medians: the overhead of a round made of these hops and nothing else. */
   readonly floor_ms_p50: number;
 }
 
 const ECHO_ENTRY = new URL("./hop-echo.ts", import.meta.url);
+const WARM_UP = 5;
 
-const median = (values: number[]) => {
+const round3 = (value: number) => Math.round(value * 1000) / 1000;
+function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
-};
-const round3 = (value: number) => Math.round(value * 1000) / 1000;
-
-/** Times `rounds` round trips of `trip`, each after `idleMs` of idleness; the first few only warm up. */
-async function timeTrips(trip: () => Promise<void>, idleMs: number, rounds: number): Promise<number[]> {
-  const times: number[] = [];
-  for (let i = 0; i < rounds + 5; i++) {
-    await sleep(idleMs);
-    const started = performance.now();
-    await trip();
-    if (i >= 5) times.push(performance.now() - started);
-  }
-  return times;
 }
 
-export async function hopFloor(redisUrl: string, idleMs: number, rounds: number): Promise<HopFloor> {
+/**
+ * `rounds` trips after `idleMs` each: `send(workMs)` asks the echo to work that long and resolves with the ms it
+ * worked; a trip's hops are its round trip minus that work.
+ */
+async function hopTimes(send: (workMs: number) => Promise<number>, idleMs: number, workMs: number, rounds: number) {
+  const times: number[] = [];
+  for (let i = 0; i < rounds + WARM_UP; i++) {
+    await sleep(idleMs);
+    const started = performance.now();
+    const worked = await send(workMs);
+    if (i >= WARM_UP) times.push(performance.now() - started - worked);
+  }
+  return median(times);
+}
+
+export async function hopFloor(
+  redisUrl: string,
+  targetStepMs: number,
+  draftMs: number,
+  rounds: number,
+): Promise<HopFloor> {
   const ping = `specgate-bench:hop-ping:${randomUUID()}`;
   const pong = `specgate-bench:hop-pong:${randomUUID()}`;
   const echo: ChildProcess = fork(ECHO_ENTRY, [redisUrl, ping, pong], { execArgv: ["--import", "tsx"] });
@@ -58,36 +72,37 @@ export async function hopFloor(redisUrl: string, idleMs: number, rounds: number)
       echo.once("exit", (code) => reject(new Error(`the hop echo process exited (${code}) before it was ready`)));
     });
     await subscriber.subscribe(pong);
-    const pubsub = await timeTrips(
-      () =>
-        new Promise<void>((resolve) => {
-          subscriber.once("message", () => resolve());
-          void publisher.publish(ping, "x");
+    const verifyHops = await hopTimes(
+      (workMs) =>
+        new Promise<number>((resolve) => {
+          subscriber.once("message", (_channel: string, worked: string) => resolve(Number(worked)));
+          void publisher.publish(ping, String(workMs));
         }),
-      idleMs,
+      draftMs,
+      targetStepMs,
       rounds,
     );
     const connected = connect(port, "127.0.0.1");
     socket = connected;
     connected.setNoDelay(true);
     await new Promise((resolve) => connected.once("connect", resolve));
-    const tcp = await timeTrips(
-      () =>
-        new Promise<void>((resolve) => {
-          connected.once("data", () => resolve());
-          connected.write("x");
+    const proposalHops = await hopTimes(
+      (workMs) =>
+        new Promise<number>((resolve) => {
+          connected.once("data", (worked) => resolve(Number(worked.toString())));
+          connected.write(String(workMs));
         }),
-      idleMs,
+      targetStepMs,
+      draftMs,
       rounds,
     );
-    const pubsubMs = round3(median(pubsub));
-    const tcpMs = round3(median(tcp));
     return {
-      idle_gap_ms: round3(idleMs),
+      target_step_ms: round3(targetStepMs),
+      draft_ms: round3(draftMs),
       rounds,
-      redis_pubsub_round_trip_ms_p50: pubsubMs,
-      tcp_round_trip_ms_p50: tcpMs,
-      floor_ms_p50: round3(pubsubMs + tcpMs),
+      verify_hops_ms_p50: round3(verifyHops),
+      proposal_hops_ms_p50: round3(proposalHops),
+      floor_ms_p50: round3(verifyHops + proposalHops),
     };
   } finally {
     socket?.destroy();
