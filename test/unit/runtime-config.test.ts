@@ -34,6 +34,9 @@ describe("runtime options: thread spinning", () => {
     assert.equal(parseTargetConfig({ replicaId: "r" }).threadSpinning, "run");
     assert.equal(loadTargetConfig(["--thread-spinning", "off"], {})?.threadSpinning, "off");
     assert.equal(loadTargetConfig([], { SPECGATE_THREAD_SPINNING: "always" })?.threadSpinning, "always");
-    assert.throws(() => loadTargetConfig([], { SPECGATE_THREAD_SPINNING: "fast" }), /SPECGATE_THREAD_SPINNING|thread-spinning/);
+    assert.throws(
+      () => loadTargetConfig([], { SPECGATE_THREAD_SPINNING: "fast" }),
+      /SPECGATE_THREAD_SPINNING|thread-spinning/,
+    );
   });
 });
