@@ -66,18 +66,29 @@ export async function hopFloor(
   const subscriber = new Redis(redisUrl);
   const publisher = new Redis(redisUrl);
   let socket: Socket | undefined;
+  // An echo process that dies fails the measurement instead of leaving a trip waiting forever.
+  const exited = new Promise<never>((_, reject) =>
+    echo.once("exit", (code) => reject(new Error(`the hop echo process exited (code ${code})`))),
+  );
+  exited.catch(() => undefined);
+  const trip = (send: () => Promise<number>) => Promise.race([send(), exited]);
   try {
-    const port = await new Promise<number>((resolve, reject) => {
-      echo.once("message", (message) => resolve((message as { port: number }).port));
-      echo.once("exit", (code) => reject(new Error(`the hop echo process exited (${code}) before it was ready`)));
-    });
+    const port = await trip(
+      () =>
+        new Promise<number>((resolve) =>
+          echo.once("message", (message) => resolve((message as { port: number }).port)),
+        ),
+    );
     await subscriber.subscribe(pong);
     const verifyHops = await hopTimes(
       (workMs) =>
-        new Promise<number>((resolve) => {
-          subscriber.once("message", (_channel: string, worked: string) => resolve(Number(worked)));
-          void publisher.publish(ping, String(workMs));
-        }),
+        trip(
+          () =>
+            new Promise<number>((resolve) => {
+              subscriber.once("message", (_channel: string, worked: string) => resolve(Number(worked)));
+              void publisher.publish(ping, String(workMs));
+            }),
+        ),
       draftMs,
       targetStepMs,
       rounds,
@@ -88,10 +99,13 @@ export async function hopFloor(
     await new Promise((resolve) => connected.once("connect", resolve));
     const proposalHops = await hopTimes(
       (workMs) =>
-        new Promise<number>((resolve) => {
-          connected.once("data", (worked) => resolve(Number(worked.toString())));
-          connected.write(String(workMs));
-        }),
+        trip(
+          () =>
+            new Promise<number>((resolve) => {
+              connected.once("data", (worked) => resolve(Number(worked.toString())));
+              connected.write(String(workMs));
+            }),
+        ),
       targetStepMs,
       draftMs,
       rounds,
@@ -106,7 +120,7 @@ export async function hopFloor(
     };
   } finally {
     socket?.destroy();
-    echo.kill();
-    await Promise.all([subscriber.quit(), publisher.quit()]);
+    if (echo.exitCode === null && echo.signalCode === null) echo.kill();
+    await Promise.all([exited.catch(() => undefined), subscriber.quit(), publisher.quit()]);
   }
 }
