@@ -63,11 +63,8 @@ export class VerifyIntake {
    * otherwise the job is checked (model, deadline) and handed to the batcher. Rejects with a VerifyJobError.
    */
   take(jobId: string, job: VerifyJob__Output, copy: JobCopy): Promise<VerifyResult> {
-    const known = this.#current.get(jobId) ?? this.#previous.get(jobId);
-    if (known !== undefined) {
-      if (copy === "queue") known.queued = true;
-      return known.outcome;
-    }
+    const known = this.taken(jobId, copy);
+    if (known !== undefined) return known;
     const outcome = this.#verify(job);
     this.#current.set(jobId, { outcome, queued: copy === "queue" });
     void outcome.then(
@@ -75,6 +72,13 @@ export class VerifyIntake {
       (error: unknown) => this.#reply(job, { job_id: jobId, failure: asVerifyJobError(error).message }),
     );
     return outcome;
+  }
+
+  /** The outcome of a job already taken from its other copy (this copy now counts as handed in), or undefined. */
+  taken(jobId: string, copy: JobCopy): Promise<VerifyResult> | undefined {
+    const known = this.#current.get(jobId) ?? this.#previous.get(jobId);
+    if (known !== undefined && copy === "queue") known.queued = true;
+    return known?.outcome;
   }
 
   /**

@@ -187,19 +187,30 @@ describe("target replica process", () => {
       assert.deepEqual(replies[0].result, completed);
       assert.equal(replies[0].job_id, twin.job_id);
       assert.equal((await stats()).jobs - jobsBefore, 1, "verified once");
+      // A queued copy is matched by its job id alone: once the push was taken its data is not read again.
+      const garbled = job("garbled-twin");
+      const garbledPushed = nextReply();
+      await admin.publish(verifyPushChannel(REPLICA), encodeVerifyPush(garbled));
+      await garbledPushed;
+      const copy = await queue.add(
+        VERIFY_JOB_NAME,
+        { verifyJob: Buffer.from([0x0a, 0xff]).toString("base64") },
+        { jobId: garbled.job_id },
+      );
+      assert.deepEqual(decodeVerifyResult(await copy.waitUntilFinished(events, 10_000)), replies[1].result);
 
       // A job that was only queued is answered on its reply channel too.
       const replied = nextReply();
       const alone = await enqueue(job("alone"));
       await replied;
-      assert.deepEqual(replies[1].result, alone);
+      assert.deepEqual(replies[2].result, alone);
 
       // A failure is published as its status and detail.
       const failed = nextReply();
       await admin.publish(verifyPushChannel(REPLICA), encodeVerifyPush(job("other-model", { model: "no-such-model" })));
       await failed;
-      assert.equal(replies[2].result, null);
-      assert.match(replies[2].failure, /^FAILED_PRECONDITION: .*no-such-model/);
+      assert.equal(replies[3].result, null);
+      assert.match(replies[3].failure, /^FAILED_PRECONDITION: .*no-such-model/);
 
       // A message that is not a job is logged and ignored; the replica keeps serving.
       const ignored = replica.waitForLog((line) => line.msg === "ignored a pushed message that is not a verify job");
