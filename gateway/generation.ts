@@ -183,6 +183,12 @@ export async function runGeneration(
         // leave together and wake the draft service once.
         if (speculating) draft.accept(ids.sequenceId, round, accepted, [result.next_token]);
         upcoming = startRound(round + 1);
+        // HTTP/2 sends a session's frames from the event loop's next check phase: let them leave before the round's
+        // bookkeeping and streaming, which have until the proposal comes back.
+        if (upcoming.proposal) {
+          await new Promise((resolve) => setImmediate(resolve));
+          signal.throwIfAborted();
+        }
       }
       const roundEnd = upcoming?.start ?? performance.now();
 
