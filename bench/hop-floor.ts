@@ -17,6 +17,7 @@ import { randomUUID } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
+import { round, spread } from "./runtime.ts";
 
 export interface HopFloor {
   readonly target_step_ms: number;
@@ -33,12 +34,6 @@ export interface HopFloor {
 const ECHO_ENTRY = new URL("./hop-echo.ts", import.meta.url);
 const WARM_UP = 5;
 
-const round3 = (value: number) => Math.round(value * 1000) / 1000;
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
 /**
  * `rounds` trips after `idleMs` each: `send(workMs)` asks the echo to work that long and resolves with the ms it
  * worked; a trip's hops are its round trip minus that work.
@@ -51,7 +46,7 @@ async function hopTimes(send: (workMs: number) => Promise<number>, idleMs: numbe
     const worked = await send(workMs);
     if (i >= WARM_UP) times.push(performance.now() - started - worked);
   }
-  return median(times);
+  return spread(times).median;
 }
 
 export async function hopFloor(
@@ -111,12 +106,12 @@ export async function hopFloor(
       rounds,
     );
     return {
-      target_step_ms: round3(targetStepMs),
-      draft_ms: round3(draftMs),
+      target_step_ms: round(targetStepMs),
+      draft_ms: round(draftMs),
       rounds,
-      verify_hops_ms_p50: round3(verifyHops),
-      proposal_hops_ms_p50: round3(proposalHops),
-      floor_ms_p50: round3(verifyHops + proposalHops),
+      verify_hops_ms_p50: verifyHops,
+      proposal_hops_ms_p50: proposalHops,
+      floor_ms_p50: round(verifyHops + proposalHops),
     };
   } finally {
     socket?.destroy();
