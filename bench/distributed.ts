@@ -39,8 +39,9 @@ import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
 import type { BenchReport } from "./cli.ts";
 import { hopFloor } from "./hop-floor.ts";
 import { storyPrompts } from "./prompts.ts";
-import { batchedDecode, machineInfo, round, spread } from "./runtime.ts";
+import { batchedDecode, machineInfo } from "./runtime.ts";
 import { DRAFTER_MODELS, idealSpeedup, run as runInProcess } from "./speculative.ts";
+import { quantile, round, spread, sum } from "./stats.ts";
 import { bullmqFloor } from "./target-batching.ts";
 
 const TARGET = "stories260k-x110m";
@@ -97,16 +98,6 @@ function parseOptions(argv: readonly string[]): Args {
 
 function progress(message: string): void {
   process.stderr.write(`[bench:distributed] ${message}\n`);
-}
-
-function sum(values: readonly number[]): number {
-  return values.reduce((a, b) => a + b, 0);
-}
-
-function quantile(values: readonly number[], q: number): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
 
 /** One streamed request as the client saw it. */

@@ -21,6 +21,7 @@ import { DRAFT_11M, defaultSourceDir, RECIPES, SOURCE_CHECKPOINT } from "../serv
 import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
 import { type QuantizeOptions, quantizeWeights } from "../services/runtime/quantize.ts";
 import { uniform } from "../services/runtime/random-llama.ts";
+import { quantile, round } from "./stats.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -36,8 +37,6 @@ const ROUNDS = Number(args.rounds);
 const STEPS = Number(args.steps);
 
 const log = (line: string) => process.stderr.write(`bench:drafts: ${line}\n`);
-const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const round = (x: number, digits = 4) => Number(x.toFixed(digits));
 
 /** Stories sampled from the exact model at temperature 1, each starting with BOS. */
 async function sampleTexts(lm: OnnxCausalLM): Promise<number[][]> {
@@ -106,12 +105,15 @@ async function stepTimes(dirs: Record<string, string>, rounds: number): Promise<
   for (let r = 0; r < rounds; r++) {
     for (const [name, lm] of Object.entries(models)) {
       const { stepMs } = await greedyDecode(lm, [lm.info.bosTokenId], { maxTokens: STEPS + 1, stopAtEos: false });
-      samples[name].push(median(stepMs));
+      samples[name].push(quantile(stepMs, 0.5));
     }
   }
   await Promise.all(Object.values(models).map((lm) => lm.close()));
   return Object.fromEntries(
-    Object.entries(samples).map(([n, xs]) => [n, { median: round(median(xs)), min: round(Math.min(...xs)) }]),
+    Object.entries(samples).map(([n, xs]) => [
+      n,
+      { median: round(quantile(xs, 0.5), 4), min: round(Math.min(...xs), 4) },
+    ]),
   );
 }
 
@@ -140,7 +142,7 @@ async function main(): Promise<void> {
     const agreementRates: Record<string, number> = {};
     for (const [name, weights] of Object.entries(variants)) {
       const lm = await OnnxCausalLM.load(await write(name, weights));
-      agreementRates[name] = round(agreement(expected, await greedyChoices(lm, texts)));
+      agreementRates[name] = round(agreement(expected, await greedyChoices(lm, texts)), 4);
       await lm.close();
       log(`agreement ${name}: ${agreementRates[name]}`);
     }

@@ -17,7 +17,7 @@ import { randomUUID } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
-import { round, spread } from "./runtime.ts";
+import { round, spread } from "./stats.ts";
 
 export interface HopFloor {
   readonly target_step_ms: number;

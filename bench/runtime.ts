@@ -21,6 +21,7 @@ import { z } from "zod";
 import { greedyDecode } from "../services/runtime/greedy.ts";
 import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
 import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
+import { round, spread } from "./stats.ts";
 
 const argsSchema = z.object({
   json: z.boolean().default(false),
@@ -38,21 +39,6 @@ const VERIFY_POSITIONS = [1, 2, 4, 6, 8];
 const CONTEXT_TOKENS = 64;
 const BATCHED_STEPS = 12;
 const VERIFY_ROUNDS_PER_REPEAT = 5;
-
-interface Spread {
-  readonly min: number;
-  readonly median: number;
-}
-
-export function spread(values: readonly number[]): Spread {
-  const sorted = [...values].sort((a, b) => a - b);
-  return { min: round(sorted[0]), median: round(sorted[Math.floor(sorted.length / 2)]) };
-}
-
-export function round(value: number, digits = 3): number {
-  const scale = 10 ** digits;
-  return Math.round(value * scale) / scale;
-}
 
 /**
  * The machine a benchmark ran on, with the 1-minute load average at its start and end: timings on a busy machine

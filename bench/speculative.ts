@@ -26,6 +26,7 @@ import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
 import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
 import type { BenchReport } from "./cli.ts";
 import { storyPrompts } from "./prompts.ts";
+import { mean, quantile, round, sum } from "./stats.ts";
 
 /** Drafters the benchmark knows: name → model directory (none for the n-gram drafter). */
 export const DRAFTER_MODELS: Record<string, string | undefined> = {
@@ -142,19 +143,6 @@ function fastest(runs: Runs): Measured {
   };
 }
 
-function round(value: number, digits = 3): number {
-  const scale = 10 ** digits;
-  return Math.round(value * scale) / scale;
-}
-
-function sum(values: readonly number[]): number {
-  return values.reduce((a, b) => a + b, 0);
-}
-
-function mean(values: readonly number[]): number {
-  return values.length === 0 ? 0 : sum(values) / values.length;
-}
-
 interface Config {
   readonly name: string;
   readonly drafterName: string;
@@ -190,12 +178,6 @@ async function runOne(
 }
 
 /** The q-quantile of a list (0 for an empty one). */
-function quantile(values: readonly number[], q: number): number {
-  if (values.length === 0) return 0;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
-
 /** A statistic of the forward times per number of positions scored. */
 function costCurve(
   forwards: readonly { positions: number; ms: number }[],
@@ -239,11 +221,13 @@ function figures(config: Config, baseline: Measured, targetStepMs: number, quiet
   const quietVerify = costCurve(m.targetForwards, (ms) => quantile(ms, QUIET));
   const quietModelMs =
     sum(m.targetForwards.map((f) => quietVerify.get(f.positions) ?? 0)) +
-    m.draftForwards.length *
-      quantile(
-        m.draftForwards.map((f) => f.ms),
-        QUIET,
-      );
+    (m.draftForwards.length === 0
+      ? 0
+      : m.draftForwards.length *
+        quantile(
+          m.draftForwards.map((f) => f.ms),
+          QUIET,
+        ));
   return {
     alpha: round(stats.alpha),
     alpha_per_token: round(stats.alpha_per_token),

@@ -33,6 +33,7 @@ import { VerifyJobError } from "../services/target/verify-errors.ts";
 import { VerifyRound } from "../services/target/verify-round.ts";
 import { spawnService } from "../test/support/service-process.ts";
 import { storyPrompts } from "./prompts.ts";
+import { quantile, round } from "./stats.ts";
 
 const list = z.string().transform((text) => text.split(",").map(Number));
 const argsSchema = z.object({
@@ -53,13 +54,6 @@ type Args = z.output<typeof argsSchema>;
 function progress(message: string): void {
   process.stderr.write(`[bench:target] ${message}\n`);
 }
-
-function quantile(values: readonly number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
-
-const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
 /** Deterministic draws in [0, 1) (mulberry32), so every configuration sees the same drafts. */
 function draws(seed: number): () => number {
@@ -177,16 +171,16 @@ async function runStreams(
   );
   const seconds = (performance.now() - started) / 1000;
   return {
-    jobs_per_s: round3((streams * args.rounds) / seconds),
-    tokens_per_s: round3(tokens / seconds),
-    mean_batch_size: round3(sizes.reduce((a, b) => a + b, 0) / sizes.length),
+    jobs_per_s: round((streams * args.rounds) / seconds),
+    tokens_per_s: round(tokens / seconds),
+    mean_batch_size: round(sizes.reduce((a, b) => a + b, 0) / sizes.length),
     max_batch_size: Math.max(...sizes),
-    latency_ms_p50: round3(quantile(latencies, 0.5)),
+    latency_ms_p50: round(quantile(latencies, 0.5)),
   };
 }
 
 /** The ceiling: the same rounds, all streams of a round in one VerifyRound call, no queue. */
-async function runInProcess(streams: number, work: Workload, args: Args, round: VerifyRound, tag: string) {
+async function runInProcess(streams: number, work: Workload, args: Args, verifyRound: VerifyRound, tag: string) {
   const clients = Array.from({ length: streams }, (_, i) => new Stream(`${tag}-${i}`, i, work, args));
   let tokens = 0;
   let started = performance.now();
@@ -197,15 +191,15 @@ async function runInProcess(streams: number, work: Workload, args: Args, round: 
       started = performance.now();
     }
     const jobs = clients.map((c) => c.job());
-    const outcomes = await round.verify(jobs.map((job) => decodeVerifyJob(encodeVerifyJob(job))));
+    const outcomes = await verifyRound.verify(jobs.map((job) => decodeVerifyJob(encodeVerifyJob(job))));
     outcomes.forEach((outcome, i) => {
       if (outcome instanceof VerifyJobError) throw outcome;
       tokens += clients[i].commit(jobs[i], outcome as VerifyResult__Output);
     });
   }
   const seconds = (performance.now() - started) / 1000;
-  round.cache.release(clients.map((c) => c.sequenceId));
-  return { jobs_per_s: round3((streams * args.rounds) / seconds), tokens_per_s: round3(tokens / seconds) };
+  verifyRound.cache.release(clients.map((c) => c.sequenceId));
+  return { jobs_per_s: round((streams * args.rounds) / seconds), tokens_per_s: round(tokens / seconds) };
 }
 
 /**
@@ -235,7 +229,7 @@ export async function bullmqFloor(redisUrl: string, rounds: number): Promise<num
     if (i >= 10) times.push(performance.now() - sent);
   }
   await Promise.all([events.close(), queue.close(), worker.close()]);
-  return round3(quantile(times, 0.5));
+  return round(quantile(times, 0.5));
 }
 
 async function startReplica(id: string, model: string, maxWaitMs: number, redisUrl: string, args: Args) {
@@ -306,10 +300,10 @@ async function main(): Promise<void> {
     await small.stop();
     const overhead = {
       rounds: rtts.length,
-      round_trip_ms_p50: round3(quantile(rtts, 0.5)),
-      overhead_ms_p50: round3(quantile(overheads, 0.5)),
-      overhead_ms_p99: round3(quantile(overheads, 0.99)),
-      queue_wait_ms_p50: round3(quantile(waits, 0.5)),
+      round_trip_ms_p50: round(quantile(rtts, 0.5)),
+      overhead_ms_p50: round(quantile(overheads, 0.5)),
+      overhead_ms_p99: round(quantile(overheads, 0.99)),
+      queue_wait_ms_p50: round(quantile(waits, 0.5)),
       bullmq_floor_round_trip_ms_p50: floor,
     };
     progress(`overhead ${JSON.stringify(overhead)}`);
@@ -337,7 +331,7 @@ async function main(): Promise<void> {
       }
       const byWait: Record<string, RunFigures & { ratio_to_ceiling: number }> = {};
       for (const [wait, figures] of best) {
-        byWait[String(wait)] = { ...figures, ratio_to_ceiling: round3(figures.tokens_per_s / ceiling.tokens_per_s) };
+        byWait[String(wait)] = { ...figures, ratio_to_ceiling: round(figures.tokens_per_s / ceiling.tokens_per_s) };
       }
       concurrency[String(streams)] = { ceiling, by_max_wait_ms: byWait };
       progress(`${streams} streams: ${JSON.stringify(concurrency[String(streams)])}`);
