@@ -2,8 +2,9 @@
  * The micro-batcher: jobs handed in one by one (from different users) leave as batches, one batch running at a time.
  *
  * When to start a batch is the whole policy:
- * - Jobs that arrive in the same event-loop turn (BullMQ hands over every job it fetched in one burst) always share a
- *   batch; deciding one turn later costs microseconds.
+ * - Jobs handed in during one turn of the event loop (the pushes of one Redis read, every job BullMQ hands over from
+ *   one reply) always share a batch: the decision waits for the turn's end (process.nextTick), no longer, so that a
+ *   lone job's forward starts in the same loop iteration.
  * - A batch starts at once when it is full, or when it holds every sequence of the last two batches: a lone stream
  *   (batch 1) never waits, and neither does a steady set of streams once all of them are back.
  * - Otherwise (some sequences of recent batches have not sent their next round yet) it waits for them from its oldest
@@ -93,7 +94,7 @@ export class MicroBatcher<J, R> {
   #schedule(): void {
     if (this.#running || this.#decisionScheduled) return;
     this.#decisionScheduled = true;
-    setImmediate(() => {
+    process.nextTick(() => {
       this.#decisionScheduled = false;
       this.#decide();
     });
