@@ -4,6 +4,11 @@
  * answers `undefined` and the round runs as plain decoding (K = 0). Speculation resumes by itself: after a failure the
  * link tries a new stream at most every `retryMs`, and sequences are re-opened with their full history on the new
  * stream before their next proposal.
+ *
+ * A draft service that hears the target's verdicts drafts round r + 1 the moment round r is verified and sends that
+ * Proposal unasked (draft.proto, "Drafting on the verdict"). One that arrives before the gateway asks for it is kept
+ * (the latest per sequence) and answers the ask at once; the ask still goes out, as does the Accept before it, so that
+ * the draft service learns the K and trace context for the round after (it answers neither a second time).
  */
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -53,6 +58,8 @@ export class DraftLink {
   #lastFailure = Number.NEGATIVE_INFINITY;
   readonly #openedOn = new Map<string, number>();
   readonly #waiting = new Map<string, Waiting>();
+  /** Proposals drafted on a verdict that came before their round was asked for, by sequence. */
+  readonly #early = new Map<string, Proposal__Output>();
   #closed = false;
 
   constructor(options: DraftLinkOptions) {
@@ -71,26 +78,36 @@ export class DraftLink {
   }
 
   /**
-   * Asks for up to k draft tokens after the sequence's history. Undefined when no proposal can be had (the caller
-   * runs the round without a draft).
+   * Asks for up to k draft tokens after the sequence's history, and for `kNext` more on this round's verdict (0:
+   * none). Undefined when no proposal can be had (the caller runs the round without a draft). A proposal drafted on
+   * the verdict of the round before may hold more than k tokens.
    */
   async propose(
     sequence: DraftedSequence,
     round: number,
     k: number,
+    kNext: number,
     traceContext: Record<string, string> = {},
   ): Promise<Proposal__Output | undefined> {
+    const early = this.#early.get(sequence.sequenceId);
+    this.#early.delete(sequence.sequenceId);
     for (let attempt = 0; attempt < 2; attempt++) {
       const stream = this.#ensureStream();
       if (!stream) return undefined;
       if (this.#openedOn.get(sequence.sequenceId) !== this.#generation) this.#open(stream, sequence);
-      const answer = await this.#ask(stream, {
+      const propose = {
         sequence_id: sequence.sequenceId,
         round,
         k,
         history_length: sequence.history().length,
         trace_context: traceContext,
-      });
+        k_next: kNext,
+      };
+      if (early?.round === round && attempt === 0) {
+        stream.write({ propose });
+        return early;
+      }
+      const answer = await this.#ask(stream, propose);
       if (answer !== "reopen") return answer;
       this.#openedOn.delete(sequence.sequenceId);
     }
@@ -106,6 +123,7 @@ export class DraftLink {
   /** The sequence ended: the draft frees its cache. */
   close(sequenceId: string): void {
     this.#waiting.get(sequenceId)?.resolve(undefined);
+    this.#early.delete(sequenceId);
     if (this.#openedOn.get(sequenceId) === this.#generation && this.#stream) {
       this.#stream.write({ close: { sequence_id: sequenceId } });
     }
@@ -168,6 +186,7 @@ export class DraftLink {
       if (!this.#closed)
         this.#options.logger.warn({ generation, why }, "draft stream lost; rounds run without a draft");
       for (const id of [...this.#waiting.keys()]) this.#waiting.get(id)?.resolve(undefined);
+      this.#early.clear();
     };
     stream.on("error", (error: grpc.ServiceError) => fail(error.details || error.message));
     stream.on("end", () => fail("draft service ended the stream"));
@@ -175,9 +194,13 @@ export class DraftLink {
   }
 
   #receive(message: DraftServerMessage__Output): void {
-    if (message.proposal) {
-      const waiting = this.#waiting.get(message.proposal.sequence_id);
-      if (waiting && waiting.round === message.proposal.round) waiting.resolve(message.proposal);
+    const { proposal } = message;
+    if (proposal) {
+      const waiting = this.#waiting.get(proposal.sequence_id);
+      if (waiting && waiting.round === proposal.round) waiting.resolve(proposal);
+      else if (proposal.on_verdict && this.#openedOn.get(proposal.sequence_id) === this.#generation) {
+        this.#early.set(proposal.sequence_id, proposal);
+      }
       return;
     }
     const error = message.error;

@@ -1,7 +1,8 @@
 /**
  * One request's round loop, distributed: ask the draft service for K tokens → enqueue the verify job on the
  * sequence's replica → commit the accepted tokens and the target's token (stop conditions, UTF-8-safe text) → tell
- * the draft where to roll back to, together with the next round's request → stream the new tokens. K comes from the
+ * the draft where to roll back to, together with the next round's request → stream the new tokens (a draft service
+ * that hears the target's verdicts has usually drafted that next round already, draft-link.ts). K comes from the
  * engine's policy (fixed or adaptive over costs measured here, through gRPC and the queue); K = 0 when the request
  * asked for no drafter or the draft service cannot answer. Caches are released in both services however the request
  * ends.
@@ -132,7 +133,9 @@ export async function runGeneration(
       start: performance.now(),
       roundTrace,
       traceContext,
-      proposal: asked > 0 ? draft.propose(drafted, round, asked, traceContext) : undefined,
+      // The draft service drafts the next round on this round's verdict with the same K (the gateway's next ask may
+      // take fewer, or update it for the round after).
+      proposal: asked > 0 ? draft.propose(drafted, round, asked, asked, traceContext) : undefined,
     };
   };
   try {
@@ -146,8 +149,11 @@ export async function runGeneration(
         if (!proposal) extra.fallback_rounds++;
       }
       signal.throwIfAborted();
-      const draftTokens = proposal?.tokens ?? [];
-      const distributions = request.sampling.temperature > 0 ? (proposal?.distributions ?? []) : [];
+      // A proposal drafted on the last verdict may hold more than this round asked for: its prefix is what a shorter
+      // ask would have drafted (draws depend on the position only).
+      const draftTokens = proposal?.tokens.slice(0, asked) ?? [];
+      const distributions =
+        request.sampling.temperature > 0 ? (proposal?.distributions.slice(0, draftTokens.length) ?? []) : [];
       extra.draft_distribution_bytes += wireBytes(distributions);
       const draftDone = performance.now();
 
@@ -166,6 +172,7 @@ export async function runGeneration(
           trace_context: traceContext,
           deadline_unix_ms: deadlineUnixMs,
           model: model.name,
+          draft_verdict_channel: proposal?.verdict_channel ?? "",
         },
         signal,
       );

@@ -9,10 +9,12 @@
  *   base64(VerifyResult). Base64 because BullMQ stores job data and results as JSON.
  * - Pub/sub shortcuts beside the queue (target.proto explains them): the gateway publishes each job, raw VerifyJob
  *   bytes, on `specgate:verify-push:<replicaId>`; the replica publishes raw VerifyReply bytes on the job's
- *   `reply_channel`, which each gateway names `specgate:verify-reply:<clientId>`.
+ *   `reply_channel`, which each gateway names `specgate:verify-reply:<clientId>`, and raw DraftVerdict bytes on the
+ *   job's `draft_verdict_channel`, which each draft service names `specgate:draft-verdict:<draftId>`.
  * - A replica keeps the Redis key `specgate:replica:<replicaId>` = base64(ReplicaAnnouncement) alive with expiry
  *   REPLICA_TTL_MS, refreshed every REPLICA_HEARTBEAT_MS; a missing key means the replica is gone.
  */
+import type { DraftVerdict, DraftVerdict__Output } from "../gen/specgate/v1/DraftVerdict.ts";
 import type { ReplicaAnnouncement, ReplicaAnnouncement__Output } from "../gen/specgate/v1/ReplicaAnnouncement.ts";
 import type { VerifyJob, VerifyJob__Output } from "../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyReply, VerifyReply__Output } from "../gen/specgate/v1/VerifyReply.ts";
@@ -49,9 +51,14 @@ export function verifyReplyChannel(clientId: string): string {
   return `${QUEUE_PREFIX}:verify-reply:${clientId}`;
 }
 
+export function draftVerdictChannel(draftId: string): string {
+  return `${QUEUE_PREFIX}:draft-verdict:${draftId}`;
+}
+
 const verifyJobCodec = messageCodec<VerifyJob, VerifyJob__Output>("VerifyJob");
 const verifyResultCodec = messageCodec<VerifyResult, VerifyResult__Output>("VerifyResult");
 const verifyReplyCodec = messageCodec<VerifyReply, VerifyReply__Output>("VerifyReply");
+const draftVerdictCodec = messageCodec<DraftVerdict, DraftVerdict__Output>("DraftVerdict");
 const announcementCodec = messageCodec<ReplicaAnnouncement, ReplicaAnnouncement__Output>("ReplicaAnnouncement");
 
 function toBuffer(bytes: Uint8Array): Buffer {
@@ -93,6 +100,14 @@ export function encodeVerifyReply(reply: VerifyReply): Buffer {
 
 export function decodeVerifyReply(message: Buffer): VerifyReply__Output {
   return verifyReplyCodec.decode(message);
+}
+
+export function encodeDraftVerdict(verdict: DraftVerdict): Buffer {
+  return toBuffer(draftVerdictCodec.encode(verdict));
+}
+
+export function decodeDraftVerdict(message: Buffer): DraftVerdict__Output {
+  return draftVerdictCodec.decode(message);
 }
 
 /** The value a target replica returns from its BullMQ processor. */

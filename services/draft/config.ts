@@ -56,6 +56,12 @@ export const DRAFT_SETTINGS = {
     schema: integer(1, 256 * 1024 * 1024),
     help: "cap on the draft KV cache bytes of all sequences; least recently used caches are evicted beyond it",
   },
+  redisUrl: {
+    flag: "redis-url",
+    env: "REDIS_URL",
+    schema: z.string().default(""),
+    help: "Redis where target replicas publish verdicts, so the next round is drafted without waiting for the gateway (empty: draft on the gateway's requests alone)",
+  },
   executionProvider: {
     flag: "execution-provider",
     env: "SPECGATE_EXECUTION_PROVIDER",

@@ -38,6 +38,7 @@ const server = await startDraftServer({
   drafters,
   capacityBytes: config.cacheBytes,
   logger,
+  redisUrl: config.redisUrl || undefined,
   events: draftMetricsEvents(telemetry.metrics),
 });
 instrumentDraftService(server.service, telemetry.metrics);
@@ -46,6 +47,7 @@ logger.info(
     address: server.address,
     drafters: config.drafters,
     cacheBytes: config.cacheBytes,
+    verdicts: config.redisUrl !== "",
     metrics: telemetry.metricsUrl,
   },
   "draft service listening",

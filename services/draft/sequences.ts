@@ -7,6 +7,10 @@
  * (seed, position), so a rebuilt sequence proposes what it would have proposed anyway. Operations on one sequence run
  * in the order they were issued; proposals of different sequences for the same drafter are batched into one drafter
  * call (one forward per draft step for all of them).
+ *
+ * A round is settled either by the gateway's Accept or by the target's DraftVerdict, whichever comes first (draft.proto,
+ * "Drafting on the verdict"); a verdict that settles the round also drafts the next one when the round's Propose asked
+ * for it, and the gateway's Accept and Propose that follow for those rounds are then answered by what was done.
  */
 import type { DraftErrorCode__Output } from "../../gen/specgate/v1/DraftErrorCode.ts";
 import type { SeededSampling } from "../../proto/sampling-params.ts";
@@ -40,6 +44,30 @@ export interface ProposeArgs {
   readonly k: number;
   /** History length the caller believes the draft holds. */
   readonly historyLength: number;
+  /** Tokens to draft for round + 1 when this round's verdict arrives (0: none). */
+  readonly kNext?: number;
+  /** Trace context of the asking round, kept for a draft on its verdict (which belongs to that round's trace). */
+  readonly traceContext?: Readonly<Record<string, string>>;
+}
+
+/** The target's verdict on a round (DraftVerdict). */
+export interface VerdictArgs {
+  readonly sequenceId: string;
+  readonly round: number;
+  readonly accepted: number;
+  readonly nextToken: number;
+}
+
+/** A proposal drafted on a verdict: for round `round`, of the sequence's owner. */
+export interface VerdictProposal {
+  readonly owner: string;
+  readonly round: number;
+  readonly k: number;
+  readonly result: ProposalResult | DraftFailure;
+  /** performance.now() when the verdict was taken up. */
+  readonly started: number;
+  /** ProposeArgs.traceContext of the settled round. */
+  readonly traceContext: Readonly<Record<string, string>>;
 }
 
 export interface AcceptArgs {
@@ -72,6 +100,8 @@ export interface SequenceCounters {
   readonly proposals: number;
   readonly draftTokens: number;
   readonly prefills: number;
+  readonly verdictProposals: number;
+  readonly verdicts: number;
 }
 
 /** Where telemetry hooks in (services/telemetry records evictions; cache bytes are read from `cacheBytes()`). */
@@ -93,6 +123,15 @@ interface Sequence {
   readonly sampling: SeededSampling;
   history: number[];
   proposal: { readonly round: number; readonly tokens: number[] } | undefined;
+  /** K to draft on the verdict of the round proposed last (ProposeRequest.k_next), and that round's trace context. */
+  kNext: number;
+  traceContext: Readonly<Record<string, string>>;
+  /**
+   * Last round a verdict settled, and last round drafted on a verdict: the gateway's Accepts and Proposes up to them,
+   * which may still be on their way (it saw the verdicts later), are already done.
+   */
+  verdictRound: number;
+  verdictDraftRound: number;
   /** The drafter has the sequence open (its cache may be partial; the drafter feeds what it lacks). */
   cached: boolean;
   /** A proposal is running: never evicted then. */
@@ -116,6 +155,8 @@ export class DraftSequences {
   #proposals = 0;
   #draftTokens = 0;
   #prefills = 0;
+  #verdictProposals = 0;
+  #verdicts = 0;
 
   constructor(
     readonly drafters: ReadonlyMap<string, ServedDrafter>,
@@ -145,16 +186,28 @@ export class DraftSequences {
         sampling: args.sampling,
         history: [...args.tokens],
         proposal: undefined,
+        kNext: 0,
+        traceContext: {},
+        verdictRound: 0,
+        verdictDraftRound: 0,
         cached: false,
         busy: false,
       });
     });
   }
 
-  /** Proposes up to k tokens after the sequence's history (fewer near the drafter's context length, or none). */
-  propose(args: ProposeArgs): Promise<ProposalResult> {
+  /**
+   * Proposes up to k tokens after the sequence's history (fewer near the drafter's context length, or none).
+   * Undefined when this round (or a later one) was already drafted on a verdict (that Proposal went out then).
+   */
+  propose(args: ProposeArgs): Promise<ProposalResult | undefined> {
     return this.#serial(args.sequenceId, async () => {
       const sequence = this.#require(args.sequenceId);
+      if (args.round <= sequence.verdictDraftRound) {
+        sequence.kNext = args.kNext ?? 0;
+        sequence.traceContext = args.traceContext ?? {};
+        return undefined;
+      }
       if (!(Number.isInteger(args.k) && args.k >= 1)) throw invalid(`propose.k must be >= 1, got ${args.k}`);
       if (args.historyLength !== sequence.history.length) {
         throw new DraftFailure(
@@ -163,53 +216,49 @@ export class DraftSequences {
             `sequence ${sequence.id}: re-open it with the full history`,
         );
       }
-      this.#touch(sequence);
-      sequence.proposal = undefined;
-      const k = Math.min(args.k, sequence.served.contextLength - sequence.history.length + 1);
-      let result: ProposalResult = {
-        drafter: sequence.served.spec.name,
-        tokens: [],
-        distributions: [],
-        draftTimeMs: 0,
-        prefilled: false,
-      };
-      if (k > 0) {
-        const batch = this.#batches.get(sequence.served);
-        if (!batch) throw new Error(`no batch for drafter ${sequence.served.spec.name}`);
-        sequence.busy = true;
-        try {
-          result = await batch.submit({ sequence, k });
-        } finally {
-          sequence.busy = false;
-        }
-      }
-      sequence.proposal = { round: args.round, tokens: result.tokens };
-      this.#proposals++;
-      this.#draftTokens += result.tokens.length;
-      return result;
+      sequence.kNext = args.kNext ?? 0;
+      sequence.traceContext = args.traceContext ?? {};
+      return this.#draft(sequence, args.round, args.k);
     });
   }
 
   /**
    * Settles a round: keeps the first `accepted` tokens of that round's proposal, then appends the target's tokens.
    * With accepted = 0 it also serves rounds the draft did not propose for (K = 0, or after a DraftError): the
-   * appended tokens are simply added to the history.
+   * appended tokens are simply added to the history. A round a verdict already settled is left as it is.
    */
   accept(args: AcceptArgs): Promise<void> {
     return this.#serial(args.sequenceId, () => {
       const sequence = this.#require(args.sequenceId);
-      const proposed = sequence.proposal?.round === args.round ? sequence.proposal.tokens : [];
-      if (!(Number.isInteger(args.accepted) && args.accepted >= 0 && args.accepted <= proposed.length)) {
-        throw invalid(
-          `accept.accepted ${args.accepted} is outside 0..${proposed.length} ` +
-            `(tokens proposed for sequence ${sequence.id} in round ${args.round})`,
-        );
+      if (args.round <= sequence.verdictRound) return;
+      this.#settle(sequence, args.round, args.accepted, args.appended);
+    });
+  }
+
+  /**
+   * Settles a round on the target's verdict, unless the gateway's Accept came first, and then drafts the next round
+   * when its Propose asked for that. Undefined when there is nothing to send; a failed draft is left to the gateway's
+   * Propose, which follows and drafts again.
+   */
+  settleOnVerdict(args: VerdictArgs): Promise<VerdictProposal | undefined> {
+    return this.#serial(args.sequenceId, async () => {
+      const sequence = this.#sequences.get(args.sequenceId);
+      if (sequence?.proposal === undefined || sequence.proposal.round !== args.round) return undefined;
+      const started = performance.now();
+      this.#settle(sequence, args.round, args.accepted, [args.nextToken]);
+      sequence.verdictRound = args.round;
+      this.#verdicts++;
+      const { kNext: k, owner, traceContext } = sequence;
+      if (k === 0) return undefined;
+      const round = args.round + 1;
+      try {
+        const result = await this.#draft(sequence, round, k);
+        sequence.verdictDraftRound = round;
+        this.#verdictProposals++;
+        return { owner, round, k, result, started, traceContext };
+      } catch (error) {
+        return { owner, round, k, result: asDraftFailure(error), started, traceContext };
       }
-      const kept = sequence.history.length + args.accepted;
-      if (sequence.cached) sequence.served.drafter.commit(sequence.id, kept, args.appended);
-      sequence.history = sequence.history.concat(proposed.slice(0, args.accepted), args.appended);
-      sequence.proposal = undefined;
-      this.#touch(sequence);
     });
   }
 
@@ -247,12 +296,56 @@ export class DraftSequences {
       proposals: this.#proposals,
       draftTokens: this.#draftTokens,
       prefills: this.#prefills,
+      verdictProposals: this.#verdictProposals,
+      verdicts: this.#verdicts,
     };
   }
 
   /** Waits for every running operation (a draining server lets them finish before ending its streams). */
   async idle(): Promise<void> {
     while (this.#tails.size > 0) await Promise.all(this.#tails.values());
+  }
+
+  async #draft(sequence: Sequence, round: number, asked: number): Promise<ProposalResult> {
+    this.#touch(sequence);
+    sequence.proposal = undefined;
+    const k = Math.min(asked, sequence.served.contextLength - sequence.history.length + 1);
+    let result: ProposalResult = {
+      drafter: sequence.served.spec.name,
+      tokens: [],
+      distributions: [],
+      draftTimeMs: 0,
+      prefilled: false,
+    };
+    if (k > 0) {
+      const batch = this.#batches.get(sequence.served);
+      if (!batch) throw new Error(`no batch for drafter ${sequence.served.spec.name}`);
+      sequence.busy = true;
+      try {
+        result = await batch.submit({ sequence, k });
+      } finally {
+        sequence.busy = false;
+      }
+    }
+    sequence.proposal = { round, tokens: result.tokens };
+    this.#proposals++;
+    this.#draftTokens += result.tokens.length;
+    return result;
+  }
+
+  #settle(sequence: Sequence, round: number, accepted: number, appended: readonly number[]): void {
+    const proposed = sequence.proposal?.round === round ? sequence.proposal.tokens : [];
+    if (!(Number.isInteger(accepted) && accepted >= 0 && accepted <= proposed.length)) {
+      throw invalid(
+        `accept.accepted ${accepted} is outside 0..${proposed.length} ` +
+          `(tokens proposed for sequence ${sequence.id} in round ${round})`,
+      );
+    }
+    const kept = sequence.history.length + accepted;
+    if (sequence.cached) sequence.served.drafter.commit(sequence.id, kept, appended);
+    sequence.history = sequence.history.concat(proposed.slice(0, accepted), appended);
+    sequence.proposal = undefined;
+    this.#touch(sequence);
   }
 
   async #proposeBatch(served: ServedDrafter, items: ProposeItem[]): Promise<(ProposalResult | Error)[]> {

@@ -9,12 +9,22 @@ import type { DraftHandlers } from "../../gen/specgate/v1/Draft.ts";
 import type { DraftClientMessage__Output } from "../../gen/specgate/v1/DraftClientMessage.ts";
 import type { DraftServerMessage } from "../../gen/specgate/v1/DraftServerMessage.ts";
 import type { DraftStats } from "../../gen/specgate/v1/DraftStats.ts";
+import type { Proposal } from "../../gen/specgate/v1/Proposal.ts";
 import { toWire } from "../../proto/draft-distribution.ts";
 import { draftService, SERVICE_NAMES } from "../../proto/load.ts";
 import { seededSamplingFromWire } from "../../proto/sampling-params.ts";
 import { addStandardServices, bindServer, drain } from "../grpc/server.ts";
 import type { ServedDrafter } from "./drafters.ts";
-import { asDraftFailure, DraftFailure, DraftSequences, type ProposalResult, type SequenceEvents } from "./sequences.ts";
+import {
+  asDraftFailure,
+  DraftFailure,
+  DraftSequences,
+  type ProposalResult,
+  type SequenceEvents,
+  type VerdictArgs,
+  type VerdictProposal,
+} from "./sequences.ts";
+import { listenForVerdicts } from "./verdicts.ts";
 
 type SessionCall = grpc.ServerDuplexStream<DraftClientMessage__Output, DraftServerMessage>;
 
@@ -22,19 +32,24 @@ interface Session {
   readonly call: SessionCall;
   /** Operations of this session not yet answered. */
   readonly pending: Set<Promise<void>>;
+  readonly send: (message: DraftServerMessage) => void;
 }
 
-/** A Propose as it arrived, for observers (telemetry). */
+/** A draft that ran, for observers (telemetry). */
 export interface ProposeCall {
   readonly sequenceId: string;
   readonly round: number;
   readonly k: number;
-  /** W3C trace context of the request's round (ProposeRequest.trace_context). */
+  /** W3C trace context of the request's round (ProposeRequest.trace_context); on a verdict, of the settled round. */
   readonly traceContext: Readonly<Record<string, string>>;
+  /** Drafted on the target's verdict rather than on a Propose. */
+  readonly onVerdict: boolean;
+  /** performance.now() when the Propose or the verdict was taken up. */
+  readonly started: number;
 }
 
-/** Called as a Propose starts; the function it returns is called with the proposal or the failure. */
-export type ProposeObserver = (call: ProposeCall) => (outcome: ProposalResult | DraftFailure) => void;
+/** Called when a draft has run, with its proposal or its failure (not for a Propose answered by an earlier draft). */
+export type ProposeObserver = (call: ProposeCall, outcome: ProposalResult | DraftFailure) => void;
 
 /** The Draft service's handlers over a sequence table. */
 export class DraftService {
@@ -42,9 +57,11 @@ export class DraftService {
   readonly #observers: ProposeObserver[] = [];
   #nextSession = 0;
 
+  /** `verdictChannel()` names the channel proposals advertise now (empty while verdicts cannot be heard). */
   constructor(
     readonly sequences: DraftSequences,
     private readonly logger: Logger,
+    private readonly verdictChannel: () => string = () => "",
   ) {}
 
   /** Adds an observer of every Propose (the seam telemetry hangs on). */
@@ -82,6 +99,8 @@ export class DraftService {
       proposals: c.proposals,
       draft_tokens: c.draftTokens,
       prefills: c.prefills,
+      verdict_proposals: c.verdictProposals,
+      verdicts: c.verdicts,
       drafters: [...this.sequences.drafters.keys()],
       sessions: this.#sessions.size,
     };
@@ -101,16 +120,61 @@ export class DraftService {
     await this.sequences.idle();
   }
 
+  /**
+   * Takes a target's verdict (DraftVerdict): settles the round unless the gateway's Accept did, and sends the next
+   * round's proposal, if one was drafted, on the stream of the gateway that owns the sequence.
+   */
+  async onVerdict(verdict: VerdictArgs): Promise<void> {
+    let drafted: VerdictProposal | undefined;
+    try {
+      drafted = await this.sequences.settleOnVerdict(verdict);
+    } catch (error) {
+      // An unsound verdict (the gateway's own Accept then fails the same way and re-opens the sequence).
+      this.logger.warn({ err: error, ...verdict }, "draft verdict not applied");
+      return;
+    }
+    if (drafted === undefined) return;
+    const { sequenceId } = verdict;
+    const call: ProposeCall = {
+      sequenceId,
+      round: drafted.round,
+      k: drafted.k,
+      traceContext: drafted.traceContext,
+      onVerdict: true,
+      started: drafted.started,
+    };
+    for (const observer of this.#observers) observer(call, drafted.result);
+    const { result } = drafted;
+    if (result instanceof DraftFailure) {
+      this.logger.debug({ sequenceId, round: drafted.round, code: result.code }, "draft on verdict failed");
+      return;
+    }
+    this.#sessions.get(drafted.owner)?.send({ proposal: this.#proposal(sequenceId, drafted.round, result, true) });
+  }
+
+  #proposal(sequenceId: string, round: number, result: ProposalResult, onVerdict: boolean): Proposal {
+    return {
+      sequence_id: sequenceId,
+      round,
+      tokens: result.tokens,
+      distributions: result.distributions.map(toWire),
+      draft_time_ms: result.draftTimeMs,
+      prefilled: result.prefilled,
+      verdict_channel: this.verdictChannel(),
+      on_verdict: onVerdict,
+    };
+  }
+
   #session(call: SessionCall): void {
     const id = `session-${++this.#nextSession}`;
-    const session: Session = { call, pending: new Set() };
-    this.#sessions.set(id, session);
-    const log = this.logger.child({ session: id, peer: call.getPeer() });
-    log.debug("session opened");
     let ended = false;
     const send = (message: DraftServerMessage) => {
       if (!ended && !call.writableEnded && !call.destroyed) call.write(message);
     };
+    const session: Session = { call, pending: new Set(), send };
+    this.#sessions.set(id, session);
+    const log = this.logger.child({ session: id, peer: call.getPeer() });
+    log.debug("session opened");
     const finish = (reason: string) => {
       if (!this.#sessions.delete(id)) return;
       ended = true;
@@ -161,31 +225,33 @@ export class DraftService {
           const propose = required(message.propose, "propose");
           sequenceId = checkedId(propose.sequence_id);
           round = propose.round;
-          const call = { sequenceId, round, k: propose.k, traceContext: propose.trace_context };
-          const observed = this.#observers.map((observer) => observer(call));
-          let result: ProposalResult;
+          const started = performance.now();
+          const call = {
+            sequenceId,
+            round,
+            k: propose.k,
+            traceContext: propose.trace_context,
+            onVerdict: false,
+            started,
+          };
+          let result: ProposalResult | undefined;
           try {
             result = await this.sequences.propose({
               sequenceId,
               round,
               k: propose.k,
               historyLength: propose.history_length,
+              kNext: propose.k_next,
+              traceContext: propose.trace_context,
             });
           } catch (error) {
-            for (const done of observed) done(asDraftFailure(error));
+            for (const observer of this.#observers) observer(call, asDraftFailure(error));
             throw error;
           }
-          for (const done of observed) done(result);
-          send({
-            proposal: {
-              sequence_id: sequenceId,
-              round,
-              tokens: result.tokens,
-              distributions: result.distributions.map(toWire),
-              draft_time_ms: result.draftTimeMs,
-              prefilled: result.prefilled,
-            },
-          });
+          // Undefined: drafted on the verdict of the round before, and sent then.
+          if (result === undefined) return;
+          for (const observer of this.#observers) observer(call, result);
+          send({ proposal: this.#proposal(sequenceId, round, result, false) });
           return;
         }
         case "accept": {
@@ -235,6 +301,11 @@ export interface DraftServerOptions {
   readonly capacityBytes: number;
   readonly logger: Logger;
   readonly events?: SequenceEvents;
+  /**
+   * Redis on which target replicas publish their verdicts (draft.proto, "Drafting on the verdict"); without it the
+   * service drafts on Propose alone.
+   */
+  readonly redisUrl?: string;
 }
 
 export interface RunningDraftServer {
@@ -255,7 +326,9 @@ export async function startDraftServer(options: DraftServerOptions): Promise<Run
     capacityBytes: options.capacityBytes,
     events: options.events,
   });
-  const service = new DraftService(sequences, options.logger);
+  const verdicts = options.redisUrl ? await listenForVerdicts(options.redisUrl, options.logger) : undefined;
+  const service = new DraftService(sequences, options.logger, () => verdicts?.channel() ?? "");
+  verdicts?.onVerdict((verdict) => void service.onVerdict(verdict));
   const server = new grpc.Server();
   server.addService(draftService, service.handlers());
   const health = addStandardServices(server, [SERVICE_NAMES.draft]);
@@ -280,6 +353,7 @@ export async function startDraftServer(options: DraftServerOptions): Promise<Run
         ]);
         clearTimeout(timer);
         await drain(server, graceMs);
+        verdicts?.close();
         await Promise.all([...options.drafters.values()].map((d) => d.close()));
       })();
       return stopping;

@@ -1,6 +1,7 @@
 /**
- * The draft service's metrics and traces (services/telemetry) hung on its seams: one span per proposal inside the
- * requesting round's trace (ProposeRequest.trace_context), draft KV cache bytes, and evictions.
+ * The draft service's metrics and traces (services/telemetry) hung on its seams: one span per draft inside the
+ * requesting round's trace (ProposeRequest.trace_context; a draft on a verdict hangs off the round it settled), draft
+ * KV cache bytes, and evictions.
  */
 import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { ATTR, TELEMETRY_SCOPE } from "../telemetry/attributes.ts";
@@ -14,26 +15,28 @@ const REPLICA = "draft";
 
 export function instrumentDraftService(service: DraftService, metrics: SpecgateMetrics): void {
   const tracer = trace.getTracer(TELEMETRY_SCOPE);
-  service.observe((call) => {
+  service.observe((call, outcome) => {
     const span = tracer.startSpan(
       DRAFT_SPAN_NAME,
-      { kind: SpanKind.SERVER, attributes: { [ATTR.round]: call.round, [ATTR.k]: call.k } },
+      {
+        kind: SpanKind.SERVER,
+        startTime: performance.timeOrigin + call.started,
+        attributes: { [ATTR.round]: call.round, [ATTR.k]: call.k, [ATTR.draftOnVerdict]: call.onVerdict },
+      },
       extractFromCarrier({ ...call.traceContext }),
     );
-    return (outcome) => {
-      if (outcome instanceof DraftFailure) {
-        span.setAttribute(ATTR.errorType, outcome.code);
-        span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.message });
-      } else {
-        span.setAttributes({
-          [ATTR.drafter]: outcome.drafter,
-          [ATTR.proposed]: outcome.tokens.length,
-          [ATTR.draftMs]: outcome.draftTimeMs,
-          [ATTR.reprefilled]: outcome.prefilled,
-        });
-      }
-      span.end();
-    };
+    if (outcome instanceof DraftFailure) {
+      span.setAttribute(ATTR.errorType, outcome.code);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.message });
+    } else {
+      span.setAttributes({
+        [ATTR.drafter]: outcome.drafter,
+        [ATTR.proposed]: outcome.tokens.length,
+        [ATTR.draftMs]: outcome.draftTimeMs,
+        [ATTR.reprefilled]: outcome.prefilled,
+      });
+    }
+    span.end();
   });
   metrics.observeKvCache("draft", REPLICA, () => service.sequences.cacheBytes());
 }

@@ -99,7 +99,8 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     batcher,
     modelName,
     publish: (channel, message) => replies.send({ channel, message }),
-    onPublishError: (error) => log.warn({ err: error }, "could not publish a verify reply (BullMQ still completes it)"),
+    onPublishError: (error) =>
+      log.warn({ err: error }, "could not publish a verify reply or draft verdict (BullMQ still completes the job)"),
     onBadPush: (error) => log.warn({ err: error }, "ignored a pushed message that is not a verify job"),
   });
   const pushes = new Redis(config.redisUrl);

@@ -3,7 +3,9 @@
  * worker.ts); the gateway also publishes it on the replica's push channel, which reaches the replica in one Redis hop
  * where the queue's hand-over takes a wake-up and a fetch. Whichever copy arrives first goes to the micro-batcher,
  * the other joins it by job id, so a job is verified once. The moment its batch ends the outcome is published on the
- * job's reply channel, ahead of BullMQ's completion (Lua script and events stream): replica → Redis → gateway.
+ * job's reply channel, ahead of BullMQ's completion (Lua script and events stream): replica → Redis → gateway; and,
+ * when the job names the draft service's verdict channel, the round's DraftVerdict there (replica → Redis → draft), so
+ * the next draft starts without waiting for the gateway.
  *
  * Outcomes are remembered for `memoryMs` (and at least as long as that again): long enough for the slower copy of a
  * job to find its twin's outcome, bounded for jobs whose queued copy never comes (a gateway removed it on abort).
@@ -11,7 +13,12 @@
 import type { Redis } from "ioredis";
 import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
-import { decodeVerifyPush, encodeVerifyReply, verifyPushChannel } from "../../proto/verify-queue.ts";
+import {
+  decodeVerifyPush,
+  encodeDraftVerdict,
+  encodeVerifyReply,
+  verifyPushChannel,
+} from "../../proto/verify-queue.ts";
 import type { MicroBatcher } from "./batcher.ts";
 import { VerifyJobError } from "./verify-errors.ts";
 import { checkAdmission, nowUnixMs } from "./verify-job.ts";
@@ -127,6 +134,12 @@ export class VerifyIntake {
   }
 
   #reply(job: VerifyJob__Output, reply: { job_id: string; result?: VerifyResult; failure?: string }): void {
+    const { result } = reply;
+    if (result !== undefined && job.draft_verdict_channel !== "") {
+      const { sequence_id, round, accepted, next_token } = result;
+      const verdict = encodeDraftVerdict({ sequence_id, round, accepted, next_token });
+      this.options.publish(job.draft_verdict_channel, verdict).catch(this.options.onPublishError);
+    }
     if (job.reply_channel === "") return;
     this.options.publish(job.reply_channel, encodeVerifyReply(reply)).catch(this.options.onPublishError);
   }

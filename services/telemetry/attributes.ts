@@ -53,6 +53,8 @@ export const ATTR = {
   batchSize: "specgate.verify.batch_size",
   queueWaitMs: "specgate.verify.queue_wait_ms",
   draftMs: "specgate.draft.duration_ms",
+  /** On a draft span: drafted on the target's verdict of the round before, without waiting for a Propose. */
+  draftOnVerdict: "specgate.draft.on_verdict",
   verifyMs: "specgate.verify.duration_ms",
   roundMs: "specgate.round.duration_ms",
   /** Set on a round span the request ended before the round's result arrived. */

@@ -1,7 +1,8 @@
 /**
  * The draft service over real gRPC on 127.0.0.1 with real ONNX models (a tiny random Llama built on the fly): its
  * proposals equal the engine's drafters run in process, through rollbacks, evictions and rebuilds; memory returns to
- * idle; bad messages get clear per-sequence errors while the stream carries on.
+ * idle; bad messages get clear per-sequence errors while the stream carries on; with a real redis-server, a round's
+ * verdict settles the round and drafts the next one, which equals what the gateway's own Propose would have drafted.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -11,6 +12,7 @@ import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { SpanStatusCode } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
+import { Redis } from "ioredis";
 import { pino } from "pino";
 import type { DraftClient as DraftClientType } from "../../gen/specgate/v1/Draft.ts";
 import type { DraftClientMessage } from "../../gen/specgate/v1/DraftClientMessage.ts";
@@ -18,6 +20,7 @@ import type { DraftServerMessage__Output } from "../../gen/specgate/v1/DraftServ
 import type { DraftStats__Output } from "../../gen/specgate/v1/DraftStats.ts";
 import { fromWire, quantise } from "../../proto/draft-distribution.ts";
 import { DraftClient } from "../../proto/load.ts";
+import { encodeDraftVerdict } from "../../proto/verify-queue.ts";
 import { type DrafterSpec, loadDrafters } from "../../services/draft/drafters.ts";
 import { type RunningDraftServer, startDraftServer } from "../../services/draft/server.ts";
 import { DRAFT_SPAN_NAME, instrumentDraftService } from "../../services/draft/telemetry.ts";
@@ -29,6 +32,7 @@ import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import { buildRandomLlama } from "../../services/runtime/random-llama.ts";
 import { ATTR } from "../../services/telemetry/attributes.ts";
 import { startTelemetry } from "../../services/telemetry/index.ts";
+import { type RedisServer, startRedis } from "../support/redis.ts";
 
 const VOCAB = 64;
 const SPECS: DrafterSpec[] = [
@@ -170,9 +174,16 @@ interface Served {
   stats(): Promise<DraftStats__Output>;
 }
 
-async function serve(capacityBytes: number): Promise<Served> {
+async function serve(capacityBytes: number, redisUrl?: string): Promise<Served> {
   const drafters = await loadDrafters(SPECS, { modelsDir: dir, runtime: { intraOpThreads: 1 } });
-  const server = await startDraftServer({ host: "127.0.0.1", port: 0, drafters, capacityBytes, logger: silent });
+  const server = await startDraftServer({
+    host: "127.0.0.1",
+    port: 0,
+    drafters,
+    capacityBytes,
+    logger: silent,
+    redisUrl,
+  });
   const client = new DraftClient(server.address, grpc.credentials.createInsecure());
   return {
     server,
@@ -480,6 +491,71 @@ describe("draft service shutdown", () => {
     assert.match(status.details, /shutting down/);
     assert.equal(service.sequences.counters().sequences, 0);
     served.client.close();
+  });
+});
+
+describe("draft service drafting on verdicts", () => {
+  let redis: RedisServer;
+  let served: Served;
+  let publisher: Redis;
+  before(async () => {
+    redis = await startRedis();
+    served = await serve(64 * 1024 * 1024, redis.url);
+    publisher = new Redis(redis.url);
+  });
+  after(async () => {
+    publisher?.disconnect();
+    if (served) await stop(served);
+    await redis?.stop();
+  });
+
+  test("a verdict settles the round and drafts the next one unasked; the gateway's Accept and Propose then add nothing", async () => {
+    const session = new Session(served.client);
+    const sampling = { temperature: 0.8, top_k: 8, seed: 5 };
+    session.send({ open: { sequence_id: "v", drafter: "tiny", tokens: PROMPT, sampling } });
+    session.send({ propose: { sequence_id: "v", round: 1, k: 3, history_length: PROMPT.length, k_next: 2 } });
+    const first = (await session.next("v")).proposal;
+    assert.ok(first);
+    assert.equal(first.on_verdict, false);
+    assert.match(first.verdict_channel, /^specgate:draft-verdict:/);
+
+    const verdict = { sequence_id: "v", round: 1, accepted: 1, next_token: 17 };
+    assert.equal(await publisher.publish(first.verdict_channel, encodeDraftVerdict(verdict)), 1, "one listener");
+    const drafted = (await session.next("v")).proposal;
+    assert.ok(drafted, "a proposal arrives without a Propose");
+    assert.equal(drafted.round, 2);
+    assert.equal(drafted.on_verdict, true);
+    assert.equal(drafted.tokens.length, 2);
+
+    // The same history opened afresh and asked for round 2 drafts exactly this (draws depend on seed and position).
+    const history = [...PROMPT, first.tokens[0], 17];
+    session.send({ open: { sequence_id: "w", drafter: "tiny", tokens: history, sampling } });
+    const asked = await session.propose("w", 2, 2, history.length);
+    assert.deepEqual(drafted.tokens, asked.tokens);
+    assert.deepEqual(drafted.distributions, asked.distributions);
+
+    // The gateway's own settlement and ask for those rounds are answered by what was done: no second proposal, no
+    // error, and the history moved once (round 3 is asked at the length the verdict left).
+    session.send({ accept: { sequence_id: "v", round: 1, accepted: 1, appended: [17] } });
+    session.send({ propose: { sequence_id: "v", round: 2, k: 2, history_length: history.length, k_next: 0 } });
+    // A verdict for a round already settled is ignored.
+    await publisher.publish(first.verdict_channel, encodeDraftVerdict(verdict));
+    session.send({ accept: { sequence_id: "v", round: 2, accepted: 2, appended: [9] } });
+    const third = await session.propose("v", 3, 1, history.length + 3);
+    assert.equal(third.tokens.length, 1);
+
+    // k_next = 0 (the gateway's last ask above) drafts nothing on the verdict: the next message is the answer to an ask.
+    await publisher.publish(first.verdict_channel, encodeDraftVerdict({ ...verdict, round: 3, accepted: 0 }));
+    let stats = await served.stats();
+    for (let tries = 0; stats.verdicts < 2 && tries < 200; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      stats = await served.stats();
+    }
+    assert.equal(stats.verdicts, 2, "round 1 and round 3 were settled by their verdicts");
+    assert.equal(stats.verdict_proposals, 1);
+    const fourth = await session.propose("v", 4, 1, history.length + 4);
+    assert.equal(fourth.on_verdict, false);
+    await session.end();
   });
 });
 

@@ -3,7 +3,8 @@
  * processes, the gateway in this process, clients through the SDK over real gRPC on 127.0.0.1. Greedy output equals
  * in-process target-only decoding token for token, for every drafter, unary and streaming, alone and 16 at once;
  * caches return to idle after cancellation and deadlines; the draft service or a replica dying mid-run does not
- * change any output.
+ * change any output. The draft service hears the replicas' verdicts through Redis, as in the local stack; one test
+ * runs a second draft service without Redis beside it and compares.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -55,12 +56,18 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
   /** In-process target-only greedy output per prompt. */
   const expected = new Map<string, number[]>();
 
-  async function startDraft(port: number): Promise<void> {
-    draft = spawnService("services/draft/main.ts", ["--port", String(port), "--metrics-port", "0"], {
+  /** A draft service process; with `redisUrl` it hears the replicas' verdicts and drafts on them. */
+  async function spawnDraft(port: number, redisUrl: string | undefined): Promise<[ServiceProcess, string]> {
+    const process = spawnService("services/draft/main.ts", ["--port", String(port), "--metrics-port", "0"], {
       SPECGATE_DRAFTERS: DRAFTERS,
+      ...(redisUrl ? { REDIS_URL: redisUrl } : {}),
     });
-    const line = await draft.waitForLog((l) => l.msg === "draft service listening");
-    draftAddress = String(line.address);
+    const line = await process.waitForLog((l) => l.msg === "draft service listening");
+    return [process, String(line.address)];
+  }
+
+  async function startDraft(port: number): Promise<void> {
+    [draft, draftAddress] = await spawnDraft(port, redis.url);
   }
 
   async function startTarget(replicaId: string): Promise<void> {
@@ -78,8 +85,8 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
     return unary<TargetStats__Output>((cb) => stub.Stats({}, cb)).finally(() => stub.close());
   }
 
-  function draftStats(): Promise<DraftStats__Output> {
-    const stub = new DraftClient(draftAddress, grpc.credentials.createInsecure());
+  function draftStats(address = draftAddress): Promise<DraftStats__Output> {
+    const stub = new DraftClient(address, grpc.credentials.createInsecure());
     return unary<DraftStats__Output>((cb) => stub.Stats({}, cb)).finally(() => stub.close());
   }
 
@@ -165,6 +172,50 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
       }
     });
   }
+
+  it("a draft service without Redis (drafting on the gateway's asks alone) gives the same outputs, greedy and sampled", async () => {
+    const [plainDraft, plainAddress] = await spawnDraft(0, undefined);
+    const plainGateway = await startGateway({
+      config: parseGatewayConfig({ port: 0, redisUrl: redis.url, draftAddress: plainAddress, drafters: DRAFTERS }),
+      model: (await loadServedModel(MODEL)).model,
+      tokenizer,
+      logger: silent,
+    });
+    const plainClient = new SpecgateClient({ address: plainGateway.address });
+    try {
+      await until(async () => plainGateway.router.replicas.size === 2, "both replicas to be announced");
+      const onVerdictBefore = (await draftStats()).verdict_proposals;
+      for (const prompt of PROMPTS) {
+        for (const drafter of ["int4", "early-exit", "ngram"]) {
+          const input: GenerateInput = { prompt, max_tokens: MAX_TOKENS, drafter, k: 3 };
+          const [heard, asked] = await Promise.all([client.generate(input), plainClient.generate(input)]);
+          assert.deepEqual(asked.token_ids, expected.get(prompt), `${drafter}, "${prompt}", without verdicts`);
+          assert.deepEqual(heard.token_ids, expected.get(prompt), `${drafter}, "${prompt}", drafting on verdicts`);
+          // Draws depend only on the seed and the position, so at a fixed K both paths sample the same tokens.
+          const sampled = { ...input, temperature: 0.8, top_p: 0.95, seed: 11 };
+          const [heardSampled, askedSampled] = await Promise.all([
+            client.generate(sampled),
+            plainClient.generate(sampled),
+          ]);
+          assert.deepEqual(heardSampled.token_ids, askedSampled.token_ids, `${drafter}, "${prompt}", sampled`);
+          assert.ok((heardSampled.stats?.draft_tokens ?? 0) > 0 || drafter === "ngram");
+        }
+      }
+      const heardStats = await draftStats();
+      assert.ok(
+        heardStats.verdict_proposals > onVerdictBefore,
+        "the Redis-connected draft service drafted on verdicts",
+      );
+      assert.ok(heardStats.verdicts > 0);
+      const plainStats = await draftStats(plainAddress);
+      assert.equal(plainStats.verdict_proposals, 0);
+      assert.ok(plainStats.proposals > 0);
+    } finally {
+      plainClient.close();
+      await plainGateway.stop(1000);
+      await plainDraft.stop();
+    }
+  });
 
   it("bad requests get INVALID_ARGUMENT with a clear message", async () => {
     const cases: [GenerateInput, RegExp][] = [

@@ -11,12 +11,14 @@ import * as grpc from "@grpc/grpc-js";
 import { Queue, QueueEvents } from "bullmq";
 import { Redis } from "ioredis";
 import { checkHealth } from "../../deploy/health.ts";
+import type { DraftVerdict__Output } from "../../gen/specgate/v1/DraftVerdict.ts";
 import type { TargetClient as TargetStub } from "../../gen/specgate/v1/Target.ts";
 import type { TargetStats__Output } from "../../gen/specgate/v1/TargetStats.ts";
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyReply__Output } from "../../gen/specgate/v1/VerifyReply.ts";
 import { SERVICE_NAMES, TargetClient } from "../../proto/load.ts";
 import {
+  decodeDraftVerdict,
   decodeVerifyReply,
   decodeVerifyResult,
   encodeVerifyJob,
@@ -151,11 +153,16 @@ describe("target replica process", () => {
   test("a job's pushed and queued copies are verified once, and its outcome is published on its reply channel", async () => {
     const subscriber = new Redis(redis.url);
     const replies: VerifyReply__Output[] = [];
-    subscriber.on("messageBuffer", (_channel: Buffer, message: Buffer) => {
+    const verdicts: DraftVerdict__Output[] = [];
+    subscriber.on("messageBuffer", (channel: Buffer, message: Buffer) => {
+      if (channel.toString() === "it-verdicts") {
+        verdicts.push(decodeDraftVerdict(message));
+        return;
+      }
       replies.push(decodeVerifyReply(message));
       subscriber.emit("reply");
     });
-    await subscriber.subscribe("it-replies");
+    await subscriber.subscribe("it-replies", "it-verdicts");
     const nextReply = () => once(subscriber, "reply");
     const connection = { url: redis.url };
     const queue = new Queue(verifyQueueName(REPLICA), { connection, prefix: QUEUE_PREFIX });
@@ -205,12 +212,27 @@ describe("target replica process", () => {
       await replied;
       assert.deepEqual(replies[2].result, alone);
 
-      // A failure is published as its status and detail.
+      // A failure is published as its status and detail (and no verdict goes to the draft service).
       const failed = nextReply();
-      await admin.publish(verifyPushChannel(REPLICA), encodeVerifyPush(job("other-model", { model: "no-such-model" })));
+      const otherModel = job("other-model", { model: "no-such-model", draft_verdict_channel: "it-verdicts" });
+      await admin.publish(verifyPushChannel(REPLICA), encodeVerifyPush(otherModel));
       await failed;
       assert.equal(replies[3].result, null);
       assert.match(replies[3].failure, /^FAILED_PRECONDITION: .*no-such-model/);
+      assert.equal(verdicts.length, 0, "only jobs that name a draft verdict channel and succeed publish a verdict");
+
+      // A job naming the draft service's verdict channel: the round's verdict goes there, ahead of the reply.
+      const verdictReplied = nextReply();
+      await admin.publish(
+        verifyPushChannel(REPLICA),
+        encodeVerifyPush(job("drafted", { round: 4, draft_verdict_channel: "it-verdicts" })),
+      );
+      await verdictReplied;
+      const verified = replies[4].result;
+      assert.ok(verified);
+      assert.deepEqual(verdicts, [
+        { sequence_id: "drafted", round: 4, accepted: verified.accepted, next_token: verified.next_token },
+      ]);
 
       // A message that is not a job is logged and ignored; the replica keeps serving.
       const ignored = replica.waitForLog((line) => line.msg === "ignored a pushed message that is not a verify job");

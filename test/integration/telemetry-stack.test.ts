@@ -113,11 +113,19 @@ describe("telemetry of the real stack", { timeout: 300_000 }, () => {
     const spans = traceOf(request);
     const count = (name: string) => spans.filter((span) => span.name === name).length;
     const drafted = request.stats.k_per_round.filter((k) => k > 0).length - request.stats.fallback_rounds;
+    // Rounds the request drafted for, each with its draft span (a draft on the last verdict may also have drafted a
+    // round the request then did not run, or ran at K = 0).
+    const draftedRounds = new Set(
+      spans
+        .filter((span) => span.name === DRAFT_SPAN_NAME)
+        .map((span) => span.attributes[ATTR.round] as number)
+        .filter((round) => (request.stats.k_per_round[round - 1] ?? 0) > 0),
+    );
     return (
       count(request.method) === 1 &&
       count(ROUND_SPAN_NAME) === request.stats.rounds &&
       count(VERIFY_JOB_SPAN_NAME) === request.stats.rounds &&
-      count(DRAFT_SPAN_NAME) === drafted
+      draftedRounds.size === drafted
     );
   }
 
@@ -141,6 +149,10 @@ describe("telemetry of the real stack", { timeout: 300_000 }, () => {
       for (const span of spans.filter((s) => s.name === DRAFT_SPAN_NAME)) {
         assert.equal(span.service, "specgate-draft");
         assert.ok(roundIds.has(span.parentSpanId), "a draft span belongs to a round");
+        const round = span.attributes[ATTR.round] as number;
+        if ((request.stats.k_per_round[round - 1] ?? 0) === 0) {
+          assert.equal(span.attributes[ATTR.draftOnVerdict], true, "only a draft on a verdict drafts an unused round");
+        }
       }
       const jobs = spans.filter((span) => span.name === VERIFY_JOB_SPAN_NAME);
       for (const job of jobs) {
@@ -155,6 +167,10 @@ describe("telemetry of the real stack", { timeout: 300_000 }, () => {
         assert.ok(batch.links.some((link) => link.spanId === round.spanId && link.traceId === request.traceId));
       }
     }
+    assert.ok(
+      receiver.spans().some((s) => s.name === DRAFT_SPAN_NAME && s.attributes[ATTR.draftOnVerdict] === true),
+      "the stack's draft service drafts on the replicas' verdicts",
+    );
   });
 
   test("the request span carries exactly the statistics the client received", () => {

@@ -6,11 +6,14 @@ import { messageCodec } from "../../proto/codec.ts";
 import { fromWire, PROBABILITY_SCALE, quantise, toWire } from "../../proto/draft-distribution.ts";
 import { DraftClient, GatewayClient, gatewayService, TargetClient } from "../../proto/load.ts";
 import {
+  decodeDraftVerdict,
   decodeReplicaAnnouncement,
   decodeVerifyJob,
   decodeVerifyPush,
   decodeVerifyReply,
   decodeVerifyResult,
+  draftVerdictChannel,
+  encodeDraftVerdict,
   encodeReplicaAnnouncement,
   encodeVerifyJob,
   encodeVerifyPush,
@@ -45,6 +48,7 @@ describe("verify queue payloads", () => {
     model: "stories260k-x110m",
     job_id: "7c4f2b9e-job",
     reply_channel: "specgate:verify-reply:gateway-a",
+    draft_verdict_channel: draftVerdictChannel("draft-a"),
   };
   const decodedJob = {
     ...job,
@@ -61,10 +65,13 @@ describe("verify queue payloads", () => {
     assert.deepEqual(decoded, decodedJob);
   });
 
-  it("round-trips the pushed copy of a job and a reply (binary pub/sub messages)", () => {
+  it("round-trips the pushed copy of a job, a reply and a draft verdict (binary pub/sub messages)", () => {
     assert.deepEqual(decodeVerifyPush(encodeVerifyPush(job)), decodedJob);
+    assert.equal(job.draft_verdict_channel, "specgate:draft-verdict:draft-a");
     const failure = decodeVerifyReply(encodeVerifyReply({ job_id: "j", failure: "DEADLINE_EXCEEDED: too late" }));
     assert.deepEqual([failure.job_id, failure.result, failure.failure], ["j", null, "DEADLINE_EXCEEDED: too late"]);
+    const verdict = { sequence_id: "req-1", round: 4, accepted: 2, next_token: 9 };
+    assert.deepEqual(decodeDraftVerdict(encodeDraftVerdict(verdict)), verdict);
   });
 
   it("fills defaults and keeps optional presence when decoding a sparse job", () => {

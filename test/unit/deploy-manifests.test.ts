@@ -780,7 +780,7 @@ describe("Kubernetes manifests", () => {
           (destination === "gateway" && portName === "grpc") ||
           (source === "prometheus" && portName === "metrics") ||
           (source === "gateway" && ["draft", "target"].includes(destination) && portName === "grpc") ||
-          (["gateway", "target"].includes(source) && destination === "redis" && portName === "redis");
+          (["gateway", "target", "draft"].includes(source) && destination === "redis" && portName === "redis");
         for (const workload of workloads(objects)) {
           const pod = podSpecs(workload)[0];
           const ports = containerPorts(pod);
