@@ -158,8 +158,13 @@ function overheadBreakdown(timings: readonly RoundTiming__Output[]) {
   const drafted = timings.filter((t) => t.draft_wait_ms > 0);
   return {
     rounds: timings.length,
+    /** Share of the rounds with a draft whose proposal was drafted on the previous round's verdict. */
+    drafted_on_verdict: round(drafted.filter((t) => t.drafted_on_verdict).length / Math.max(1, drafted.length)),
     overhead_ms: distribution(timings.map(overheadMs)),
-    /** Gateway ↔ draft service: the propose round trip minus the draft's own compute (rounds with a draft). */
+    /**
+     * Gateway ↔ draft service: the wait for the proposal minus the draft's own compute (rounds with a draft); below
+     * zero when the draft, started on the verdict, was under way before the gateway began the round.
+     */
     draft_transport_ms: distribution(drafted.map((t) => t.draft_wait_ms - t.draft_compute_ms)),
     /** Enqueue → a batch takes the job (BullMQ hand-over to the replica's worker, micro-batcher wait). */
     queue_wait_ms: distribution(timings.map((t) => t.queue_wait_ms)),

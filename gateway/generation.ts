@@ -228,6 +228,7 @@ export async function runGeneration(
         queue_wait_ms: result.queue_wait_ms,
         verify_compute_ms: result.verify_time_ms,
         batch_size: result.batch_size,
+        drafted_on_verdict: proposal?.on_verdict ?? false,
       };
       extra.round_timings.push(timing);
       // The round's span ends with its tokens handed over and carries the very timings the client receives.

@@ -53,6 +53,7 @@ function attributeValue(value: unknown): AttributeValue | undefined {
   if (typeof value === "number" || typeof value === "string" || typeof value === "boolean") return value;
   if (Array.isArray(value) && value.every((item) => typeof item === "number")) return value as number[];
   if (Array.isArray(value) && value.every((item) => typeof item === "string")) return value as string[];
+  if (Array.isArray(value) && value.every((item) => typeof item === "boolean")) return value as boolean[];
   return undefined;
 }
 
