@@ -64,7 +64,7 @@ export class DraftService {
     private readonly verdictChannel: () => string = () => "",
   ) {}
 
-  /** Adds an observer of every Propose (the seam telemetry hangs on). */
+  /** Adds an observer of every draft run, asked for or on a verdict (the seam telemetry hangs on). */
   observe(observer: ProposeObserver): void {
     this.#observers.push(observer);
   }
