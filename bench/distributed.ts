@@ -1,7 +1,7 @@
 /**
  * Distributed speculative decoding benchmark (`npm run bench -- --mode distributed [--json] [--prompts N]
  * [--max-tokens N] [--repeats R] [--drafters int4,int4-x11m,ngram] [--k K | --adaptive] [--streams 1,2,4,8,16]
- * [--stream-tokens N] [--sweep-drafter NAME|none] [--no-inproc]`).
+ * [--stream-tokens N] [--sweep-drafter NAME|none] [--no-inproc] [--draft-on-verdict]`).
  *
  * Starts the whole stack on the cost-scaled pair (redis-server, draft service, one target replica, gateway as real
  * processes, deploy/local-stack.ts) and stops it at the end. Through the gateway, with the SDK's streaming
@@ -72,11 +72,13 @@ const argsSchema = z.object({
   "sweep-drafter": z.string().default("int4"),
   /** Leave out the in-process figures (they take about as long as the distributed ones). */
   "no-inproc": z.boolean().default(false),
+  /** The draft service drafts each round on the replica's verdict (SPECGATE_DRAFT_ON_VERDICT). */
+  "draft-on-verdict": z.boolean().default(false),
 });
 type Args = z.output<typeof argsSchema>;
 
 function parseOptions(argv: readonly string[]): Args {
-  const booleans = new Set(["adaptive", "no-inproc"]);
+  const booleans = new Set(["adaptive", "no-inproc", "draft-on-verdict"]);
   const { values } = parseArgs({
     args: [...argv],
     options: Object.fromEntries(
@@ -392,6 +394,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
     replicas: 1,
     gatewayPort: 0,
     metricsPorts: "free",
+    draftOnVerdict: args["draft-on-verdict"],
     logLevel: "warn",
     log: (line) => process.stderr.write(`[stack] ${line}\n`),
   });
@@ -576,6 +579,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
       repeats: args.repeats,
       policy: args.adaptive ? { kind: "adaptive", k_max: args["k-max"] } : { kind: "fixed", k: args.k },
       target_replicas: 1,
+      draft_on_verdict: args["draft-on-verdict"],
       target_only_tokens_per_s: round(tokensPerS(plain), 1),
       target_only_identical_output: plainRuns.every((r, i) => r.every((one) => sameTokens(one.tokens, reference[i]))),
       target_step_ms: round(targetStepMs(plain)),

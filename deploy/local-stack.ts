@@ -69,6 +69,8 @@ export interface LocalStackOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** Gateway TLS, API keys and per-tenant cap, handed to the gateway as they are (default: from `env`). */
   readonly gateway?: Partial<Pick<GatewayConfig, GatewayPassThrough>>;
+  /** The draft service drafts each round on the replica's verdict (default: SPECGATE_DRAFT_ON_VERDICT in `env`). */
+  readonly draftOnVerdict?: boolean;
 }
 
 /** Gateway settings the stack passes through without interpreting them. */
@@ -306,6 +308,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
             intraOpThreads: 1,
             drainMs: SERVICE_DRAIN_MS,
             logLevel,
+            draftOnVerdict: options.draftOnVerdict === undefined ? undefined : String(options.draftOnVerdict),
           }),
         },
       },

@@ -56,11 +56,20 @@ export const DRAFT_SETTINGS = {
     schema: integer(1, 256 * 1024 * 1024),
     help: "cap on the draft KV cache bytes of all sequences; least recently used caches are evicted beyond it",
   },
+  draftOnVerdict: {
+    flag: "draft-on-verdict",
+    env: "SPECGATE_DRAFT_ON_VERDICT",
+    schema: z
+      .enum(["true", "false"])
+      .default("false")
+      .transform((value) => value === "true"),
+    help: "draft each round on the target replica's verdict, heard through Redis (needs --redis-url), without waiting for the gateway; pays where the draft service has cores of its own",
+  },
   redisUrl: {
     flag: "redis-url",
     env: "REDIS_URL",
     schema: z.string().default(""),
-    help: "Redis where target replicas publish verdicts, so the next round is drafted without waiting for the gateway (empty: draft on the gateway's requests alone)",
+    help: "Redis where target replicas publish their verdicts (read with --draft-on-verdict)",
   },
   executionProvider: {
     flag: "execution-provider",
@@ -106,6 +115,17 @@ export function parseDraftConfig(input: Record<string, unknown>): DraftConfig {
 /** The configuration from flags over environment variables; undefined when `--help` was asked for. */
 export function loadDraftConfig(argv: readonly string[], env: NodeJS.ProcessEnv): DraftConfig | undefined {
   return loadConfig(DRAFT_SETTINGS, argv, env, "draft service");
+}
+
+/** The Redis to hear verdicts on: undefined unless drafting on verdicts, which without a Redis URL is an error. */
+export function verdictRedisUrl(config: DraftConfig): string | undefined {
+  if (!config.draftOnVerdict) return undefined;
+  if (config.redisUrl === "") {
+    throw new Error(
+      "--draft-on-verdict (SPECGATE_DRAFT_ON_VERDICT) needs --redis-url (REDIS_URL) to hear the verdicts on",
+    );
+  }
+  return config.redisUrl;
 }
 
 /** The drafters a validated configuration lists. */

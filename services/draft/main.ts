@@ -4,14 +4,16 @@
  */
 import { pino } from "pino";
 import { startTelemetry } from "../telemetry/index.ts";
-import { draftHelp, loadDraftConfig, servedDrafters } from "./config.ts";
+import { draftHelp, loadDraftConfig, servedDrafters, verdictRedisUrl } from "./config.ts";
 import { loadDrafters } from "./drafters.ts";
 import { startDraftServer } from "./server.ts";
 import { draftMetricsEvents, instrumentDraftService } from "./telemetry.ts";
 
 let loaded: ReturnType<typeof loadDraftConfig>;
+let redisUrl: string | undefined;
 try {
   loaded = loadDraftConfig(process.argv.slice(2), process.env);
+  if (loaded !== undefined) redisUrl = verdictRedisUrl(loaded);
 } catch (error) {
   console.error(`${(error as Error).message}\nrun with --help to see every setting`);
   process.exit(2);
@@ -38,7 +40,7 @@ const server = await startDraftServer({
   drafters,
   capacityBytes: config.cacheBytes,
   logger,
-  redisUrl: config.redisUrl || undefined,
+  redisUrl,
   events: draftMetricsEvents(telemetry.metrics),
 });
 instrumentDraftService(server.service, telemetry.metrics);
@@ -47,7 +49,7 @@ logger.info(
     address: server.address,
     drafters: config.drafters,
     cacheBytes: config.cacheBytes,
-    verdicts: config.redisUrl !== "",
+    draftOnVerdict: config.draftOnVerdict,
     metrics: telemetry.metricsUrl,
   },
   "draft service listening",

@@ -3,8 +3,8 @@
  * processes, the gateway in this process, clients through the SDK over real gRPC on 127.0.0.1. Greedy output equals
  * in-process target-only decoding token for token, for every drafter, unary and streaming, alone and 16 at once;
  * caches return to idle after cancellation and deadlines; the draft service or a replica dying mid-run does not
- * change any output. The draft service hears the replicas' verdicts through Redis, as in the local stack; one test
- * runs a second draft service without Redis beside it and compares.
+ * change any output. The draft service drafts on the replicas' verdicts, heard through Redis (SPECGATE_DRAFT_ON_VERDICT);
+ * one test runs a second draft service that waits for the gateway's asks (the default) beside it and compares.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -56,11 +56,11 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
   /** In-process target-only greedy output per prompt. */
   const expected = new Map<string, number[]>();
 
-  /** A draft service process; with `redisUrl` it hears the replicas' verdicts and drafts on them. */
+  /** A draft service process; with `redisUrl` it drafts on the replicas' verdicts, heard there. */
   async function spawnDraft(port: number, redisUrl: string | undefined): Promise<[ServiceProcess, string]> {
     const process = spawnService("services/draft/main.ts", ["--port", String(port), "--metrics-port", "0"], {
       SPECGATE_DRAFTERS: DRAFTERS,
-      ...(redisUrl ? { REDIS_URL: redisUrl } : {}),
+      ...(redisUrl ? { REDIS_URL: redisUrl, SPECGATE_DRAFT_ON_VERDICT: "true" } : {}),
     });
     const line = await process.waitForLog((l) => l.msg === "draft service listening");
     return [process, String(line.address)];
@@ -173,7 +173,7 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
     });
   }
 
-  it("a draft service without Redis (drafting on the gateway's asks alone) gives the same outputs, greedy and sampled", async () => {
+  it("a draft service that waits for the gateway's asks (not drafting on verdicts) gives the same outputs, greedy and sampled", async () => {
     const [plainDraft, plainAddress] = await spawnDraft(0, undefined);
     const plainGateway = await startGateway({
       config: parseGatewayConfig({ port: 0, redisUrl: redis.url, draftAddress: plainAddress, drafters: DRAFTERS }),

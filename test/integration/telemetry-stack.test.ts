@@ -59,6 +59,8 @@ describe("telemetry of the real stack", { timeout: 300_000 }, () => {
       gatewayPort: 0,
       metricsPorts: "free",
       replicas: 2,
+      // Drafts on verdicts hang off the round they settled: the traces must still hold together.
+      draftOnVerdict: true,
       log: () => {},
       env: {
         ...withoutOtel(process.env),
