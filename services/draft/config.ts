@@ -63,7 +63,7 @@ export const DRAFT_SETTINGS = {
       .enum(["true", "false"])
       .default("false")
       .transform((value) => value === "true"),
-    help: "draft each round on the target replica's verdict, heard through Redis (needs --redis-url), without waiting for the gateway; pays where the draft service has cores of its own",
+    help: "draft each round on the target replica's verdict, heard through Redis (needs --redis-url), without waiting for the gateway (measure it first: README, figures)",
   },
   redisUrl: {
     flag: "redis-url",

@@ -8,9 +8,10 @@
  * in the order they were issued; proposals of different sequences for the same drafter are batched into one drafter
  * call (one forward per draft step for all of them).
  *
- * A round is settled either by the gateway's Accept or by the target's DraftVerdict, whichever comes first (draft.proto,
- * "Drafting on the verdict"); a verdict that settles the round also drafts the next one when the round's Propose asked
- * for it, and the gateway's Accept and Propose that follow for those rounds are then answered by what was done.
+ * A round is settled either by the gateway's Accept or by the target's DraftVerdict, whichever comes first
+ * (draft.proto, "Drafting on the verdict"); a verdict that settles the round also drafts the next one when the round's
+ * Propose asked for it, and the gateway's Accept and Propose that follow for those rounds are then answered by what
+ * was done.
  */
 import type { DraftErrorCode__Output } from "../../gen/specgate/v1/DraftErrorCode.ts";
 import type { SeededSampling } from "../../proto/sampling-params.ts";
