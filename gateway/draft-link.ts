@@ -46,6 +46,9 @@ interface Waiting {
   readonly timer: NodeJS.Timeout;
 }
 
+/** A generation no stream has: the sequence is to be opened again (with its full history) before its next proposal. */
+const REOPEN = 0;
+
 /** Error codes after which re-opening the sequence with its full history fixes the next proposal. */
 const REOPEN_CODES = new Set(["DRAFT_ERROR_UNKNOWN_SEQUENCE", "DRAFT_ERROR_DESYNC"]);
 
@@ -56,6 +59,7 @@ export class DraftLink {
   /** Bumped for every new stream: a sequence opened on an older one must be opened again. */
   #generation = 0;
   #lastFailure = Number.NEGATIVE_INFINITY;
+  /** Per sequence, the stream generation it was opened on, or REOPEN. */
   readonly #openedOn = new Map<string, number>();
   readonly #waiting = new Map<string, Waiting>();
   /** Proposals drafted on a verdict that came before their round was asked for, by sequence. */
@@ -109,7 +113,7 @@ export class DraftLink {
       }
       const answer = await this.#ask(stream, propose);
       if (answer !== "reopen") return answer;
-      this.#openedOn.delete(sequence.sequenceId);
+      this.#openedOn.set(sequence.sequenceId, REOPEN);
     }
     return undefined;
   }
@@ -120,11 +124,14 @@ export class DraftLink {
     this.#stream.write({ accept: { sequence_id: sequenceId, round, accepted, appended: [...appended] } });
   }
 
-  /** The sequence ended: the draft frees its cache. */
+  /**
+   * The sequence ended: the draft frees its cache. Also when the sequence waits to be re-opened: a failed settlement or
+   * a late proposal leaves it open over there (the draft ignores ids it does not hold).
+   */
   close(sequenceId: string): void {
     this.#waiting.get(sequenceId)?.resolve(undefined);
     this.#early.delete(sequenceId);
-    if (this.#openedOn.get(sequenceId) === this.#generation && this.#stream) {
+    if (this.#openedOn.has(sequenceId) && this.#stream) {
       this.#stream.write({ close: { sequence_id: sequenceId } });
     }
     this.#openedOn.delete(sequenceId);
@@ -158,7 +165,7 @@ export class DraftLink {
       const timer = setTimeout(() => {
         this.#options.logger.warn({ sequenceId, round }, "draft proposal timed out; round runs without a draft");
         // The late answer (if any) will be dropped; re-open so both sides agree on the history again.
-        this.#openedOn.delete(sequenceId);
+        this.#openedOn.set(sequenceId, REOPEN);
         finish(undefined);
       }, this.#options.proposeTimeoutMs);
       const finish = (answer: Proposal__Output | "reopen" | undefined) => {
@@ -209,7 +216,7 @@ export class DraftLink {
     this.#options.logger.debug({ ...error }, "draft error");
     if (!waiting || (error.round !== 0 && error.round !== waiting.round)) {
       // A failed Open or Accept: the sequence is out of step; re-open it before its next proposal.
-      this.#openedOn.delete(error.sequence_id);
+      if (this.#openedOn.has(error.sequence_id)) this.#openedOn.set(error.sequence_id, REOPEN);
       return;
     }
     waiting.resolve(REOPEN_CODES.has(error.code) ? "reopen" : undefined);

@@ -14,6 +14,7 @@ import { SpanStatusCode } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import { Redis } from "ioredis";
 import { pino } from "pino";
+import { DraftLink } from "../../gateway/draft-link.ts";
 import type { DraftClient as DraftClientType } from "../../gen/specgate/v1/Draft.ts";
 import type { DraftClientMessage } from "../../gen/specgate/v1/DraftClientMessage.ts";
 import type { DraftServerMessage__Output } from "../../gen/specgate/v1/DraftServerMessage.ts";
@@ -405,6 +406,41 @@ describe("draft service", () => {
     session.send({ accept: { sequence_id: "long", round: 1, accepted: 1, appended: [3] } });
     assert.equal((await session.propose("long", 2, 4, 65)).tokens.length, 0);
     await session.end();
+  });
+});
+
+describe("the gateway's draft link", () => {
+  test("closes a sequence that a failed settlement left waiting to be re-opened: the draft's table empties", async () => {
+    const served = await serve(64 * 1024 * 1024);
+    const link = new DraftLink({
+      address: served.server.address,
+      proposeTimeoutMs: 10_000,
+      retryMs: 100,
+      logger: silent,
+    });
+    try {
+      const sequence = {
+        sequenceId: "settled-badly",
+        drafter: "tiny",
+        sampling: { temperature: 0, seed: 1 },
+        history: () => PROMPT,
+      };
+      const proposal = await link.propose(sequence, 1, 2, 0);
+      assert.equal(proposal?.tokens.length, 2);
+      assert.equal((await served.stats()).sequences, 1);
+      // More accepted than proposed: the draft answers an error and the link marks the sequence for re-opening.
+      link.accept("settled-badly", 1, 5, [3]);
+      // Let the error come back before the request ends (on loopback it takes well under a millisecond).
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      link.close("settled-badly");
+      for (let tries = 0; (await served.stats()).sequences > 0 && tries < 200; tries++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      assert.equal((await served.stats()).sequences, 0);
+    } finally {
+      link.shutdown();
+      await stop(served);
+    }
   });
 });
 
