@@ -204,6 +204,7 @@ export class DraftSequences {
   propose(args: ProposeArgs): Promise<ProposalResult | undefined> {
     return this.#serial(args.sequenceId, async () => {
       const sequence = this.#require(args.sequenceId);
+      checkRound(args.round, "propose");
       if (args.round <= sequence.verdictDraftRound) {
         sequence.kNext = args.kNext ?? 0;
         sequence.traceContext = args.traceContext ?? {};
@@ -231,6 +232,7 @@ export class DraftSequences {
   accept(args: AcceptArgs): Promise<void> {
     return this.#serial(args.sequenceId, () => {
       const sequence = this.#require(args.sequenceId);
+      checkRound(args.round, "accept");
       if (args.round <= sequence.verdictRound) return;
       this.#settle(sequence, args.round, args.accepted, args.appended);
     });
@@ -473,6 +475,11 @@ export class DraftSequences {
     });
     return result;
   }
+}
+
+/** Rounds count from 1: round 0 would pass for a round already settled or drafted on a verdict. */
+function checkRound(round: number, message: string): void {
+  if (!(Number.isInteger(round) && round >= 1)) throw invalid(`${message}.round must be >= 1, got ${round}`);
 }
 
 function invalid(message: string): DraftFailure {

@@ -376,6 +376,10 @@ describe("draft service", () => {
 
     error = await errorOf("x", { propose: { sequence_id: "x", round: 1, k: 2, history_length: PROMPT.length + 1 } });
     assert.equal(error.code, "DRAFT_ERROR_DESYNC");
+    error = await errorOf("x", { propose: { sequence_id: "x", round: 0, k: 2, history_length: PROMPT.length } });
+    assert.match(error.message, /propose\.round must be >= 1/);
+    error = await errorOf("x", { accept: { sequence_id: "x", round: 0, accepted: 0, appended: [5] } });
+    assert.match(error.message, /accept\.round must be >= 1/);
 
     const proposal = await session.propose("x", 1, 2, PROMPT.length);
     assert.equal(proposal.tokens.length, 2);
