@@ -1,7 +1,7 @@
 /**
  * The draft service's ear on Redis: a subscribed connection on a channel of its own, where target replicas publish
  * the verdicts of the rounds this service drafted (draft.proto, "Drafting on the verdict"). Proposals name the channel
- * only while the subscription stands, so a gateway never routes verdicts to a channel nobody hears; a lost connection
+ * only while the subscription stands, so gateways do not route verdicts to a channel nobody hears; a lost connection
  * costs latency alone (the gateway's Accept and Propose still arrive), and ioredis re-subscribes when it is back.
  */
 import { randomUUID } from "node:crypto";
