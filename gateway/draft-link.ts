@@ -107,7 +107,7 @@ export class DraftLink {
         trace_context: traceContext,
         k_next: kNext,
       };
-      if (early?.round === round && attempt === 0) {
+      if (early?.round === round) {
         stream.write({ propose });
         return early;
       }

@@ -205,11 +205,10 @@ export class DraftSequences {
     return this.#serial(args.sequenceId, async () => {
       const sequence = this.#require(args.sequenceId);
       checkRound(args.round, "propose");
-      if (args.round <= sequence.verdictDraftRound) {
-        sequence.kNext = args.kNext ?? 0;
-        sequence.traceContext = args.traceContext ?? {};
-        return undefined;
-      }
+      // Also from a Propose answered by a draft on the verdict: the latest word on the round after.
+      sequence.kNext = args.kNext ?? 0;
+      sequence.traceContext = args.traceContext ?? {};
+      if (args.round <= sequence.verdictDraftRound) return undefined;
       if (!(Number.isInteger(args.k) && args.k >= 1)) throw invalid(`propose.k must be >= 1, got ${args.k}`);
       if (args.historyLength !== sequence.history.length) {
         throw new DraftFailure(
@@ -218,8 +217,6 @@ export class DraftSequences {
             `sequence ${sequence.id}: re-open it with the full history`,
         );
       }
-      sequence.kNext = args.kNext ?? 0;
-      sequence.traceContext = args.traceContext ?? {};
       return this.#draft(sequence, args.round, args.k);
     });
   }
