@@ -2,8 +2,9 @@
  * The whole distributed path with real processes: redis-server, the draft service and two target replicas as child
  * processes, the gateway in this process, clients through the SDK over real gRPC on 127.0.0.1. Greedy output equals
  * in-process target-only decoding token for token, for every drafter, unary and streaming, alone and 16 at once;
+ * sampled output follows the target's exact distribution (chi-square) for every drafter and with no draft service;
  * caches return to idle after cancellation and deadlines; the draft service or a replica dying mid-run does not
- * change any output. The draft service drafts on the replicas' verdicts, heard through Redis (SPECGATE_DRAFT_ON_VERDICT);
+ * change any output (greedy, and sampled at a fixed K when a replica dies). The draft service drafts on the replicas' verdicts, heard through Redis (SPECGATE_DRAFT_ON_VERDICT);
  * one test runs a second draft service that waits for the gateway's asks (the default) beside it and compares.
  */
 import assert from "node:assert/strict";
@@ -23,6 +24,8 @@ import { type GenerateInput, SpecgateClient, SpecgateError, type StreamEvent } f
 import { generate } from "../../services/engine/generate.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import type { Tokenizer } from "../../services/runtime/tokenizer/tokenizer.ts";
+import { chiSquareFit } from "../support/chi-square.ts";
+import { type ExactDistributions, exactDistributions } from "../support/exact-distribution.ts";
 import { freePort } from "../support/ports.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
@@ -31,6 +34,8 @@ const MODEL = "stories260k";
 const DRAFTERS = "int4=stories260k-int4,early-exit=stories260k-exit4,ngram";
 const PROMPTS = ["Once upon a time", "The little dog", "Lily and Ben went to the park. They"];
 const MAX_TOKENS = 32;
+/** Seeds per path in the sampling test (the chi-square test's sample). */
+const SAMPLED_RUNS = 600;
 const silent = pino({ level: "silent" });
 
 async function until(condition: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
@@ -40,6 +45,19 @@ async function until(condition: () => Promise<boolean>, what: string, timeoutMs 
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+/** Runs `task` for 0..count-1, at most `width` at once; results in index order. */
+async function inParallel<T>(count: number, width: number, task: (i: number) => Promise<T>): Promise<T[]> {
+  const results: T[] = [];
+  let next = 0;
+  const lane = async () => {
+    for (let i = next++; i < count; i = next++) results[i] = await task(i);
+  };
+  await Promise.all(Array.from({ length: width }, lane));
+  return results;
+}
+
+const sum = (values: readonly number[]) => values.reduce((total, v) => total + v, 0);
 
 function unary<T>(invoke: (callback: (error: grpc.ServiceError | null, value?: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => invoke((error, value) => (error ? reject(error) : resolve(value as T))));
@@ -214,6 +232,76 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
       plainClient.close();
       await plainGateway.stop(1000);
       await plainDraft.stop();
+    }
+  });
+
+  it("sampled outputs follow the target's own distribution, with every drafter and with no draft service", async () => {
+    // Repeats its opening words, so that the n-gram drafter proposes too.
+    const prompt = "Lily and Ben went to the park. Lily and Ben";
+    const sampling = { temperature: 1, top_k: 6 };
+    const reference = await OnnxCausalLM.load(MODEL);
+    const vocab = reference.info.vocabSize;
+    let exact: ExactDistributions;
+    try {
+      exact = await exactDistributions(reference, tokenizer.encode(prompt, { bos: true }), {
+        temperature: sampling.temperature,
+        topK: sampling.top_k,
+      });
+    } finally {
+      await reference.close();
+    }
+    // Every round of this gateway runs without a draft: nothing listens at its draft address.
+    const undrafted = await startGateway({
+      config: parseGatewayConfig({
+        port: 0,
+        redisUrl: redis.url,
+        draftAddress: `127.0.0.1:${await freePort()}`,
+        drafters: DRAFTERS,
+      }),
+      model: (await loadServedModel(MODEL)).model,
+      tokenizer,
+      logger: silent,
+    });
+    const undraftedClient = new SpecgateClient({ address: undrafted.address });
+    try {
+      await until(async () => undrafted.router.replicas.size === 2, "both replicas to be announced");
+      const paths: [string, SpecgateClient, string][] = [
+        ["int4", client, "int4"],
+        ["early-exit", client, "early-exit"],
+        ["ngram", client, "ngram"],
+        ["int4 with the draft service unreachable", undraftedClient, "int4"],
+      ];
+      for (const [label, via, drafter] of paths) {
+        // K = 2 over three tokens: draft tokens accepted and rejected, residual and bonus draws, and plain rounds.
+        const results = await inParallel(SAMPLED_RUNS, 16, (seed) =>
+          via.generate({ prompt, max_tokens: 3, drafter, k: 2, ...sampling, seed }),
+        );
+        const jointCounts = new Array(vocab * vocab).fill(0);
+        const thirdCounts = new Array(vocab).fill(0);
+        for (const { token_ids: tokens } of results) {
+          jointCounts[tokens[0] * vocab + tokens[1]]++;
+          thirdCounts[tokens[2]]++;
+        }
+        for (const [what, observed, expected] of [
+          ["first two tokens", jointCounts, exact.joint],
+          ["third token", thirdCounts, exact.marginal],
+        ] as const) {
+          const fit = chiSquareFit(observed, expected);
+          assert.equal(fit.impossible, 0, `${label}, ${what}: tokens the target cannot produce`);
+          assert.ok(fit.statistic < fit.critical, `${label}, ${what}: chi-square ${fit.statistic} ≥ ${fit.critical}`);
+        }
+        const proposed = sum(results.map((r) => r.stats?.draft_tokens ?? 0));
+        const accepted = sum(results.map((r) => r.stats?.accepted_tokens ?? 0));
+        if (via === undraftedClient) {
+          assert.equal(proposed, 0, `${label}: no draft tokens`);
+          assert.ok(results.every((r) => (r.stats?.fallback_rounds ?? 0) > 0));
+        } else {
+          assert.ok(accepted > 0 && accepted < proposed, `${label}: draft tokens accepted and rejected`);
+        }
+      }
+    } finally {
+      undraftedClient.close();
+      await undrafted.stop(1000);
     }
   });
 
@@ -400,33 +488,62 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
     }, "speculation to resume");
   });
 
-  it("a replica killed mid-run hands its sequences to the other replica", async () => {
+  it("a replica killed mid-run hands its sequences to the other replica, greedy and sampled", async () => {
     const STREAMS = 6;
+    // Streams 2 and 3 sample (and run longer, to be sure to outlive r0). Draws depend on the seed and the position
+    // only, so at a fixed K a sampled stream that moves to the other replica (which re-prefills its cache) gives the
+    // tokens of the same request run undisturbed.
+    const inputs: GenerateInput[] = Array.from({ length: STREAMS }, (_, i) => ({
+      prompt: PROMPTS[i % PROMPTS.length],
+      max_tokens: MAX_TOKENS,
+      k: 2,
+      ...(Math.floor(i / 2) % 2 === 1 && { max_tokens: 2 * MAX_TOKENS, temperature: 0.8, top_p: 0.95, seed: 100 + i }),
+    }));
+    const undisturbed = await Promise.all(
+      inputs.map(async (input, i) =>
+        input.seed === undefined ? expected.get(PROMPTS[i % PROMPTS.length]) : (await client.generate(input)).token_ids,
+      ),
+    );
+    // Each stream starts once the one before has its first tokens (and so its replica): the least loaded replica
+    // takes the next sequence, so each replica holds greedy and sampled ones.
     let killed = false;
     let started = 0;
-    const runs = Array.from({ length: STREAMS }, async (_, i) => {
-      const prompt = PROMPTS[i % PROMPTS.length];
-      const tokens: number[] = [];
-      const replicas = new Set<string>();
-      for await (const event of client.stream({ prompt, max_tokens: MAX_TOKENS, k: 2 })) {
-        if (event.type === "delta") {
-          tokens.push(...event.token_ids);
-          // Once every stream has its first tokens (each has a result from its replica) and most rounds ahead.
-          if (tokens.length === event.token_ids.length) started++;
-          if (!killed && started === STREAMS) {
-            killed = true;
-            targets.get("r0")?.child.kill("SIGKILL");
-          }
-        } else for (const r of event.stats?.replicas ?? []) replicas.add(r);
-      }
-      assert.deepEqual(tokens, expected.get(prompt), `stream ${i} after r0 died`);
-      return replicas;
+    let previous: Promise<unknown> = Promise.resolve();
+    const runs = inputs.map((input, i) => {
+      const after = previous;
+      let firstTokens = () => {};
+      previous = new Promise<void>((resolve) => {
+        firstTokens = resolve;
+      });
+      return (async () => {
+        await after;
+        const tokens: number[] = [];
+        const replicas = new Set<string>();
+        for await (const event of client.stream(input)) {
+          if (event.type === "delta") {
+            tokens.push(...event.token_ids);
+            if (tokens.length === event.token_ids.length) {
+              started++;
+              firstTokens();
+            }
+            if (!killed && started === STREAMS) {
+              killed = true;
+              targets.get("r0")?.child.kill("SIGKILL");
+            }
+          } else for (const r of event.stats?.replicas ?? []) replicas.add(r);
+        }
+        firstTokens();
+        assert.deepEqual(tokens, undisturbed[i], `stream ${i} after r0 died`);
+        return replicas;
+      })();
     });
     const used = await Promise.all(runs);
-    assert.ok(
-      used.some((replicas) => replicas.has("r0") && replicas.has("r1")),
-      "some sequence moved from r0 to r1",
-    );
+    const moved = (sampled: boolean) =>
+      used.some(
+        (replicas, i) => (inputs[i].seed !== undefined) === sampled && replicas.has("r0") && replicas.has("r1"),
+      );
+    assert.ok(moved(false), "a greedy sequence moved from r0 to r1");
+    assert.ok(moved(true), "a sampled sequence moved from r0 to r1");
     await until(async () => !gateway.router.replicas.has("r0"), "r0 to be dropped");
   });
 });

@@ -12,13 +12,14 @@ import { type GenerationRequest, generate, generateBatch } from "../../services/
 import type { KPolicyConfig } from "../../services/engine/k-policy.ts";
 import { ModelDrafter } from "../../services/engine/model-drafter.ts";
 import { NgramDrafter } from "../../services/engine/ngram-drafter.ts";
-import { distribution, type SamplingParams } from "../../services/engine/sampling.ts";
+import type { SamplingParams } from "../../services/engine/sampling.ts";
 import { CacheMissError, prefillTarget, verifyOnTarget } from "../../services/engine/target-verifier.ts";
 import { LOSSLESS } from "../../services/engine/verify.ts";
 import { greedyDecode } from "../../services/runtime/greedy.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import { buildRandomLlama } from "../../services/runtime/random-llama.ts";
 import { chiSquareFit } from "../support/chi-square.ts";
+import { exactDistributions } from "../support/exact-distribution.ts";
 import { RandomDrafter } from "../support/random-drafter.ts";
 
 const VOCAB = 12;
@@ -220,32 +221,6 @@ describe("rollback", () => {
   });
 });
 
-/**
- * The target's exact distribution of its first two sampled tokens (joint) and of the third (marginal), computed
- * by enumerating prefixes in batched forwards.
- */
-async function exactDistributions(prompt: number[], sampling: SamplingParams) {
-  const next = async (prefixes: number[][]) => {
-    const logits = await target.forward(prefixes.map((p, i) => ({ sequenceId: `exact-${i}`, tokens: p })));
-    prefixes.forEach((_, i) => {
-      target.release(`exact-${i}`);
-    });
-    return logits.map((l) => distribution(l.subarray(l.length - VOCAB), sampling));
-  };
-  const [p0] = await next([prompt]);
-  const firstTwo = await next(Array.from({ length: VOCAB }, (_, x) => [...prompt, x]));
-  const joint = new Float64Array(VOCAB * VOCAB);
-  for (let x = 0; x < VOCAB; x++) for (let y = 0; y < VOCAB; y++) joint[x * VOCAB + y] = p0[x] * firstTwo[x][y];
-  const third = await next(
-    Array.from({ length: VOCAB * VOCAB }, (_, xy) => [...prompt, Math.floor(xy / VOCAB), xy % VOCAB]),
-  );
-  const marginal = new Float64Array(VOCAB);
-  third.forEach((p2, xy) => {
-    for (let z = 0; z < VOCAB; z++) marginal[z] += joint[xy] * p2[z];
-  });
-  return { joint, marginal };
-}
-
 describe("speculative sampling on a tiny model", () => {
   const prompt = [3, 7, 3, 7, 3];
   const samples = 3000;
@@ -261,7 +236,7 @@ describe("speculative sampling on a tiny model", () => {
   ];
   for (const [label, sampling, drafter, k] of settings) {
     it(`generates with the target's own distribution (${label})`, async () => {
-      const { joint, marginal } = await exactDistributions(prompt, sampling);
+      const { joint, marginal } = await exactDistributions(target, prompt, sampling);
       const requests: GenerationRequest[] = Array.from({ length: samples }, (_, seed) => ({
         prompt,
         maxNewTokens: 3,
