@@ -23,7 +23,7 @@
  * the configurations prompt by prompt; per (prompt, configuration) the fastest run counts, the least disturbed by
  * other work on a shared machine, and per-repeat figures give min/median.
  */
-import { loadavg } from "node:os";
+import { availableParallelism, loadavg } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
@@ -38,6 +38,7 @@ import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
 import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
 import type { BenchReport } from "./cli.ts";
 import { hopFloor } from "./hop-floor.ts";
+import { UsageMeter } from "./process-usage.ts";
 import { storyPrompts } from "./prompts.ts";
 import { batchedDecode, machineInfo } from "./runtime.ts";
 import { DRAFTER_MODELS, idealSpeedup, run as runInProcess } from "./speculative.ts";
@@ -347,6 +348,37 @@ function ceilingContext(prompts: readonly number[][], streams: number, streamTok
   return Math.max(2 * streams - 1, Math.round(promptMean + streamTokens / 2) + streams - 1);
 }
 
+const PROCESS_USAGE_DEFINITION =
+  "per round of the speculative single-stream runs (every drafter): each process's time on a CPU and time runnable but waiting for one (all threads, /proc/<pid>/task/*/schedstat); wait_ms_per_wakeup: that wait over the times a thread was put on a CPU. client: this process. On a machine with fewer cores than busy processes the waits are most of the overhead above the hop floor";
+
+function processUsageFigures(usage: UsageMeter, rounds: number) {
+  const totals = usage.totals();
+  if (totals.size === 0 || rounds === 0) return null;
+  return {
+    definition: PROCESS_USAGE_DEFINITION,
+    rounds,
+    cpus: availableParallelism(),
+    by_process: Object.fromEntries(
+      [...totals].map(([name, total]) => [
+        name,
+        {
+          cpu_ms_per_round: round(total.cpuMs / rounds),
+          wait_ms_per_round: round(total.waitMs / rounds),
+          wait_ms_per_wakeup: round(total.waitMs / Math.max(1, total.slices)),
+        },
+      ]),
+    ),
+  };
+}
+
+function processUsageLine(figures: ReturnType<typeof processUsageFigures>): string {
+  if (figures === null) return "per round, CPU and waits for a CPU: not available here (no /proc schedstats)";
+  const parts = Object.entries(figures.by_process).map(
+    ([name, f]) => `${name} ${f.cpu_ms_per_round}/${f.wait_ms_per_round} (${f.wait_ms_per_wakeup} per wake-up)`,
+  );
+  return `per speculative round on ${figures.cpus} CPUs, ms on a CPU / ms waiting for one: ${parts.join(", ")}`;
+}
+
 export async function run(argv: readonly string[]): Promise<BenchReport> {
   const args = parseOptions(argv);
   const tokenizer = await loadTokenizer(resolveModel(TARGET).dir);
@@ -422,12 +454,26 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
     for (const drafter of configs) await streamOnce(client, input(measured[0], drafter, `warm-${drafter}`));
 
     const runs = new Map<string, Runs>(configs.map((c) => [c, measured.map(() => [])]));
+    // What each process spends, and waits for a core, during the speculative single-stream runs.
+    const redisPids = stack.pids.filter((pid) => !stack.services.some((service) => service.pid === pid));
+    const usage = new UsageMeter(
+      new Map([
+        ...stack.services.map((service): [string, number] => [service.name, service.pid]),
+        ...redisPids.map((pid): [string, number] => ["redis", pid]),
+        ["client", process.pid],
+      ]),
+    );
+    let usageRounds = 0;
     for (let repeat = 0; repeat < args.repeats; repeat++) {
       for (const [i, prompt] of measured.entries()) {
         const line: string[] = [];
         let plainRate = 0;
         for (const drafter of configs) {
-          const one = await streamOnce(client, input(prompt, drafter, `r${repeat}-p${i}-${drafter}`));
+          const request = input(prompt, drafter, `r${repeat}-p${i}-${drafter}`);
+          const one = await (drafter === PLAIN
+            ? streamOnce(client, request)
+            : usage.measure(() => streamOnce(client, request)));
+          if (drafter !== PLAIN) usageRounds += one.stats.rounds;
           runs.get(drafter)?.[i].push(one);
           const rate = tokensPerS([one]);
           if (drafter === PLAIN) plainRate = rate;
@@ -594,6 +640,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
       overhead_definition:
         "per speculative decode round (every drafter; first round excluded), single stream: round wall time at the gateway - draft compute - target compute, as the services report them",
       overhead,
+      process_usage: processUsageFigures(usage, usageRounds),
       /** The least a round's hops cost here (bench/hop-floor.ts); the overhead above it is the services' own. */
       hop_floor: floor,
       overhead_above_floor_ms_p50: round(overhead.overhead_ms.p50 - floor.floor_ms_p50),
@@ -619,6 +666,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
         return `${name}: alpha ${d.alpha}, acc/round ${d.mean_accepted_per_round}, c ${d.c}, S ${d.speedup}, S* ${d.ideal_speedup}, efficiency ${d.efficiency} (in-process ${d.inproc?.efficiency ?? "-"}), identical ${d.identical_output}`;
       }),
       `overhead per round: p50 ${json.overhead_ms_p50} ms, p99 ${json.overhead_ms_p99} ms; p50 parts: queue wait ${overhead.queue_wait_ms.p50}, result return ${overhead.result_return_ms.p50}, draft transport ${overhead.draft_transport_ms.p50}, gateway ${overhead.gateway_ms.p50} ms; empty BullMQ job ${bullmqFloorMs} ms, Redis PING ${redisPing.p50} ms`,
+      processUsageLine(json.process_usage),
       `floor of a round's hops here: ${floor.floor_ms_p50} ms (push and reply through Redis ${floor.verify_hops_ms_p50}, proposal over loopback TCP ${floor.proposal_hops_ms_p50} ms, between processes at rest); overhead above it ${json.overhead_above_floor_ms_p50} ms`,
       `sampling (${samplingWire.drafter}, T ${samplingWire.temperature}): ${samplingWire.draft_distribution_bytes_per_round} bytes of draft distributions per round, ${samplingWire.draft_distribution_bytes_per_draft_token} per draft token (dense float32: ${samplingWire.dense_float32_bytes_per_draft_token}); greedy: ${samplingWire.greedy_draft_distribution_bytes} bytes`,
       ...Object.entries(json.concurrency).map(

@@ -1,0 +1,83 @@
+/**
+ * What processes spend while the benchmark runs, from Linux's per-thread scheduler statistics
+ * (/proc/<pid>/task/<tid>/schedstat: nanoseconds on a CPU, nanoseconds runnable but waiting for one, times it got
+ * one). Summed over each process's threads. The wait is the part of a hop's cost that is not the hop: a message that
+ * has arrived waits there until its process gets a core, which on a machine with fewer cores than busy processes is
+ * most of the round's overhead. Undefined where /proc does not offer the statistics (not Linux, or no schedstats).
+ */
+import { readdirSync, readFileSync } from "node:fs";
+
+export interface ProcessUsage {
+  /** Time on a CPU, all threads. */
+  readonly cpuMs: number;
+  /** Time runnable but waiting for a CPU, all threads. */
+  readonly waitMs: number;
+  /** Times a thread was put on a CPU. */
+  readonly slices: number;
+}
+
+/** Parses one schedstat line: "<on-cpu ns> <waiting ns> <timeslices>". */
+export function parseSchedstat(line: string): ProcessUsage {
+  const [run, wait, slices] = line.trim().split(/\s+/).map(Number);
+  if (![run, wait, slices].every(Number.isFinite)) throw new Error(`not a schedstat line: "${line.trim()}"`);
+  return { cpuMs: run / 1e6, waitMs: wait / 1e6, slices };
+}
+
+/** The process's usage so far (threads that have ended are not counted), or undefined when unavailable. */
+export function processUsage(pid: number): ProcessUsage | undefined {
+  let threads: string[];
+  try {
+    threads = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  let total = { cpuMs: 0, waitMs: 0, slices: 0 };
+  for (const tid of threads) {
+    let line: string;
+    try {
+      line = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8");
+    } catch {
+      // The thread ended meanwhile, or schedstats are off.
+      continue;
+    }
+    const thread = parseSchedstat(line);
+    total = {
+      cpuMs: total.cpuMs + thread.cpuMs,
+      waitMs: total.waitMs + thread.waitMs,
+      slices: total.slices + thread.slices,
+    };
+  }
+  return total.slices > 0 ? total : undefined;
+}
+
+/** Sums usage over measured intervals, per named process: `measure` brackets one interval. */
+export class UsageMeter {
+  readonly #processes: ReadonlyMap<string, number>;
+  readonly #totals = new Map<string, { cpuMs: number; waitMs: number; slices: number }>();
+
+  /** `processes`: name → pid. */
+  constructor(processes: ReadonlyMap<string, number>) {
+    this.#processes = processes;
+  }
+
+  async measure<T>(interval: () => Promise<T>): Promise<T> {
+    const before = new Map([...this.#processes].map(([name, pid]) => [name, processUsage(pid)]));
+    const result = await interval();
+    for (const [name, pid] of this.#processes) {
+      const start = before.get(name);
+      const end = processUsage(pid);
+      if (start === undefined || end === undefined) continue;
+      const total = this.#totals.get(name) ?? { cpuMs: 0, waitMs: 0, slices: 0 };
+      total.cpuMs += end.cpuMs - start.cpuMs;
+      total.waitMs += end.waitMs - start.waitMs;
+      total.slices += end.slices - start.slices;
+      this.#totals.set(name, total);
+    }
+    return result;
+  }
+
+  /** Totals per process over every measured interval (processes whose statistics could not be read are left out). */
+  totals(): ReadonlyMap<string, ProcessUsage> {
+    return this.#totals;
+  }
+}
