@@ -349,7 +349,7 @@ function ceilingContext(prompts: readonly number[][], streams: number, streamTok
 }
 
 const PROCESS_USAGE_DEFINITION =
-  "per round of the speculative single-stream runs (every drafter): each process's time on a CPU and time runnable but waiting for one (all threads, /proc/<pid>/task/*/schedstat); wait_ms_per_wakeup: that wait over the times a thread was put on a CPU. client: this process. On a machine with fewer cores than busy processes the waits are most of the overhead above the hop floor";
+  "per round of the speculative single-stream runs (every drafter): each process's time on a CPU and time runnable but waiting for one (all threads, /proc/<pid>/task/*/schedstat); wait_ms_per_wakeup: that wait over the times a thread was put on a CPU. client: this process. A wait is time a message had arrived (or work was ready) while its process was off the cores: other processes held them, or a virtual CPU was still waking up";
 
 function processUsageFigures(usage: UsageMeter, rounds: number) {
   const totals = usage.totals();

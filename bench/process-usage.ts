@@ -1,9 +1,9 @@
 /**
  * What processes spend while the benchmark runs, from Linux's per-thread scheduler statistics
  * (/proc/<pid>/task/<tid>/schedstat: nanoseconds on a CPU, nanoseconds runnable but waiting for one, times it got
- * one). Summed over each process's threads. The wait is the part of a hop's cost that is not the hop: a message that
- * has arrived waits there until its process gets a core, which on a machine with fewer cores than busy processes is
- * most of the round's overhead. Undefined where /proc does not offer the statistics (not Linux, or no schedstats).
+ * one). Summed over each process's threads. A message that has arrived waits until its process is on a core again:
+ * the wait counts that time, whether other processes held the cores or a virtual CPU was still waking up. Undefined
+ * where /proc does not offer the statistics (not Linux, or no schedstats).
  */
 import { readdirSync, readFileSync } from "node:fs";
 
