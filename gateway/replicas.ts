@@ -2,7 +2,10 @@
  * Routing of verify rounds to target replicas. A sequence sticks to the replica that holds its cache (affinity); a
  * new sequence goes to the live replica with the fewest sequences. When a replica dies (its announcement expires),
  * fails a round with UNAVAILABLE, or does not answer within `verifyTimeoutMs`, the round is re-sent to another
- * replica; the job carries the full history, so the new replica re-prefills and the result is the same.
+ * replica; the job carries the full history, so the new replica re-prefills and the result is the same. A replica
+ * that announces itself again after it was lost (restarted, or its announcement went with Redis's data) counts as a
+ * new one. A round that timed out with no other replica to take it is re-sent once to the same one, still announced:
+ * Redis may have lost the job (a restart without persistence) while the replica is fine.
  */
 import * as grpc from "@grpc/grpc-js";
 import type { Redis } from "ioredis";
@@ -97,11 +100,11 @@ export class ReplicaRouter {
     job: VerifyJob,
     signal: AbortSignal,
   ): Promise<{ result: VerifyResult__Output; replicaId: string }> {
-    const failed = new Set<string>();
-    const giveUpAt = performance.now() + this.#options.verifyTimeoutMs;
+    const failed = new Set<Replica>();
+    let resentAfterTimeout = false;
     for (;;) {
       signal.throwIfAborted();
-      const replicaId = await this.#routeOrWait(sequenceId, failed, giveUpAt, signal);
+      const [replicaId, replica] = await this.#routeOrWait(sequenceId, failed, signal);
       const timeout = AbortSignal.timeout(this.#options.verifyTimeoutMs);
       // The request's own abort does not reach the job: a cancelled request stops waiting at once, but its job is
       // left to settle (or time out) so that `release` can free the cache after the job, never before it.
@@ -122,8 +125,11 @@ export class ReplicaRouter {
           { sequenceId, replica: replicaId, reason: timeout.aborted ? "timeout" : (error as Error).message },
           "verify failed on replica; re-routing the round",
         );
-        failed.add(replicaId);
         this.#unassign(sequenceId);
+        const untried = [...this.#replicas.values()].some((r) => r !== replica && !failed.has(r));
+        if (timeout.aborted && !resentAfterTimeout && !untried && this.#replicas.get(replicaId) === replica) {
+          resentAfterTimeout = true;
+        } else failed.add(replica);
       }
     }
   }
@@ -153,13 +159,13 @@ export class ReplicaRouter {
     this.#replicas.clear();
   }
 
-  /** Routes the sequence; when no replica is left to try, waits for one to join until `giveUpAt`. */
+  /** Routes the sequence; when no replica is left to try, waits up to `verifyTimeoutMs` for one to join. */
   async #routeOrWait(
     sequenceId: string,
-    exclude: ReadonlySet<string>,
-    giveUpAt: number,
+    exclude: ReadonlySet<Replica>,
     signal: AbortSignal,
-  ): Promise<string> {
+  ): Promise<[string, Replica]> {
+    const giveUpAt = performance.now() + this.#options.verifyTimeoutMs;
     for (;;) {
       try {
         return this.#route(sequenceId, exclude);
@@ -171,12 +177,13 @@ export class ReplicaRouter {
     }
   }
 
-  #route(sequenceId: string, exclude: ReadonlySet<string>): string {
+  #route(sequenceId: string, exclude: ReadonlySet<Replica>): [string, Replica] {
     const current = this.#affinity.get(sequenceId);
-    if (current !== undefined && this.#replicas.has(current) && !exclude.has(current)) return current;
+    const held = current === undefined ? undefined : this.#replicas.get(current);
+    if (current !== undefined && held !== undefined && !exclude.has(held)) return [current, held];
     let best: [string, Replica] | undefined;
     for (const entry of this.#replicas) {
-      if (exclude.has(entry[0])) continue;
+      if (exclude.has(entry[1])) continue;
       if (!best || entry[1].sequences < best[1].sequences) best = entry;
     }
     if (!best) {
@@ -188,7 +195,7 @@ export class ReplicaRouter {
     }
     this.#affinity.set(sequenceId, best[0]);
     best[1].sequences++;
-    return best[0];
+    return best;
   }
 
   #unassign(sequenceId: string): void {

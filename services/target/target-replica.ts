@@ -93,7 +93,9 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     config.port,
   );
   const address = `${config.advertiseHost ?? config.host}:${grpc.port}`;
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
+  // ioredis reconnects by itself; an outage is logged, never thrown.
+  const redisError = (error: Error) => log.warn({ err: error }, "redis connection error");
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 }).on("error", redisError);
   const replies = publisher(redis);
   const intake = new VerifyIntake({
     batcher,
@@ -103,7 +105,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
       log.warn({ err: error }, "could not publish a verify reply or draft verdict (BullMQ still completes the job)"),
     onBadPush: (error) => log.warn({ err: error }, "ignored a pushed message that is not a verify job"),
   });
-  const pushes = new Redis(config.redisUrl);
+  const pushes = new Redis(config.redisUrl).on("error", redisError);
   await intake.listen(pushes, replicaId);
   const worker = startVerifyWorker({
     redisUrl: config.redisUrl,
@@ -125,7 +127,10 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     },
     (error) => log.warn({ err: error }, "replica heartbeat failed"),
   );
-  const queue = new Queue(verifyQueueName(replicaId), { connection: { url: config.redisUrl }, prefix: QUEUE_PREFIX });
+  const queue = new Queue(verifyQueueName(replicaId), {
+    connection: { url: config.redisUrl },
+    prefix: QUEUE_PREFIX,
+  }).on("error", redisError);
   let queued = 0;
   const countQueued = setInterval(() => {
     queue.getWaitingCount().then(

@@ -65,9 +65,10 @@ export class VerifyClient {
   #subscribed: Promise<unknown> | undefined;
 
   constructor(readonly redisUrl: string) {
-    this.#redis = new Redis(redisUrl, { lazyConnect: true });
+    // ioredis reconnects by itself; whoever owns this client reports Redis outages through its own connection.
+    this.#redis = new Redis(redisUrl, { lazyConnect: true }).on("error", () => undefined);
     this.#pushes = publisher(this.#redis);
-    this.#replies = new Redis(redisUrl, { lazyConnect: true });
+    this.#replies = new Redis(redisUrl, { lazyConnect: true }).on("error", () => undefined);
     this.#replies.on("messageBuffer", (_channel: Buffer, message: Buffer) => this.#onReply(message));
   }
 
@@ -207,6 +208,7 @@ export class VerifyClient {
       });
     });
     // Connection errors are retried by BullMQ itself; a caller that cannot wait forever passes an AbortSignal.
+    queue.on("error", () => undefined);
     events.on("error", () => undefined);
     await events.waitUntilReady();
     const adds = new TurnBatch<QueuedCopy, unknown>(
