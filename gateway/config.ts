@@ -149,7 +149,7 @@ export const GATEWAY_SETTINGS = {
     flag: "verify-timeout-ms",
     env: "SPECGATE_VERIFY_TIMEOUT_MS",
     schema: integer(1, 10_000),
-    help: "a verify job unanswered this long marks its replica dead; the round moves to another replica",
+    help: "a verify job unanswered this long is re-sent to another replica (once to the same one when no other is left)",
   },
   metricsPort: {
     flag: "metrics-port",
