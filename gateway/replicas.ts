@@ -15,6 +15,7 @@ import type { TargetClient as TargetStub } from "../gen/specgate/v1/Target.ts";
 import type { VerifyJob } from "../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult__Output } from "../gen/specgate/v1/VerifyResult.ts";
 import { TargetClient } from "../proto/load.ts";
+import { abortable } from "../services/target/abortable.ts";
 import { type ReplicaWatch, watchReplicas } from "../services/target/replica.ts";
 import type { VerifyClient } from "../services/target/verify-client.ts";
 import { VerifyJobError } from "../services/target/verify-errors.ts";
@@ -102,9 +103,14 @@ export class ReplicaRouter {
   ): Promise<{ result: VerifyResult__Output; replicaId: string }> {
     const failed = new Set<Replica>();
     let resentAfterTimeout = false;
+    let lastFailure: string | undefined;
     for (;;) {
       signal.throwIfAborted();
-      const [replicaId, replica] = await this.#routeOrWait(sequenceId, failed, signal);
+      const [replicaId, replica] = await this.#routeOrWait(sequenceId, failed, signal).catch((error) => {
+        throw error instanceof NoReplicaError && lastFailure
+          ? new NoReplicaError(`${error.message} (${lastFailure})`)
+          : error;
+      });
       const timeout = AbortSignal.timeout(this.#options.verifyTimeoutMs);
       // The request's own abort does not reach the job: a cancelled request stops waiting at once, but its job is
       // left to settle (or time out) so that `release` can free the cache after the job, never before it.
@@ -121,8 +127,10 @@ export class ReplicaRouter {
         signal.throwIfAborted();
         const retryable = timeout.aborted || (error instanceof VerifyJobError && retryableCodes.has(error.code));
         if (!retryable) throw error;
+        const reason = timeout.aborted ? `no answer in ${this.#options.verifyTimeoutMs} ms` : (error as Error).message;
+        lastFailure = `last: replica ${replicaId}, ${reason}`;
         this.#options.logger.warn(
-          { sequenceId, replica: replicaId, reason: timeout.aborted ? "timeout" : (error as Error).message },
+          { sequenceId, replica: replicaId, reason },
           "verify failed on replica; re-routing the round",
         );
         this.#unassign(sequenceId);
@@ -218,16 +226,6 @@ export class ReplicaRouter {
 }
 
 const REPLICA_WAIT_POLL_MS = 100;
-
-/** `promise`, or a rejection with the signal's reason as soon as it aborts. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
-}
 
 /** Failures another replica may not repeat: the replica is down, shutting down, full, or serves another model. */
 const retryableCodes = new Set(["UNAVAILABLE", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION"]);

@@ -23,6 +23,15 @@ import { messageCodec } from "./codec.ts";
 
 /** BullMQ `prefix` option for every specgate queue. */
 export const QUEUE_PREFIX = "specgate";
+
+/**
+ * BullMQ `connection` option for every specgate queue, worker and event reader. Reconnection is retried at most every
+ * 2 s: BullMQ's own backoff grows to 20 s, which after a Redis outage of half a minute would leave the queues (and
+ * closing them) waiting that long after Redis is back.
+ */
+export function queueConnection(redisUrl: string): { url: string; retryStrategy: (attempt: number) => number } {
+  return { url: redisUrl, retryStrategy: (attempt) => Math.min(attempt * 100, 2000) };
+}
 /** BullMQ job name of verify jobs. */
 export const VERIFY_JOB_NAME = "verify";
 export const REPLICA_HEARTBEAT_MS = 1000;

@@ -9,7 +9,7 @@ import type { Logger } from "pino";
 import type { TargetStats } from "../../gen/specgate/v1/TargetStats.ts";
 import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
-import { QUEUE_PREFIX, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
+import { QUEUE_PREFIX, queueConnection, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
 import { drain as drainServer } from "../grpc/server.ts";
 import { resolveModel } from "../runtime/model-files.ts";
 import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
@@ -128,7 +128,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     (error) => log.warn({ err: error }, "replica heartbeat failed"),
   );
   const queue = new Queue(verifyQueueName(replicaId), {
-    connection: { url: config.redisUrl },
+    connection: queueConnection(config.redisUrl),
     prefix: QUEUE_PREFIX,
   }).on("error", redisError);
   let queued = 0;

@@ -12,6 +12,7 @@
  * same VerifyJob to another replica (it carries the full history; the new replica re-prefills).
  */
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Queue, QueueEvents } from "bullmq";
 import { Redis } from "ioredis";
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
@@ -21,6 +22,7 @@ import {
   decodeVerifyResult,
   encodeVerifyPush,
   QUEUE_PREFIX,
+  queueConnection,
   VERIFY_JOB_NAME,
   type VerifyJobData,
   verifyJobData,
@@ -28,6 +30,7 @@ import {
   verifyQueueName,
   verifyReplyChannel,
 } from "../../proto/verify-queue.ts";
+import { abortable } from "./abortable.ts";
 import { type Publication, publisher, TurnBatch } from "./turn-batch.ts";
 import { parseVerifyFailure, VerifyJobError } from "./verify-errors.ts";
 import { nowUnixMs } from "./verify-job.ts";
@@ -51,6 +54,8 @@ interface ReplicaQueue {
 }
 
 const JOB_OPTIONS = { removeOnComplete: true, removeOnFail: true } as const;
+
+const BULLMQ_CLOSE_WAIT_MS = 2000;
 
 export class VerifyClient {
   readonly #replicas = new Map<string, Promise<ReplicaQueue>>();
@@ -81,7 +86,17 @@ export class VerifyClient {
     signal?.throwIfAborted();
     // Without the subscription (Redis still connecting) replies are missed and completion events settle the jobs.
     this.#subscribed ??= this.#replies.subscribe(this.#replyChannel).catch(() => undefined);
-    const [replica] = await Promise.all([this.#replica(replicaId), this.#subscribed]);
+    // While Redis is down these (and the add below) wait for it: the signal bounds the wait. A job that cannot be
+    // enqueued fails as UNAVAILABLE (the round may be re-sent), not as an internal error.
+    const unavailable = (error: unknown) =>
+      signal?.aborted || error instanceof VerifyJobError
+        ? error
+        : new VerifyJobError("UNAVAILABLE", `cannot enqueue on Redis: ${(error as Error).message}`);
+    const [replica] = await abortable(Promise.all([this.#replica(replicaId), this.#subscribed]), signal).catch(
+      (error) => {
+        throw unavailable(error);
+      },
+    );
     const jobId = randomUUID();
     const result = new Promise<VerifyResult__Output>((resolve, reject) => {
       this.#waiting.set(jobId, { replicaId, resolve, reject });
@@ -104,11 +119,11 @@ export class VerifyClient {
     // The push goes first (it is the fast copy); a failed push only costs its shortcut.
     this.#pushes.send({ channel: verifyPushChannel(replicaId), message: encoded }).catch(() => undefined);
     try {
-      await replica.adds.send({ data: verifyJobData(encoded), jobId });
+      await abortable(replica.adds.send({ data: verifyJobData(encoded), jobId }), signal);
     } catch (error) {
       this.#waiting.delete(jobId);
       signal?.removeEventListener("abort", onAbort);
-      throw error;
+      throw unavailable(error);
     }
     try {
       return await result;
@@ -136,10 +151,21 @@ export class VerifyClient {
     return count;
   }
 
+  /**
+   * Closes the queues and connections. BullMQ's QueueEvents can fail to close after its connection lived through a
+   * Redis outage (seen after half a minute down), so the queues get BULLMQ_CLOSE_WAIT_MS and are then left to the
+   * process's exit.
+   */
   async close(): Promise<void> {
-    const replicas = await Promise.all(this.#replicas.values());
+    const opened = [...this.#replicas.values()];
     this.#replicas.clear();
-    await Promise.all(replicas.flatMap((r) => [r.events.close(), r.queue.close()]));
+    const queues = Promise.all(
+      opened.map(async (replica) => {
+        const { events, queue } = await replica;
+        await Promise.all([events.close(), queue.close()]);
+      }),
+    ).catch(() => undefined);
+    await Promise.race([queues, sleep(BULLMQ_CLOSE_WAIT_MS, undefined, { ref: false })]);
     await Promise.all(
       [this.#redis, this.#replies].map((redis) => (redis.status === "wait" ? undefined : redis.quit())),
     );
@@ -183,7 +209,7 @@ export class VerifyClient {
   }
 
   async #open(replicaId: string): Promise<ReplicaQueue> {
-    const connection = { url: this.redisUrl };
+    const connection = queueConnection(this.redisUrl);
     const name = verifyQueueName(replicaId);
     const queue = new Queue<VerifyJobData, string>(name, { connection, prefix: QUEUE_PREFIX });
     // Read events from the stream's current end: nothing earlier concerns this client, nothing later is missed.

@@ -12,6 +12,7 @@ import {
   decodeVerifyJob,
   encodeVerifyResult,
   QUEUE_PREFIX,
+  queueConnection,
   type VerifyJobData,
   verifyQueueName,
 } from "../../proto/verify-queue.ts";
@@ -56,7 +57,7 @@ export function startVerifyWorker(options: VerifyWorkerOptions): Worker<VerifyJo
     }
   };
   return new Worker<VerifyJobData, string>(verifyQueueName(options.replicaId), process, {
-    connection: { url: options.redisUrl },
+    connection: queueConnection(options.redisUrl),
     prefix: QUEUE_PREFIX,
     concurrency: options.concurrency,
   });

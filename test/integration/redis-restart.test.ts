@@ -2,15 +2,17 @@
  * Redis restarted without its data in the middle of a run (what happens to a Redis without persistence, as the local
  * stack and the k8s component run it): the verify jobs and pushes it held are gone, the services reconnect, and every
  * request in flight still finishes with the target-only output, also with a single target replica. A new request after
- * the restart works as before.
+ * the restart works as before. A Redis that stays down ends the requests with UNAVAILABLE instead of leaving them
+ * waiting for it.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import { parseGatewayConfig } from "../../gateway/config.ts";
 import { loadServedModel } from "../../gateway/served-model.ts";
 import { type RunningGateway, startGateway } from "../../gateway/server.ts";
-import { SpecgateClient } from "../../sdk/index.ts";
+import { SpecgateClient, SpecgateError } from "../../sdk/index.ts";
 import { generate } from "../../services/engine/generate.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
@@ -23,7 +25,7 @@ const MAX_TOKENS = 160;
 /** Short, so that a round whose job Redis lost is re-sent soon. */
 const VERIFY_TIMEOUT_MS = 1500;
 
-describe("Redis restarted without its data mid-run", { timeout: 120_000 }, () => {
+describe("Redis restarted without its data, or gone, mid-run", { timeout: 120_000 }, () => {
   let redis: RedisServer;
   let draft: ServiceProcess;
   let target: ServiceProcess;
@@ -107,5 +109,36 @@ describe("Redis restarted without its data mid-run", { timeout: 120_000 }, () =>
     });
     const after = await client.generate({ prompt: PROMPTS[0], max_tokens: MAX_TOKENS, k: 2 });
     assert.deepEqual(after.token_ids, expected.get(PROMPTS[0]), "a request after the restart");
+  });
+
+  it("while Redis stays down, requests in flight and new ones end with UNAVAILABLE, well before their deadline", async () => {
+    const stream = async () => {
+      const tokens: number[] = [];
+      for await (const event of client.stream(
+        { prompt: PROMPTS[1], max_tokens: MAX_TOKENS, k: 2 },
+        { timeoutMs: 60_000 },
+      )) {
+        if (event.type !== "delta") continue;
+        tokens.push(...event.token_ids);
+        if (tokens.length === event.token_ids.length) process.kill(redis.pid, "SIGKILL");
+      }
+      return tokens;
+    };
+    const unavailable = (error: unknown) => {
+      assert.ok(error instanceof SpecgateError, String(error));
+      assert.equal(error.code, grpc.status.UNAVAILABLE, error.message);
+      assert.match(error.message, /every target replica failed this round \(last: replica only, /);
+      return true;
+    };
+    try {
+      await assert.rejects(stream(), unavailable, "the stream in flight");
+      await assert.rejects(
+        client.generate({ prompt: PROMPTS[0], max_tokens: MAX_TOKENS }, { timeoutMs: 60_000 }),
+        unavailable,
+        "a new request",
+      );
+    } finally {
+      redis = await startRedis({ port: redis.port });
+    }
   });
 });
