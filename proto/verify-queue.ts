@@ -32,6 +32,7 @@ export const QUEUE_PREFIX = "specgate";
 export function queueConnection(redisUrl: string): { url: string; retryStrategy: (attempt: number) => number } {
   return { url: redisUrl, retryStrategy: (attempt) => Math.min(attempt * 100, 2000) };
 }
+
 /** BullMQ job name of verify jobs. */
 export const VERIFY_JOB_NAME = "verify";
 export const REPLICA_HEARTBEAT_MS = 1000;

@@ -79,8 +79,9 @@ export class VerifyClient {
 
   /**
    * Enqueues `job` on the replica's queue and resolves with its result. Sets `enqueued_at_unix_ms` when the job does
-   * not carry it. Rejects with a VerifyJobError when the replica failed the job or was reported lost, and with the
-   * signal's reason when aborted (the job is removed if it still waits).
+   * not carry it. Rejects with a VerifyJobError when the replica failed the job or was reported lost (UNAVAILABLE too
+   * when Redis refused the job), and with the signal's reason when aborted, also while Redis is down (the job is
+   * removed if it still waits).
    */
   async verify(replicaId: string, job: VerifyJob, signal?: AbortSignal): Promise<VerifyResult__Output> {
     signal?.throwIfAborted();
