@@ -21,7 +21,6 @@ import type { DraftStats__Output } from "../../gen/specgate/v1/DraftStats.ts";
 import type { TargetStats__Output } from "../../gen/specgate/v1/TargetStats.ts";
 import { DraftClient, SERVICE_NAMES, TargetClient } from "../../proto/load.ts";
 import { type GenerateInput, SpecgateClient, SpecgateError, type StreamEvent } from "../../sdk/index.ts";
-import { generate } from "../../services/engine/generate.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import type { Tokenizer } from "../../services/runtime/tokenizer/tokenizer.ts";
 import { chiSquareFit } from "../support/chi-square.ts";
@@ -29,6 +28,7 @@ import { type ExactDistributions, exactDistributions } from "../support/exact-di
 import { freePort } from "../support/ports.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
+import { targetOnlyOutputs } from "../support/target-only.ts";
 
 const MODEL = "stories260k";
 const DRAFTERS = "int4=stories260k-int4,early-exit=stories260k-exit4,ngram";
@@ -72,7 +72,7 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
   let client: SpecgateClient;
   let tokenizer: Tokenizer;
   /** In-process target-only greedy output per prompt. */
-  const expected = new Map<string, number[]>();
+  let expected: Map<string, number[]>;
 
   /** A draft service process; with `redisUrl` it drafts on the replicas' verdicts, heard there. */
   async function spawnDraft(port: number, redisUrl: string | undefined): Promise<[ServiceProcess, string]> {
@@ -135,15 +135,7 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
     });
     await until(async () => gateway.router.replicas.size === 2, "both replicas to be announced");
     client = new SpecgateClient({ address: gateway.address });
-    const reference = await OnnxCausalLM.load(MODEL);
-    try {
-      for (const prompt of PROMPTS) {
-        const ids = tokenizer.encode(prompt, { bos: true });
-        expected.set(prompt, (await generate(reference, ids, { maxNewTokens: MAX_TOKENS })).tokens);
-      }
-    } finally {
-      await reference.close();
-    }
+    expected = await targetOnlyOutputs(MODEL, tokenizer, PROMPTS, MAX_TOKENS);
   });
 
   after(async () => {

@@ -13,10 +13,9 @@ import { parseGatewayConfig } from "../../gateway/config.ts";
 import { loadServedModel } from "../../gateway/served-model.ts";
 import { type RunningGateway, startGateway } from "../../gateway/server.ts";
 import { SpecgateClient, SpecgateError } from "../../sdk/index.ts";
-import { generate } from "../../services/engine/generate.ts";
-import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
+import { targetOnlyOutputs } from "../support/target-only.ts";
 
 const MODEL = "stories260k";
 const DRAFTERS = "int4=stories260k-int4";
@@ -31,7 +30,7 @@ describe("Redis restarted without its data, or gone, mid-run", { timeout: 120_00
   let target: ServiceProcess;
   let gateway: RunningGateway;
   let client: SpecgateClient;
-  const expected = new Map<string, number[]>();
+  let expected: Map<string, number[]>;
 
   before(async () => {
     redis = await startRedis();
@@ -59,15 +58,7 @@ describe("Redis restarted without its data, or gone, mid-run", { timeout: 120_00
       logger: pino({ level: "silent" }),
     });
     client = new SpecgateClient({ address: gateway.address });
-    const reference = await OnnxCausalLM.load(MODEL);
-    try {
-      for (const prompt of PROMPTS) {
-        const ids = served.tokenizer.encode(prompt, { bos: true });
-        expected.set(prompt, (await generate(reference, ids, { maxNewTokens: MAX_TOKENS })).tokens);
-      }
-    } finally {
-      await reference.close();
-    }
+    expected = await targetOnlyOutputs(MODEL, served.tokenizer, PROMPTS, MAX_TOKENS);
   });
 
   after(async () => {
