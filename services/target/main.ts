@@ -8,6 +8,9 @@ import { loadTargetConfig, targetHelp } from "./config.ts";
 import { startTargetReplica } from "./target-replica.ts";
 import { instrumentReplica } from "./telemetry.ts";
 
+/** Beyond the drain's own time (jobs in hand), for closing the server, the queues and the model. */
+const DRAIN_MARGIN_MS = 5000;
+
 let loaded: ReturnType<typeof loadTargetConfig>;
 try {
   loaded = loadTargetConfig(process.argv.slice(2), process.env);
@@ -37,6 +40,11 @@ try {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, "draining");
+    // Closing BullMQ's worker can wait for Redis forever (Redis down): the drain gets its time and a margin, no more.
+    setTimeout(() => {
+      log.error({ drainMs: config.drainMs }, "drain did not finish; exiting anyway");
+      process.exit(1);
+    }, config.drainMs + DRAIN_MARGIN_MS).unref();
     try {
       await replica.drain();
       await telemetry.shutdown();

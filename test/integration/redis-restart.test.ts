@@ -3,7 +3,7 @@
  * stack and the k8s component run it): the verify jobs and pushes it held are gone, the services reconnect, and every
  * request in flight still finishes with the target-only output, also with a single target replica. A new request after
  * the restart works as before. A Redis that stays down ends the requests with UNAVAILABLE instead of leaving them
- * waiting for it.
+ * waiting for it, and a replica told to stop still exits.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -39,6 +39,7 @@ describe("Redis restarted without its data, or gone, mid-run", { timeout: 120_00
     });
     target = spawnService("services/target/main.ts", ["--replica-id", "only", "--model", MODEL], {
       REDIS_URL: redis.url,
+      SPECGATE_DRAIN_MS: "1000",
     });
     const [listening] = await Promise.all([
       draft.waitForLog((l) => l.msg === "draft service listening"),
@@ -102,7 +103,7 @@ describe("Redis restarted without its data, or gone, mid-run", { timeout: 120_00
     assert.deepEqual(after.token_ids, expected.get(PROMPTS[0]), "a request after the restart");
   });
 
-  it("while Redis stays down, requests in flight and new ones end with UNAVAILABLE, well before their deadline", async () => {
+  it("while Redis stays down, requests end with UNAVAILABLE well before their deadline, and the replica stops", async () => {
     const stream = async () => {
       const tokens: number[] = [];
       for await (const event of client.stream(
@@ -128,6 +129,12 @@ describe("Redis restarted without its data, or gone, mid-run", { timeout: 120_00
         unavailable,
         "a new request",
       );
+      // Its worker cannot close while Redis is down; the drain is bounded all the same.
+      const exited = await Promise.race([
+        target.stop(),
+        new Promise((resolve) => setTimeout(resolve, 30_000, "running")),
+      ]);
+      assert.notEqual(exited, "running", "the replica exited on SIGTERM");
     } finally {
       redis = await startRedis({ port: redis.port });
     }
