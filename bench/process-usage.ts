@@ -23,6 +23,13 @@ export function parseSchedstat(line: string): ProcessUsage {
   return { cpuMs: run / 1e6, waitMs: wait / 1e6, slices };
 }
 
+const NONE: ProcessUsage = { cpuMs: 0, waitMs: 0, slices: 0 };
+
+/** a + sign · b, field by field. */
+function combine(a: ProcessUsage, b: ProcessUsage, sign: 1 | -1 = 1): ProcessUsage {
+  return { cpuMs: a.cpuMs + sign * b.cpuMs, waitMs: a.waitMs + sign * b.waitMs, slices: a.slices + sign * b.slices };
+}
+
 /** The process's usage so far (threads that have ended are not counted), or undefined when unavailable. */
 export function processUsage(pid: number): ProcessUsage | undefined {
   let threads: string[];
@@ -31,7 +38,7 @@ export function processUsage(pid: number): ProcessUsage | undefined {
   } catch {
     return undefined;
   }
-  let total = { cpuMs: 0, waitMs: 0, slices: 0 };
+  let total = NONE;
   for (const tid of threads) {
     let line: string;
     try {
@@ -40,12 +47,7 @@ export function processUsage(pid: number): ProcessUsage | undefined {
       // The thread ended meanwhile, or schedstats are off.
       continue;
     }
-    const thread = parseSchedstat(line);
-    total = {
-      cpuMs: total.cpuMs + thread.cpuMs,
-      waitMs: total.waitMs + thread.waitMs,
-      slices: total.slices + thread.slices,
-    };
+    total = combine(total, parseSchedstat(line));
   }
   return total.slices > 0 ? total : undefined;
 }
@@ -53,7 +55,7 @@ export function processUsage(pid: number): ProcessUsage | undefined {
 /** Sums usage over measured intervals, per named process: `measure` brackets one interval. */
 export class UsageMeter {
   readonly #processes: ReadonlyMap<string, number>;
-  readonly #totals = new Map<string, { cpuMs: number; waitMs: number; slices: number }>();
+  readonly #totals = new Map<string, ProcessUsage>();
 
   /** `processes`: name → pid. */
   constructor(processes: ReadonlyMap<string, number>) {
@@ -67,11 +69,7 @@ export class UsageMeter {
       const start = before.get(name);
       const end = processUsage(pid);
       if (start === undefined || end === undefined) continue;
-      const total = this.#totals.get(name) ?? { cpuMs: 0, waitMs: 0, slices: 0 };
-      total.cpuMs += end.cpuMs - start.cpuMs;
-      total.waitMs += end.waitMs - start.waitMs;
-      total.slices += end.slices - start.slices;
-      this.#totals.set(name, total);
+      this.#totals.set(name, combine(this.#totals.get(name) ?? NONE, combine(end, start, -1)));
     }
     return result;
   }

@@ -14,6 +14,7 @@ import { promisify } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import { pino } from "pino";
+import { sum } from "../../bench/stats.ts";
 import { parseGatewayConfig } from "../../gateway/config.ts";
 import { loadServedModel } from "../../gateway/served-model.ts";
 import { type RunningGateway, startGateway } from "../../gateway/server.ts";
@@ -57,8 +58,6 @@ async function inParallel<T>(count: number, width: number, task: (i: number) => 
   return results;
 }
 
-const sum = (values: readonly number[]) => values.reduce((total, v) => total + v, 0);
-
 function unary<T>(invoke: (callback: (error: grpc.ServiceError | null, value?: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => invoke((error, value) => (error ? reject(error) : resolve(value as T))));
 }
@@ -94,6 +93,25 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
     });
     targets.set(replicaId, target);
     await target.waitForLog((l) => l.msg === "target replica serving");
+  }
+
+  /** Another gateway on the same Redis and replicas with its own draft address, once it routes to both replicas. */
+  async function startOtherGateway(address: string): Promise<{ gateway: RunningGateway; client: SpecgateClient }> {
+    const other = await startGateway({
+      config: parseGatewayConfig({ port: 0, redisUrl: redis.url, draftAddress: address, drafters: DRAFTERS }),
+      model: (await loadServedModel(MODEL)).model,
+      tokenizer,
+      logger: silent,
+    });
+    const otherClient = new SpecgateClient({ address: other.address });
+    try {
+      await until(async () => other.router.replicas.size === 2, "both replicas to be announced");
+    } catch (error) {
+      otherClient.close();
+      await other.stop(1000);
+      throw error;
+    }
+    return { gateway: other, client: otherClient };
   }
 
   function targetStats(replicaId: string): Promise<TargetStats__Output> {
@@ -185,15 +203,13 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
 
   it("a draft service that waits for the gateway's asks (not drafting on verdicts) gives the same outputs, greedy and sampled", async () => {
     const [plainDraft, plainAddress] = await spawnDraft(0, undefined);
-    const plainGateway = await startGateway({
-      config: parseGatewayConfig({ port: 0, redisUrl: redis.url, draftAddress: plainAddress, drafters: DRAFTERS }),
-      model: (await loadServedModel(MODEL)).model,
-      tokenizer,
-      logger: silent,
-    });
-    const plainClient = new SpecgateClient({ address: plainGateway.address });
+    const { gateway: plainGateway, client: plainClient } = await startOtherGateway(plainAddress).catch(
+      async (error) => {
+        await plainDraft.stop();
+        throw error;
+      },
+    );
     try {
-      await until(async () => plainGateway.router.replicas.size === 2, "both replicas to be announced");
       const onVerdictBefore = (await draftStats()).verdict_proposals;
       for (const prompt of PROMPTS) {
         for (const drafter of ["int4", "early-exit", "ngram"]) {
@@ -243,20 +259,8 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
       await reference.close();
     }
     // Every round of this gateway runs without a draft: nothing listens at its draft address.
-    const undrafted = await startGateway({
-      config: parseGatewayConfig({
-        port: 0,
-        redisUrl: redis.url,
-        draftAddress: `127.0.0.1:${await freePort()}`,
-        drafters: DRAFTERS,
-      }),
-      model: (await loadServedModel(MODEL)).model,
-      tokenizer,
-      logger: silent,
-    });
-    const undraftedClient = new SpecgateClient({ address: undrafted.address });
+    const { gateway: undrafted, client: undraftedClient } = await startOtherGateway(`127.0.0.1:${await freePort()}`);
     try {
-      await until(async () => undrafted.router.replicas.size === 2, "both replicas to be announced");
       const paths: [string, SpecgateClient, string][] = [
         ["int4", client, "int4"],
         ["early-exit", client, "early-exit"],
