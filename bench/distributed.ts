@@ -171,7 +171,7 @@ function overheadBreakdown(timings: readonly RoundTiming__Output[]) {
     draft_transport_ms: distribution(drafted.map((t) => t.draft_wait_ms - t.draft_compute_ms)),
     /** Enqueue → a batch takes the job (BullMQ hand-over to the replica's worker, micro-batcher wait). */
     queue_wait_ms: distribution(timings.map((t) => t.queue_wait_ms)),
-    /** Batch done → result at the gateway (job completion, the events stream, decoding). */
+    /** Batch done → result at the gateway (the reply through Redis, decoding). */
     result_return_ms: distribution(timings.map((t) => t.verify_wait_ms - t.queue_wait_ms - t.verify_compute_ms)),
     /** The gateway's own work in the round (routing, commit, stop checks, streaming the tokens). */
     gateway_ms: distribution(timings.map((t) => t.round_ms - t.draft_wait_ms - t.verify_wait_ms)),
@@ -192,7 +192,7 @@ function roundParts(timings: readonly RoundTiming__Output[]) {
 
 /**
  * Round trip of a Redis PING on the stack's redis-server: the floor of one hop on this machine right now (the verify
- * path makes several: add, the worker's wake-up and fetch, completion, the completion event).
+ * path makes several: the push, the standby copy's add and removal, the reply).
  */
 async function redisPingMs(url: string, count: number) {
   const redis = new Redis(url);

@@ -14,6 +14,7 @@ import {
 } from "../services/config/settings.ts";
 import { isLoopbackHost } from "../services/grpc/loopback.ts";
 import type { ServerTlsFiles } from "../services/grpc/server.ts";
+import { DEFAULT_STANDBY_MS } from "../services/target/verify-client.ts";
 
 const integer = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
 
@@ -150,6 +151,12 @@ export const GATEWAY_SETTINGS = {
     env: "SPECGATE_VERIFY_TIMEOUT_MS",
     schema: integer(1, 10_000),
     help: "a verify job unanswered this long is re-sent to another replica (once to the same one when no other is left)",
+  },
+  verifyStandbyMs: {
+    flag: "verify-standby-ms",
+    env: "SPECGATE_VERIFY_STANDBY_MS",
+    schema: integer(1, DEFAULT_STANDBY_MS),
+    help: "delay of each verify job's queued copy: a replica that missed the push (or whose reply was lost) takes the job from its queue after this long; less than --verify-timeout-ms",
   },
   metricsPort: {
     flag: "metrics-port",

@@ -2,6 +2,7 @@
 import type { TargetStats } from "../../gen/specgate/v1/TargetStats.ts";
 import type { SequenceCache } from "./sequence-cache.ts";
 import { VerifyJobError } from "./verify-errors.ts";
+import type { IntakeCounters } from "./verify-intake.ts";
 import type { BatchReport } from "./verify-round.ts";
 
 export class ReplicaStats {
@@ -38,6 +39,7 @@ export class ReplicaStats {
   snapshot(
     replica: { replicaId: string; model: string; maxBatchSize: number; maxWaitMs: number },
     cache: SequenceCache,
+    intake: IntakeCounters,
   ): TargetStats {
     return {
       replica_id: replica.replicaId,
@@ -52,6 +54,8 @@ export class ReplicaStats {
       accepted_tokens: this.acceptedTokens,
       max_batch_size: replica.maxBatchSize,
       max_wait_ms: replica.maxWaitMs,
+      jobs_from_queue: intake.jobsFromQueue,
+      replies_repeated: intake.repliesRepeated,
     };
   }
 }

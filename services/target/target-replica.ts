@@ -20,7 +20,7 @@ import { ReplicaStats } from "./replica-stats.ts";
 import { SequenceCache } from "./sequence-cache.ts";
 import { setServing, startTargetServer } from "./server.ts";
 import { publisher } from "./turn-batch.ts";
-import { VerifyIntake } from "./verify-intake.ts";
+import { PUSHES_CONNECTION_NAME, VerifyIntake } from "./verify-intake.ts";
 import { VerifyRound } from "./verify-round.ts";
 import { startVerifyWorker } from "./worker.ts";
 
@@ -79,6 +79,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     counters.snapshot(
       { replicaId, model: modelName, maxBatchSize: config.maxBatchSize, maxWaitMs: config.maxWaitMs },
       cache,
+      intake.counters(),
     );
 
   const grpc = await startTargetServer(
@@ -102,10 +103,13 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     modelName,
     publish: (channel, message) => replies.send({ channel, message }),
     onPublishError: (error) =>
-      log.warn({ err: error }, "could not publish a verify reply or draft verdict (BullMQ still completes the job)"),
+      log.warn(
+        { err: error },
+        "could not publish a verify reply or draft verdict (the job's standby copy brings it again)",
+      ),
     onBadPush: (error) => log.warn({ err: error }, "ignored a pushed message that is not a verify job"),
   });
-  const pushes = new Redis(config.redisUrl).on("error", redisError);
+  const pushes = new Redis(config.redisUrl, { connectionName: PUSHES_CONNECTION_NAME }).on("error", redisError);
   await intake.listen(pushes, replicaId);
   const worker = startVerifyWorker({
     redisUrl: config.redisUrl,

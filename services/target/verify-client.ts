@@ -2,24 +2,27 @@
  * The producer side of verification, for the gateway (and tests and benchmarks): enqueue a VerifyJob on a replica's
  * queue and await its VerifyResult.
  *
- * Per replica it keeps one BullMQ Queue and one QueueEvents. Each job gets its own id and its waiter is registered
- * before the job is added. The job is also published on the replica's push channel, and the replica publishes the
- * outcome on this client's reply channel as soon as the job's batch ends: that reply usually settles the waiter; the
- * events stream (BullMQ's completion) settles it when the reply was lost, so neither shortcut can lose a round (no
- * polling either way). A failed job rejects with a VerifyJobError whose code says what to do
- * (verify-errors.ts). A replica that disappears never completes its jobs: whoever watches the announcements
- * (replica.ts `watchReplicas`) calls `replicaLost`, which rejects them with UNAVAILABLE so the caller can re-send the
- * same VerifyJob to another replica (it carries the full history; the new replica re-prefills).
+ * Per replica it keeps one BullMQ Queue. Each job gets its own id and its waiter is registered before the job is sent.
+ * The job is published on the replica's push channel, and the replica publishes the outcome on this client's reply
+ * channel as soon as the job's batch ends; that reply settles the waiter. The job's queued copy waits in the queue as a
+ * standby: delayed by `standbyMs`, it is removed once the reply came, so in the usual round the replica never handles
+ * it (no fetch, no completion: Redis and both processes do less work per round). When the push was not heard, the
+ * replica takes the standby copy once its delay ends; when the reply was lost, the replica answers that copy by
+ * publishing the outcome again. When this client's reply subscription comes back after a disconnection, every job
+ * still awaited is pushed again (a replica answers a job it already verified from memory). Lost messages cost latency,
+ * never a round. A failed job rejects with a VerifyJobError whose code says what to do (verify-errors.ts). A replica
+ * that disappears never answers: whoever watches the announcements (replica.ts `watchReplicas`) calls `replicaLost`,
+ * which rejects its jobs with UNAVAILABLE so the caller can re-send the same VerifyJob to another replica (it carries
+ * the full history; the new replica re-prefills).
  */
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Queue, QueueEvents } from "bullmq";
+import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult__Output } from "../../gen/specgate/v1/VerifyResult.ts";
 import {
   decodeVerifyReply,
-  decodeVerifyResult,
   encodeVerifyPush,
   QUEUE_PREFIX,
   queueConnection,
@@ -37,6 +40,8 @@ import { nowUnixMs } from "./verify-job.ts";
 
 interface Waiter {
   readonly replicaId: string;
+  /** The job's pushed copy, pushed again if the reply subscription was interrupted meanwhile. */
+  readonly push: Buffer;
   resolve(result: VerifyResult__Output): void;
   reject(error: Error): void;
 }
@@ -50,10 +55,23 @@ interface ReplicaQueue {
   readonly queue: Queue<VerifyJobData, string>;
   /** The turn's adds in at most two writes (many streams' rounds are enqueued from the turn a batch's replies came). */
   readonly adds: TurnBatch<QueuedCopy, unknown>;
-  readonly events: QueueEvents;
 }
 
-const JOB_OPTIONS = { removeOnComplete: true, removeOnFail: true } as const;
+export interface VerifyClientOptions {
+  /**
+   * Delay of each job's queued (standby) copy, in ms: how long a replica has to answer the push before it takes the
+   * job from its queue. Longer than a round normally waits; shorter than the caller's own timeout.
+   */
+  readonly standbyMs?: number;
+}
+
+export const DEFAULT_STANDBY_MS = 1000;
+
+/** Redis client name of the connection subscribed to the replies (CLIENT LIST shows it). */
+export const REPLIES_CONNECTION_NAME = "specgate-verify-replies";
+
+/** Standby copies of answered jobs leave with the next job sent to their replica, or after this long. */
+const REMOVAL_DELAY_MS = 50;
 
 const BULLMQ_CLOSE_WAIT_MS = 2000;
 
@@ -61,20 +79,41 @@ export class VerifyClient {
   readonly #replicas = new Map<string, Promise<ReplicaQueue>>();
   /** Jobs awaited, by job id. */
   readonly #waiting = new Map<string, Waiter>();
-  /** For the commands BullMQ does not wrap: pushes, and reading the events stream's end. */
+  /** For the commands BullMQ does not wrap: pushes. */
   readonly #redis: Redis;
   readonly #pushes: TurnBatch<Publication, number>;
   /** Subscribed to this client's reply channel (a subscribed connection takes no other commands). */
   readonly #replies: Redis;
   readonly #replyChannel = verifyReplyChannel(randomUUID());
   #subscribed: Promise<unknown> | undefined;
+  #repliesConnected = false;
+  readonly #jobOptions: { removeOnComplete: true; removeOnFail: true; delay: number };
+  /** Standby copies of answered jobs, by replica id, to remove from the queue. */
+  readonly #spent = new Map<string, string[]>();
+  #removalTimer: NodeJS.Timeout | undefined;
 
-  constructor(readonly redisUrl: string) {
+  constructor(
+    readonly redisUrl: string,
+    options: VerifyClientOptions = {},
+  ) {
+    const standbyMs = options.standbyMs ?? DEFAULT_STANDBY_MS;
+    if (!(Number.isInteger(standbyMs) && standbyMs >= 1)) {
+      throw new RangeError(`standbyMs must be a positive integer, got ${standbyMs}`);
+    }
+    this.#jobOptions = { removeOnComplete: true, removeOnFail: true, delay: standbyMs };
     // ioredis reconnects by itself; whoever owns this client reports Redis outages through its own connection.
     this.#redis = new Redis(redisUrl, { lazyConnect: true }).on("error", () => undefined);
     this.#pushes = publisher(this.#redis);
-    this.#replies = new Redis(redisUrl, { lazyConnect: true }).on("error", () => undefined);
+    this.#replies = new Redis(redisUrl, { lazyConnect: true, connectionName: REPLIES_CONNECTION_NAME }).on(
+      "error",
+      () => undefined,
+    );
     this.#replies.on("messageBuffer", (_channel: Buffer, message: Buffer) => this.#onReply(message));
+    // ioredis has re-sent the subscription by the time "ready" is emitted again.
+    this.#replies.on("ready", () => {
+      if (this.#repliesConnected) this.#pushAgain();
+      this.#repliesConnected = true;
+    });
   }
 
   /**
@@ -85,7 +124,7 @@ export class VerifyClient {
    */
   async verify(replicaId: string, job: VerifyJob, signal?: AbortSignal): Promise<VerifyResult__Output> {
     signal?.throwIfAborted();
-    // Without the subscription (Redis still connecting) replies are missed and completion events settle the jobs.
+    // Without the subscription (Redis still connecting) replies are missed: the replicas answer the standby copies.
     this.#subscribed ??= this.#replies.subscribe(this.#replyChannel).catch(() => undefined);
     // While Redis is down these (and the add below) wait for it: the signal bounds the wait. A job that cannot be
     // enqueued fails as UNAVAILABLE (the round may be re-sent), not as an internal error.
@@ -99,8 +138,15 @@ export class VerifyClient {
       },
     );
     const jobId = randomUUID();
+    const sent: VerifyJob = {
+      ...job,
+      enqueued_at_unix_ms: job.enqueued_at_unix_ms || nowUnixMs(),
+      job_id: jobId,
+      reply_channel: this.#replyChannel,
+    };
+    const push = encodeVerifyPush(sent);
     const result = new Promise<VerifyResult__Output>((resolve, reject) => {
-      this.#waiting.set(jobId, { replicaId, resolve, reject });
+      this.#waiting.set(jobId, { replicaId, push, resolve, reject });
     });
     // An abort or a lost replica may reject this before it is awaited (while the job is still being added).
     result.catch(() => undefined);
@@ -110,17 +156,13 @@ export class VerifyClient {
       void replica.queue.remove(jobId).catch(() => undefined);
     };
     signal?.addEventListener("abort", onAbort, { once: true });
-    const sent: VerifyJob = {
-      ...job,
-      enqueued_at_unix_ms: job.enqueued_at_unix_ms || nowUnixMs(),
-      job_id: jobId,
-      reply_channel: this.#replyChannel,
-    };
-    const encoded = encodeVerifyPush(sent);
     // The push goes first (it is the fast copy); a failed push only costs its shortcut.
-    this.#pushes.send({ channel: verifyPushChannel(replicaId), message: encoded }).catch(() => undefined);
+    this.#pushes.send({ channel: verifyPushChannel(replicaId), message: push }).catch(() => undefined);
+    const added = replica.adds.send({ data: verifyJobData(push), jobId });
+    // Redis takes the spent copies' removals with this job, in the same wake-up.
+    void this.#removeSpent(replicaId);
     try {
-      await abortable(replica.adds.send({ data: verifyJobData(encoded), jobId }), signal);
+      await abortable(added, signal);
     } catch (error) {
       this.#waiting.delete(jobId);
       signal?.removeEventListener("abort", onAbort);
@@ -133,12 +175,16 @@ export class VerifyClient {
     }
   }
 
-  /** Rejects every job awaited from the replica with UNAVAILABLE (it is gone: re-send them elsewhere). */
+  /**
+   * Rejects every job awaited from the replica with UNAVAILABLE (it is gone: re-send them elsewhere), and removes
+   * their standby copies, which a replica coming back under the same id would otherwise verify for nobody.
+   */
   async replicaLost(replicaId: string, reason = "its announcement expired"): Promise<number> {
     let lost = 0;
     for (const [jobId, waiter] of this.#waiting) {
       if (waiter.replicaId !== replicaId) continue;
       this.#waiting.delete(jobId);
+      this.#spend(replicaId, jobId);
       waiter.reject(new VerifyJobError("UNAVAILABLE", `replica ${replicaId} is gone (${reason})`));
       lost++;
     }
@@ -153,30 +199,35 @@ export class VerifyClient {
   }
 
   /**
-   * Closes the queues and connections. BullMQ's QueueEvents can fail to close after its connection lived through a
-   * Redis outage (seen after half a minute down), so the queues get BULLMQ_CLOSE_WAIT_MS and are then left to the
-   * process's exit.
+   * Removes the spent standby copies and closes the queues and connections. A BullMQ close can wait for Redis forever
+   * during an outage, so the queues get BULLMQ_CLOSE_WAIT_MS and are then left to the process's exit.
    */
   async close(): Promise<void> {
+    const removals = this.#removeSpent();
     const opened = [...this.#replicas.values()];
     this.#replicas.clear();
-    const queues = Promise.all(
-      opened.map(async (replica) => {
-        const { events, queue } = await replica;
-        await Promise.all([events.close(), queue.close()]);
-      }),
-    ).catch(() => undefined);
+    const queues = removals
+      .then(() =>
+        Promise.all(
+          opened.map(async (replica) => {
+            const { queue } = await replica;
+            await queue.close();
+          }),
+        ),
+      )
+      .catch(() => undefined);
     await Promise.race([queues, sleep(BULLMQ_CLOSE_WAIT_MS, undefined, { ref: false })]);
     await Promise.all(
       [this.#redis, this.#replies].map((redis) => (redis.status === "wait" ? undefined : redis.quit())),
     );
   }
 
-  /** Settles the waiter of a job (once: a reply and a completion event may both come). */
+  /** Settles the waiter of a job (once: a replica may answer a job twice) and retires its standby copy. */
   #settle(jobId: string, outcome: () => VerifyResult__Output): void {
     const waiter = this.#waiting.get(jobId);
     if (waiter === undefined) return;
     this.#waiting.delete(jobId);
+    this.#spend(waiter.replicaId, jobId);
     try {
       waiter.resolve(outcome());
     } catch (error) {
@@ -189,7 +240,7 @@ export class VerifyClient {
     try {
       reply = decodeVerifyReply(message);
     } catch {
-      // Unreadable: the job's completion event still settles it.
+      // Unreadable: the replica answers again when the job's standby copy comes due.
       return;
     }
     this.#settle(reply.job_id, () => {
@@ -209,42 +260,53 @@ export class VerifyClient {
     return replica;
   }
 
+  /** Pushes every awaited job again: their replies may have been published while the subscription was down. */
+  #pushAgain(): void {
+    for (const { replicaId, push } of this.#waiting.values()) {
+      this.#pushes.send({ channel: verifyPushChannel(replicaId), message: push }).catch(() => undefined);
+    }
+  }
+
+  #spend(replicaId: string, jobId: string): void {
+    const spent = this.#spent.get(replicaId);
+    if (spent === undefined) this.#spent.set(replicaId, [jobId]);
+    else spent.push(jobId);
+    this.#removalTimer ??= setTimeout(() => void this.#removeSpent(), REMOVAL_DELAY_MS).unref();
+  }
+
+  /** Removes the spent standby copies (of one replica, or all); a copy a replica has taken meanwhile stays. */
+  async #removeSpent(replicaId?: string): Promise<void> {
+    const ids = replicaId === undefined ? [...this.#spent.keys()] : [replicaId];
+    const removals: Promise<unknown>[] = [];
+    for (const id of ids) {
+      const jobIds = this.#spent.get(id);
+      const replica = this.#replicas.get(id);
+      this.#spent.delete(id);
+      if (jobIds === undefined || replica === undefined) continue;
+      removals.push(replica.then(({ queue }) => Promise.all(jobIds.map((jobId) => queue.remove(jobId)))));
+    }
+    if (this.#spent.size === 0) {
+      clearTimeout(this.#removalTimer);
+      this.#removalTimer = undefined;
+    }
+    await Promise.all(removals.map((removal) => removal.catch(() => undefined)));
+  }
+
   async #open(replicaId: string): Promise<ReplicaQueue> {
-    const connection = queueConnection(this.redisUrl);
     const name = verifyQueueName(replicaId);
-    const queue = new Queue<VerifyJobData, string>(name, { connection, prefix: QUEUE_PREFIX });
-    // Read events from the stream's current end: nothing earlier concerns this client, nothing later is missed.
-    const last = await this.#redis.xrevrange(queue.keys.events, "+", "-", "COUNT", 1);
-    const events = new QueueEvents(name, {
-      connection,
+    const queue = new Queue<VerifyJobData, string>(name, {
+      connection: queueConnection(this.redisUrl),
       prefix: QUEUE_PREFIX,
-      lastEventId: last[0]?.[0] ?? "0-0",
-    });
-    events.on("completed", ({ jobId, returnvalue }) => {
-      this.#settle(jobId, () => {
-        try {
-          return decodeVerifyResult(returnvalue as unknown as string);
-        } catch (error) {
-          throw new VerifyJobError("UNAVAILABLE", `unreadable result: ${(error as Error).message}`);
-        }
-      });
-    });
-    events.on("failed", ({ jobId, failedReason }) => {
-      this.#settle(jobId, () => {
-        throw parseVerifyFailure(failedReason);
-      });
     });
     // Connection errors are retried by BullMQ itself; a caller that cannot wait forever passes an AbortSignal.
     queue.on("error", () => undefined);
-    events.on("error", () => undefined);
-    await events.waitUntilReady();
+    await queue.waitUntilReady();
+    const options = this.#jobOptions;
     const adds = new TurnBatch<QueuedCopy, unknown>(
-      ({ data, jobId }) => queue.add(VERIFY_JOB_NAME, data, { ...JOB_OPTIONS, jobId }),
+      ({ data, jobId }) => queue.add(VERIFY_JOB_NAME, data, { ...options, jobId }),
       (copies) =>
-        queue.addBulk(
-          copies.map(({ data, jobId }) => ({ name: VERIFY_JOB_NAME, data, opts: { ...JOB_OPTIONS, jobId } })),
-        ),
+        queue.addBulk(copies.map(({ data, jobId }) => ({ name: VERIFY_JOB_NAME, data, opts: { ...options, jobId } }))),
     );
-    return { queue, adds, events };
+    return { queue, adds };
   }
 }

@@ -1,14 +1,15 @@
 /**
  * Where a replica takes verify jobs in. Every job is on the replica's BullMQ queue (the durable record, completed by
- * worker.ts); the gateway also publishes it on the replica's push channel, which reaches the replica in one Redis hop
- * where the queue's hand-over takes a wake-up and a fetch. Whichever copy arrives first goes to the micro-batcher,
- * the other joins it by job id, so a job is verified once. The moment its batch ends the outcome is published on the
- * job's reply channel, ahead of BullMQ's completion (Lua script and events stream): replica → Redis → gateway; and,
- * when the job names the draft service's verdict channel, the round's DraftVerdict there (replica → Redis → draft), so
- * the next draft starts without waiting for the gateway.
+ * worker.ts), as a standby copy the gateway delays and removes once answered; the gateway also publishes it on the
+ * replica's push channel, which reaches the replica in one Redis hop. Whichever copy arrives first goes to the
+ * micro-batcher, the other joins it by job id, so a job is verified once. The moment its batch ends the outcome is
+ * published on the job's reply channel: replica → Redis → gateway; and, when the job names the draft service's verdict
+ * channel, the round's DraftVerdict there (replica → Redis → draft), so the next draft starts without waiting for the
+ * gateway. A copy that arrives after the outcome was published publishes it again: the gateway pushed the job again or
+ * left its standby copy in the queue because no reply reached it.
  *
  * Outcomes are remembered for `memoryMs` (and at least as long as that again): long enough for the slower copy of a
- * job to find its twin's outcome, bounded for jobs whose queued copy never comes (a gateway removed it on abort).
+ * job to find its twin's outcome, bounded for jobs whose queued copy never comes (a gateway removed it).
  */
 import type { Redis } from "ioredis";
 import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
@@ -36,10 +37,20 @@ export interface VerifyIntakeOptions {
 
 const DEFAULT_MEMORY_MS = 30_000;
 
+/** Redis client name of a replica's connection subscribed to its push channel (CLIENT LIST shows it). */
+export const PUSHES_CONNECTION_NAME = "specgate-verify-push";
+
 /** The job's failure as a VerifyJobError (what the gateway reads back from the reply or the failedReason). */
 export function asVerifyJobError(error: unknown): VerifyJobError {
   if (error instanceof VerifyJobError) return error;
   return new VerifyJobError("UNAVAILABLE", error instanceof Error ? error.message : String(error));
+}
+
+export interface IntakeCounters {
+  /** Jobs first taken from their queued copy. */
+  readonly jobsFromQueue: number;
+  /** Outcomes published again for a copy of a job already answered. */
+  readonly repliesRepeated: number;
 }
 
 /** Which copy of a job handed it in. */
@@ -49,6 +60,8 @@ interface Taken {
   readonly outcome: Promise<VerifyResult>;
   /** Whether the queued copy has been handed in (BullMQ completes the job with it). */
   queued: boolean;
+  /** The reply once published, and where (empty: the job named no reply channel). */
+  reply?: { readonly channel: string; readonly message: Buffer };
 }
 
 export class VerifyIntake {
@@ -56,6 +69,8 @@ export class VerifyIntake {
   #current = new Map<string, Taken>();
   #previous = new Map<string, Taken>();
   readonly #rotation: NodeJS.Timeout;
+  #jobsFromQueue = 0;
+  #repliesRepeated = 0;
 
   constructor(readonly options: VerifyIntakeOptions) {
     this.#rotation = setInterval(() => {
@@ -73,19 +88,29 @@ export class VerifyIntake {
     const known = this.taken(jobId, copy);
     if (known !== undefined) return known;
     const outcome = this.#verify(job);
-    this.#current.set(jobId, { outcome, queued: copy === "queue" });
+    const taken: Taken = { outcome, queued: copy === "queue" };
+    if (taken.queued) this.#jobsFromQueue++;
+    this.#current.set(jobId, taken);
     void outcome.then(
-      (result) => this.#reply(job, { job_id: jobId, result }),
-      (error: unknown) => this.#reply(job, { job_id: jobId, failure: asVerifyJobError(error).message }),
+      (result) => this.#reply(taken, job, { job_id: jobId, result }),
+      (error: unknown) => this.#reply(taken, job, { job_id: jobId, failure: asVerifyJobError(error).message }),
     );
     return outcome;
   }
 
-  /** The outcome of a job already taken from its other copy (this copy now counts as handed in), or undefined. */
+  /**
+   * The outcome of a job already taken (this copy now counts as handed in), or undefined. When that outcome has been
+   * published already, it is published again.
+   */
   taken(jobId: string, copy: JobCopy): Promise<VerifyResult> | undefined {
     const known = this.#current.get(jobId) ?? this.#previous.get(jobId);
-    if (known !== undefined && copy === "queue") known.queued = true;
-    return known?.outcome;
+    if (known === undefined) return undefined;
+    if (copy === "queue") known.queued = true;
+    if (known.reply !== undefined) {
+      this.#repliesRepeated++;
+      this.#publish(known.reply.channel, known.reply.message);
+    }
+    return known.outcome;
   }
 
   /**
@@ -120,6 +145,10 @@ export class VerifyIntake {
     return ids;
   }
 
+  counters(): IntakeCounters {
+    return { jobsFromQueue: this.#jobsFromQueue, repliesRepeated: this.#repliesRepeated };
+  }
+
   close(): void {
     clearInterval(this.#rotation);
   }
@@ -133,14 +162,22 @@ export class VerifyIntake {
     }
   }
 
-  #reply(job: VerifyJob__Output, reply: { job_id: string; result?: VerifyResult; failure?: string }): void {
+  #reply(
+    taken: Taken,
+    job: VerifyJob__Output,
+    reply: { job_id: string; result?: VerifyResult; failure?: string },
+  ): void {
     const { result } = reply;
     if (result !== undefined && job.draft_verdict_channel !== "") {
       const { sequence_id, round, accepted, next_token } = result;
-      const verdict = encodeDraftVerdict({ sequence_id, round, accepted, next_token });
-      this.options.publish(job.draft_verdict_channel, verdict).catch(this.options.onPublishError);
+      this.#publish(job.draft_verdict_channel, encodeDraftVerdict({ sequence_id, round, accepted, next_token }));
     }
     if (job.reply_channel === "") return;
-    this.options.publish(job.reply_channel, encodeVerifyReply(reply)).catch(this.options.onPublishError);
+    taken.reply = { channel: job.reply_channel, message: encodeVerifyReply(reply) };
+    this.#publish(taken.reply.channel, taken.reply.message);
+  }
+
+  #publish(channel: string, message: Buffer): void {
+    this.options.publish(channel, message).catch(this.options.onPublishError);
   }
 }

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import * as grpc from "@grpc/grpc-js";
 import { Queue, QueueEvents } from "bullmq";
 import { Redis } from "ioredis";
@@ -16,6 +17,7 @@ import type { TargetClient as TargetStub } from "../../gen/specgate/v1/Target.ts
 import type { TargetStats__Output } from "../../gen/specgate/v1/TargetStats.ts";
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyReply__Output } from "../../gen/specgate/v1/VerifyReply.ts";
+import type { VerifyResult__Output } from "../../gen/specgate/v1/VerifyResult.ts";
 import { SERVICE_NAMES, TargetClient } from "../../proto/load.ts";
 import {
   decodeDraftVerdict,
@@ -32,7 +34,8 @@ import {
 import { ModelDrafter } from "../../services/engine/model-drafter.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import { listReplicas } from "../../services/target/replica.ts";
-import { VerifyClient } from "../../services/target/verify-client.ts";
+import { REPLIES_CONNECTION_NAME, VerifyClient } from "../../services/target/verify-client.ts";
+import { PUSHES_CONNECTION_NAME } from "../../services/target/verify-intake.ts";
 import { RandomDrafter } from "../support/random-drafter.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
@@ -150,7 +153,7 @@ describe("target replica process", () => {
     assert.ok(pairs.every((p) => p.result.replica_id === REPLICA));
   });
 
-  test("a job's pushed and queued copies are verified once, and its outcome is published on its reply channel", async () => {
+  test("a job's pushed and queued copies are verified once, and its outcome is published on its reply channel (again for a late copy)", async () => {
     const subscriber = new Redis(redis.url);
     const replies: VerifyReply__Output[] = [];
     const verdicts: DraftVerdict__Output[] = [];
@@ -163,7 +166,7 @@ describe("target replica process", () => {
       subscriber.emit("reply");
     });
     await subscriber.subscribe("it-replies", "it-verdicts");
-    const nextReply = () => once(subscriber, "reply");
+    const nextReply = () => once(subscriber, "reply", { signal: AbortSignal.timeout(10_000) });
     const connection = { url: redis.url };
     const queue = new Queue(verifyQueueName(REPLICA), { connection, prefix: QUEUE_PREFIX });
     const events = new QueueEvents(verifyQueueName(REPLICA), { connection, prefix: QUEUE_PREFIX });
@@ -185,15 +188,25 @@ describe("target replica process", () => {
     };
     try {
       const jobsBefore = (await stats()).jobs;
-      // The push alone is verified and answered; its queued copy then completes with the same result, not re-run.
+      // The push alone is verified and answered; its queued copy then completes with the same result, not re-run, and
+      // the reply is published again (the gateway leaves a queued copy in place only when no reply reached it).
       const twin = job("twin");
       const pushed = nextReply();
       await admin.publish(verifyPushChannel(REPLICA), encodeVerifyPush(twin));
       await pushed;
+      const repeated = nextReply();
       const completed = await enqueue(twin);
+      await repeated;
       assert.deepEqual(replies[0].result, completed);
+      assert.deepEqual(replies[1], replies[0]);
       assert.equal(replies[0].job_id, twin.job_id);
+      // So is a push of a job already answered (a gateway whose reply subscription was interrupted pushes again).
+      const pushedAgain = nextReply();
+      await admin.publish(verifyPushChannel(REPLICA), encodeVerifyPush(twin));
+      await pushedAgain;
+      assert.deepEqual(replies[2], replies[0]);
       assert.equal((await stats()).jobs - jobsBefore, 1, "verified once");
+      replies.length = 0;
       // A queued copy is matched by its job id alone: once the push was taken its data is not read again.
       const garbled = job("garbled-twin");
       const garbledPushed = nextReply();
@@ -204,21 +217,23 @@ describe("target replica process", () => {
         { verifyJob: Buffer.from([0x0a, 0xff]).toString("base64") },
         { jobId: garbled.job_id },
       );
-      assert.deepEqual(decodeVerifyResult(await copy.waitUntilFinished(events, 10_000)), replies[1].result);
+      assert.deepEqual(decodeVerifyResult(await copy.waitUntilFinished(events, 10_000)), replies[0].result);
+      while (replies.length < 2) await nextReply();
+      replies.length = 0;
 
       // A job that was only queued is answered on its reply channel too.
       const replied = nextReply();
       const alone = await enqueue(job("alone"));
       await replied;
-      assert.deepEqual(replies[2].result, alone);
+      assert.deepEqual(replies[0].result, alone);
 
       // A failure is published as its status and detail (and no verdict goes to the draft service).
       const failed = nextReply();
       const otherModel = job("other-model", { model: "no-such-model", draft_verdict_channel: "it-verdicts" });
       await admin.publish(verifyPushChannel(REPLICA), encodeVerifyPush(otherModel));
       await failed;
-      assert.equal(replies[3].result, null);
-      assert.match(replies[3].failure, /^FAILED_PRECONDITION: .*no-such-model/);
+      assert.equal(replies[1].result, null);
+      assert.match(replies[1].failure, /^FAILED_PRECONDITION: .*no-such-model/);
       assert.equal(verdicts.length, 0, "only jobs that name a draft verdict channel and succeed publish a verdict");
 
       // A job naming the draft service's verdict channel: the round's verdict goes there, ahead of the reply.
@@ -228,7 +243,7 @@ describe("target replica process", () => {
         encodeVerifyPush(job("drafted", { round: 4, draft_verdict_channel: "it-verdicts" })),
       );
       await verdictReplied;
-      const verified = replies[4].result;
+      const verified = replies[2].result;
       assert.ok(verified);
       assert.deepEqual(verdicts, [
         { sequence_id: "drafted", round: 4, accepted: verified.accepted, next_token: verified.next_token },
@@ -242,6 +257,76 @@ describe("target replica process", () => {
       assert.deepEqual([after.accepted, after.next_token], [alone.accepted, alone.next_token]);
     } finally {
       await Promise.all([events.close(), queue.close(), subscriber.quit()]);
+    }
+  });
+
+  test("a job's standby copy: removed once answered, verified from the queue when the push was missed, its outcome pushed again after the reply subscription dropped", async () => {
+    const queue = new Queue(verifyQueueName(REPLICA), { connection: { url: redis.url }, prefix: QUEUE_PREFIX });
+    const patient = new VerifyClient(redis.url, { standbyMs: 60_000 });
+    const prompt = PROMPTS[1];
+    const job = (id: string): VerifyJob => ({
+      sequence_id: id,
+      round: 1,
+      history: prompt,
+      draft_tokens: [284, 265],
+      sampling: { temperature: 0, seed: 1 },
+      model: MODEL,
+    });
+    // Kills the connections of that name and returns once none is back (ioredis waits before reconnecting).
+    const dropConnections = async (name: string) => {
+      for (;;) {
+        const ids = [...((await admin.client("LIST")) as string).matchAll(/^id=(\d+) .* name=(\S*) /gm)]
+          .filter((match) => match[2] === name)
+          .map((match) => match[1]);
+        for (const id of ids) await admin.client("KILL", "ID", id);
+        const back = ((await admin.client("LIST")) as string).includes(` name=${name} `);
+        if (ids.length > 0 && !back) return;
+      }
+    };
+    const verdict = ({ accepted, next_token }: VerifyResult__Output) => ({ accepted, next_token });
+    const queued = async () => {
+      const counts = await queue.getJobCounts("delayed", "wait", "active");
+      return counts.delayed + counts.wait + counts.active;
+    };
+    try {
+      const answered = verdict(await client.verify(REPLICA, job("standby-answered")));
+      const start = await stats();
+      // Answered through the reply: the standby copy leaves the queue, and the replica never took it.
+      const again = await client.verify(REPLICA, job("standby-removed"));
+      assert.deepEqual(verdict(again), answered);
+      const removedBy = Date.now() + 5000;
+      while ((await queued()) > 0 && Date.now() < removedBy) await sleep(20);
+      assert.equal(await queued(), 0, "no standby copy left in the queue");
+      const removed = await stats();
+      assert.equal(removed.jobs_from_queue, start.jobs_from_queue);
+      assert.equal(removed.replies_repeated, start.replies_repeated, "the replica never saw the standby copy");
+
+      // The replica's push subscription is down: the job is verified from its queued copy once its delay ends.
+      await patient.verify(REPLICA, job("standby-warm"));
+      const quick = new VerifyClient(redis.url, { standbyMs: 300 });
+      try {
+        await quick.verify(REPLICA, job("standby-warm-quick"));
+        await dropConnections(PUSHES_CONNECTION_NAME);
+        const started = performance.now();
+        assert.deepEqual(verdict(await quick.verify(REPLICA, job("standby-missed-push"))), answered);
+        assert.ok(performance.now() - started >= 300, "answered after the standby delay");
+        assert.equal((await stats()).jobs_from_queue, start.jobs_from_queue + 1);
+      } finally {
+        await quick.close();
+      }
+
+      // The client's reply subscription is down while the replica answers: once it is back the client pushes the job
+      // again and the replica publishes the outcome it remembers, long before the standby copy (a minute) is due.
+      await dropConnections(REPLIES_CONNECTION_NAME);
+      const started = performance.now();
+      const before = await stats();
+      assert.deepEqual(verdict(await patient.verify(REPLICA, job("standby-lost-reply"))), answered);
+      assert.ok(performance.now() - started < 10_000);
+      const after = await stats();
+      assert.ok(after.replies_repeated > before.replies_repeated, "the outcome was published again");
+      assert.equal(after.jobs - before.jobs, 1, "verified once");
+    } finally {
+      await Promise.all([queue.close(), patient.close()]);
     }
   });
 
