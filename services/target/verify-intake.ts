@@ -60,7 +60,7 @@ interface Taken {
   readonly outcome: Promise<VerifyResult>;
   /** Whether the queued copy has been handed in (BullMQ completes the job with it). */
   queued: boolean;
-  /** The reply once published, and where (empty: the job named no reply channel). */
+  /** The reply and its channel, once published (never, when the job named no reply channel). */
   reply?: { readonly channel: string; readonly message: Buffer };
 }
 
