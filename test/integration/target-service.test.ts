@@ -272,16 +272,22 @@ describe("target replica process", () => {
       sampling: { temperature: 0, seed: 1 },
       model: MODEL,
     });
-    // Kills the connections of that name and returns once none is back (ioredis waits before reconnecting).
-    const dropConnections = async (name: string) => {
+    const connectionIds = async (name: string) =>
+      [...((await admin.client("LIST")) as string).matchAll(/^id=(\d+) .* name=(\S*) /gm)]
+        .filter((match) => match[2] === name)
+        .map((match) => match[1]);
+    // Kills the Redis connections of that name, again whenever they are back, until `done` says so.
+    const keepDown = async (name: string, done: () => Promise<boolean>) => {
       for (;;) {
-        const ids = [...((await admin.client("LIST")) as string).matchAll(/^id=(\d+) .* name=(\S*) /gm)]
-          .filter((match) => match[2] === name)
-          .map((match) => match[1]);
-        for (const id of ids) await admin.client("KILL", "ID", id);
-        const back = ((await admin.client("LIST")) as string).includes(` name=${name} `);
-        if (ids.length > 0 && !back) return;
+        for (const id of await connectionIds(name)) await admin.client("KILL", "ID", id);
+        if (await done()) return;
+        await sleep(5);
       }
+    };
+    const gone = async (name: string) => (await connectionIds(name)).length === 0;
+    const subscribed = async (channel: string) => {
+      const [, count] = (await admin.pubsub("NUMSUB", channel)) as [string, number];
+      return count > 0;
     };
     const verdict = ({ accepted, next_token }: VerifyResult__Output) => ({ accepted, next_token });
     const queued = async () => {
@@ -306,25 +312,32 @@ describe("target replica process", () => {
       const quick = new VerifyClient(redis.url, { standbyMs: 300 });
       try {
         await quick.verify(REPLICA, job("standby-warm-quick"));
-        await dropConnections(PUSHES_CONNECTION_NAME);
+        await keepDown(PUSHES_CONNECTION_NAME, () => gone(PUSHES_CONNECTION_NAME));
         const started = performance.now();
-        assert.deepEqual(verdict(await quick.verify(REPLICA, job("standby-missed-push"))), answered);
+        const missed = quick.verify(REPLICA, job("standby-missed-push"));
+        await keepDown(PUSHES_CONNECTION_NAME, async () => (await stats()).jobs_from_queue > start.jobs_from_queue);
+        assert.deepEqual(verdict(await missed), answered);
         assert.ok(performance.now() - started >= 300, "answered after the standby delay");
         assert.equal((await stats()).jobs_from_queue, start.jobs_from_queue + 1);
       } finally {
         await quick.close();
       }
 
-      // The client's reply subscription is down while the replica answers: once it is back the client pushes the job
-      // again and the replica publishes the outcome it remembers, long before the standby copy (a minute) is due.
-      await dropConnections(REPLIES_CONNECTION_NAME);
-      const started = performance.now();
+      // The client's reply subscription is down while the replica answers the push: once it is back the client pushes
+      // the job again and the replica publishes the outcome it remembers, long before the standby copy (a minute) is due.
+      while (!(await subscribed(verifyPushChannel(REPLICA)))) await sleep(10);
       const before = await stats();
-      assert.deepEqual(verdict(await patient.verify(REPLICA, job("standby-lost-reply"))), answered);
+      await keepDown(REPLIES_CONNECTION_NAME, () => gone(REPLIES_CONNECTION_NAME));
+      const started = performance.now();
+      const lost = patient.verify(REPLICA, job("standby-lost-reply"));
+      // Down until the replica has verified the job: its reply went nowhere.
+      await keepDown(REPLIES_CONNECTION_NAME, async () => (await stats()).jobs > before.jobs);
+      assert.deepEqual(verdict(await lost), answered);
       assert.ok(performance.now() - started < 10_000);
       const after = await stats();
       assert.ok(after.replies_repeated > before.replies_repeated, "the outcome was published again");
       assert.equal(after.jobs - before.jobs, 1, "verified once");
+      assert.equal(after.jobs_from_queue, before.jobs_from_queue, "verified from its push");
     } finally {
       await Promise.all([queue.close(), patient.close()]);
     }
