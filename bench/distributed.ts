@@ -169,7 +169,7 @@ function overheadBreakdown(timings: readonly RoundTiming__Output[]) {
      * zero when the draft, started on the verdict, was under way before the gateway began the round.
      */
     draft_transport_ms: distribution(drafted.map((t) => t.draft_wait_ms - t.draft_compute_ms)),
-    /** Enqueue → a batch takes the job (BullMQ hand-over to the replica's worker, micro-batcher wait). */
+    /** Enqueue → a batch takes the job (the push through Redis to the replica, micro-batcher wait). */
     queue_wait_ms: distribution(timings.map((t) => t.queue_wait_ms)),
     /** Batch done → result at the gateway (the reply through Redis, decoding). */
     result_return_ms: distribution(timings.map((t) => t.verify_wait_ms - t.queue_wait_ms - t.verify_compute_ms)),
