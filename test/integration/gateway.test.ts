@@ -486,18 +486,21 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
 
   it("a replica killed mid-run hands its sequences to the other replica, greedy and sampled", async () => {
     const STREAMS = 6;
-    // Streams 2 and 3 sample (and run longer, to be sure to outlive r0). Draws depend on the seed and the position
-    // only, so at a fixed K a sampled stream that moves to the other replica (which re-prefills its cache) gives the
-    // tokens of the same request run undisturbed.
+    // Streams 2 and 3 sample. Draws depend on the seed and the position only, so at a fixed K a sampled stream that
+    // moves to the other replica (which re-prefills its cache) gives the tokens of the same request run undisturbed.
+    // Every stream is long enough to outlive r0: the six start within a few rounds of each other, and a greedy stream
+    // that ended before the kill would prove nothing.
+    const maxTokens = 4 * MAX_TOKENS;
+    const long = await targetOnlyOutputs(MODEL, tokenizer, PROMPTS, maxTokens);
     const inputs: GenerateInput[] = Array.from({ length: STREAMS }, (_, i) => ({
       prompt: PROMPTS[i % PROMPTS.length],
-      max_tokens: MAX_TOKENS,
+      max_tokens: maxTokens,
       k: 2,
-      ...(Math.floor(i / 2) % 2 === 1 && { max_tokens: 2 * MAX_TOKENS, temperature: 0.8, top_p: 0.95, seed: 100 + i }),
+      ...(Math.floor(i / 2) % 2 === 1 && { temperature: 0.8, top_p: 0.95, seed: 100 + i }),
     }));
     const undisturbed = await Promise.all(
       inputs.map(async (input, i) =>
-        input.seed === undefined ? expected.get(PROMPTS[i % PROMPTS.length]) : (await client.generate(input)).token_ids,
+        input.seed === undefined ? long.get(PROMPTS[i % PROMPTS.length]) : (await client.generate(input)).token_ids,
       ),
     );
     // Each stream starts once the one before has its first tokens (and so its replica): the least loaded replica
