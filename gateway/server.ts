@@ -89,13 +89,13 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   if (config.defaultDrafter !== NO_DRAFTER && !drafters.some((d) => d.name === config.defaultDrafter)) {
     throw new TypeError(`default drafter "${config.defaultDrafter}" is not among the drafters (${config.drafters})`);
   }
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
-  redis.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
   if (config.verifyStandbyMs >= config.verifyTimeoutMs) {
     throw new TypeError(
       `the verify standby delay (${config.verifyStandbyMs} ms) must be shorter than the verify timeout (${config.verifyTimeoutMs} ms): otherwise a job whose push was missed is re-sent before its queued copy is taken`,
     );
   }
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
+  redis.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
   const verifyClient = new VerifyClient(config.redisUrl, { standbyMs: config.verifyStandbyMs });
   const router = new ReplicaRouter({
     redis,

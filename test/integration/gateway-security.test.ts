@@ -247,7 +247,7 @@ describe("gateway security: TLS, mutual TLS, API keys, tenants", { skip: !certif
     });
   });
 
-  it("a gateway process refuses to start with TLS or keys files it cannot use, and says why", async () => {
+  it("a gateway process refuses to start with TLS or keys files it cannot use (or verify timings that defeat each other), and says why", async () => {
     const start = (env: Record<string, string>) => {
       const gatewayProcess = spawnService("gateway/main.ts", ["--port", "0", "--metrics-port", "0"], {
         REDIS_URL: redis.url,
@@ -256,10 +256,11 @@ describe("gateway security: TLS, mutual TLS, API keys, tenants", { skip: !certif
       });
       return once(gatewayProcess.child, "exit").then(([code]) => ({ code, logs: gatewayProcess.logs }));
     };
-    const [halfTls, mismatched, noKeysFile] = await Promise.all([
+    const [halfTls, mismatched, noKeysFile, standbyTooLong] = await Promise.all([
       start({ SPECGATE_TLS_CERT: certs.serverCertFile }),
       start({ SPECGATE_TLS_CERT: certs.serverCertFile, SPECGATE_TLS_KEY: certs.clientKeyFile }),
       start({ SPECGATE_API_KEYS_FILE: join(certs.dir, "no-such-file") }),
+      start({ SPECGATE_VERIFY_STANDBY_MS: "3000", SPECGATE_VERIFY_TIMEOUT_MS: "3000" }),
     ]);
     const said = (run: { logs: { msg?: string }[] }) => run.logs.map((l) => l.msg).join("\n");
     assert.equal(halfTls.code, 2);
@@ -271,6 +272,8 @@ describe("gateway security: TLS, mutual TLS, API keys, tenants", { skip: !certif
     );
     assert.equal(noKeysFile.code, 1);
     assert.match(said(noKeysFile), /cannot read the API keys file .*no-such-file/);
+    assert.equal(standbyTooLong.code, 1);
+    assert.match(said(standbyTooLong), /verify standby delay \(3000 ms\) must be shorter than the verify timeout/);
   });
 
   it("the local stack passes TLS and API keys through to its gateway process and health-checks it over TLS", async () => {
