@@ -25,7 +25,7 @@ import { messageCodec } from "./codec.ts";
 export const QUEUE_PREFIX = "specgate";
 
 /**
- * BullMQ `connection` option for every specgate queue, worker and event reader. Reconnection is retried at most every
+ * BullMQ `connection` option for every specgate queue and worker. Reconnection is retried at most every
  * 2 s: BullMQ's own backoff grows to 20 s, which after a Redis outage of half a minute would leave the queues (and
  * closing them) waiting that long after Redis is back.
  */

@@ -70,7 +70,7 @@ export const DEFAULT_STANDBY_MS = 1000;
 /** Redis client name of the connection subscribed to the replies (CLIENT LIST shows it). */
 export const REPLIES_CONNECTION_NAME = "specgate-verify-replies";
 
-/** Standby copies of answered jobs leave with the next job sent to their replica, or after this long. */
+/** Spent standby copies leave with the next job sent to their replica, or after this long. */
 const REMOVAL_DELAY_MS = 50;
 
 const BULLMQ_CLOSE_WAIT_MS = 2000;
@@ -88,7 +88,7 @@ export class VerifyClient {
   #subscribed: Promise<unknown> | undefined;
   #repliesConnected = false;
   readonly #jobOptions: { removeOnComplete: true; removeOnFail: true; delay: number };
-  /** Standby copies of answered jobs, by replica id, to remove from the queue. */
+  /** Standby copies no longer wanted (answered, aborted, or their replica lost), by replica id, to remove. */
   readonly #spent = new Map<string, string[]>();
   #removalTimer: NodeJS.Timeout | undefined;
 
@@ -153,7 +153,7 @@ export class VerifyClient {
     const onAbort = () => {
       this.#waiting.get(jobId)?.reject(signal?.reason as Error);
       this.#waiting.delete(jobId);
-      void replica.queue.remove(jobId).catch(() => undefined);
+      this.#spend(replicaId, jobId);
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     // The push goes first (it is the fast copy); a failed push only costs its shortcut.

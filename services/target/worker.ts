@@ -36,8 +36,8 @@ function asJobFailure(error: VerifyJobError): Error {
 export function startVerifyWorker(options: VerifyWorkerOptions): Worker<VerifyJobData, string> {
   const { intake } = options;
   const process = async (job: Job<VerifyJobData, string>): Promise<string> => {
-    // The copy of a job whose push was taken is not decoded again: it completes with the push's outcome. This runs
-    // right after a batch, while the next round's push is on its way, so the less it does the better.
+    // The copy of a job whose push was taken is not decoded again: it completes with the push's outcome (and the
+    // intake publishes that outcome again: a copy still queued after its delay means no reply reached the gateway).
     let outcome = job.id === undefined ? undefined : intake.taken(job.id, "queue");
     if (outcome === undefined) {
       let verifyJob: VerifyJob__Output;
