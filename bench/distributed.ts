@@ -192,7 +192,7 @@ function roundParts(timings: readonly RoundTiming__Output[]) {
 
 /**
  * Round trip of a Redis PING on the stack's redis-server: the floor of one hop on this machine right now (the verify
- * path makes several: the push, the standby copy's add and removal, the reply).
+ * path makes two: the push and the reply).
  */
 async function redisPingMs(url: string, count: number) {
   const redis = new Redis(url);

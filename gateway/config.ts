@@ -156,7 +156,7 @@ export const GATEWAY_SETTINGS = {
     flag: "verify-standby-ms",
     env: "SPECGATE_VERIFY_STANDBY_MS",
     schema: integer(1, DEFAULT_STANDBY_MS),
-    help: "delay of each verify job's queued copy: a replica that missed the push (or whose reply was lost) takes the job from its queue after this long; less than --verify-timeout-ms",
+    help: "a pushed verify job unanswered this long also goes on the replica's queue (its push or reply may be lost; a push nobody heard is queued at once); less than --verify-timeout-ms",
   },
   metricsPort: {
     flag: "metrics-port",

@@ -91,7 +91,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   }
   if (config.verifyStandbyMs >= config.verifyTimeoutMs) {
     throw new TypeError(
-      `the verify standby delay (${config.verifyStandbyMs} ms) must be shorter than the verify timeout (${config.verifyTimeoutMs} ms): otherwise a job whose push was missed is re-sent before its queued copy is taken`,
+      `the verify standby delay (${config.verifyStandbyMs} ms) must be shorter than the verify timeout (${config.verifyTimeoutMs} ms): otherwise a job whose push was lost is re-sent before it is queued`,
     );
   }
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });

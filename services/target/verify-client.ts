@@ -4,13 +4,13 @@
  *
  * Per replica it keeps one BullMQ Queue. Each job gets its own id and its waiter is registered before the job is sent.
  * The job is published on the replica's push channel, and the replica publishes the outcome on this client's reply
- * channel as soon as the job's batch ends; that reply settles the waiter. The job's queued copy waits in the queue as a
- * standby: delayed by `standbyMs`, it is removed once the reply came, so in the usual round the replica never handles
- * it (no fetch, no completion: Redis and both processes do less work per round). When the push was not heard, the
- * replica takes the standby copy once its delay ends; when the reply was lost, the replica answers that copy by
- * publishing the outcome again. When this client's reply subscription comes back after a disconnection, every job
- * still awaited is pushed again (a replica answers a job it already verified from memory). Lost messages cost latency,
- * never a round. A failed job rejects with a VerifyJobError whose code says what to do (verify-errors.ts). A replica
+ * channel as soon as the job's batch ends; that reply settles the waiter. The job goes on the queue only when the push
+ * may be lost: at once when no replica was subscribed to hear it, and as a standby when no reply came within
+ * `standbyMs` (a push lost with its connection, or a lost reply: the replica answers a copy of a job it already
+ * verified by publishing the outcome again). So in the usual round neither Redis nor the replica does any queue work,
+ * and the job lives in this client's memory until then, as the request it belongs to does. A queued copy no longer
+ * wanted is removed. When this client's reply subscription comes back after a disconnection, every job still awaited
+ * is pushed again. Lost messages cost latency, never a round. A failed job rejects with a VerifyJobError whose code says what to do (verify-errors.ts). A replica
  * that disappears never answers: whoever watches the announcements (replica.ts `watchReplicas`) calls `replicaLost`,
  * which rejects its jobs with UNAVAILABLE so the caller can re-send the same VerifyJob to another replica (it carries
  * the full history; the new replica re-prefills).
@@ -40,8 +40,13 @@ import { nowUnixMs } from "./verify-job.ts";
 
 interface Waiter {
   readonly replicaId: string;
-  /** The job's pushed copy, pushed again if the reply subscription was interrupted meanwhile. */
+  readonly replica: ReplicaQueue;
+  /** The job's pushed copy, pushed again if the reply subscription was interrupted meanwhile; also its queued data. */
   readonly push: Buffer;
+  /** Queues the job when no reply came in time. */
+  standby?: NodeJS.Timeout;
+  /** Its copy was added to the queue. */
+  queued: boolean;
   resolve(result: VerifyResult__Output): void;
   reject(error: Error): void;
 }
@@ -59,8 +64,8 @@ interface ReplicaQueue {
 
 export interface VerifyClientOptions {
   /**
-   * Delay of each job's queued (standby) copy, in ms: how long a replica has to answer the push before it takes the
-   * job from its queue. Longer than a round normally waits; shorter than the caller's own timeout.
+   * How long a pushed job waits for its reply before it also goes on the replica's queue (its standby copy), in ms.
+   * Longer than a round normally waits; shorter than the caller's own timeout.
    */
   readonly standbyMs?: number;
 }
@@ -70,7 +75,7 @@ export const DEFAULT_STANDBY_MS = 1000;
 /** Redis client name of the connection subscribed to the replies (CLIENT LIST shows it). */
 export const REPLIES_CONNECTION_NAME = "specgate-verify-replies";
 
-/** Spent standby copies leave with the next job sent to their replica, or after this long. */
+/** Queued copies no longer wanted leave with the next job sent to their replica, or after this long. */
 const REMOVAL_DELAY_MS = 50;
 
 const BULLMQ_CLOSE_WAIT_MS = 2000;
@@ -87,8 +92,8 @@ export class VerifyClient {
   readonly #replyChannel = verifyReplyChannel(randomUUID());
   #subscribed: Promise<unknown> | undefined;
   #repliesConnected = false;
-  readonly #jobOptions: { removeOnComplete: true; removeOnFail: true; delay: number };
-  /** Standby copies no longer wanted (answered, aborted, or their replica lost), by replica id, to remove. */
+  readonly #standbyMs: number;
+  /** Queued copies no longer wanted (answered, aborted, or their replica lost), by replica id, to remove. */
   readonly #spent = new Map<string, string[]>();
   #removalTimer: NodeJS.Timeout | undefined;
 
@@ -100,7 +105,7 @@ export class VerifyClient {
     if (!(Number.isInteger(standbyMs) && standbyMs >= 1)) {
       throw new RangeError(`standbyMs must be a positive integer, got ${standbyMs}`);
     }
-    this.#jobOptions = { removeOnComplete: true, removeOnFail: true, delay: standbyMs };
+    this.#standbyMs = standbyMs;
     // ioredis reconnects by itself; whoever owns this client reports Redis outages through its own connection.
     this.#redis = new Redis(redisUrl, { lazyConnect: true }).on("error", () => undefined);
     this.#pushes = publisher(this.#redis);
@@ -124,13 +129,13 @@ export class VerifyClient {
    */
   async verify(replicaId: string, job: VerifyJob, signal?: AbortSignal): Promise<VerifyResult__Output> {
     signal?.throwIfAborted();
-    // Without the subscription (Redis still connecting) replies are missed: the replicas answer the standby copies.
+    // Without the subscription replies would be missed: jobs are sent once it is in place.
     this.#subscribed ??= this.#replies.subscribe(this.#replyChannel).catch(() => undefined);
     // While Redis is down these (and the add below) wait for it: the signal bounds the wait. A job that cannot be
     // enqueued fails as UNAVAILABLE (the round may be re-sent), not as an internal error.
-    const unavailable = (error: unknown) =>
+    const unavailable = (error: unknown): Error =>
       signal?.aborted || error instanceof VerifyJobError
-        ? error
+        ? (error as Error)
         : new VerifyJobError("UNAVAILABLE", `cannot enqueue on Redis: ${(error as Error).message}`);
     const [replica] = await abortable(Promise.all([this.#replica(replicaId), this.#subscribed]), signal).catch(
       (error) => {
@@ -145,26 +150,28 @@ export class VerifyClient {
       reply_channel: this.#replyChannel,
     };
     const push = encodeVerifyPush(sent);
+    let waiter: Waiter | undefined;
     const result = new Promise<VerifyResult__Output>((resolve, reject) => {
-      this.#waiting.set(jobId, { replicaId, push, resolve, reject });
+      waiter = { replicaId, replica, push, resolve, reject, queued: false };
     });
+    if (waiter) this.#waiting.set(jobId, waiter);
     // An abort or a lost replica may reject this before it is awaited (while the job is still being added).
     result.catch(() => undefined);
-    const onAbort = () => {
-      this.#waiting.get(jobId)?.reject(signal?.reason as Error);
-      this.#waiting.delete(jobId);
-      this.#spend(replicaId, jobId);
-    };
+    const onAbort = () => this.#retire(jobId)?.reject(signal?.reason as Error);
     signal?.addEventListener("abort", onAbort, { once: true });
-    // The push goes first (it is the fast copy); a failed push only costs its shortcut.
-    this.#pushes.send({ channel: verifyPushChannel(replicaId), message: push }).catch(() => undefined);
-    const added = replica.adds.send({ data: verifyJobData(push), jobId });
-    // Redis takes the spent copies' removals with this job, in the same wake-up.
+    const pushed = this.#pushes.send({ channel: verifyPushChannel(replicaId), message: push });
+    if (waiter) {
+      waiter.standby = setTimeout(() => {
+        this.#queue(jobId)?.catch((error) => this.#retire(jobId)?.reject(unavailable(error)));
+      }, this.#standbyMs).unref();
+    }
+    // Redis takes the removals of spent queued copies with this job, in the same wake-up.
     void this.#removeSpent(replicaId);
     try {
-      await abortable(added, signal);
+      // No replica heard the push (none subscribed: reconnecting, or not up yet): the queue is its only way there.
+      if ((await abortable(pushed, signal)) === 0) await abortable(this.#queue(jobId) ?? Promise.resolve(), signal);
     } catch (error) {
-      this.#waiting.delete(jobId);
+      this.#retire(jobId);
       signal?.removeEventListener("abort", onAbort);
       throw unavailable(error);
     }
@@ -177,14 +184,13 @@ export class VerifyClient {
 
   /**
    * Rejects every job awaited from the replica with UNAVAILABLE (it is gone: re-send them elsewhere), and removes
-   * their standby copies, which a replica coming back under the same id would otherwise verify for nobody.
+   * their queued copies, which a replica coming back under the same id would otherwise verify for nobody.
    */
   async replicaLost(replicaId: string, reason = "its announcement expired"): Promise<number> {
     let lost = 0;
-    for (const [jobId, waiter] of this.#waiting) {
+    for (const [jobId, waiter] of [...this.#waiting]) {
       if (waiter.replicaId !== replicaId) continue;
-      this.#waiting.delete(jobId);
-      this.#spend(replicaId, jobId);
+      this.#retire(jobId);
       waiter.reject(new VerifyJobError("UNAVAILABLE", `replica ${replicaId} is gone (${reason})`));
       lost++;
     }
@@ -199,7 +205,7 @@ export class VerifyClient {
   }
 
   /**
-   * Removes the spent standby copies and closes the queues and connections. A BullMQ close can wait for Redis forever
+   * Removes the spent queued copies and closes the queues and connections. A BullMQ close can wait for Redis forever
    * during an outage, so the queues get BULLMQ_CLOSE_WAIT_MS and are then left to the process's exit.
    */
   async close(): Promise<void> {
@@ -222,12 +228,10 @@ export class VerifyClient {
     );
   }
 
-  /** Settles the waiter of a job (once: a replica may answer a job twice) and retires its standby copy. */
+  /** Settles the waiter of a job (once: a replica may answer a job twice). */
   #settle(jobId: string, outcome: () => VerifyResult__Output): void {
-    const waiter = this.#waiting.get(jobId);
+    const waiter = this.#retire(jobId);
     if (waiter === undefined) return;
-    this.#waiting.delete(jobId);
-    this.#spend(waiter.replicaId, jobId);
     try {
       waiter.resolve(outcome());
     } catch (error) {
@@ -240,7 +244,7 @@ export class VerifyClient {
     try {
       reply = decodeVerifyReply(message);
     } catch {
-      // Unreadable: the replica answers again when the job's standby copy comes due.
+      // Unreadable: the replica answers again when the job's standby copy is queued.
       return;
     }
     this.#settle(reply.job_id, () => {
@@ -267,6 +271,27 @@ export class VerifyClient {
     }
   }
 
+  /**
+   * Adds the awaited job's copy to its replica's queue, once: undefined when it is no longer awaited or already queued.
+   */
+  #queue(jobId: string): Promise<unknown> | undefined {
+    const waiter = this.#waiting.get(jobId);
+    if (waiter === undefined || waiter.queued) return undefined;
+    waiter.queued = true;
+    clearTimeout(waiter.standby);
+    return waiter.replica.adds.send({ data: verifyJobData(waiter.push), jobId });
+  }
+
+  /** The job is no longer awaited: its waiter (undefined when it was not), with its queued copy marked for removal. */
+  #retire(jobId: string): Waiter | undefined {
+    const waiter = this.#waiting.get(jobId);
+    if (waiter === undefined) return undefined;
+    this.#waiting.delete(jobId);
+    clearTimeout(waiter.standby);
+    if (waiter.queued) this.#spend(waiter.replicaId, jobId);
+    return waiter;
+  }
+
   #spend(replicaId: string, jobId: string): void {
     const spent = this.#spent.get(replicaId);
     if (spent === undefined) this.#spent.set(replicaId, [jobId]);
@@ -274,7 +299,7 @@ export class VerifyClient {
     this.#removalTimer ??= setTimeout(() => void this.#removeSpent(), REMOVAL_DELAY_MS).unref();
   }
 
-  /** Removes the spent standby copies (of one replica, or all); a copy a replica has taken meanwhile stays. */
+  /** Removes the spent queued copies (of one replica, or all); a copy a replica has taken meanwhile stays. */
   async #removeSpent(replicaId?: string): Promise<void> {
     const ids = replicaId === undefined ? [...this.#spent.keys()] : [replicaId];
     const removals: Promise<unknown>[] = [];
@@ -301,7 +326,7 @@ export class VerifyClient {
     // Connection errors are retried by BullMQ itself; a caller that cannot wait forever passes an AbortSignal.
     queue.on("error", () => undefined);
     await queue.waitUntilReady();
-    const options = this.#jobOptions;
+    const options = { removeOnComplete: true, removeOnFail: true };
     const adds = new TurnBatch<QueuedCopy, unknown>(
       ({ data, jobId }) => queue.add(VERIFY_JOB_NAME, data, { ...options, jobId }),
       (copies) =>

@@ -1,15 +1,15 @@
 /**
- * Where a replica takes verify jobs in. Every job is on the replica's BullMQ queue (the durable record, completed by
- * worker.ts), as a standby copy the gateway delays and removes once answered; the gateway also publishes it on the
- * replica's push channel, which reaches the replica in one Redis hop. Whichever copy arrives first goes to the
- * micro-batcher, the other joins it by job id, so a job is verified once. The moment its batch ends the outcome is
+ * Where a replica takes verify jobs in. The gateway publishes each job on the replica's push channel, which reaches
+ * the replica in one Redis hop, and adds it to the replica's BullMQ queue (taken by worker.ts) only when the push may
+ * be lost: nobody heard it, or no reply came in time. Whichever copy arrives first goes to the micro-batcher, the
+ * other joins it by job id, so a job is verified once. The moment its batch ends the outcome is
  * published on the job's reply channel: replica → Redis → gateway; and, when the job names the draft service's verdict
  * channel, the round's DraftVerdict there (replica → Redis → draft), so the next draft starts without waiting for the
  * gateway. A copy that arrives after the outcome was published publishes it again: the gateway pushed the job again or
- * left its standby copy in the queue because no reply reached it.
+ * queued it because no reply reached it.
  *
  * Outcomes are remembered for `memoryMs` (and at least as long as that again): long enough for the slower copy of a
- * job to find its twin's outcome, bounded for jobs whose queued copy never comes (a gateway removed it).
+ * job to find its twin's outcome, bounded for jobs whose queued copy never comes (most jobs).
  */
 import type { Redis } from "ioredis";
 import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";

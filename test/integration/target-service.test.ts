@@ -260,8 +260,7 @@ describe("target replica process", () => {
     }
   });
 
-  test("a job's standby copy: removed once answered, verified from the queue when the push was missed, its outcome pushed again after the reply subscription dropped", async () => {
-    const queue = new Queue(verifyQueueName(REPLICA), { connection: { url: redis.url }, prefix: QUEUE_PREFIX });
+  test("a job goes on the queue only when its push may be lost: never once answered, at once when nobody heard the push, as a standby when no reply came in time; its outcome pushed again after the reply subscription dropped", async () => {
     const patient = new VerifyClient(redis.url, { standbyMs: 60_000 });
     const prompt = PROMPTS[1];
     const job = (id: string): VerifyJob => ({
@@ -276,11 +275,13 @@ describe("target replica process", () => {
       [...((await admin.client("LIST")) as string).matchAll(/^id=(\d+) .* name=(\S*) /gm)]
         .filter((match) => match[2] === name)
         .map((match) => match[1]);
-    // Kills the Redis connections of that name, again whenever they are back, until `done` says so.
+    // Kills the Redis connections of that name, again whenever they are back, until `done` says so (10 s at most).
     const keepDown = async (name: string, done: () => Promise<boolean>) => {
+      const until = performance.now() + 10_000;
       for (;;) {
         for (const id of await connectionIds(name)) await admin.client("KILL", "ID", id);
         if (await done()) return;
+        assert.ok(performance.now() < until, `still waiting after 10 s with ${name} kept down`);
         await sleep(5);
       }
     };
@@ -290,41 +291,51 @@ describe("target replica process", () => {
       return count > 0;
     };
     const verdict = ({ accepted, next_token }: VerifyResult__Output) => ({ accepted, next_token });
-    const queued = async () => {
-      const counts = await queue.getJobCounts("delayed", "wait", "active");
-      return counts.delayed + counts.wait + counts.active;
-    };
+    // BullMQ records every add (and removal) in the queue's event stream.
+    const queueEvents = () => admin.xlen(`${QUEUE_PREFIX}:${verifyQueueName(REPLICA)}:events`);
+    const fromQueue = async (before: TargetStats__Output) => (await stats()).jobs_from_queue > before.jobs_from_queue;
+    const deaf = new Redis(redis.url);
     try {
-      const answered = verdict(await client.verify(REPLICA, job("standby-answered")));
+      const answered = verdict(await client.verify(REPLICA, job("unqueued-warm")));
       const start = await stats();
-      // Answered through the reply: the standby copy leaves the queue, and the replica never took it.
-      const again = await client.verify(REPLICA, job("standby-removed"));
+      const eventsBefore = await queueEvents();
+      // Answered through the reply: the job never went on the queue, and the replica saw one copy.
+      const again = await patient.verify(REPLICA, job("unqueued"));
       assert.deepEqual(verdict(again), answered);
-      const removedBy = Date.now() + 5000;
-      while ((await queued()) > 0 && Date.now() < removedBy) await sleep(20);
-      assert.equal(await queued(), 0, "no standby copy left in the queue");
-      const removed = await stats();
-      assert.equal(removed.jobs_from_queue, start.jobs_from_queue);
-      assert.equal(removed.replies_repeated, start.replies_repeated, "the replica never saw the standby copy");
+      await sleep(100);
+      assert.equal(await queueEvents(), eventsBefore, "nothing was added to the queue");
+      const unqueued = await stats();
+      assert.equal(unqueued.jobs_from_queue, start.jobs_from_queue);
+      assert.equal(unqueued.replies_repeated, start.replies_repeated);
 
-      // The replica's push subscription is down: the job is verified from its queued copy once its delay ends.
-      await patient.verify(REPLICA, job("standby-warm"));
+      // The replica's push subscription is down and nobody else listens: the push reached no one, so the job is
+      // queued at once (not after the client's minute of standby) and verified from there.
+      await keepDown(PUSHES_CONNECTION_NAME, () => gone(PUSHES_CONNECTION_NAME));
+      const unheard = patient.verify(REPLICA, job("unheard-push"));
+      await keepDown(PUSHES_CONNECTION_NAME, () => fromQueue(start));
+      assert.deepEqual(verdict(await unheard), answered);
+      assert.equal((await stats()).jobs_from_queue, start.jobs_from_queue + 1);
+
+      // Someone else hears the push but the replica does not (a push lost with its connection): no reply comes, and
+      // the job goes on the queue when the standby time (300 ms) runs out.
       const quick = new VerifyClient(redis.url, { standbyMs: 300 });
       try {
-        await quick.verify(REPLICA, job("standby-warm-quick"));
+        await quick.verify(REPLICA, job("standby-warm"));
+        const before = await stats();
+        await deaf.subscribe(verifyPushChannel(REPLICA));
         await keepDown(PUSHES_CONNECTION_NAME, () => gone(PUSHES_CONNECTION_NAME));
         const started = performance.now();
         const missed = quick.verify(REPLICA, job("standby-missed-push"));
-        await keepDown(PUSHES_CONNECTION_NAME, async () => (await stats()).jobs_from_queue > start.jobs_from_queue);
+        await keepDown(PUSHES_CONNECTION_NAME, () => fromQueue(before));
         assert.deepEqual(verdict(await missed), answered);
-        assert.ok(performance.now() - started >= 300, "answered after the standby delay");
-        assert.equal((await stats()).jobs_from_queue, start.jobs_from_queue + 1);
+        assert.ok(performance.now() - started >= 300, "queued once the standby time ran out");
+        assert.equal((await stats()).jobs_from_queue, before.jobs_from_queue + 1);
       } finally {
-        await quick.close();
+        await Promise.all([quick.close(), deaf.unsubscribe()]);
       }
 
       // The client's reply subscription is down while the replica answers the push: once it is back the client pushes
-      // the job again and the replica publishes the outcome it remembers, long before the standby copy (a minute) is due.
+      // the job again and the replica publishes the outcome it remembers, long before the standby (a minute) is due.
       while (!(await subscribed(verifyPushChannel(REPLICA)))) await sleep(10);
       const before = await stats();
       await keepDown(REPLIES_CONNECTION_NAME, () => gone(REPLIES_CONNECTION_NAME));
@@ -339,7 +350,7 @@ describe("target replica process", () => {
       assert.equal(after.jobs - before.jobs, 1, "verified once");
       assert.equal(after.jobs_from_queue, before.jobs_from_queue, "verified from its push");
     } finally {
-      await Promise.all([queue.close(), patient.close()]);
+      await Promise.all([patient.close(), deaf.quit()]);
     }
   });
 
