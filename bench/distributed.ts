@@ -667,7 +667,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
       }),
       `overhead per round: p50 ${json.overhead_ms_p50} ms, p99 ${json.overhead_ms_p99} ms; p50 parts: queue wait ${overhead.queue_wait_ms.p50}, result return ${overhead.result_return_ms.p50}, draft transport ${overhead.draft_transport_ms.p50}, gateway ${overhead.gateway_ms.p50} ms; empty BullMQ job ${bullmqFloorMs} ms, Redis PING ${redisPing.p50} ms`,
       processUsageLine(json.process_usage),
-      `floor of a round's hops here: ${floor.floor_ms_p50} ms (push and reply through Redis ${floor.verify_hops_ms_p50}, proposal over loopback TCP ${floor.proposal_hops_ms_p50} ms, between processes at rest); overhead above it ${json.overhead_above_floor_ms_p50} ms`,
+      `floor of a round's hops here: ${floor.floor_ms_p50} ms (push and reply through Redis ${floor.verify_hops_ms_p50}, proposal over a gRPC stream ${floor.proposal_hops_ms_p50} ms (bare TCP ${floor.proposal_tcp_hops_ms_p50}), between processes at rest); overhead above it ${json.overhead_above_floor_ms_p50} ms`,
       `sampling (${samplingWire.drafter}, T ${samplingWire.temperature}): ${samplingWire.draft_distribution_bytes_per_round} bytes of draft distributions per round, ${samplingWire.draft_distribution_bytes_per_draft_token} per draft token (dense float32: ${samplingWire.dense_float32_bytes_per_draft_token}); greedy: ${samplingWire.greedy_draft_distribution_bytes} bytes`,
       ...Object.entries(json.concurrency).map(
         ([n, f]) =>

@@ -1,11 +1,14 @@
 /**
  * The far end of bench/hop-floor.ts, a process of its own (`node --import tsx bench/hop-echo.ts <redis-url>
- * <ping-channel> <pong-channel>`). A message on the ping channel or on its loopback TCP port holds a number of ms: it
- * keeps its CPU busy that long (the work a service does between taking a message and answering it) and answers with
- * the ms it held, on the pong channel or the same connection. It reports its port to its parent once ready.
+ * <ping-channel> <pong-channel>`). A message on the ping channel, on its gRPC stream or on its loopback TCP port holds
+ * a number of ms: it keeps its CPU busy that long (the work a service does between taking a message and answering it)
+ * and answers with the ms it held, on the pong channel or the same stream or connection. It reports its ports to its
+ * parent once ready.
  */
 import { createServer } from "node:net";
+import * as grpc from "@grpc/grpc-js";
 import { Redis } from "ioredis";
+import { HOP_ECHO_SERVICE, type HopEchoPorts } from "./hop-floor.ts";
 
 const [redisUrl, pingChannel, pongChannel] = process.argv.slice(2);
 
@@ -27,6 +30,19 @@ const server = createServer((socket) => {
 });
 await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
 const address = server.address();
-process.send?.({ port: typeof address === "object" && address !== null ? address.port : 0 });
+const grpcServer = new grpc.Server();
+grpcServer.addService(HOP_ECHO_SERVICE, {
+  Echo: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+    call.on("data", (data: Buffer) => call.write(Buffer.from(hold(performance.now(), Number(data.toString())))));
+    call.on("error", () => undefined);
+  },
+});
+const grpcPort = await new Promise<number>((resolve, reject) =>
+  grpcServer.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, port) =>
+    error ? reject(error) : resolve(port),
+  ),
+);
+const ports: HopEchoPorts = { tcpPort: typeof address === "object" && address !== null ? address.port : 0, grpcPort };
+process.send?.(ports);
 // The parent's exit (or its disconnect) ends this process.
 process.on("disconnect", () => process.exit(0));

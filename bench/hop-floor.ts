@@ -6,16 +6,19 @@
  * - Verify shape, through Redis pub/sub: this process idles as long as a draft takes (the gateway waits for the draft
  *   service), publishes; the echo process takes it, works as long as a target step, publishes the answer back: the
  *   verify job's push and its reply, four wake-ups.
- * - Proposal shape, over loopback TCP (what a gRPC call rides on): this process idles as long as a target step,
- *   writes; the echo works as long as a draft, answers: the least the proposal round trip to the draft service costs.
+ * - Proposal shape, over a gRPC bidirectional stream (what the gateway's draft link is): this process idles as long as
+ *   a target step, writes a message; the echo works as long as a draft, answers: the least the proposal round trip to
+ *   the draft service costs. The same trip over a bare loopback TCP connection shows what gRPC adds.
  *
- * Each figure is the round trip minus the echo's work. Their sum is the least a round's overhead can be here with
- * these hops.
+ * Each figure is the round trip minus the echo's work. The verify and the gRPC proposal figures add up to the least a
+ * round's overhead can be here with these hops.
  */
+
 import { type ChildProcess, fork } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
+import * as grpc from "@grpc/grpc-js";
 import { Redis } from "ioredis";
 import { round, spread } from "./stats.ts";
 
@@ -25,10 +28,32 @@ export interface HopFloor {
   readonly rounds: number;
   /** Push through Redis to a process at rest, and the reply through Redis to a process at rest, p50. */
   readonly verify_hops_ms_p50: number;
-  /** Loopback TCP request to a process at rest and its answer, p50. */
+  /** A message on a gRPC bidirectional stream to a process at rest and its answer, p50. */
   readonly proposal_hops_ms_p50: number;
-  /** Sum of the two medians: the overhead of a round made of these hops and nothing else. */
+  /** The same trip over a bare loopback TCP connection, p50 (no HTTP/2, no gRPC framing). */
+  readonly proposal_tcp_hops_ms_p50: number;
+  /** Sum of the verify and the gRPC proposal medians: the overhead of a round made of these hops and nothing else. */
   readonly floor_ms_p50: number;
+}
+
+const raw = (bytes: Buffer) => bytes;
+/** The echo's gRPC service: one bidirectional stream of raw bytes, the shape of the draft service's Session. */
+export const HOP_ECHO_SERVICE = {
+  Echo: {
+    path: "/specgate.bench.HopEcho/Echo",
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: raw,
+    requestDeserialize: raw,
+    responseSerialize: raw,
+    responseDeserialize: raw,
+  },
+} satisfies grpc.ServiceDefinition;
+
+/** What the echo process reports once it listens. */
+export interface HopEchoPorts {
+  readonly tcpPort: number;
+  readonly grpcPort: number;
 }
 
 const ECHO_ENTRY = new URL("./hop-echo.ts", import.meta.url);
@@ -61,18 +86,17 @@ export async function hopFloor(
   const subscriber = new Redis(redisUrl);
   const publisher = new Redis(redisUrl);
   let socket: Socket | undefined;
+  let channel: grpc.Client | undefined;
+  let stream: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
   // An echo process that dies fails the measurement instead of leaving a trip waiting forever.
   const exited = new Promise<never>((_, reject) =>
     echo.once("exit", (code) => reject(new Error(`the hop echo process exited (code ${code})`))),
   );
   exited.catch(() => undefined);
-  const trip = (send: () => Promise<number>) => Promise.race([send(), exited]);
+  const trip = <T>(send: () => Promise<T>) => Promise.race([send(), exited]);
   try {
-    const port = await trip(
-      () =>
-        new Promise<number>((resolve) =>
-          echo.once("message", (message) => resolve((message as { port: number }).port)),
-        ),
+    const ports = await trip(
+      () => new Promise<HopEchoPorts>((resolve) => echo.once("message", (message) => resolve(message as HopEchoPorts))),
     );
     await subscriber.subscribe(pong);
     const verifyHops = await hopTimes(
@@ -88,11 +112,29 @@ export async function hopFloor(
       targetStepMs,
       rounds,
     );
-    const connected = connect(port, "127.0.0.1");
+    const client = new grpc.Client(`127.0.0.1:${ports.grpcPort}`, grpc.credentials.createInsecure());
+    channel = client;
+    const echoStream = client.makeBidiStreamRequest<Buffer, Buffer>(HOP_ECHO_SERVICE.Echo.path, raw, raw);
+    stream = echoStream;
+    echoStream.on("error", () => undefined);
+    const proposalHops = await hopTimes(
+      (workMs) =>
+        trip(
+          () =>
+            new Promise<number>((resolve) => {
+              echoStream.once("data", (worked: Buffer) => resolve(Number(worked.toString())));
+              echoStream.write(Buffer.from(String(workMs)));
+            }),
+        ),
+      targetStepMs,
+      draftMs,
+      rounds,
+    );
+    const connected = connect(ports.tcpPort, "127.0.0.1");
     socket = connected;
     connected.setNoDelay(true);
     await new Promise((resolve) => connected.once("connect", resolve));
-    const proposalHops = await hopTimes(
+    const proposalTcpHops = await hopTimes(
       (workMs) =>
         trip(
           () =>
@@ -111,10 +153,13 @@ export async function hopFloor(
       rounds,
       verify_hops_ms_p50: verifyHops,
       proposal_hops_ms_p50: proposalHops,
+      proposal_tcp_hops_ms_p50: proposalTcpHops,
       floor_ms_p50: round(verifyHops + proposalHops),
     };
   } finally {
     socket?.destroy();
+    stream?.cancel();
+    channel?.close();
     if (echo.exitCode === null && echo.signalCode === null) echo.kill();
     await Promise.all([exited.catch(() => undefined), subscriber.quit(), publisher.quit()]);
   }

@@ -1,6 +1,6 @@
 /**
  * The distributed benchmark's hop floor (bench/hop-floor.ts) on a real redis-server: its echo process answers through
- * Redis and over TCP, the echo's work is taken out of each trip, and nothing is left running.
+ * Redis, over a gRPC stream and over TCP, the echo's work is taken out of each trip, and nothing is left running.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -25,7 +25,7 @@ describe("hop floor", () => {
     assert.equal(floor.rounds, 10);
     assert.equal(floor.target_step_ms, 30);
     assert.equal(floor.draft_ms, 30);
-    for (const hops of [floor.verify_hops_ms_p50, floor.proposal_hops_ms_p50]) {
+    for (const hops of [floor.verify_hops_ms_p50, floor.proposal_hops_ms_p50, floor.proposal_tcp_hops_ms_p50]) {
       // Positive, and well below the echo's 30 ms of work in each trip, which the figures exclude.
       assert.ok(hops > 0 && hops < 15, `hops of ${hops} ms`);
     }
