@@ -1,6 +1,6 @@
 /**
- * The producer side of verification, for the gateway (and tests and benchmarks): enqueue a VerifyJob on a replica's
- * queue and await its VerifyResult.
+ * The producer side of verification, for the gateway (and tests and benchmarks): send a VerifyJob to a replica
+ * through Redis and await its VerifyResult.
  *
  * Per replica it keeps one BullMQ Queue. Each job gets its own id and its waiter is registered before the job is sent.
  * The job is published on the replica's push channel, and the replica publishes the outcome on this client's reply
@@ -10,10 +10,10 @@
  * verified by publishing the outcome again). So in the usual round neither Redis nor the replica does any queue work,
  * and the job lives in this client's memory until then, as the request it belongs to does. A queued copy no longer
  * wanted is removed. When this client's reply subscription comes back after a disconnection, every job still awaited
- * is pushed again. Lost messages cost latency, never a round. A failed job rejects with a VerifyJobError whose code says what to do (verify-errors.ts). A replica
- * that disappears never answers: whoever watches the announcements (replica.ts `watchReplicas`) calls `replicaLost`,
- * which rejects its jobs with UNAVAILABLE so the caller can re-send the same VerifyJob to another replica (it carries
- * the full history; the new replica re-prefills).
+ * is pushed again. Lost messages cost latency, never a round. A failed job rejects with a VerifyJobError whose code
+ * says what to do (verify-errors.ts). A replica that disappears never answers: whoever watches the announcements
+ * (replica.ts `watchReplicas`) calls `replicaLost`, which rejects its jobs with UNAVAILABLE so the caller can re-send
+ * the same VerifyJob to another replica (it carries the full history; the new replica re-prefills).
  */
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -122,7 +122,7 @@ export class VerifyClient {
   }
 
   /**
-   * Enqueues `job` on the replica's queue and resolves with its result. Sets `enqueued_at_unix_ms` when the job does
+   * Sends `job` to the replica (its push, and its queue when the push may be lost) and resolves with its result. Sets `enqueued_at_unix_ms` when the job does
    * not carry it. Rejects with a VerifyJobError when the replica failed the job or was reported lost (UNAVAILABLE too
    * when Redis refused the job), and with the signal's reason when aborted, also while Redis is down (the job is
    * removed if it still waits).
@@ -131,7 +131,7 @@ export class VerifyClient {
     signal?.throwIfAborted();
     // Without the subscription replies would be missed: jobs are sent once it is in place.
     this.#subscribed ??= this.#replies.subscribe(this.#replyChannel).catch(() => undefined);
-    // While Redis is down these (and the add below) wait for it: the signal bounds the wait. A job that cannot be
+    // While Redis is down these (and the push below) wait for it: the signal bounds the wait. A job that cannot be
     // enqueued fails as UNAVAILABLE (the round may be re-sent), not as an internal error.
     const unavailable = (error: unknown): Error =>
       signal?.aborted || error instanceof VerifyJobError
@@ -155,7 +155,7 @@ export class VerifyClient {
       waiter = { replicaId, replica, push, resolve, reject, queued: false };
     });
     if (waiter) this.#waiting.set(jobId, waiter);
-    // An abort or a lost replica may reject this before it is awaited (while the job is still being added).
+    // An abort or a lost replica may reject this before it is awaited (while the push is on its way).
     result.catch(() => undefined);
     const onAbort = () => this.#retire(jobId)?.reject(signal?.reason as Error);
     signal?.addEventListener("abort", onAbort, { once: true });

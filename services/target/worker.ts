@@ -37,7 +37,7 @@ export function startVerifyWorker(options: VerifyWorkerOptions): Worker<VerifyJo
   const { intake } = options;
   const process = async (job: Job<VerifyJobData, string>): Promise<string> => {
     // The copy of a job whose push was taken is not decoded again: it completes with the push's outcome (and the
-    // intake publishes that outcome again: a copy still queued after its delay means no reply reached the gateway).
+    // intake publishes that outcome again: a job the gateway queued after its push means no reply had reached it).
     let outcome = job.id === undefined ? undefined : intake.taken(job.id, "queue");
     if (outcome === undefined) {
       let verifyJob: VerifyJob__Output;
