@@ -44,7 +44,7 @@ interface Waiter {
   /** The job's pushed copy, pushed again if the reply subscription was interrupted meanwhile; also its queued data. */
   readonly push: Buffer;
   /** Queues the job when no reply came in time. */
-  standby?: NodeJS.Timeout;
+  readonly standby: NodeJS.Timeout;
   /** Its copy was added to the queue. */
   queued: boolean;
   resolve(result: VerifyResult__Output): void;
@@ -122,8 +122,8 @@ export class VerifyClient {
   }
 
   /**
-   * Sends `job` to the replica (its push, and its queue when the push may be lost) and resolves with its result. Sets `enqueued_at_unix_ms` when the job does
-   * not carry it. Rejects with a VerifyJobError when the replica failed the job or was reported lost (UNAVAILABLE too
+   * Sends `job` to the replica (its push, and its queue when the push may be lost) and resolves with its result. Sets
+   * `enqueued_at_unix_ms` when the job does not carry it. Rejects with a VerifyJobError when the replica failed the job or was reported lost (UNAVAILABLE too
    * when Redis refused the job), and with the signal's reason when aborted, also while Redis is down (the job is
    * removed if it still waits).
    */
@@ -150,21 +150,17 @@ export class VerifyClient {
       reply_channel: this.#replyChannel,
     };
     const push = encodeVerifyPush(sent);
-    let waiter: Waiter | undefined;
     const result = new Promise<VerifyResult__Output>((resolve, reject) => {
-      waiter = { replicaId, replica, push, resolve, reject, queued: false };
+      const standby = setTimeout(() => {
+        this.#queue(jobId)?.catch((error) => this.#retire(jobId)?.reject(unavailable(error)));
+      }, this.#standbyMs).unref();
+      this.#waiting.set(jobId, { replicaId, replica, push, resolve, reject, standby, queued: false });
     });
-    if (waiter) this.#waiting.set(jobId, waiter);
     // An abort or a lost replica may reject this before it is awaited (while the push is on its way).
     result.catch(() => undefined);
     const onAbort = () => this.#retire(jobId)?.reject(signal?.reason as Error);
     signal?.addEventListener("abort", onAbort, { once: true });
     const pushed = this.#pushes.send({ channel: verifyPushChannel(replicaId), message: push });
-    if (waiter) {
-      waiter.standby = setTimeout(() => {
-        this.#queue(jobId)?.catch((error) => this.#retire(jobId)?.reject(unavailable(error)));
-      }, this.#standbyMs).unref();
-    }
     // Redis takes the removals of spent queued copies with this job, in the same wake-up.
     void this.#removeSpent(replicaId);
     try {
@@ -188,7 +184,7 @@ export class VerifyClient {
    */
   async replicaLost(replicaId: string, reason = "its announcement expired"): Promise<number> {
     let lost = 0;
-    for (const [jobId, waiter] of [...this.#waiting]) {
+    for (const [jobId, waiter] of this.#waiting) {
       if (waiter.replicaId !== replicaId) continue;
       this.#retire(jobId);
       waiter.reject(new VerifyJobError("UNAVAILABLE", `replica ${replicaId} is gone (${reason})`));
