@@ -16,9 +16,12 @@ import { quantizeWeights } from "./quantize.ts";
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const PROJECT_ROOT = resolve(HERE, "../..");
 
-/** Where the stories260K checkpoint and its tokenizer are: SPECGATE_MODEL_DATA, else ../shared/models/tinystories-260k. */
+/** The stories260K checkpoint and tokenizer the repository carries, so that a fresh clone builds its models alone. */
+export const BUNDLED_SOURCE_DIR = resolve(PROJECT_ROOT, "model-data/tinystories-260k");
+
+/** Where the stories260K checkpoint and its tokenizer are: SPECGATE_MODEL_DATA, else the bundled copy. */
 export function defaultSourceDir(): string {
-  return process.env.SPECGATE_MODEL_DATA ?? resolve(PROJECT_ROOT, "../shared/models/tinystories-260k");
+  return process.env.SPECGATE_MODEL_DATA ?? BUNDLED_SOURCE_DIR;
 }
 
 export const SOURCE_CHECKPOINT = "stories260K.bin";

@@ -27,7 +27,7 @@ Options:
   -h, --help          show this help
 
 Environment:
-  SPECGATE_MODEL_DATA folder with stories260K.bin and tok512.bin (default ../shared/models/tinystories-260k)
+  SPECGATE_MODEL_DATA folder with stories260K.bin and tok512.bin (default model-data/tinystories-260k)
 
 Models:
 ${RECIPES.map((r) => `  ${r.name.padEnd(24)}${r.summary}`).join("\n")}

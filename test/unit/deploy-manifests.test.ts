@@ -31,9 +31,6 @@ const builds = new Map(
 // ---------------------------------------------------------------------------------------------------------------
 // Image facts
 
-/** Named build contexts the Dockerfile may copy from besides its stages (passed with --build-context). */
-const NAMED_CONTEXTS = new Set(["model-data"]);
-
 function stage(name: string): Stage {
   const found = stages.find((candidate) => candidate.name === name);
   assert.ok(found, `Dockerfile has no stage ${name}`);
@@ -63,7 +60,7 @@ function copiedPaths(stageName: string, seen = new Set<string>()): string[] {
   const own = stage(stageName);
   const copies = own.instructions.filter((i) => i.keyword === "COPY").map(parseCopy);
   const paths = copies.filter((copy) => copy.from === undefined).flatMap((copy) => copy.sources);
-  const fromStages = copies.flatMap((copy) => (copy.from && !NAMED_CONTEXTS.has(copy.from) ? [copy.from] : []));
+  const fromStages = copies.flatMap((copy) => (copy.from ? [copy.from] : []));
   const parent = stages.some((candidate) => candidate.name === own.base) ? [own.base] : [];
   return [...paths, ...[...fromStages, ...parent].flatMap((name) => copiedPaths(name, seen))];
 }
@@ -398,7 +395,7 @@ describe("Dockerfile", () => {
         const copy: Copy = parseCopy(instruction);
         if (copy.from !== undefined) {
           const earlier = stages.slice(0, stages.indexOf(current)).some((s) => s.name === copy.from);
-          assert.ok(earlier || NAMED_CONTEXTS.has(copy.from), `line ${instruction.line}: --from=${copy.from}`);
+          assert.ok(earlier, `line ${instruction.line}: --from=${copy.from} is no earlier stage`);
           continue;
         }
         for (const source of copy.sources) {
@@ -857,10 +854,11 @@ describe("compose stack", () => {
         assert.ok(existsSync(join(deployDir, service.build.context as string, service.build.dockerfile as string)));
         const target = service.build.target as string;
         stage(target);
-        const contexts = (service.build.additional_contexts ?? {}) as Record<string, string>;
-        const needed = copiedFromContexts(target);
-        assert.deepEqual(Object.keys(contexts).sort(), needed, `${name}: named build contexts of ${target}`);
-        for (const path of Object.values(contexts)) assert.ok(existsSync(join(deployDir, path)), `${name}: ${path}`);
+        assert.equal(
+          service.build.additional_contexts,
+          undefined,
+          `${name}: the image builds from the repository alone`,
+        );
       }
       for (const port of (service.ports ?? []) as string[]) assert.match(port, /^127\.0\.0\.1:/, `${name}: ${port}`);
     }
@@ -938,18 +936,3 @@ describe("compose stack", () => {
     }
   });
 });
-
-/** Named build contexts a stage (and the stages it builds on) copies from. */
-function copiedFromContexts(stageName: string): string[] {
-  const names = new Set<string>();
-  let current: Stage | undefined = stage(stageName);
-  while (current !== undefined) {
-    for (const instruction of current.instructions.filter((i) => i.keyword === "COPY")) {
-      const { from } = parseCopy(instruction);
-      if (from !== undefined && NAMED_CONTEXTS.has(from)) names.add(from);
-    }
-    const base: string = current.base;
-    current = stages.find((candidate) => candidate.name === base);
-  }
-  return [...names].sort();
-}

@@ -3,10 +3,9 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { SequenceState } from "../../services/engine/sequence.ts";
 import { Llama2cTokenizer } from "../../services/runtime/tokenizer/llama2c.ts";
+import { modelDataFile } from "../support/model-data.ts";
 
-const tokenizer = Llama2cTokenizer.fromBytes(
-  readFileSync(new URL("../../../shared/models/tinystories-260k/tok512.bin", import.meta.url)),
-);
+const tokenizer = Llama2cTokenizer.fromBytes(readFileSync(modelDataFile("tok512.bin")));
 const EOS = 2;
 const prompt = [1, ...tokenizer.encode("Once upon a time")];
 

@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { LlamaWeights, Matrix } from "../../services/runtime/llama-weights.ts";
 import { parseLlama2c } from "../../services/runtime/llama2c.ts";
-
-const DATA = process.env.SPECGATE_MODEL_DATA ?? join(import.meta.dirname, "../../../shared/models/tinystories-260k");
+import { modelDataFile } from "../support/model-data.ts";
 
 interface Shape {
   dim: number;
@@ -84,8 +82,8 @@ function flatten(w: LlamaWeights): Float32Array[] {
 
 describe("llama2.c checkpoint reader", () => {
   it("reads the legacy and the version 1 stories260K files to identical weights", async () => {
-    const legacy = parseLlama2c(await readFile(join(DATA, "stories260K.bin")));
-    const v1 = parseLlama2c(await readFile(join(DATA, "stories260K.v1.bin")));
+    const legacy = parseLlama2c(await readFile(modelDataFile("stories260K.bin")));
+    const v1 = parseLlama2c(await readFile(modelDataFile("stories260K.v1.bin")));
     assert.equal(legacy.format, "legacy");
     assert.equal(v1.format, "v1");
     assert.deepEqual(legacy.weights.config, v1.weights.config);

@@ -5,11 +5,10 @@ import { HfTokenizer } from "../../services/runtime/tokenizer/hf.ts";
 import { Llama2cTokenizer } from "../../services/runtime/tokenizer/llama2c.ts";
 import { TextStream } from "../../services/runtime/tokenizer/text-stream.ts";
 import type { Tokenizer } from "../../services/runtime/tokenizer/tokenizer.ts";
+import { modelDataFile } from "../support/model-data.ts";
 import { llamaStyleTokenizerConfig, llamaStyleTokenizerJson } from "../support/tokenizer-json.ts";
 
-const llama2c = Llama2cTokenizer.fromBytes(
-  readFileSync(new URL("../../../shared/models/tinystories-260k/tok512.bin", import.meta.url)),
-);
+const llama2c = Llama2cTokenizer.fromBytes(readFileSync(modelDataFile("tok512.bin")));
 const hf = new HfTokenizer(llamaStyleTokenizerJson(), llamaStyleTokenizerConfig);
 
 /** Pushes ids one at a time and returns the deltas, the flush last. */

@@ -3,9 +3,9 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { Llama2cTokenizer } from "../../services/runtime/tokenizer/llama2c.ts";
 import { type MergeVocabulary, mergeByScore } from "../../services/runtime/tokenizer/score-bpe.ts";
+import { modelDataFile } from "../support/model-data.ts";
 
-const TOK512 = "../shared/models/tinystories-260k/tok512.bin";
-const bytes = readFileSync(new URL(`../../${TOK512}`, import.meta.url));
+const bytes = readFileSync(modelDataFile("tok512.bin"));
 const tokenizer = Llama2cTokenizer.fromBytes(bytes);
 
 /** The tokenizer file read independently, for the reference encoder below. */

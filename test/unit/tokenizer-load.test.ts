@@ -3,12 +3,14 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { pathToFileURL } from "node:url";
 import { HfTokenizer } from "../../services/runtime/tokenizer/hf.ts";
 import { Llama2cTokenizer } from "../../services/runtime/tokenizer/llama2c.ts";
 import { loadTokenizer } from "../../services/runtime/tokenizer/load.ts";
+import { modelDataFile } from "../support/model-data.ts";
 import { llamaStyleTokenizerConfig, llamaStyleTokenizerJson } from "../support/tokenizer-json.ts";
 
-const TOK512 = new URL("../../../shared/models/tinystories-260k/tok512.bin", import.meta.url);
+const TOK512 = pathToFileURL(modelDataFile("tok512.bin"));
 
 describe("loadTokenizer", () => {
   const root = mkdtempSync(join(tmpdir(), "specgate-tokenizer-"));
