@@ -28,7 +28,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import { z } from "zod";
-import { startLocalStack } from "../deploy/local-stack.ts";
+import { type LocalStack, startLocalStack } from "../deploy/local-stack.ts";
 import type { RoundTiming__Output } from "../gen/specgate/v1/RoundTiming.ts";
 import type { SpeculationStats__Output } from "../gen/specgate/v1/SpeculationStats.ts";
 import { type GenerateInput, SpecgateClient } from "../sdk/index.ts";
@@ -397,39 +397,14 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
 
 async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][]): Promise<BenchReport> {
   const loadAtStart = round(loadavg()[0], 2);
-  const policy: Pick<GenerateInput, "k" | "k_max"> = args.adaptive
-    ? { k: "adaptive", k_max: args["k-max"] }
-    : { k: args.k };
   const measured = prompts.slice(0, args.prompts);
-  const maxTokens = args["max-tokens"];
   const reference: number[][] = [];
-  for (const prompt of measured) reference.push((await generate(lm, prompt, { maxNewTokens: maxTokens })).tokens);
-
-  let inproc: Record<string, unknown> | undefined;
-  if (!args["no-inproc"]) {
-    progress("in-process benchmark (bench/speculative.ts) on the same prompts, drafters and K");
-    const report = await runInProcess([
-      ...["--target", TARGET, "--prompts", String(args.prompts), "--tokens", String(maxTokens)],
-      ...["--repeats", String(args.repeats), "--drafters", args.drafters.join(","), "--k", String(args.k)],
-      // The stack's draft service runs its models on one thread: the same here, so that c means the same.
-      ...["--k-max", String(args["k-max"]), "--draft-threads", "1"],
-    ]);
-    inproc = report.json;
+  for (const prompt of measured) {
+    reference.push((await generate(lm, prompt, { maxNewTokens: args["max-tokens"] })).tokens);
   }
+  const inproc = args["no-inproc"] ? undefined : await inProcessFigures(args);
 
-  const stackDrafters = args.drafters.map((name) => `${name}=${DRAFTER_MODELS[name] ?? "ngram"}`).join(",");
-  progress(`starting the stack: ${TARGET}, drafters ${stackDrafters}`);
-  const stack = await startLocalStack({
-    pair: "cost-scaled",
-    drafters: stackDrafters,
-    defaultDrafter: args.drafters[0],
-    replicas: 1,
-    gatewayPort: 0,
-    metricsPorts: "free",
-    draftOnVerdict: args["draft-on-verdict"],
-    logLevel: "warn",
-    log: (line) => process.stderr.write(`[stack] ${line}\n`),
-  });
+  const stack = await startStack(args);
   const client = new SpecgateClient({ address: stack.gatewayAddress, retry: { maxAttempts: 1 } });
   // Interrupted (Ctrl-C): the stack's processes live in their own process groups, so stop them before leaving.
   const interrupted = (signal: NodeJS.Signals) => {
@@ -439,189 +414,31 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
   process.once("SIGINT", interrupted);
   process.once("SIGTERM", interrupted);
   try {
-    const configs = [PLAIN, ...args.drafters];
-    const input = (prompt: number[], drafter: string, tag: string): GenerateInput => ({
-      prompt,
-      max_tokens: maxTokens,
-      drafter,
-      ...(drafter === PLAIN ? { k: 0 } : policy),
-      tenant_id: "bench",
-      request_id: tag,
-    });
     const redisPing = await redisPingMs(stack.redisUrl, 200);
     const bullmqFloorMs = await bullmqFloor(stack.redisUrl, 200);
-    progress("warming up");
-    for (const drafter of configs) await streamOnce(client, input(measured[0], drafter, `warm-${drafter}`));
-
-    const runs = new Map<string, Runs>(configs.map((c) => [c, measured.map(() => [])]));
-    // What each process spends, and waits for a core, during the speculative single-stream runs.
-    const redisPids = stack.pids.filter((pid) => !stack.services.some((service) => service.pid === pid));
-    const usage = new UsageMeter(
-      new Map([
-        ...stack.services.map((service): [string, number] => [service.name, service.pid]),
-        ...redisPids.map((pid): [string, number] => ["redis", pid]),
-        ["client", process.pid],
-      ]),
-    );
-    let usageRounds = 0;
-    for (let repeat = 0; repeat < args.repeats; repeat++) {
-      for (const [i, prompt] of measured.entries()) {
-        const line: string[] = [];
-        let plainRate = 0;
-        for (const drafter of configs) {
-          const request = input(prompt, drafter, `r${repeat}-p${i}-${drafter}`);
-          const one = await (drafter === PLAIN
-            ? streamOnce(client, request)
-            : usage.measure(() => streamOnce(client, request)));
-          if (drafter !== PLAIN) usageRounds += one.stats.rounds;
-          runs.get(drafter)?.[i].push(one);
-          const rate = tokensPerS([one]);
-          if (drafter === PLAIN) plainRate = rate;
-          line.push(
-            drafter === PLAIN ? `target-only ${round(rate, 1)} tok/s` : `${drafter} ${round(rate / plainRate, 2)}x`,
-          );
-        }
-        progress(`repeat ${repeat + 1}/${args.repeats} prompt ${i + 1}/${measured.length}: ${line.join(", ")}`);
-      }
-    }
-
-    // Sampling mode moves the draft's distributions over the wire (greedy moves tokens only): their bytes per round.
-    const sampler = args.drafters[0];
-    const sampled: StreamRun[] = [];
-    for (const [i, prompt] of measured.entries()) {
-      sampled.push(
-        await streamOnce(client, { ...input(prompt, sampler, `sampled-p${i}`), ...SAMPLING, seed: 1000 + i }),
-      );
-    }
-    progress(`sampling with ${sampler}: ${round(sum(sampled.map((r) => r.stats.rounds)))} rounds`);
-
-    const drafted = (runs.get(sampler) as Runs).flat().flatMap(decodeRounds);
+    const single = await singleStreamRuns(args, client, stack, measured);
+    const sampled = await samplingRuns(args, client, measured);
+    const drafted = (single.runs.get(args.drafters[0]) as Runs).flat().flatMap(decodeRounds);
     const floor = await hopFloor(
       stack.redisUrl,
-      targetStepMs((runs.get(PLAIN) as Runs).flat()),
+      targetStepMs((single.runs.get(PLAIN) as Runs).flat()),
       sum(drafted.map((t) => t.draft_compute_ms)) / drafted.length,
       100,
     );
     progress(`floor of a round's hops: ${floor.floor_ms_p50} ms`);
+    const sweep = await concurrencySweep(args, client, lm, prompts);
 
-    const streamTokens = args["stream-tokens"];
-    const sweepDrafters = [PLAIN, ...(args["sweep-drafter"] === PLAIN ? [] : [args["sweep-drafter"]])];
-    const ceilings = new Map<number, number[]>(args.streams.map((n) => [n, []]));
-    const bestStepCeilings = new Map<number, number[]>(args.streams.map((n) => [n, []]));
-    type SweepRun = Awaited<ReturnType<typeof concurrentTokensPerS>>;
-    const sweep = new Map<string, Map<number, SweepRun[]>>(
-      sweepDrafters.map((d) => [d, new Map(args.streams.map((n) => [n, []]))]),
-    );
-    for (const n of args.streams) {
-      for (let repeat = 0; repeat < args.repeats; repeat++) {
-        const line: string[] = [];
-        for (const drafter of sweepDrafters) {
-          // The ceiling right before each run, so that both see about the same machine load; after a pause, so that
-          // the stack has finished releasing the last run's sequences.
-          await sleep(SETTLE_MS);
-          const measuredCeiling = await batchedDecode(
-            lm,
-            prompts[0],
-            n,
-            false,
-            ceilingContext(prompts, n, streamTokens),
-          );
-          const ceiling = measuredCeiling.tokensPerS;
-          ceilings.get(n)?.push(ceiling);
-          bestStepCeilings.get(n)?.push(measuredCeiling.bestTokensPerS);
-          const figures = await concurrentTokensPerS(
-            client,
-            prompts,
-            n,
-            streamTokens,
-            drafter,
-            args.k,
-            `s${n}-r${repeat}-${drafter}`,
-          );
-          sweep.get(drafter)?.get(n)?.push(figures);
-          line.push(
-            `ceiling ${round(ceiling, 1)} tok/s, ${drafter === PLAIN ? "plain" : drafter} ${round(figures.tokensPerS, 1)} tok/s (batch ${round(figures.meanBatch, 1)}, target busy ${round(figures.busyShare, 2)})`,
-          );
-        }
-        progress(`${n} streams, repeat ${repeat + 1}/${args.repeats}: ${line.join("; ")}`);
-      }
-    }
-    // Best against best: other work on the machine only ever slows either down.
-    const sweepFigures = (drafter: string) =>
-      Object.fromEntries(
-        [...(sweep.get(drafter) ?? [])].map(([n, runsOfN]): [string, SweepFigures] => {
-          const best = runsOfN.reduce((a, b) => (b.tokensPerS > a.tokensPerS ? b : a));
-          const ceiling = Math.max(...(ceilings.get(n) ?? []));
-          return [
-            String(n),
-            {
-              tokens_per_s: round(best.tokensPerS, 1),
-              tokens_per_s_median: round(spread(runsOfN.map((r) => r.tokensPerS)).median, 1),
-              ceiling_tokens_per_s: round(ceiling, 1),
-              ceiling_tokens_per_s_median: round(spread(ceilings.get(n) ?? []).median, 1),
-              ceiling_best_step_tokens_per_s: round(Math.max(...(bestStepCeilings.get(n) ?? [])), 1),
-              ratio: round(best.tokensPerS / ceiling),
-              mean_batch_size: round(best.meanBatch, 2),
-              target_busy_share: round(best.busyShare),
-              target_compute_tokens_per_s: round(best.computeTokensPerS, 1),
-              round_p50: roundParts(best.rounds),
-            },
-          ];
-        }),
-      );
-
-    const plainRuns = runs.get(PLAIN) as Runs;
+    const plainRuns = single.runs.get(PLAIN) as Runs;
     const plain = fastestRuns(plainRuns);
-    const inprocDrafters = (inproc?.drafters ?? {}) as Record<string, Record<string, unknown>>;
-    const policyName = args.adaptive ? "adaptive" : "fixed";
-    const drafters: Record<string, unknown> = {};
-    for (const name of args.drafters) {
-      const figures = drafterFigures(runs.get(name) as Runs, plainRuns, reference, args.repeats);
-      const own = inprocDrafters[name]?.[policyName] as Record<string, number> | undefined;
-      drafters[name] = {
-        model: DRAFTER_MODELS[name] ?? null,
-        ...figures,
-        inproc: own && {
-          alpha: own.alpha,
-          mean_accepted_per_round: own.mean_accepted_per_round,
-          c: own.c,
-          speedup: own.speedup,
-          ideal_speedup: own.ideal_speedup,
-          efficiency: own.efficiency,
-          identical_output: own.identical_output,
-          tokens_per_s: own.tokens_per_s,
-        },
-        efficiency_vs_inproc: own ? round(figures.efficiency / own.efficiency) : null,
-      };
-    }
-    const sampledStats = sampled.map((r) => r.stats);
-    const sampledRounds = sum(sampledStats.map((s) => s.rounds));
-    const sampledDraftTokens = sum(sampledStats.map((s) => s.draft_tokens));
-    const sampledBytes = sum(sampledStats.map((s) => Number(s.draft_distribution_bytes)));
-    const greedyBytes = sum(
-      args.drafters.flatMap((name) =>
-        (runs.get(name) as Runs).flat().map((r) => Number(r.stats.draft_distribution_bytes)),
-      ),
-    );
-    const draftVocab = resolveModel(DRAFTER_MODELS[sampler] ?? TARGET).config.vocab_size;
-    const samplingWire = {
-      drafter: sampler,
-      ...SAMPLING,
-      rounds: sampledRounds,
-      alpha: round(sampledDraftTokens === 0 ? 0 : sum(sampledStats.map((s) => s.accepted_tokens)) / sampledDraftTokens),
-      draft_distribution_bytes_per_round: round(sampledBytes / sampledRounds, 1),
-      draft_distribution_bytes_per_draft_token: round(sampledBytes / Math.max(1, sampledDraftTokens), 1),
-      /** What a dense float32 q over the draft's vocabulary would take per draft token. */
-      dense_float32_bytes_per_draft_token: draftVocab === undefined ? null : 4 * draftVocab,
-      greedy_draft_distribution_bytes: greedyBytes,
-    };
+    const drafters = drafterReports(args, single.runs, reference, inproc);
+    const samplingWire = samplingWireFigures(args, sampled, single.runs);
     // Speculative rounds only: a target-only round skips the draft hop and would make the path look cheaper.
-    const singleStream = args.drafters.flatMap((name) => (runs.get(name) as Runs).flat().flatMap(decodeRounds));
+    const singleStream = args.drafters.flatMap((name) => (single.runs.get(name) as Runs).flat().flatMap(decodeRounds));
     const overhead = overheadBreakdown(singleStream);
     const json = {
       target: TARGET,
       prompts: measured.length,
-      max_new_tokens: maxTokens,
+      max_new_tokens: args["max-tokens"],
       repeats: args.repeats,
       policy: args.adaptive ? { kind: "adaptive", k_max: args["k-max"] } : { kind: "fixed", k: args.k },
       target_replicas: 1,
@@ -640,7 +457,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
       overhead_definition:
         "per speculative decode round (every drafter; first round excluded), single stream: round wall time at the gateway - draft compute - target compute, as the services report them",
       overhead,
-      process_usage: processUsageFigures(usage, usageRounds),
+      process_usage: processUsageFigures(single.usage, single.usageRounds),
       /** The least a round's hops cost here (bench/hop-floor.ts); the overhead above it is the services' own. */
       hop_floor: floor,
       overhead_above_floor_ms_p50: round(overhead.overhead_ms.p50 - floor.floor_ms_p50),
@@ -651,18 +468,18 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
       concurrency_definition:
         "tokens/s summed over concurrent streams of different tenants, in the window where every stream is past its first round and none has ended, best of the repeats; ceiling: steady batched decode steps (median step) at the same batch size and mean context in this process (bench/runtime.ts batchedDecode), best of the measurements taken right before each run (ceiling_best_step_tokens_per_s: from the fastest step); target_busy_share: share of the decode span the replica spent running batches",
       concurrency_tokens_per_stream: args["stream-tokens"],
-      concurrency: sweepFigures(PLAIN),
+      concurrency: sweep.figures(PLAIN),
       concurrency_speculative:
         args["sweep-drafter"] === PLAIN
           ? null
-          : { drafter: args["sweep-drafter"], k: args.k, by_streams: sweepFigures(args["sweep-drafter"]) },
+          : { drafter: args["sweep-drafter"], k: args.k, by_streams: sweep.figures(args["sweep-drafter"]) },
       inproc: inproc ?? null,
       machine: machineInfo(loadAtStart),
     };
     const summary = [
       `target-only through the gateway: ${json.target_only_tokens_per_s} tok/s (in-process ${json.inproc_target_only_tokens_per_s ?? "-"}); target step ${json.target_step_ms} ms, ${json.target_only_ms_per_token} ms per token through the stack`,
       ...args.drafters.map((name) => {
-        const d = drafters[name] as ReturnType<typeof drafterFigures> & { inproc?: Record<string, number> };
+        const d = drafters[name];
         return `${name}: alpha ${d.alpha}, acc/round ${d.mean_accepted_per_round}, c ${d.c}, S ${d.speedup}, S* ${d.ideal_speedup}, efficiency ${d.efficiency} (in-process ${d.inproc?.efficiency ?? "-"}), identical ${d.identical_output}`;
       }),
       `overhead per round: p50 ${json.overhead_ms_p50} ms, p99 ${json.overhead_ms_p99} ms; p50 parts: queue wait ${overhead.queue_wait_ms.p50}, result return ${overhead.result_return_ms.p50}, draft transport ${overhead.draft_transport_ms.p50}, gateway ${overhead.gateway_ms.p50} ms; empty BullMQ job ${bullmqFloorMs} ms, Redis PING ${redisPing.p50} ms`,
@@ -681,4 +498,233 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
     client.close();
     await stack.stop();
   }
+}
+
+/** The in-process benchmark (bench/speculative.ts) on the same prompts, drafters and K, run by its own code. */
+async function inProcessFigures(args: Args): Promise<Record<string, unknown>> {
+  progress("in-process benchmark (bench/speculative.ts) on the same prompts, drafters and K");
+  const report = await runInProcess([
+    ...["--target", TARGET, "--prompts", String(args.prompts), "--tokens", String(args["max-tokens"])],
+    ...["--repeats", String(args.repeats), "--drafters", args.drafters.join(","), "--k", String(args.k)],
+    // The stack's draft service runs its models on one thread: the same here, so that c means the same.
+    ...["--k-max", String(args["k-max"]), "--draft-threads", "1"],
+  ]);
+  return report.json;
+}
+
+async function startStack(args: Args): Promise<LocalStack> {
+  const stackDrafters = args.drafters.map((name) => `${name}=${DRAFTER_MODELS[name] ?? "ngram"}`).join(",");
+  progress(`starting the stack: ${TARGET}, drafters ${stackDrafters}`);
+  return await startLocalStack({
+    pair: "cost-scaled",
+    drafters: stackDrafters,
+    defaultDrafter: args.drafters[0],
+    replicas: 1,
+    gatewayPort: 0,
+    metricsPorts: "free",
+    draftOnVerdict: args["draft-on-verdict"],
+    logLevel: "warn",
+    log: (line) => process.stderr.write(`[stack] ${line}\n`),
+  });
+}
+
+/** The single-stream request of a prompt through one configuration (PLAIN: K = 0). */
+function streamInput(args: Args, prompt: number[], drafter: string, tag: string): GenerateInput {
+  const policy: Pick<GenerateInput, "k" | "k_max"> = args.adaptive
+    ? { k: "adaptive", k_max: args["k-max"] }
+    : { k: args.k };
+  return {
+    prompt,
+    max_tokens: args["max-tokens"],
+    drafter,
+    ...(drafter === PLAIN ? { k: 0 } : policy),
+    tenant_id: "bench",
+    request_id: tag,
+  };
+}
+
+/**
+ * Every prompt through target-only decoding and each drafter, interleaved prompt by prompt, `repeats` times; with what
+ * each process spends, and waits for a core, during the speculative runs.
+ */
+async function singleStreamRuns(args: Args, client: SpecgateClient, stack: LocalStack, measured: number[][]) {
+  const configs = [PLAIN, ...args.drafters];
+  progress("warming up");
+  for (const drafter of configs) await streamOnce(client, streamInput(args, measured[0], drafter, `warm-${drafter}`));
+
+  const runs = new Map<string, Runs>(configs.map((c) => [c, measured.map(() => [])]));
+  const redisPids = stack.pids.filter((pid) => !stack.services.some((service) => service.pid === pid));
+  const usage = new UsageMeter(
+    new Map([
+      ...stack.services.map((service): [string, number] => [service.name, service.pid]),
+      ...redisPids.map((pid): [string, number] => ["redis", pid]),
+      ["client", process.pid],
+    ]),
+  );
+  let usageRounds = 0;
+  for (let repeat = 0; repeat < args.repeats; repeat++) {
+    for (const [i, prompt] of measured.entries()) {
+      const line: string[] = [];
+      let plainRate = 0;
+      for (const drafter of configs) {
+        const request = streamInput(args, prompt, drafter, `r${repeat}-p${i}-${drafter}`);
+        const one = await (drafter === PLAIN
+          ? streamOnce(client, request)
+          : usage.measure(() => streamOnce(client, request)));
+        if (drafter !== PLAIN) usageRounds += one.stats.rounds;
+        runs.get(drafter)?.[i].push(one);
+        const rate = tokensPerS([one]);
+        if (drafter === PLAIN) plainRate = rate;
+        line.push(
+          drafter === PLAIN ? `target-only ${round(rate, 1)} tok/s` : `${drafter} ${round(rate / plainRate, 2)}x`,
+        );
+      }
+      progress(`repeat ${repeat + 1}/${args.repeats} prompt ${i + 1}/${measured.length}: ${line.join(", ")}`);
+    }
+  }
+  return { runs, usage, usageRounds };
+}
+
+/** Sampling mode with the first drafter: it moves the draft's distributions over the wire (greedy moves tokens only). */
+async function samplingRuns(args: Args, client: SpecgateClient, measured: number[][]): Promise<StreamRun[]> {
+  const sampler = args.drafters[0];
+  const sampled: StreamRun[] = [];
+  for (const [i, prompt] of measured.entries()) {
+    sampled.push(
+      await streamOnce(client, {
+        ...streamInput(args, prompt, sampler, `sampled-p${i}`),
+        ...SAMPLING,
+        seed: 1000 + i,
+      }),
+    );
+  }
+  progress(`sampling with ${sampler}: ${round(sum(sampled.map((r) => r.stats.rounds)))} rounds`);
+  return sampled;
+}
+
+/** Bytes of draft distributions on the wire in sampling mode, per round and per draft token, and in greedy mode. */
+function samplingWireFigures(args: Args, sampled: readonly StreamRun[], runs: Map<string, Runs>) {
+  const sampler = args.drafters[0];
+  const stats = sampled.map((r) => r.stats);
+  const rounds = sum(stats.map((s) => s.rounds));
+  const draftTokens = sum(stats.map((s) => s.draft_tokens));
+  const bytes = sum(stats.map((s) => Number(s.draft_distribution_bytes)));
+  const greedyBytes = sum(
+    args.drafters.flatMap((name) =>
+      (runs.get(name) as Runs).flat().map((r) => Number(r.stats.draft_distribution_bytes)),
+    ),
+  );
+  const draftVocab = resolveModel(DRAFTER_MODELS[sampler] ?? TARGET).config.vocab_size;
+  return {
+    drafter: sampler,
+    ...SAMPLING,
+    rounds,
+    alpha: round(draftTokens === 0 ? 0 : sum(stats.map((s) => s.accepted_tokens)) / draftTokens),
+    draft_distribution_bytes_per_round: round(bytes / rounds, 1),
+    draft_distribution_bytes_per_draft_token: round(bytes / Math.max(1, draftTokens), 1),
+    /** What a dense float32 q over the draft's vocabulary would take per draft token. */
+    dense_float32_bytes_per_draft_token: draftVocab === undefined ? null : 4 * draftVocab,
+    greedy_draft_distribution_bytes: greedyBytes,
+  };
+}
+
+/** Each drafter's figures through the stack, beside the in-process benchmark's own for the same policy. */
+function drafterReports(
+  args: Args,
+  runs: Map<string, Runs>,
+  reference: readonly number[][],
+  inproc: Record<string, unknown> | undefined,
+) {
+  const plainRuns = runs.get(PLAIN) as Runs;
+  const inprocDrafters = (inproc?.drafters ?? {}) as Record<string, Record<string, unknown>>;
+  const policyName = args.adaptive ? "adaptive" : "fixed";
+  return Object.fromEntries(
+    args.drafters.map((name) => {
+      const figures = drafterFigures(runs.get(name) as Runs, plainRuns, reference, args.repeats);
+      const own = inprocDrafters[name]?.[policyName] as Record<string, number> | undefined;
+      const report = {
+        model: DRAFTER_MODELS[name] ?? null,
+        ...figures,
+        inproc: own && {
+          alpha: own.alpha,
+          mean_accepted_per_round: own.mean_accepted_per_round,
+          c: own.c,
+          speedup: own.speedup,
+          ideal_speedup: own.ideal_speedup,
+          efficiency: own.efficiency,
+          identical_output: own.identical_output,
+          tokens_per_s: own.tokens_per_s,
+        },
+        efficiency_vs_inproc: own ? round(figures.efficiency / own.efficiency) : null,
+      };
+      return [name, report];
+    }),
+  );
+}
+
+/**
+ * Aggregate tokens/s at each number of concurrent streams, plain and with the sweep's drafter, each run beside the
+ * target's batched-forward ceiling measured in this process right before it.
+ */
+async function concurrencySweep(args: Args, client: SpecgateClient, lm: OnnxCausalLM, prompts: readonly number[][]) {
+  const streamTokens = args["stream-tokens"];
+  const sweepDrafters = [PLAIN, ...(args["sweep-drafter"] === PLAIN ? [] : [args["sweep-drafter"]])];
+  const ceilings = new Map<number, number[]>(args.streams.map((n) => [n, []]));
+  const bestStepCeilings = new Map<number, number[]>(args.streams.map((n) => [n, []]));
+  type SweepRun = Awaited<ReturnType<typeof concurrentTokensPerS>>;
+  const sweep = new Map<string, Map<number, SweepRun[]>>(
+    sweepDrafters.map((d) => [d, new Map(args.streams.map((n) => [n, []]))]),
+  );
+  for (const n of args.streams) {
+    for (let repeat = 0; repeat < args.repeats; repeat++) {
+      const line: string[] = [];
+      for (const drafter of sweepDrafters) {
+        // The ceiling right before each run, so that both see about the same machine load; after a pause, so that
+        // the stack has finished releasing the last run's sequences.
+        await sleep(SETTLE_MS);
+        const measuredCeiling = await batchedDecode(lm, prompts[0], n, false, ceilingContext(prompts, n, streamTokens));
+        const ceiling = measuredCeiling.tokensPerS;
+        ceilings.get(n)?.push(ceiling);
+        bestStepCeilings.get(n)?.push(measuredCeiling.bestTokensPerS);
+        const figures = await concurrentTokensPerS(
+          client,
+          prompts,
+          n,
+          streamTokens,
+          drafter,
+          args.k,
+          `s${n}-r${repeat}-${drafter}`,
+        );
+        sweep.get(drafter)?.get(n)?.push(figures);
+        line.push(
+          `ceiling ${round(ceiling, 1)} tok/s, ${drafter === PLAIN ? "plain" : drafter} ${round(figures.tokensPerS, 1)} tok/s (batch ${round(figures.meanBatch, 1)}, target busy ${round(figures.busyShare, 2)})`,
+        );
+      }
+      progress(`${n} streams, repeat ${repeat + 1}/${args.repeats}: ${line.join("; ")}`);
+    }
+  }
+  // Best against best: other work on the machine only ever slows either down.
+  const figures = (drafter: string) =>
+    Object.fromEntries(
+      [...(sweep.get(drafter) ?? [])].map(([n, runsOfN]): [string, SweepFigures] => {
+        const best = runsOfN.reduce((a, b) => (b.tokensPerS > a.tokensPerS ? b : a));
+        const ceiling = Math.max(...(ceilings.get(n) ?? []));
+        return [
+          String(n),
+          {
+            tokens_per_s: round(best.tokensPerS, 1),
+            tokens_per_s_median: round(spread(runsOfN.map((r) => r.tokensPerS)).median, 1),
+            ceiling_tokens_per_s: round(ceiling, 1),
+            ceiling_tokens_per_s_median: round(spread(ceilings.get(n) ?? []).median, 1),
+            ceiling_best_step_tokens_per_s: round(Math.max(...(bestStepCeilings.get(n) ?? [])), 1),
+            ratio: round(best.tokensPerS / ceiling),
+            mean_batch_size: round(best.meanBatch, 2),
+            target_busy_share: round(best.busyShare),
+            target_compute_tokens_per_s: round(best.computeTokensPerS, 1),
+            round_p50: roundParts(best.rounds),
+          },
+        ];
+      }),
+    );
+  return { figures };
 }
