@@ -3,7 +3,7 @@
  * stop strings, drafter, K policy, acceptance rule. Every problem is reported at once, each naming its field; the
  * server answers them as INVALID_ARGUMENT. Pure: tokenization and the seed come in as arguments.
  */
-import type { AcceptanceMode__Output } from "../gen/specgate/v1/AcceptanceMode.ts";
+import { AcceptanceMode, type AcceptanceMode__Output } from "../gen/specgate/v1/AcceptanceMode.ts";
 import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
 import type { RelaxedAcceptance__Output } from "../gen/specgate/v1/RelaxedAcceptance.ts";
 import type { KPolicyConfig } from "../services/engine/k-policy.ts";
@@ -11,6 +11,7 @@ import { MAX_SEED } from "../services/engine/rng.ts";
 
 export const NO_DRAFTER = "none";
 const MAX_STOP_STRINGS = 16;
+const ACCEPTANCE_MODES: ReadonlySet<AcceptanceMode__Output> = new Set(Object.values(AcceptanceMode));
 
 export interface ValidationContext {
   /** Target model name (requests may name it or leave `model` empty). */
@@ -157,6 +158,12 @@ export function validateRequest(request: GenerateRequest__Output, ctx: Validatio
   }
   const kPolicy = kPolicyOf(request, drafter, ctx, problems);
   const acceptance = request.speculation?.acceptance ?? "ACCEPTANCE_MODE_UNSPECIFIED";
+  // proto3 keeps enum numbers the schema does not name; they arrive as numbers and must stop here, not at a replica.
+  if (!ACCEPTANCE_MODES.has(acceptance)) {
+    problems.push(
+      `speculation.acceptance ${acceptance} is not an AcceptanceMode; known: ${[...ACCEPTANCE_MODES].join(", ")}`,
+    );
+  }
   const relaxed = relaxedOf(request, problems);
   if (problems.length > 0) throw new InvalidRequestError(problems);
   return {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { before, describe, it } from "node:test";
 import { InvalidRequestError, type ValidationContext, validateRequest } from "../../gateway/validation.ts";
+import type { AcceptanceMode } from "../../gen/specgate/v1/AcceptanceMode.ts";
 import type { GenerateRequest, GenerateRequest__Output } from "../../gen/specgate/v1/GenerateRequest.ts";
 import { messageCodec } from "../../proto/codec.ts";
 import { type GenerateInput, toGenerateRequest } from "../../sdk/request.ts";
@@ -33,9 +34,11 @@ describe("gateway request validation", () => {
     };
   });
 
-  function problems(input: GenerateInput): string {
+  const problems = (input: GenerateInput) => problemsOf(received(input));
+
+  function problemsOf(request: GenerateRequest__Output): string {
     try {
-      validateRequest(received(input), ctx, 1);
+      validateRequest(request, ctx, 1);
     } catch (error) {
       assert.ok(error instanceof InvalidRequestError);
       return error.message;
@@ -133,6 +136,14 @@ describe("gateway request validation", () => {
       problems({ prompt: "hi", acceptance: "lossy-typical", relaxed_epsilon: -1 }),
       /relaxed.epsilon must be >= 0/,
     );
+  });
+
+  it("rejects an acceptance number the enum does not name (proto3 keeps such numbers)", () => {
+    const sent = toGenerateRequest({ prompt: "hi" });
+    const acceptance = 9 as AcceptanceMode;
+    const request = codec.decode(codec.encode({ ...sent, speculation: { ...sent.speculation, acceptance } }));
+    assert.equal(request.speculation?.acceptance, 9, "the number survives the wire");
+    assert.match(problemsOf(request), /speculation.acceptance 9 is not an AcceptanceMode/);
   });
 
   it("reports every problem at once", () => {
