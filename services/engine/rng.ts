@@ -56,11 +56,12 @@ export const MAX_SEED = Number.MAX_SAFE_INTEGER;
 
 /**
  * A uniform double in [0, 1) for the given seed, absolute sequence position and stream. 53 random bits from two
- * output words; positions and seeds are non-negative safe integers.
+ * output words; positions and seeds are non-negative safe integers. `lane` tells apart draws of one position and
+ * stream (the siblings a tree tries at one depth); lane 0 is a chain's draw.
  */
-export function uniform(seed: number, position: number, stream: Stream): number {
+export function uniform(seed: number, position: number, stream: Stream, lane = 0): number {
   const [a, b] = philox4x32(
-    [position >>> 0, Math.floor(position / TWO_32) >>> 0, stream, 0],
+    [position >>> 0, Math.floor(position / TWO_32) >>> 0, stream, lane],
     [seed >>> 0, Math.floor(seed / TWO_32) >>> 0],
   );
   return ((a >>> 5) * 67108864 + (b >>> 6)) / 9007199254740992;

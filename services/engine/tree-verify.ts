@@ -5,7 +5,7 @@
  */
 
 import { argmax } from "../runtime/greedy.ts";
-import { philox4x32, Stream } from "./rng.ts";
+import { Stream, uniform } from "./rng.ts";
 import {
   distribution,
   drawToken,
@@ -70,19 +70,6 @@ export const subtractRejected: RejectionUpdate = (p, q) => {
 };
 
 /**
- * A uniform in [0, 1) keyed by (seed, absolute position, stream, lane). Lane 0 is rng.ts's `uniform` itself; the
- * lane takes Philox's fourth counter word, which `uniform` leaves 0, so that the siblings tried at one position each
- * draw their own number.
- */
-function laneUniform(seed: number, position: number, stream: Stream, lane: number): number {
-  const [a, b] = philox4x32(
-    [position >>> 0, Math.floor(position / 4294967296) >>> 0, stream, lane],
-    [seed >>> 0, Math.floor(seed / 4294967296) >>> 0],
-  );
-  return ((a >>> 5) * 67108864 + (b >>> 6)) / 9007199254740992;
-}
-
-/**
  * Multi-candidate speculative sampling (SpecInfer, Miao et al. 2024, Theorem 4.2): at a node, try its children in
  * node order, accepting child x drawn from q with probability min(1, p(x)/q(x)); after each rejection p ← norm(max(0,
  * p − q)); descend into an accepted child; when all are rejected, or at a leaf, draw the token from what is left of
@@ -107,12 +94,12 @@ export function acceptTreeSpeculative(
   for (let node = ROOT; ; ) {
     const at = position + depthOf(tree, node);
     const p: NodeTarget = { weights: targetDistribution(slotOf(node)), mass: 1 };
-    const trial = tryChildren(tree, node, p, (rank) => laneUniform(seed, at, Stream.accept, rank), onRejection);
+    const trial = tryChildren(tree, node, p, (rank) => uniform(seed, at, Stream.accept, rank), onRejection);
     if ("rest" in trial) {
       return {
         path,
         accepted: path.length,
-        token: drawToken(trial.rest.weights, laneUniform(seed, at, Stream.target, 0)),
+        token: drawToken(trial.rest.weights, uniform(seed, at, Stream.target, 0)),
       };
     }
     path.push(trial.child);
