@@ -5,10 +5,10 @@
 import { access, copyFile, mkdir, rm, writeFile } from "node:fs/promises";
 import { basename, extname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { MODELS_ROOT } from "../runtime/model-files.ts";
 import { readLlama2c } from "./llama2c.ts";
 import { modelCost } from "./model-cost.ts";
 import { writeModelDir } from "./model-dir.ts";
-import { MODELS_ROOT } from "./model-files.ts";
 import { type BuildEvent, buildModels, defaultSourceDir, RECIPES, TOKENIZER_FILE } from "./models-build.ts";
 import { type PullResult, pull } from "./pull.ts";
 
