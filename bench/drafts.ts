@@ -11,16 +11,16 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { costScale } from "../services/runtime/cost-scale.ts";
+import { costScale } from "../services/model-builder/cost-scale.ts";
+import { earlyExit, type LlamaWeights } from "../services/model-builder/llama-weights.ts";
+import { readLlama2c } from "../services/model-builder/llama2c.ts";
+import { writeModelDir } from "../services/model-builder/model-dir.ts";
+import { DRAFT_11M, defaultSourceDir, RECIPES, SOURCE_CHECKPOINT } from "../services/model-builder/models-build.ts";
+import { type QuantizeOptions, quantizeWeights } from "../services/model-builder/quantize.ts";
+import { uniform } from "../services/model-builder/random-llama.ts";
 import { argmax, greedyDecode } from "../services/runtime/greedy.ts";
-import { earlyExit, type LlamaWeights } from "../services/runtime/llama-weights.ts";
-import { readLlama2c } from "../services/runtime/llama2c.ts";
-import { writeModelDir } from "../services/runtime/model-dir.ts";
 import { MODELS_ROOT } from "../services/runtime/model-files.ts";
-import { DRAFT_11M, defaultSourceDir, RECIPES, SOURCE_CHECKPOINT } from "../services/runtime/models-build.ts";
 import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
-import { type QuantizeOptions, quantizeWeights } from "../services/runtime/quantize.ts";
-import { uniform } from "../services/runtime/random-llama.ts";
 import { quantile, round } from "./stats.ts";
 
 const { values: args } = parseArgs({

@@ -17,8 +17,8 @@ import { GATEWAY_SETTINGS, type GatewayConfig } from "../gateway/config.ts";
 import { type ConfigOf, loadConfig, type Settings, settingsHelp } from "../services/config/settings.ts";
 import { DRAFT_SETTINGS } from "../services/draft/config.ts";
 import { parseDrafterSpecs } from "../services/draft/drafters.ts";
+import { RECIPES } from "../services/model-builder/models-build.ts";
 import { MODELS_ROOT, resolveModel } from "../services/runtime/model-files.ts";
-import { RECIPES } from "../services/runtime/models-build.ts";
 import { TARGET_SETTINGS } from "../services/target/config.ts";
 import { telemetryPlan } from "../services/telemetry/telemetry-plan.ts";
 import { freePort } from "./free-port.ts";
@@ -178,7 +178,7 @@ async function ensureModels(names: readonly string[], log: (line: string) => voi
   log(`[stack] building missing models: ${missing.join(", ")}`);
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", "services/runtime/models-cli.ts", ...missing.flatMap((name) => ["--only", name])],
+    ["--import", "tsx", "services/model-builder/models-cli.ts", ...missing.flatMap((name) => ["--only", name])],
     { cwd: PROJECT_ROOT, stdio: ["ignore", "pipe", "pipe"] },
   );
   for (const stream of [child.stdout, child.stderr]) {

@@ -9,13 +9,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
+import { defaultSourceDir } from "../../services/model-builder/models-build.ts";
 import { greedyDecode } from "../../services/runtime/greedy.ts";
-import { defaultSourceDir } from "../../services/runtime/models-build.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import { loadTokenizer } from "../../services/runtime/tokenizer/load.ts";
 
 const run = promisify(execFile);
-const CLI = join(import.meta.dirname, "../../services/runtime/models-cli.ts");
+const CLI = join(import.meta.dirname, "../../services/model-builder/models-cli.ts");
 const FILES: Record<string, Buffer> = {
   "/ckpt/stories260K.v1.bin": readFileSync(join(defaultSourceDir(), "stories260K.v1.bin")),
   "/ckpt/tok512.bin": readFileSync(join(defaultSourceDir(), "tok512.bin")),

@@ -2,7 +2,7 @@
  * A plain, slow Llama forward pass in float64 over `LlamaWeights` (Hugging Face conventions: rotate_half RoPE, query
  * head h reads kv head floor(h / group)), written independently of the ONNX graph so tests can check the graph.
  */
-import { isQuantized, type Linear, type LlamaWeights } from "../../services/runtime/llama-weights.ts";
+import { isQuantized, type Linear, type LlamaWeights } from "../../services/model-builder/llama-weights.ts";
 
 function matVec(w: Linear, x: Float64Array): Float64Array {
   if (isQuantized(w)) throw new Error("reference forward takes dense weights");

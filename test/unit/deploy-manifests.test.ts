@@ -72,7 +72,7 @@ function imageHolds(stageName: string, file: string): boolean {
 /** Models the `models` stage builds into the seeding image (its models-cli `--only` list). */
 function seededModels(): Set<string> {
   const run = stage("models").instructions.find((i) => i.keyword === "RUN" && i.args.includes("models-cli.ts"));
-  assert.ok(run, "the models stage runs services/runtime/models-cli.ts");
+  assert.ok(run, "the models stage runs services/model-builder/models-cli.ts");
   return new Set([...run.args.matchAll(/--only\s+(\S+)/g)].map((match) => match[1]));
 }
 

@@ -4,11 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { InferenceSession, Tensor } from "onnxruntime-node";
-import { costScale, MASKED_LOGIT } from "../../services/runtime/cost-scale.ts";
-import { earlyExit, type LlamaWeights } from "../../services/runtime/llama-weights.ts";
-import { MODEL_FILE, writeModelDir } from "../../services/runtime/model-dir.ts";
-import { quantizeWeights } from "../../services/runtime/quantize.ts";
-import { buildRandomLlama, randomLlamaWeights } from "../../services/runtime/random-llama.ts";
+import { costScale, MASKED_LOGIT } from "../../services/model-builder/cost-scale.ts";
+import { earlyExit, type LlamaWeights } from "../../services/model-builder/llama-weights.ts";
+import { MODEL_FILE, writeModelDir } from "../../services/model-builder/model-dir.ts";
+import { quantizeWeights } from "../../services/model-builder/quantize.ts";
+import { buildRandomLlama, randomLlamaWeights } from "../../services/model-builder/random-llama.ts";
 import { referenceLogits } from "../support/llama-reference.ts";
 
 interface Row {

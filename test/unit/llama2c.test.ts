@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { describe, it } from "node:test";
-import type { LlamaWeights, Matrix } from "../../services/runtime/llama-weights.ts";
-import { parseLlama2c } from "../../services/runtime/llama2c.ts";
+import type { LlamaWeights, Matrix } from "../../services/model-builder/llama-weights.ts";
+import { parseLlama2c } from "../../services/model-builder/llama2c.ts";
 import { modelDataFile } from "../support/model-data.ts";
 
 interface Shape {

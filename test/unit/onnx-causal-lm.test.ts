@@ -3,12 +3,12 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { buildLlamaGraph, OPSET } from "../../services/model-builder/llama-graph.ts";
+import { toHfConfig } from "../../services/model-builder/model-config.ts";
+import { serializeModel } from "../../services/model-builder/onnx-graph.ts";
+import { buildRandomLlama, randomLlamaWeights } from "../../services/model-builder/random-llama.ts";
 import type { ForwardRequest } from "../../services/runtime/causal-lm.ts";
-import { buildLlamaGraph, OPSET } from "../../services/runtime/llama-graph.ts";
-import { toHfConfig } from "../../services/runtime/model-config.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
-import { serializeModel } from "../../services/runtime/onnx-graph.ts";
-import { buildRandomLlama, randomLlamaWeights } from "../../services/runtime/random-llama.ts";
 import { CacheCapacityError, ContextLengthError } from "../../services/runtime/runtime-errors.ts";
 
 const TOLERANCE = 1e-4;

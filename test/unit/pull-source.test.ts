@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { resolveSource } from "../../services/runtime/pull-source.ts";
+import { resolveSource } from "../../services/model-builder/pull-source.ts";
 
 const HUB = "http://hub.test/";
 

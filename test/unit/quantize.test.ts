@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { Matrix } from "../../services/runtime/llama-weights.ts";
-import { dequantizeMatrix, quantizeMatrix, quantizeWeights } from "../../services/runtime/quantize.ts";
-import { randomLlamaWeights } from "../../services/runtime/random-llama.ts";
+import type { Matrix } from "../../services/model-builder/llama-weights.ts";
+import { dequantizeMatrix, quantizeMatrix, quantizeWeights } from "../../services/model-builder/quantize.ts";
+import { randomLlamaWeights } from "../../services/model-builder/random-llama.ts";
 
 function randomMatrix(rows: number, cols: number, seed: number): Matrix {
   let s = seed;

@@ -7,6 +7,9 @@
 import { type MergeVocabulary, mergeByScore } from "./score-bpe.ts";
 import type { EncodeOptions, Tokenizer } from "./tokenizer.ts";
 
+/** Name of a llama2.c tokenizer inside a model directory (where `loadTokenizer` looks for one). */
+export const LLAMA2C_TOKENIZER_FILE = "tokenizer.bin";
+
 const UNK_ID = 0;
 const BOS_ID = 1;
 const EOS_ID = 2;

@@ -2,7 +2,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { HfTokenizer, type HfTokenizerConfig } from "./hf.ts";
-import { Llama2cTokenizer } from "./llama2c.ts";
+import { LLAMA2C_TOKENIZER_FILE, Llama2cTokenizer } from "./llama2c.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 async function readIfPresent(path: string): Promise<Buffer | undefined> {
@@ -37,7 +37,7 @@ export async function loadTokenizer(modelDir: string): Promise<Tokenizer> {
     const parsedConfig = config === undefined ? {} : (parseJson(config, configPath) as HfTokenizerConfig);
     return new HfTokenizer(parseJson(json, jsonPath), parsedConfig, jsonPath);
   }
-  const binPath = join(modelDir, "tokenizer.bin");
+  const binPath = join(modelDir, LLAMA2C_TOKENIZER_FILE);
   const bin = await readIfPresent(binPath);
   if (bin !== undefined) return Llama2cTokenizer.fromBytes(bin, binPath);
   throw new Error(`no tokenizer in ${modelDir}: expected tokenizer.json (Hugging Face) or tokenizer.bin (llama2.c)`);

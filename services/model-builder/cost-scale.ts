@@ -1,6 +1,7 @@
 /**
- * Cost scaling (design.md §3): embeds a model in larger Llama shapes with zeros so that the big model computes the
- * same function, while its weight bytes and FLOPs per token are those of a real model of that size.
+ * Cost scaling: embeds a model in larger Llama shapes with zeros so that the big model computes the same function,
+ * while its weight bytes and FLOPs per token are those of a real model of that size. stories260K alone is too small to
+ * show what serving a real model costs; padded, it keeps its exact outputs and gains a real model's cost.
  *
  * - Residual width D -> D': the extra dims stay 0 everywhere. RMSNorm then divides by a mean over D' values, so
  *   eps' = eps·D/D' and norm weights are scaled by sqrt(D/D'), which makes every normalised value exact.

@@ -5,11 +5,12 @@
 import { access, copyFile, mkdir, rm, writeFile } from "node:fs/promises";
 import { basename, extname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { MODELS_ROOT } from "../runtime/model-files.ts";
+import { LLAMA2C_TOKENIZER_FILE } from "../runtime/tokenizer/llama2c.ts";
 import { readLlama2c } from "./llama2c.ts";
 import { modelCost } from "./model-cost.ts";
 import { writeModelDir } from "./model-dir.ts";
-import { MODELS_ROOT } from "./model-files.ts";
-import { type BuildEvent, buildModels, defaultSourceDir, RECIPES, TOKENIZER_FILE } from "./models-build.ts";
+import { type BuildEvent, buildModels, defaultSourceDir, RECIPES } from "./models-build.ts";
 import { type PullResult, pull } from "./pull.ts";
 
 const HELP = `Usage: npm run models [-- options]
@@ -110,7 +111,7 @@ async function pullAndConvert(
     const tokenizerPath = isUrlOrHub
       ? (await pull(options.tokenizer, downloads, { onProgress: pullProgress(options.tokenizer) })).path
       : local;
-    await copyFile(tokenizerPath, join(dir, TOKENIZER_FILE));
+    await copyFile(tokenizerPath, join(dir, LLAMA2C_TOKENIZER_FILE));
   } else {
     process.stderr.write(`models: no --tokenizer given; ${dir} works with token ids only\n`);
   }

@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import { chmod, copyFile, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { LLAMA2C_TOKENIZER_FILE } from "../runtime/tokenizer/llama2c.ts";
 import { costScale, type LlamaShape, STORIES_110M } from "./cost-scale.ts";
 import { earlyExit, type LlamaWeights } from "./llama-weights.ts";
 import { readLlama2c } from "./llama2c.ts";
@@ -26,8 +27,6 @@ export function defaultSourceDir(): string {
 
 export const SOURCE_CHECKPOINT = "stories260K.bin";
 export const SOURCE_TOKENIZER = "tok512.bin";
-/** Name of the tokenizer inside every built model directory. */
-export const TOKENIZER_FILE = "tokenizer.bin";
 export const STAMP_FILE = "specgate-build.json";
 
 /** Shapes of the optional cost-scaled draft: about a tenth of the 110M target's parameters and FLOPs per token. */
@@ -228,8 +227,8 @@ export async function buildModels(options: BuildOptions): Promise<string[]> {
       },
       onProgress,
     );
-    await copyFile(tokenizerPath, join(staging, TOKENIZER_FILE));
-    await chmod(join(staging, TOKENIZER_FILE), 0o644); // the shared source is read-only
+    await copyFile(tokenizerPath, join(staging, LLAMA2C_TOKENIZER_FILE));
+    await chmod(join(staging, LLAMA2C_TOKENIZER_FILE), 0o644); // the shared source is read-only
     await writeFile(join(staging, STAMP_FILE), `${JSON.stringify(stamp, null, 2)}\n`);
     await rm(dir, { recursive: true, force: true });
     await rename(staging, dir);
