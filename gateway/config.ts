@@ -14,7 +14,7 @@ import {
 } from "../services/config/settings.ts";
 import { isLoopbackHost } from "../services/grpc/loopback.ts";
 import type { ServerTlsFiles } from "../services/grpc/server.ts";
-import { DEFAULT_STANDBY_MS } from "../services/target/verify-client.ts";
+import { DEFAULT_STANDBY_MS } from "../services/replica-link/verify-client.ts";
 
 const integer = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
 

@@ -11,18 +11,18 @@ import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
 import { QUEUE_PREFIX, queueConnection, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
 import { drain as drainServer } from "../grpc/server.ts";
+import { announceReplica } from "../replica-link/announcements.ts";
+import { publisher } from "../replica-link/turn-batch.ts";
+import { PUSHES_CONNECTION_NAME, VerifyIntake } from "../replica-link/verify-intake.ts";
+import { startVerifyWorker } from "../replica-link/verify-worker.ts";
 import { resolveModel } from "../runtime/model-files.ts";
 import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
 import { MicroBatcher } from "./batcher.ts";
 import type { TargetConfig } from "./config.ts";
-import { announceReplica } from "./replica.ts";
 import { ReplicaStats } from "./replica-stats.ts";
 import { SequenceCache } from "./sequence-cache.ts";
 import { setServing, startTargetServer } from "./server.ts";
-import { publisher } from "./turn-batch.ts";
-import { PUSHES_CONNECTION_NAME, VerifyIntake } from "./verify-intake.ts";
 import { VerifyRound } from "./verify-round.ts";
-import { startVerifyWorker } from "./worker.ts";
 
 export interface TargetReplica {
   readonly replicaId: string;

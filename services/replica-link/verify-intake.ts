@@ -1,8 +1,8 @@
 /**
  * Where a replica takes verify jobs in. The gateway publishes each job on the replica's push channel, which reaches
- * the replica in one Redis hop, and adds it to the replica's BullMQ queue (taken by worker.ts) only when the push may
- * be lost: nobody heard it, or no reply came in time. Whichever copy arrives first goes to the micro-batcher, the
- * other joins it by job id, so a job is verified once. The moment its batch ends the outcome is
+ * the replica in one Redis hop, and adds it to the replica's BullMQ queue (taken by verify-worker.ts) only when the
+ * push may be lost: nobody heard it, or no reply came in time. Whichever copy arrives first goes to the micro-batcher,
+ * the other joins it by job id, so a job is verified once. The moment its batch ends the outcome is
  * published on the job's reply channel: replica → Redis → gateway; and, when the job names the draft service's verdict
  * channel, the round's DraftVerdict there (replica → Redis → draft), so the next draft starts without waiting for the
  * gateway. A copy that arrives after the outcome was published publishes it again: the gateway pushed the job again or
@@ -20,9 +20,9 @@ import {
   encodeVerifyReply,
   verifyPushChannel,
 } from "../../proto/verify-queue.ts";
-import type { MicroBatcher } from "./batcher.ts";
+import type { MicroBatcher } from "../target/batcher.ts";
+import { checkAdmission, nowUnixMs } from "../target/verify-job.ts";
 import { VerifyJobError } from "./verify-errors.ts";
-import { checkAdmission, nowUnixMs } from "./verify-job.ts";
 
 export interface VerifyIntakeOptions {
   readonly batcher: MicroBatcher<VerifyJob__Output, VerifyResult>;
