@@ -33,8 +33,8 @@ import {
   verifyQueueName,
   verifyReplyChannel,
 } from "../../proto/verify-queue.ts";
-import { nowUnixMs } from "../target/verify-job.ts";
 import { abortable } from "./abortable.ts";
+import { nowUnixMs } from "./clock.ts";
 import { type Publication, publisher, TurnBatch } from "./turn-batch.ts";
 import { parseVerifyFailure, VerifyJobError } from "./verify-errors.ts";
 

@@ -20,13 +20,11 @@ import {
   encodeVerifyReply,
   verifyPushChannel,
 } from "../../proto/verify-queue.ts";
-import type { MicroBatcher } from "../target/batcher.ts";
-import { checkAdmission, nowUnixMs } from "../target/verify-job.ts";
-import { VerifyJobError } from "./verify-errors.ts";
+import { asVerifyJobError } from "./verify-errors.ts";
 
 export interface VerifyIntakeOptions {
-  readonly batcher: MicroBatcher<VerifyJob__Output, VerifyResult>;
-  readonly modelName: string;
+  /** The replica's verification of a job (its own checks, then its batch); what it throws fails the job. */
+  readonly verify: (job: VerifyJob__Output) => Promise<VerifyResult>;
   /** Publishes a reply (the replica's Redis connection); its failures are reported to `onPublishError`. */
   readonly publish: (channel: string, message: Buffer) => Promise<unknown>;
   readonly onPublishError: (error: unknown) => void;
@@ -39,12 +37,6 @@ const DEFAULT_MEMORY_MS = 30_000;
 
 /** Redis client name of a replica's connection subscribed to its push channel (CLIENT LIST shows it). */
 export const PUSHES_CONNECTION_NAME = "specgate-verify-push";
-
-/** The job's failure as a VerifyJobError (what the gateway reads back from the reply or the failedReason). */
-export function asVerifyJobError(error: unknown): VerifyJobError {
-  if (error instanceof VerifyJobError) return error;
-  return new VerifyJobError("UNAVAILABLE", error instanceof Error ? error.message : String(error));
-}
 
 export interface IntakeCounters {
   /** Jobs first taken from their queued copy. */
@@ -82,7 +74,7 @@ export class VerifyIntake {
 
   /**
    * The outcome of the job with this id: the one already under way when the other copy of the job arrived first,
-   * otherwise the job is checked (model, deadline) and handed to the batcher. Rejects with a VerifyJobError.
+   * otherwise the job goes to `verify`. Rejects with a VerifyJobError.
    */
   take(jobId: string, job: VerifyJob__Output, copy: JobCopy): Promise<VerifyResult> {
     const known = this.taken(jobId, copy);
@@ -155,8 +147,7 @@ export class VerifyIntake {
 
   async #verify(job: VerifyJob__Output): Promise<VerifyResult> {
     try {
-      checkAdmission(job, this.options.modelName, nowUnixMs());
-      return await this.options.batcher.submit(job);
+      return await this.options.verify(job);
     } catch (error) {
       throw asVerifyJobError(error);
     }

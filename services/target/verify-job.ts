@@ -107,8 +107,3 @@ export function checkAdmission(job: VerifyJob__Output, modelName: string, nowUni
     );
   }
 }
-
-/** Wall-clock epoch milliseconds with sub-millisecond resolution (queue waits are compared across processes). */
-export function nowUnixMs(): number {
-  return performance.timeOrigin + performance.now();
-}
