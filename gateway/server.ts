@@ -25,7 +25,7 @@ import { identifyCall } from "./authentication.ts";
 import { type GatewayConfig, gatewayTlsFiles, parseDrafterListing, plaintextExposureWarning } from "./config.ts";
 import { DraftLink } from "./draft-link.ts";
 import { type Delta, type GenerationServices, type Outcome, runGeneration } from "./generation.ts";
-import { NoReplicaError, ReplicaRouter } from "./replicas.ts";
+import { NoReplicaError, ReplicaRouter } from "./replica-router.ts";
 import type { ServedModel } from "./served-model.ts";
 import { InvalidRequestError, NO_DRAFTER, type ValidationContext, validateRequest } from "./validation.ts";
 
