@@ -1,15 +1,13 @@
 /**
- * API keys, each bound to one tenant. The gateway is configured with SHA-256 hashes of keys only, one
- * `TENANT:SHA256HEX` per line: a key is 32 random bytes, so an unsalted fast hash is as hard to invert as the key is
- * to guess, and a leaked keys file lets nobody in. A presented key is hashed and compared with every configured hash in
- * constant time (no early exit), so timing tells a caller nothing about how close a guess was.
+ * The API keys a gateway accepts, each bound to one tenant, configured as SHA-256 hashes of keys only, one
+ * `TENANT:SHA256HEX` per line (sdk/api-key.ts says why a hash suffices and mints the keys). A presented key is hashed
+ * and compared with every configured hash in constant time (no early exit), so timing tells a caller nothing about how
+ * close a guess was.
  */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { API_KEY_PREFIX, checkTenant, hashApiKey } from "../sdk/api-key.ts";
 
-/** Marks specgate keys, so one pasted where a hash belongs is recognised (and never echoed in an error). */
-export const API_KEY_PREFIX = "sg_";
-const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const HASH = /^[0-9a-f]{64}$/;
 
 export interface ApiKeyEntry {
@@ -21,29 +19,6 @@ export interface ApiKeyEntry {
 export type Authentication =
   | { readonly ok: true; readonly tenant: string }
   | { readonly ok: false; readonly message: string };
-
-/** A new random key (`sg_` + 32 random bytes, base64url). */
-export function newApiKey(): string {
-  return `${API_KEY_PREFIX}${randomBytes(32).toString("base64url")}`;
-}
-
-export function hashApiKey(key: string): Buffer {
-  return createHash("sha256").update(key, "utf8").digest();
-}
-
-/** The keys-file line of a key: `TENANT:SHA256HEX`. */
-export function apiKeyLine(tenant: string, key: string): string {
-  checkTenant(tenant);
-  return `${tenant}:${hashApiKey(key).toString("hex")}`;
-}
-
-function checkTenant(tenant: string): void {
-  if (!TENANT.test(tenant)) {
-    throw new TypeError(
-      `tenant "${tenant}" is not a valid name: 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit`,
-    );
-  }
-}
 
 /**
  * Parses `TENANT:SHA256HEX` entries, one per line (commas also separate, for an environment variable); blank lines and

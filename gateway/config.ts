@@ -4,6 +4,7 @@
  * thing everywhere, so the local stack sets each once.
  */
 import { z } from "zod";
+import { isLoopbackHost } from "../sdk/loopback.ts";
 import {
   type ConfigOf,
   LOG_LEVEL_SETTING,
@@ -12,9 +13,8 @@ import {
   type Settings,
   settingsHelp,
 } from "../services/config/settings.ts";
-import { isLoopbackHost } from "../services/grpc/loopback.ts";
 import type { ServerTlsFiles } from "../services/grpc/server.ts";
-import { DEFAULT_STANDBY_MS } from "../services/target/verify-client.ts";
+import { DEFAULT_STANDBY_MS } from "../services/replica-link/verify-client.ts";
 
 const integer = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
 

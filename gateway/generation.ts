@@ -20,7 +20,7 @@ import { emptyStats, recordRound } from "../services/engine/stats.ts";
 import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
 import { injectIntoCarrier, type RequestTrace } from "../services/telemetry/index.ts";
 import type { DraftLink } from "./draft-link.ts";
-import type { ReplicaRouter } from "./replicas.ts";
+import type { ReplicaRouter } from "./replica-router.ts";
 import { NO_DRAFTER, type ValidRequest } from "./validation.ts";
 
 export interface TargetModel {

@@ -1,14 +1,18 @@
 /**
- * SamplingParams (common.proto) read into the engine's shape (services/engine/sampling.ts), with the checks the
- * contract documents. Every service that receives sampling parameters (gateway, draft, target) reads them here, so the
- * draft's q and the target's p are shaped from the same numbers. Pure, no I/O.
+ * SamplingParams (common.proto) read into the shape the engine samples with, with the checks the contract documents.
+ * The draft service and the target read them here, so the draft's q and the target's p are shaped from the same
+ * numbers. Pure, no I/O. The shape is spelled out rather than imported from the engine (as draft-distribution.ts does
+ * for distributions): the contract layer depends on no service, and the services that hand it to the engine are where
+ * the compiler checks the two against each other.
  */
 import type { SamplingParams__Output } from "../gen/specgate/v1/SamplingParams.ts";
-import { MAX_SEED } from "../services/engine/rng.ts";
-import type { SamplingParams as EngineSamplingParams } from "../services/engine/sampling.ts";
 
-/** The sampling parameters with the seed every internal message carries. */
-export interface SeededSampling extends EngineSamplingParams {
+/** The engine's sampling parameters (services/engine/sampling.ts) with the seed every internal message carries. */
+export interface SeededSampling {
+  /** 0 means greedy. */
+  readonly temperature: number;
+  readonly topK?: number;
+  readonly topP?: number;
   readonly seed: number;
 }
 
@@ -29,7 +33,8 @@ export function seededSamplingFromWire(wire: SamplingParams__Output | null | und
     throw new RangeError(`sampling.top_p must lie in (0, 1], got ${topP}`);
   }
   if (seed === undefined) throw new RangeError("sampling.seed must be set");
-  if (!(Number.isSafeInteger(seed) && seed >= 0 && seed <= MAX_SEED)) {
+  // The safe integers: every seed the engine keeps exactly (rng.ts MAX_SEED).
+  if (!(Number.isSafeInteger(seed) && seed >= 0)) {
     throw new RangeError(`sampling.seed must be an integer in [0, 2^53 - 1], got ${seed}`);
   }
   return {

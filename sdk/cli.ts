@@ -5,9 +5,9 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { apiKeyLine, newApiKey } from "../gateway/api-keys.ts";
 import type { GenerateEnd__Output } from "../gen/specgate/v1/GenerateEnd.ts";
 import type { GenerateResponse__Output } from "../gen/specgate/v1/GenerateResponse.ts";
+import { apiKeyLine, newApiKey } from "./api-key.ts";
 import { type ClientOptions, DEFAULT_ADDRESS, SpecgateClient } from "./client.ts";
 import { SpecgateError } from "./errors.ts";
 import { ACCEPTANCE_NAMES, type AcceptanceName, type GenerateInput } from "./request.ts";

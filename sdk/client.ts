@@ -19,8 +19,8 @@ import type { GenerateResponse__Output } from "../gen/specgate/v1/GenerateRespon
 import type { ListModelsResponse__Output } from "../gen/specgate/v1/ListModelsResponse.ts";
 import type { TokenDelta__Output } from "../gen/specgate/v1/TokenDelta.ts";
 import { GatewayClient } from "../proto/load.ts";
-import { isLoopbackHost } from "../services/grpc/loopback.ts";
 import { SpecgateError, toSpecgateError } from "./errors.ts";
+import { isLoopbackHost } from "./loopback.ts";
 import { type GenerateInput, toGenerateRequest } from "./request.ts";
 import { backoffDelayMs, DEFAULT_RETRY, type RetryOptions, sleep } from "./retry.ts";
 

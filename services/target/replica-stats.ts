@@ -1,8 +1,8 @@
 /** The replica's counters since start, fed by the batch reports of verify-round.ts and read by the Stats RPC. */
 import type { TargetStats } from "../../gen/specgate/v1/TargetStats.ts";
+import { VerifyJobError } from "../replica-link/verify-errors.ts";
+import type { IntakeCounters } from "../replica-link/verify-intake.ts";
 import type { SequenceCache } from "./sequence-cache.ts";
-import { VerifyJobError } from "./verify-errors.ts";
-import type { IntakeCounters } from "./verify-intake.ts";
 import type { BatchReport } from "./verify-round.ts";
 
 export class ReplicaStats {

@@ -11,18 +11,20 @@ import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
 import { QUEUE_PREFIX, queueConnection, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
 import { drain as drainServer } from "../grpc/server.ts";
+import { announceReplica } from "../replica-link/announcements.ts";
+import { nowUnixMs } from "../replica-link/clock.ts";
+import { publisher } from "../replica-link/turn-batch.ts";
+import { PUSHES_CONNECTION_NAME, VerifyIntake } from "../replica-link/verify-intake.ts";
+import { startVerifyWorker } from "../replica-link/verify-worker.ts";
 import { resolveModel } from "../runtime/model-files.ts";
 import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
 import { MicroBatcher } from "./batcher.ts";
 import type { TargetConfig } from "./config.ts";
-import { announceReplica } from "./replica.ts";
 import { ReplicaStats } from "./replica-stats.ts";
 import { SequenceCache } from "./sequence-cache.ts";
 import { setServing, startTargetServer } from "./server.ts";
-import { publisher } from "./turn-batch.ts";
-import { PUSHES_CONNECTION_NAME, VerifyIntake } from "./verify-intake.ts";
+import { checkAdmission } from "./verify-job.ts";
 import { VerifyRound } from "./verify-round.ts";
-import { startVerifyWorker } from "./worker.ts";
 
 export interface TargetReplica {
   readonly replicaId: string;
@@ -99,8 +101,10 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 }).on("error", redisError);
   const replies = publisher(redis);
   const intake = new VerifyIntake({
-    batcher,
-    modelName,
+    verify(job) {
+      checkAdmission(job, modelName, nowUnixMs());
+      return batcher.submit(job);
+    },
     publish: (channel, message) => replies.send({ channel, message }),
     onPublishError: (error) =>
       log.warn(

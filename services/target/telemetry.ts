@@ -3,9 +3,10 @@
  * every round it served, per-job spans in their requests' traces, batch size, duration and queue waits, jobs waiting,
  * target KV cache bytes and evictions.
  */
+
+import { VerifyJobError } from "../replica-link/verify-errors.ts";
 import { type SpecgateMetrics, startVerifyBatch, type VerifyJobOutcome } from "../telemetry/index.ts";
 import type { TargetReplica } from "./target-replica.ts";
-import { VerifyJobError } from "./verify-errors.ts";
 
 export function instrumentReplica(replica: TargetReplica, metrics: SpecgateMetrics): void {
   const id = replica.replicaId;

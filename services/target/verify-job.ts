@@ -9,8 +9,8 @@ import { seededSamplingFromWire } from "../../proto/sampling-params.ts";
 import type { SparseDistribution } from "../engine/sampling.ts";
 import type { VerifyJob as EngineVerifyJob } from "../engine/target-verifier.ts";
 import type { AcceptanceMode } from "../engine/verify.ts";
+import { VerifyJobError } from "../replica-link/verify-errors.ts";
 import type { ModelInfo } from "../runtime/causal-lm.ts";
-import { VerifyJobError } from "./verify-errors.ts";
 
 /** What a zero in RelaxedAcceptance stands for (Medusa's typical-acceptance defaults: epsilon 0.09, delta 0.3). */
 export const RELAXED_DEFAULTS = { topK: 3, epsilon: 0.09, delta: 0.3 } as const;
@@ -106,9 +106,4 @@ export function checkAdmission(job: VerifyJob__Output, modelName: string, nowUni
       `job for sequence "${job.sequence_id}" round ${job.round} passed its deadline ${(nowUnixMs - job.deadline_unix_ms).toFixed(1)} ms ago`,
     );
   }
-}
-
-/** Wall-clock epoch milliseconds with sub-millisecond resolution (queue waits are compared across processes). */
-export function nowUnixMs(): number {
-  return performance.timeOrigin + performance.now();
 }

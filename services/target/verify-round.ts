@@ -8,10 +8,11 @@ import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
 import type { VerifyJob as EngineVerifyJob } from "../engine/target-verifier.ts";
 import { verifyOnTarget } from "../engine/target-verifier.ts";
+import { nowUnixMs } from "../replica-link/clock.ts";
+import { VerifyJobError } from "../replica-link/verify-errors.ts";
 import { CacheCapacityError, ContextLengthError } from "../runtime/runtime-errors.ts";
 import type { SequenceCache } from "./sequence-cache.ts";
-import { VerifyJobError } from "./verify-errors.ts";
-import { checkAdmission, nowUnixMs, toEngineJob } from "./verify-job.ts";
+import { checkAdmission, toEngineJob } from "./verify-job.ts";
 
 export type VerifyOutcome = VerifyResult | VerifyJobError;
 

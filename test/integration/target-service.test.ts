@@ -32,10 +32,10 @@ import {
   verifyQueueName,
 } from "../../proto/verify-queue.ts";
 import { ModelDrafter } from "../../services/engine/model-drafter.ts";
+import { listReplicas } from "../../services/replica-link/announcements.ts";
+import { REPLIES_CONNECTION_NAME, VerifyClient } from "../../services/replica-link/verify-client.ts";
+import { PUSHES_CONNECTION_NAME } from "../../services/replica-link/verify-intake.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
-import { listReplicas } from "../../services/target/replica.ts";
-import { REPLIES_CONNECTION_NAME, VerifyClient } from "../../services/target/verify-client.ts";
-import { PUSHES_CONNECTION_NAME } from "../../services/target/verify-intake.ts";
 import { RandomDrafter } from "../support/random-drafter.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";

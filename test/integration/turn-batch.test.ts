@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
-import { publisher, TurnBatch } from "../../services/target/turn-batch.ts";
+import { publisher, TurnBatch } from "../../services/replica-link/turn-batch.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 
 function recordingBatch() {

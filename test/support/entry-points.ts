@@ -32,6 +32,31 @@ function withoutComments(source: string): string {
   return source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
 }
 
+/** The specifiers a module's source imports; type-only imports only when `types` is set. */
+function importSpecifiers(source: string, types: boolean): string[] {
+  const code = withoutComments(source);
+  return [
+    ...[...code.matchAll(STATIC_IMPORT)].filter((match) => types || match[1] === undefined).map((match) => match[2]),
+    ...[...code.matchAll(DYNAMIC_IMPORT)].map((match) => match[1]),
+  ];
+}
+
+/**
+ * The project files each source file under `folder` imports itself, type-only imports included (the compiler needs
+ * those files too), as [importer, imported] pairs relative to the root.
+ */
+export function folderImports(folder: string): [string, string][] {
+  const pairs: [string, string][] = [];
+  for (const name of readdirSync(join(ROOT, folder), { recursive: true, encoding: "utf8" })) {
+    if (!/\.[cm]?[jt]s$/.test(name)) continue;
+    const file = join(folder, name);
+    for (const specifier of importSpecifiers(readFileSync(join(ROOT, file), "utf8"), true)) {
+      if (specifier.startsWith(".")) pairs.push([file, relative(ROOT, resolve(ROOT, dirname(file), specifier))]);
+    }
+  }
+  return pairs;
+}
+
 function packageName(specifier: string): string {
   const parts = specifier.split("/");
   return specifier.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0];
@@ -53,12 +78,7 @@ export function runtimeImports(entry: string): RuntimeImports {
     if (!existsSync(path)) throw new Error(`${file} is imported but does not exist`);
     files.add(file);
     if (!/\.[cm]?[jt]s$/.test(file)) continue;
-    const source = withoutComments(readFileSync(path, "utf8"));
-    const specifiers = [
-      ...[...source.matchAll(STATIC_IMPORT)].filter((match) => match[1] === undefined).map((match) => match[2]),
-      ...[...source.matchAll(DYNAMIC_IMPORT)].map((match) => match[1]),
-    ];
-    for (const specifier of specifiers) {
+    for (const specifier of importSpecifiers(readFileSync(path, "utf8"), false)) {
       if (specifier.startsWith(".")) pending.push(relative(ROOT, resolve(dirname(path), specifier)));
       else if (!specifier.startsWith("node:") && !builtinModules.includes(specifier)) {
         packages.add(packageName(specifier));

@@ -21,6 +21,7 @@ import {
   encodeVerifyResult,
   verifyQueueName,
 } from "../../proto/verify-queue.ts";
+import { folderImports } from "../support/entry-points.ts";
 
 describe("generated service definitions", () => {
   it("expose the contract's methods", () => {
@@ -161,5 +162,28 @@ describe("draft distribution wire form", () => {
     assert.throws(() => quantise({ ids: [1], probs: [Number.NaN] }), /invalid/);
     assert.throws(() => quantise({ ids: [1, 2], probs: [0, 0] }), /positive mass/);
     assert.throws(() => quantise({ ids: [1, 1], probs: [1, 1] }), /twice/);
+  });
+});
+
+describe("import boundaries", () => {
+  /** The imports from any of `folders` into any of `forbidden`, as "importer -> imported". */
+  const crossings = (folders: readonly string[], forbidden: readonly string[]): string[] =>
+    folders
+      .flatMap(folderImports)
+      .filter(([, imported]) => forbidden.some((folder) => imported.startsWith(`${folder}/`)))
+      .map(([importer, imported]) => `${importer} -> ${imported}`);
+
+  it("keep the replica's code out of the gateway, the draft service and the replica link", () => {
+    // The gateway and the draft service reach replicas through the link, which holds none of the replica itself.
+    assert.deepEqual(crossings(["gateway", "services/draft", "services/replica-link"], ["services/target"]), []);
+  });
+
+  it("keep the servers' code out of the SDK", () => {
+    // The published SDK compiles alone (tsconfig.build.json): the contract and its own files, no server's code.
+    assert.deepEqual(crossings(["sdk"], ["gateway", "services", "deploy", "bench", "test"]), []);
+  });
+
+  it("keep the services out of proto/", () => {
+    assert.deepEqual(crossings(["proto"], ["services", "gateway", "sdk"]), []);
   });
 });

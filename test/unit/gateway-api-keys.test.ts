@@ -5,8 +5,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Metadata, status } from "@grpc/grpc-js";
-import { ApiKeys, apiKeyLine, hashApiKey, loadApiKeys, newApiKey, parseApiKeys } from "../../gateway/api-keys.ts";
+import { ApiKeys, loadApiKeys, parseApiKeys } from "../../gateway/api-keys.ts";
 import { identifyCall } from "../../gateway/authentication.ts";
+import { apiKeyLine, hashApiKey, newApiKey } from "../../sdk/api-key.ts";
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 

@@ -6,8 +6,8 @@ import {
   parseGatewayConfig,
   plaintextExposureWarning,
 } from "../../gateway/config.ts";
+import { isLoopbackHost } from "../../sdk/loopback.ts";
 import { loadConfig } from "../../services/config/settings.ts";
-import { isLoopbackHost } from "../../services/grpc/loopback.ts";
 
 describe("gateway transport settings", () => {
   it("reads TLS files, API keys and the per-tenant cap from the environment", () => {

@@ -13,9 +13,9 @@ import type { VerifyResult__Output } from "../../gen/specgate/v1/VerifyResult.ts
 import { decodeVerifyJob, decodeVerifyResult, encodeVerifyJob, encodeVerifyResult } from "../../proto/verify-queue.ts";
 import { ModelDrafter } from "../../services/engine/model-drafter.ts";
 import { buildRandomLlama } from "../../services/model-builder/random-llama.ts";
+import { VerifyJobError } from "../../services/replica-link/verify-errors.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import { SequenceCache } from "../../services/target/sequence-cache.ts";
-import { VerifyJobError } from "../../services/target/verify-errors.ts";
 import { type BatchReport, VerifyRound } from "../../services/target/verify-round.ts";
 import { RandomDrafter } from "../support/random-drafter.ts";
 import { type RoundPair, runScriptedRounds, type ScriptedSequence, WIRE_QUANTISED } from "../support/verify-rounds.ts";

@@ -16,8 +16,8 @@ import {
   type VerifyJobData,
   verifyQueueName,
 } from "../../proto/verify-queue.ts";
-import { VerifyJobError } from "./verify-errors.ts";
-import { asVerifyJobError, type VerifyIntake } from "./verify-intake.ts";
+import { asVerifyJobError, VerifyJobError } from "./verify-errors.ts";
+import type { VerifyIntake } from "./verify-intake.ts";
 
 export interface VerifyWorkerOptions {
   readonly redisUrl: string;

@@ -1,8 +1,8 @@
 /**
  * Where a replica takes verify jobs in. The gateway publishes each job on the replica's push channel, which reaches
- * the replica in one Redis hop, and adds it to the replica's BullMQ queue (taken by worker.ts) only when the push may
- * be lost: nobody heard it, or no reply came in time. Whichever copy arrives first goes to the micro-batcher, the
- * other joins it by job id, so a job is verified once. The moment its batch ends the outcome is
+ * the replica in one Redis hop, and adds it to the replica's BullMQ queue (taken by verify-worker.ts) only when the
+ * push may be lost: nobody heard it, or no reply came in time. Whichever copy arrives first goes to the micro-batcher,
+ * the other joins it by job id, so a job is verified once. The moment its batch ends the outcome is
  * published on the job's reply channel: replica → Redis → gateway; and, when the job names the draft service's verdict
  * channel, the round's DraftVerdict there (replica → Redis → draft), so the next draft starts without waiting for the
  * gateway. A copy that arrives after the outcome was published publishes it again: the gateway pushed the job again or
@@ -20,13 +20,11 @@ import {
   encodeVerifyReply,
   verifyPushChannel,
 } from "../../proto/verify-queue.ts";
-import type { MicroBatcher } from "./batcher.ts";
-import { VerifyJobError } from "./verify-errors.ts";
-import { checkAdmission, nowUnixMs } from "./verify-job.ts";
+import { asVerifyJobError } from "./verify-errors.ts";
 
 export interface VerifyIntakeOptions {
-  readonly batcher: MicroBatcher<VerifyJob__Output, VerifyResult>;
-  readonly modelName: string;
+  /** The replica's verification of a job (its own checks, then its batch); what it throws fails the job. */
+  readonly verify: (job: VerifyJob__Output) => Promise<VerifyResult>;
   /** Publishes a reply (the replica's Redis connection); its failures are reported to `onPublishError`. */
   readonly publish: (channel: string, message: Buffer) => Promise<unknown>;
   readonly onPublishError: (error: unknown) => void;
@@ -39,12 +37,6 @@ const DEFAULT_MEMORY_MS = 30_000;
 
 /** Redis client name of a replica's connection subscribed to its push channel (CLIENT LIST shows it). */
 export const PUSHES_CONNECTION_NAME = "specgate-verify-push";
-
-/** The job's failure as a VerifyJobError (what the gateway reads back from the reply or the failedReason). */
-export function asVerifyJobError(error: unknown): VerifyJobError {
-  if (error instanceof VerifyJobError) return error;
-  return new VerifyJobError("UNAVAILABLE", error instanceof Error ? error.message : String(error));
-}
 
 export interface IntakeCounters {
   /** Jobs first taken from their queued copy. */
@@ -82,7 +74,7 @@ export class VerifyIntake {
 
   /**
    * The outcome of the job with this id: the one already under way when the other copy of the job arrived first,
-   * otherwise the job is checked (model, deadline) and handed to the batcher. Rejects with a VerifyJobError.
+   * otherwise the job goes to `verify`. Rejects with a VerifyJobError.
    */
   take(jobId: string, job: VerifyJob__Output, copy: JobCopy): Promise<VerifyResult> {
     const known = this.taken(jobId, copy);
@@ -155,8 +147,7 @@ export class VerifyIntake {
 
   async #verify(job: VerifyJob__Output): Promise<VerifyResult> {
     try {
-      checkAdmission(job, this.options.modelName, nowUnixMs());
-      return await this.options.batcher.submit(job);
+      return await this.options.verify(job);
     } catch (error) {
       throw asVerifyJobError(error);
     }

@@ -12,8 +12,8 @@
  * wanted is removed. When this client's reply subscription comes back after a disconnection, every job still awaited
  * is pushed again. Lost messages cost latency, never a round. A failed job rejects with a VerifyJobError whose code
  * says what to do (verify-errors.ts). A replica that disappears never answers: whoever watches the announcements
- * (replica.ts `watchReplicas`) calls `replicaLost`, which rejects its jobs with UNAVAILABLE so the caller can re-send
- * the same VerifyJob to another replica (it carries the full history; the new replica re-prefills).
+ * (announcements.ts `watchReplicas`) calls `replicaLost`, which rejects its jobs with UNAVAILABLE so the caller can
+ * re-send the same VerifyJob to another replica (it carries the full history; the new replica re-prefills).
  */
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -34,9 +34,9 @@ import {
   verifyReplyChannel,
 } from "../../proto/verify-queue.ts";
 import { abortable } from "./abortable.ts";
+import { nowUnixMs } from "./clock.ts";
 import { type Publication, publisher, TurnBatch } from "./turn-batch.ts";
 import { parseVerifyFailure, VerifyJobError } from "./verify-errors.ts";
-import { nowUnixMs } from "./verify-job.ts";
 
 interface Waiter {
   readonly replicaId: string;

@@ -35,6 +35,12 @@ const CODES: readonly VerifyFailureCode[] = [
   "UNAVAILABLE",
 ];
 
+/** The job's failure as a VerifyJobError (what the gateway reads back from the reply or the failedReason). */
+export function asVerifyJobError(error: unknown): VerifyJobError {
+  if (error instanceof VerifyJobError) return error;
+  return new VerifyJobError("UNAVAILABLE", error instanceof Error ? error.message : String(error));
+}
+
 /** Reads a BullMQ `failedReason` back; reasons without a known code are UNAVAILABLE (worth a retry elsewhere). */
 export function parseVerifyFailure(reason: string): VerifyJobError {
   const colon = reason.indexOf(": ");

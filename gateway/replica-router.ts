@@ -15,10 +15,10 @@ import type { TargetClient as TargetStub } from "../gen/specgate/v1/Target.ts";
 import type { VerifyJob } from "../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult__Output } from "../gen/specgate/v1/VerifyResult.ts";
 import { TargetClient } from "../proto/load.ts";
-import { abortable } from "../services/target/abortable.ts";
-import { type ReplicaWatch, watchReplicas } from "../services/target/replica.ts";
-import type { VerifyClient } from "../services/target/verify-client.ts";
-import { VerifyJobError } from "../services/target/verify-errors.ts";
+import { abortable } from "../services/replica-link/abortable.ts";
+import { type ReplicaWatch, watchReplicas } from "../services/replica-link/announcements.ts";
+import type { VerifyClient } from "../services/replica-link/verify-client.ts";
+import { VerifyJobError } from "../services/replica-link/verify-errors.ts";
 
 /** No replica could verify the round (none announced, or all failed it). Answered as UNAVAILABLE. */
 export class NoReplicaError extends Error {
