@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { DraftDistribution, DraftDistribution__Output } from "../../gen/specgate/v1/DraftDistribution.ts";
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
@@ -21,7 +23,7 @@ import {
   encodeVerifyResult,
   verifyQueueName,
 } from "../../proto/verify-queue.ts";
-import { folderImports } from "../support/entry-points.ts";
+import { folderImports, ROOT } from "../support/entry-points.ts";
 
 describe("generated service definitions", () => {
   it("expose the contract's methods", () => {
@@ -185,5 +187,13 @@ describe("import boundaries", () => {
 
   it("keep the services out of proto/", () => {
     assert.deepEqual(crossings(["proto"], ["services", "gateway", "sdk"]), []);
+  });
+
+  it("keep the offline model builder out of the services, which run only the serving half", () => {
+    const services = readdirSync(join(ROOT, "services"), { withFileTypes: true })
+      .filter((entry) => entry.isDirectory() && entry.name !== "model-builder")
+      .map((entry) => `services/${entry.name}`);
+    assert.ok(services.includes("services/runtime"), "the scan reads the serving runtime");
+    assert.deepEqual(crossings(["gateway", ...services], ["services/model-builder"]), []);
   });
 });
