@@ -1,11 +1,11 @@
 /**
- * One request's round loop, distributed: ask the draft service for K tokens → enqueue the verify job on the
- * sequence's replica → commit the accepted tokens and the target's token (stop conditions, UTF-8-safe text) → tell
- * the draft where to roll back to, together with the next round's request → stream the new tokens (a draft service
- * that hears the target's verdicts has usually drafted that next round already, draft-link.ts). K comes from the
- * engine's policy (fixed or adaptive over costs measured here, through gRPC and the queue); K = 0 when the request
- * asked for no drafter or the draft service cannot answer. Caches are released in both services however the request
- * ends.
+ * One request's round loop, distributed: ask the draft service for K tokens → send the verify job to the sequence's
+ * replica → accept (the engine's round step, round.ts: commit the accepted tokens and the target's token under the
+ * stop conditions, UTF-8-safe text) → tell the draft where to roll back to, together with the next round's request →
+ * stream the new tokens (a draft service that hears the target's verdicts has usually drafted that next round
+ * already, draft-link.ts). K comes from the engine's policy (fixed or adaptive over costs measured here, through gRPC
+ * and Redis); K = 0 when the request asked for no drafter or the draft service cannot answer. Caches are released in
+ * both services however the request ends.
  */
 import type { Logger } from "pino";
 import type { DraftDistribution, DraftDistribution__Output } from "../gen/specgate/v1/DraftDistribution.ts";
@@ -13,13 +13,15 @@ import type { FinishReason__Output } from "../gen/specgate/v1/FinishReason.ts";
 import type { Proposal__Output } from "../gen/specgate/v1/Proposal.ts";
 import type { RoundTiming__Output } from "../gen/specgate/v1/RoundTiming.ts";
 import type { SpeculationStats__Output } from "../gen/specgate/v1/SpeculationStats.ts";
+import type { VerifyJob } from "../gen/specgate/v1/VerifyJob.ts";
+import type { VerifyResult__Output } from "../gen/specgate/v1/VerifyResult.ts";
 import { messageCodec } from "../proto/codec.ts";
 import { type CostModel, createKPolicy } from "../services/engine/k-policy.ts";
+import { type RoundOutcome, type RoundPlan, SpeculativeSequence } from "../services/engine/round.ts";
 import { SequenceState } from "../services/engine/sequence.ts";
-import { emptyStats, recordRound } from "../services/engine/stats.ts";
 import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
-import { injectIntoCarrier, type RequestTrace } from "../services/telemetry/index.ts";
-import type { DraftLink } from "./draft-link.ts";
+import { injectIntoCarrier, type RequestTrace, type RoundTrace } from "../services/telemetry/index.ts";
+import type { DraftedSequence, DraftLink } from "./draft-link.ts";
 import type { ReplicaRouter } from "./replica-router.ts";
 import { NO_DRAFTER, type ValidRequest } from "./validation.ts";
 
@@ -87,109 +89,32 @@ export async function runGeneration(
   deadlineUnixMs: number,
   onDelta: (delta: Delta) => void,
 ): Promise<Outcome> {
-  const started = performance.now();
-  const { draft, router, model } = services;
-  const sequence = new SequenceState(
-    request.prompt,
-    {
-      maxNewTokens: request.maxNewTokens,
-      contextLength: model.contextLength,
-      eosTokenId: model.eosTokenId,
-      stopStrings: request.stopStrings,
-    },
-    services.tokenizer,
-  );
-  const speculating = request.drafter !== NO_DRAFTER;
-  const costs = services.costs(request.drafter);
-  const policy = createKPolicy(request.kPolicy, costs);
-  const stats = emptyStats();
-  const extra = {
-    queue_time_ms: 0,
-    time_to_first_token_ms: 0,
-    fallback_rounds: 0,
-    target_reprefills: 0,
-    draft_distribution_bytes: 0,
-    replicas: [] as string[],
-    round_timings: [] as RoundTiming__Output[],
-  };
-  const drafted = {
-    sequenceId: ids.sequenceId,
-    drafter: request.drafter,
-    sampling: request.sampling,
-    history: () => sequence.tokens,
-  };
-  /**
-   * Starts a round: its K, its span, and its proposal request on the wire (awaited by the loop). A round starts as
-   * soon as the previous one has committed its tokens, before they are streamed, so that the draft service works while
-   * the gateway streams; its timings run from this start to the next round's.
-   */
-  const startRound = (round: number) => {
-    const asked = speculating ? Math.min(policy.nextK(), sequence.draftBudget()) : 0;
-    const roundTrace = trace.startRound();
-    const traceContext = injectIntoCarrier(roundTrace.context);
-    return {
-      round,
-      asked,
-      start: performance.now(),
-      roundTrace,
-      traceContext,
-      // The draft service drafts the next round on this round's verdict with the same K (the gateway's next ask may
-      // take fewer, or update it for the round after).
-      proposal: asked > 0 ? draft.propose(drafted, round, asked, asked, traceContext) : undefined,
-    };
-  };
+  const generation = new Generation(request, ids, services, trace, deadlineUnixMs, onDelta);
+  const { speculation } = generation;
   try {
     signal.throwIfAborted();
-    let current = startRound(1);
+    let current = generation.startRound();
     for (;;) {
-      const { round, asked, start: roundStart, roundTrace, traceContext } = current;
-      let proposal: Proposal__Output | undefined;
-      if (current.proposal) {
-        proposal = await current.proposal;
-        if (!proposal) extra.fallback_rounds++;
-      }
+      const proposal = current.proposal && (await current.proposal);
       signal.throwIfAborted();
-      // A proposal drafted on the last verdict may hold more than this round asked for: its prefix is what a shorter
-      // ask would have drafted (draws depend on the position only).
-      const draftTokens = proposal?.tokens.slice(0, asked) ?? [];
-      const distributions =
-        request.sampling.temperature > 0 ? (proposal?.distributions.slice(0, draftTokens.length) ?? []) : [];
-      extra.draft_distribution_bytes += wireBytes(distributions);
+      const draft = generation.takeDraft(current, proposal);
       const draftDone = performance.now();
-
-      const { result, replicaId } = await router.verify(
+      const verification = await services.router.verify(
         ids.sequenceId,
-        {
-          sequence_id: ids.sequenceId,
-          request_id: ids.requestId,
-          round,
-          history: sequence.tokens,
-          draft_tokens: draftTokens,
-          draft_distributions: distributions,
-          sampling: request.sampling,
-          acceptance: request.acceptance,
-          relaxed: request.relaxed,
-          trace_context: traceContext,
-          deadline_unix_ms: deadlineUnixMs,
-          model: model.name,
-          draft_verdict_channel: proposal?.verdict_channel ?? "",
-        },
+        generation.verifyJob(current, draft, proposal),
         signal,
       );
       const verified = performance.now();
-
-      const historyLength = sequence.tokens.length;
-      const accepted = Math.min(result.accepted, draftTokens.length);
-      const committed = sequence.commit([...draftTokens.slice(0, accepted), result.next_token]);
-      policy.observe(draftTokens.length, accepted);
-      let upcoming: ReturnType<typeof startRound> | undefined;
-      if (!sequence.finished) {
+      const { result } = verification;
+      const outcome = speculation.accept(current.plan, draft, { accepted: result.accepted, token: result.next_token });
+      let upcoming: RoundInFlight | undefined;
+      if (!speculation.sequence.finished) {
         signal.throwIfAborted();
         // Also after rounds without a proposal (K = 0, fallback): the draft appends the target's token, so its history
         // stays in step and needs no rebuild when speculation resumes. The settlement and the next proposal request
         // leave together and wake the draft service once.
-        if (speculating) draft.accept(ids.sequenceId, round, accepted, [result.next_token]);
-        upcoming = startRound(round + 1);
+        speculation.rollBack(outcome);
+        upcoming = generation.startRound();
         // HTTP/2 sends a session's frames from the event loop's next check phase: let them leave before the round's
         // bookkeeping and streaming, which have until the proposal comes back.
         if (upcoming.proposal) {
@@ -198,74 +123,224 @@ export async function runGeneration(
         }
       }
       const roundEnd = upcoming?.start ?? performance.now();
-
-      recordRound(stats, {
-        k: proposal ? asked : 0,
-        proposed: draftTokens.length,
-        accepted,
-        emitted: committed.tokens.length,
-        draftMs: draftDone - roundStart,
-        verifyMs: result.verify_time_ms,
-      });
-      extra.queue_time_ms += result.queue_wait_ms;
-      if (result.reprefilled) extra.target_reprefills++;
-      if (!extra.replicas.includes(replicaId)) extra.replicas.push(replicaId);
-      // Costs as adaptive K must weigh them here: round trips through gRPC and the queue. Rounds that (re)filled a
-      // cache measure the prefill, not a verify step.
-      if (round > 1 && !result.reprefilled) {
-        if (draftTokens.length > 0) costs.recordDraft(draftDone - roundStart, draftTokens.length);
-        costs.recordVerify(draftTokens.length + 1, verified - draftDone);
-      }
-      if (committed.tokens.length > 0) {
-        if (extra.time_to_first_token_ms === 0) extra.time_to_first_token_ms = performance.now() - started;
-        onDelta({ token_ids: committed.tokens, text: committed.text, round });
-      }
-      const timing = {
-        round_ms: roundEnd - roundStart,
-        draft_wait_ms: draftDone - roundStart,
-        draft_compute_ms: proposal?.draft_time_ms ?? 0,
-        verify_wait_ms: verified - draftDone,
-        queue_wait_ms: result.queue_wait_ms,
-        verify_compute_ms: result.verify_time_ms,
-        batch_size: result.batch_size,
-        drafted_on_verdict: proposal?.on_verdict ?? false,
-      };
-      extra.round_timings.push(timing);
-      // The round's span ends with its tokens handed over and carries the very timings the client receives.
-      roundTrace.end({
-        round,
-        k: proposal ? asked : 0,
-        proposed: draftTokens.length,
-        accepted,
-        nextToken: result.next_token,
-        replica: replicaId,
-        batchSize: timing.batch_size,
-        reprefilled: result.reprefilled,
-        draftMs: timing.draft_wait_ms,
-        queueWaitMs: timing.queue_wait_ms,
-        verifyMs: timing.verify_compute_ms,
-        roundMs: timing.round_ms,
-      });
-      services.logger.trace({ sequenceId: ids.sequenceId, round, asked, historyLength, accepted }, "round");
+      const timing = roundTiming(current, proposal, draftDone, verified, roundEnd, result);
+      generation.finishRound(current, outcome, timing, verification);
       if (upcoming === undefined) break;
       current = upcoming;
     }
   } finally {
-    draft.close(ids.sequenceId);
-    void router.release(ids.sequenceId);
+    services.draft.close(ids.sequenceId);
+    void services.router.release(ids.sequenceId);
   }
-  const { k_per_round, ...engineStats } = stats;
+  return generation.outcome();
+}
+
+/**
+ * A round on its way: planned, its span open, its proposal request on the wire (awaited by the loop). A round starts
+ * as soon as the previous one has committed its tokens, before they are streamed, so that the draft service works
+ * while the gateway streams; its timings run from this start to the next round's.
+ */
+interface RoundInFlight {
+  readonly plan: RoundPlan;
+  readonly start: number;
+  readonly span: RoundTrace;
+  readonly traceContext: Record<string, string>;
+  readonly proposal: Promise<Proposal__Output | undefined> | undefined;
+}
+
+/** The part of a proposal a round uses, in wire form. */
+interface WireDraft {
+  readonly tokens: number[];
+  readonly distributions: DraftDistribution__Output[];
+}
+
+/** The round's timings, as the client receives them and the round's span carries them. */
+function roundTiming(
+  round: RoundInFlight,
+  proposal: Proposal__Output | undefined,
+  draftDone: number,
+  verified: number,
+  roundEnd: number,
+  result: VerifyResult__Output,
+): RoundTiming__Output {
   return {
-    tokenIds: sequence.generated,
-    text: sequence.text,
-    finishReason: FINISH_REASONS[sequence.finishReason ?? "length"],
-    promptTokens: request.prompt.length,
-    stats: {
-      ...engineStats,
-      k_per_round,
-      ...extra,
-      total_time_ms: performance.now() - started,
-      drafter: request.drafter,
-    },
+    round_ms: roundEnd - round.start,
+    draft_wait_ms: draftDone - round.start,
+    draft_compute_ms: proposal?.draft_time_ms ?? 0,
+    verify_wait_ms: verified - draftDone,
+    queue_wait_ms: result.queue_wait_ms,
+    verify_compute_ms: result.verify_time_ms,
+    batch_size: result.batch_size,
+    drafted_on_verdict: proposal?.on_verdict ?? false,
   };
+}
+
+/** One request's state between its rounds: the engine's round step plus what the services add to it. */
+class Generation {
+  readonly speculation: SpeculativeSequence;
+  private readonly started = performance.now();
+  private readonly costs: CostModel;
+  private readonly drafted: DraftedSequence;
+  /** The statistics the services add to the engine's. */
+  private readonly extra = {
+    queue_time_ms: 0,
+    time_to_first_token_ms: 0,
+    fallback_rounds: 0,
+    target_reprefills: 0,
+    draft_distribution_bytes: 0,
+    replicas: [] as string[],
+    round_timings: [] as RoundTiming__Output[],
+  };
+
+  constructor(
+    private readonly request: ValidRequest,
+    private readonly ids: GenerationIds,
+    private readonly services: GenerationServices,
+    private readonly trace: RequestTrace,
+    private readonly deadlineUnixMs: number,
+    private readonly onDelta: (delta: Delta) => void,
+  ) {
+    const { draft, model } = services;
+    const sequence = new SequenceState(
+      request.prompt,
+      {
+        maxNewTokens: request.maxNewTokens,
+        contextLength: model.contextLength,
+        eosTokenId: model.eosTokenId,
+        stopStrings: request.stopStrings,
+      },
+      services.tokenizer,
+    );
+    this.costs = services.costs(request.drafter);
+    this.speculation = new SpeculativeSequence(
+      sequence,
+      createKPolicy(request.kPolicy, this.costs),
+      request.drafter === NO_DRAFTER
+        ? undefined
+        : { rollBack: (outcome) => draft.accept(ids.sequenceId, outcome.round, outcome.accepted, [outcome.token]) },
+    );
+    this.drafted = {
+      sequenceId: ids.sequenceId,
+      drafter: request.drafter,
+      sampling: request.sampling,
+      history: () => sequence.tokens,
+    };
+  }
+
+  startRound(): RoundInFlight {
+    const plan = this.speculation.plan();
+    const span = this.trace.startRound();
+    const traceContext = injectIntoCarrier(span.context);
+    return {
+      plan,
+      start: performance.now(),
+      span,
+      traceContext,
+      // The draft service drafts the next round on this round's verdict with the same K (the gateway's next ask may
+      // take fewer, or update it for the round after).
+      proposal:
+        plan.k > 0 ? this.services.draft.propose(this.drafted, plan.round, plan.k, plan.k, traceContext) : undefined,
+    };
+  }
+
+  /** The round's draft, or undefined when it has none (K = 0, or the draft service could not answer). */
+  takeDraft(round: RoundInFlight, proposal: Proposal__Output | undefined): WireDraft | undefined {
+    if (!proposal) {
+      if (round.proposal) this.extra.fallback_rounds++;
+      return undefined;
+    }
+    // A proposal drafted on the last verdict may hold more than this round asked for: its prefix is what a shorter
+    // ask would have drafted (draws depend on the position only).
+    const tokens = proposal.tokens.slice(0, round.plan.k);
+    const distributions = this.request.sampling.temperature > 0 ? proposal.distributions.slice(0, tokens.length) : [];
+    this.extra.draft_distribution_bytes += wireBytes(distributions);
+    return { tokens, distributions };
+  }
+
+  verifyJob(round: RoundInFlight, draft: WireDraft | undefined, proposal: Proposal__Output | undefined): VerifyJob {
+    const request = this.request;
+    return {
+      sequence_id: this.ids.sequenceId,
+      request_id: this.ids.requestId,
+      round: round.plan.round,
+      history: this.speculation.sequence.tokens,
+      draft_tokens: draft?.tokens ?? [],
+      draft_distributions: draft?.distributions ?? [],
+      sampling: request.sampling,
+      acceptance: request.acceptance,
+      relaxed: request.relaxed,
+      trace_context: round.traceContext,
+      deadline_unix_ms: this.deadlineUnixMs,
+      model: this.services.model.name,
+      draft_verdict_channel: proposal?.verdict_channel ?? "",
+    };
+  }
+
+  /** The round's bookkeeping once the next round is on its way: statistics, costs, streaming, timings, its span. */
+  finishRound(
+    round: RoundInFlight,
+    outcome: RoundOutcome,
+    timing: RoundTiming__Output,
+    { result, replicaId }: { result: VerifyResult__Output; replicaId: string },
+  ): void {
+    const extra = this.extra;
+    this.speculation.record(outcome, timing.draft_wait_ms, timing.verify_compute_ms);
+    extra.queue_time_ms += timing.queue_wait_ms;
+    if (result.reprefilled) extra.target_reprefills++;
+    if (!extra.replicas.includes(replicaId)) extra.replicas.push(replicaId);
+    // Costs as adaptive K must weigh them here: round trips through gRPC and Redis. Rounds that (re)filled a cache
+    // measure the prefill, not a verify step.
+    if (outcome.round > 1 && !result.reprefilled) {
+      this.costs.recordRound(outcome.proposed, timing.draft_wait_ms, timing.verify_wait_ms);
+    }
+    const { committed } = outcome;
+    if (committed.tokens.length > 0) {
+      if (extra.time_to_first_token_ms === 0) extra.time_to_first_token_ms = performance.now() - this.started;
+      this.onDelta({ token_ids: committed.tokens, text: committed.text, round: outcome.round });
+    }
+    extra.round_timings.push(timing);
+    // The round's span ends with its tokens handed over and carries the very timings the client receives.
+    round.span.end({
+      round: outcome.round,
+      k: outcome.k,
+      proposed: outcome.proposed,
+      accepted: outcome.accepted,
+      nextToken: outcome.token,
+      replica: replicaId,
+      batchSize: timing.batch_size,
+      reprefilled: result.reprefilled,
+      draftMs: timing.draft_wait_ms,
+      queueWaitMs: timing.queue_wait_ms,
+      verifyMs: timing.verify_compute_ms,
+      roundMs: timing.round_ms,
+    });
+    this.services.logger.trace(
+      {
+        sequenceId: this.ids.sequenceId,
+        round: outcome.round,
+        asked: round.plan.k,
+        historyLength: outcome.historyLength,
+        accepted: outcome.accepted,
+      },
+      "round",
+    );
+  }
+
+  outcome(): Outcome {
+    const { sequence, stats } = this.speculation;
+    const { k_per_round, ...engineStats } = stats;
+    return {
+      tokenIds: sequence.generated,
+      text: sequence.text,
+      finishReason: FINISH_REASONS[sequence.finishReason ?? "length"],
+      promptTokens: this.request.prompt.length,
+      stats: {
+        ...engineStats,
+        k_per_round,
+        ...this.extra,
+        total_time_ms: performance.now() - this.started,
+        drafter: this.request.drafter,
+      },
+    };
+  }
 }

@@ -2,17 +2,18 @@
  * The in-process round loop: draft → verify K+1 positions in one target forward → accept → trim the target cache and
  * roll the drafter back, until a stop condition. Without speculation (or at K = 0) each round is one step of plain
  * target decoding. Many requests advance together (one batched draft step per drafter, one batched verify forward per
- * round), as in the services. The distributed gateway runs the same pieces (sequence.ts, k-policy.ts, stats.ts) with
- * the draft and the verification (target-verifier.ts) in other processes.
+ * round), as in the services. The distributed gateway drives the same round step (round.ts) with the draft and the
+ * verification (target-verifier.ts) in other processes.
  */
 import type { CausalLM } from "../runtime/causal-lm.ts";
 import type { Tokenizer } from "../runtime/tokenizer/tokenizer.ts";
 import type { Draft, Drafter } from "./drafter.ts";
-import { CostModel, createKPolicy, DEFAULT_K_POLICY, type KPolicy, type KPolicyConfig } from "./k-policy.ts";
+import { CostModel, createKPolicy, DEFAULT_K_POLICY, type KPolicyConfig } from "./k-policy.ts";
 import { randomSeed } from "./rng.ts";
+import { type RoundPlan, SpeculativeSequence } from "./round.ts";
 import { GREEDY, type SamplingParams } from "./sampling.ts";
 import { type FinishReason, SequenceState } from "./sequence.ts";
-import { emptyStats, type RequestStats, recordRound } from "./stats.ts";
+import type { RequestStats } from "./stats.ts";
 import { prefillTarget, verifyOnTarget } from "./target-verifier.ts";
 import { type AcceptanceMode, LOSSLESS } from "./verify.ts";
 
@@ -59,19 +60,18 @@ export interface GenerationResult {
 /** One request in flight. */
 interface Active {
   readonly sequenceId: string;
-  readonly sequence: SequenceState;
+  readonly speculation: SpeculativeSequence;
   readonly sampling: SamplingParams;
   readonly seed: number;
   readonly drafter: Drafter | undefined;
   readonly acceptance: AcceptanceMode;
   readonly costs: CostModel;
-  readonly policy: KPolicy;
-  readonly stats: RequestStats;
-  k: number;
+  plan: RoundPlan;
   draft: Draft;
 }
 
 const NO_DRAFT: Draft = { tokens: [] };
+const UNPLANNED: RoundPlan = { round: 0, k: 0 };
 let nextSequence = 0;
 
 function start(target: CausalLM, request: GenerationRequest): Active {
@@ -79,26 +79,33 @@ function start(target: CausalLM, request: GenerationRequest): Active {
   const eos = request.eosTokenId === undefined ? target.info.eosTokenId : (request.eosTokenId ?? undefined);
   const spec = request.speculation;
   const costs = spec?.costs ?? new CostModel();
+  const sequenceId = request.sequenceId ?? `generate-${process.pid}-${nextSequence++}`;
+  const drafter = spec?.drafter;
+  const sequence = new SequenceState(
+    request.prompt,
+    {
+      maxNewTokens: request.maxNewTokens,
+      contextLength: target.info.contextLength,
+      eosTokenId: eos,
+      stopStrings: request.stopStrings,
+    },
+    request.tokenizer,
+  );
   return {
-    sequenceId: request.sequenceId ?? `generate-${process.pid}-${nextSequence++}`,
-    sequence: new SequenceState(
-      request.prompt,
-      {
-        maxNewTokens: request.maxNewTokens,
-        contextLength: target.info.contextLength,
-        eosTokenId: eos,
-        stopStrings: request.stopStrings,
+    sequenceId,
+    speculation: new SpeculativeSequence(
+      sequence,
+      createKPolicy(spec ? (spec.k ?? DEFAULT_K_POLICY) : { kind: "fixed", k: 0 }, costs),
+      drafter && {
+        rollBack: (outcome) => drafter.commit(sequenceId, outcome.historyLength + outcome.accepted, [outcome.token]),
       },
-      request.tokenizer,
     ),
     sampling,
     seed: sampling.seed ?? randomSeed(),
-    drafter: spec?.drafter,
+    drafter,
     acceptance: spec?.acceptance ?? LOSSLESS,
     costs,
-    policy: createKPolicy(spec ? (spec.k ?? DEFAULT_K_POLICY) : { kind: "fixed", k: 0 }, costs),
-    stats: emptyStats(),
-    k: 0,
+    plan: UNPLANNED,
     draft: NO_DRAFT,
   };
 }
@@ -108,14 +115,14 @@ async function draftAll(active: readonly Active[]): Promise<void> {
   const byDrafter = new Map<Drafter, Active[]>();
   for (const a of active) {
     a.draft = NO_DRAFT;
-    if (!a.drafter || a.k === 0) continue;
+    if (!a.drafter || a.plan.k === 0) continue;
     const group = byDrafter.get(a.drafter);
     if (group) group.push(a);
     else byDrafter.set(a.drafter, [a]);
   }
   await Promise.all(
     [...byDrafter].map(async ([drafter, group]) => {
-      const drafts = await drafter.propose(group.map((a) => ({ sequenceId: a.sequenceId, k: a.k })));
+      const drafts = await drafter.propose(group.map((a) => ({ sequenceId: a.sequenceId, k: a.plan.k })));
       group.forEach((a, i) => {
         a.draft = drafts[i];
       });
@@ -134,18 +141,23 @@ export async function generateBatch(
     await Promise.all([
       prefillTarget(
         target,
-        all.map((a) => ({ sequenceId: a.sequenceId, history: a.sequence.tokens })),
+        all.map((a) => ({ sequenceId: a.sequenceId, history: a.speculation.sequence.tokens })),
       ),
       ...all.map((a) =>
-        a.drafter?.open({ sequenceId: a.sequenceId, history: a.sequence.tokens, sampling: a.sampling, seed: a.seed }),
+        a.drafter?.open({
+          sequenceId: a.sequenceId,
+          history: a.speculation.sequence.tokens,
+          sampling: a.sampling,
+          seed: a.seed,
+        }),
       ),
     ]);
     const prefillMs = performance.now() - started;
-    for (const a of all) a.stats.prefill_time_ms = prefillMs;
+    for (const a of all) a.speculation.stats.prefill_time_ms = prefillMs;
     for (;;) {
-      const active = all.filter((a) => !a.sequence.finished);
+      const active = all.filter((a) => !a.speculation.sequence.finished);
       if (active.length === 0) break;
-      for (const a of active) a.k = a.drafter ? Math.min(a.policy.nextK(), a.sequence.draftBudget()) : 0;
+      for (const a of active) a.plan = a.speculation.plan();
       started = performance.now();
       await draftAll(active);
       const drafted = performance.now();
@@ -153,7 +165,7 @@ export async function generateBatch(
         target,
         active.map((a) => ({
           sequenceId: a.sequenceId,
-          committed: a.sequence.tokens,
+          committed: a.speculation.sequence.tokens,
           committedOffset: 0,
           draftTokens: a.draft.tokens,
           draftDistributions: a.draft.distributions,
@@ -164,27 +176,14 @@ export async function generateBatch(
       );
       const verified = performance.now();
       active.forEach((a, i) => {
-        const { accepted, token } = verdicts[i];
-        const historyLength = a.sequence.tokens.length;
-        const committed = a.sequence.commit([...a.draft.tokens.slice(0, accepted), token]);
-        if (a.drafter && !a.sequence.finished) a.drafter.commit(a.sequenceId, historyLength + accepted, [token]);
-        a.policy.observe(a.draft.tokens.length, accepted);
-        recordRound(a.stats, {
-          k: a.k,
-          proposed: a.draft.tokens.length,
-          accepted,
-          emitted: committed.tokens.length,
-          draftMs: drafted - started,
-          verifyMs: verified - drafted,
-        });
+        const outcome = a.speculation.accept(a.plan, a.draft, verdicts[i]);
+        a.speculation.rollBack(outcome);
+        a.speculation.record(outcome, drafted - started, verified - drafted);
       });
       // Costs per round as the policy sees them: drafter commits are bookkeeping and count with drafting.
       const draftMs = drafted - started + (performance.now() - verified);
       const proposed = Math.max(...active.map((a) => a.draft.tokens.length));
-      for (const costs of new Set(active.map((a) => a.costs))) {
-        if (proposed > 0) costs.recordDraft(draftMs, proposed);
-        costs.recordVerify(proposed + 1, verified - drafted);
-      }
+      for (const costs of new Set(active.map((a) => a.costs))) costs.recordRound(proposed, draftMs, verified - drafted);
     }
   } finally {
     for (const a of all) {
@@ -192,12 +191,12 @@ export async function generateBatch(
       a.drafter?.close(a.sequenceId);
     }
   }
-  return all.map((a) => ({
-    tokens: a.sequence.generated,
-    text: a.sequence.text,
-    finishReason: a.sequence.finishReason as FinishReason,
-    seed: a.seed,
-    stats: a.stats,
+  return all.map(({ speculation: { sequence, stats }, seed }) => ({
+    tokens: sequence.generated,
+    text: sequence.text,
+    finishReason: sequence.finishReason as FinishReason,
+    seed,
+    stats,
   }));
 }
 

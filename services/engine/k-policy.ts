@@ -119,6 +119,12 @@ export class CostModel implements RoundCosts {
     };
   }
 
+  /** A round's costs: a draft step per proposed token, and the verify of the proposed tokens + 1 positions. */
+  recordRound(proposed: number, draftMs: number, verifyMs: number): void {
+    this.recordDraft(draftMs, proposed);
+    this.recordVerify(proposed + 1, verifyMs);
+  }
+
   get draftStepMs(): number {
     return this.draftStep ?? 0;
   }

@@ -1,0 +1,104 @@
+/**
+ * One speculation round of one sequence, the step every round loop drives: generate.ts in one process, and the
+ * gateway's generation.ts with the draft and the verification in other services. The loop plans the round (its K),
+ * gets the draft and the target's verdict (batching, pipelining and timing that I/O as it needs), then hands them
+ * here: the tokens that survive the stop conditions are committed, the K policy learns the outcome, the drafter is
+ * rolled back to what was kept, and the statistics record the round. No I/O and no clock.
+ */
+import type { KPolicy } from "./k-policy.ts";
+import type { Committed, SequenceState } from "./sequence.ts";
+import { emptyStats, type RequestStats, recordRound } from "./stats.ts";
+import type { Verdict } from "./verify.ts";
+
+export interface RoundPlan {
+  /** 1 for a sequence's first round. */
+  readonly round: number;
+  /** Draft tokens to ask for; 0 runs the round as one step of plain decoding. */
+  readonly k: number;
+}
+
+/** A round's draft as acceptance sees it (whatever else travelled with it stays with the loop). */
+export interface RoundDraft {
+  readonly tokens: readonly number[];
+}
+
+/** What a round did to its sequence. */
+export interface RoundOutcome {
+  readonly round: number;
+  /** The K the round ran with: the plan's, or 0 when no draft came. */
+  readonly k: number;
+  readonly proposed: number;
+  readonly accepted: number;
+  /** The target's token after the accepted ones (its correction, or the bonus token). */
+  readonly token: number;
+  /** Committed tokens before the round. */
+  readonly historyLength: number;
+  /** The tokens (and text) of the round that survived the stop conditions. */
+  readonly committed: Committed;
+}
+
+/** The drafter's side of a sequence. */
+export interface RoundDrafter {
+  /** Keep the first `historyLength + accepted` tokens of history + proposal, then append `token`. */
+  rollBack(outcome: RoundOutcome): void;
+}
+
+/** A sequence advanced by speculation rounds; without a drafter every round is one step of plain decoding. */
+export class SpeculativeSequence {
+  readonly stats: RequestStats = emptyStats();
+  #planned = 0;
+
+  constructor(
+    readonly sequence: SequenceState,
+    private readonly policy: KPolicy,
+    private readonly drafter?: RoundDrafter,
+  ) {}
+
+  /** The next round: K as the policy wants it, within what the sequence may still add. */
+  plan(): RoundPlan {
+    const k = this.drafter ? Math.min(this.policy.nextK(), this.sequence.draftBudget()) : 0;
+    return { round: ++this.#planned, k };
+  }
+
+  /**
+   * Commits the round's accepted draft tokens and the target's token and tells the policy. `draft` is undefined when
+   * the round asked for one and none came (it ran as plain decoding).
+   */
+  accept(plan: RoundPlan, draft: RoundDraft | undefined, verdict: Verdict): RoundOutcome {
+    const proposal = draft?.tokens ?? NO_TOKENS;
+    // A verdict from another process is not trusted to stay inside the draft.
+    const accepted = Math.min(verdict.accepted, proposal.length);
+    const historyLength = this.sequence.tokens.length;
+    const kept = proposal.slice(0, accepted);
+    kept.push(verdict.token);
+    const committed = this.sequence.commit(kept);
+    this.policy.observe(proposal.length, accepted);
+    return {
+      round: plan.round,
+      k: draft ? plan.k : 0,
+      proposed: proposal.length,
+      accepted,
+      token: verdict.token,
+      historyLength,
+      committed,
+    };
+  }
+
+  /** Rolls the drafter back to what the round kept; nothing to do once the sequence has ended. */
+  rollBack(outcome: RoundOutcome): void {
+    if (this.drafter && !this.sequence.finished) this.drafter.rollBack(outcome);
+  }
+
+  record(outcome: RoundOutcome, draftMs: number, verifyMs: number): void {
+    recordRound(this.stats, {
+      k: outcome.k,
+      proposed: outcome.proposed,
+      accepted: outcome.accepted,
+      emitted: outcome.committed.tokens.length,
+      draftMs,
+      verifyMs,
+    });
+  }
+}
+
+const NO_TOKENS: readonly number[] = [];

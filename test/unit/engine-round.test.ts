@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { KPolicy } from "../../services/engine/k-policy.ts";
+import { type RoundOutcome, SpeculativeSequence } from "../../services/engine/round.ts";
+import { SequenceState } from "../../services/engine/sequence.ts";
+
+/** A K policy that records what it was told. */
+class ObservedK implements KPolicy {
+  readonly observed: [number, number][] = [];
+  asked = 0;
+  constructor(private readonly k: number) {}
+  nextK(): number {
+    this.asked++;
+    return this.k;
+  }
+  observe(proposed: number, accepted: number): void {
+    this.observed.push([proposed, accepted]);
+  }
+}
+
+function speculating(k: number, maxNewTokens = 20) {
+  const policy = new ObservedK(k);
+  const rolledBack: RoundOutcome[] = [];
+  const speculation = new SpeculativeSequence(
+    new SequenceState([1, 5], { maxNewTokens, contextLength: 64, eosTokenId: 2 }),
+    policy,
+    { rollBack: (outcome) => rolledBack.push(outcome) },
+  );
+  return { speculation, policy, rolledBack };
+}
+
+describe("SpeculativeSequence (one round step)", () => {
+  it("commits the accepted draft prefix and the target's token, and tells the policy and the drafter", () => {
+    const { speculation, policy, rolledBack } = speculating(4);
+    const plan = speculation.plan();
+    assert.deepEqual(plan, { round: 1, k: 4 });
+    const outcome = speculation.accept(plan, { tokens: [10, 11, 12, 13] }, { accepted: 2, token: 20 });
+    assert.deepEqual(outcome.committed.tokens, [10, 11, 20]);
+    assert.deepEqual(speculation.sequence.tokens, [1, 5, 10, 11, 20]);
+    assert.equal(outcome.historyLength, 2);
+    assert.deepEqual(policy.observed, [[4, 2]]);
+    speculation.rollBack(outcome);
+    assert.deepEqual(rolledBack, [outcome]);
+    speculation.record(outcome, 3, 7);
+    const { stats } = speculation;
+    assert.equal(stats.rounds, 1);
+    assert.equal(stats.generated_tokens, 3);
+    assert.equal(stats.draft_tokens, 4);
+    assert.equal(stats.accepted_tokens, 2);
+    assert.equal(stats.rejected_tokens, 1);
+    assert.deepEqual(stats.k_per_round, [4]);
+    assert.equal(stats.draft_time_ms, 3);
+    assert.equal(stats.verify_time_ms, 7);
+    assert.equal(speculation.plan().round, 2);
+  });
+
+  it("keeps K within what the sequence may still add", () => {
+    const { speculation } = speculating(8, 3);
+    assert.equal(speculation.plan().k, 2);
+  });
+
+  it("records a round whose draft never came as K = 0", () => {
+    const { speculation, policy } = speculating(4);
+    const outcome = speculation.accept(speculation.plan(), undefined, { accepted: 0, token: 20 });
+    assert.equal(outcome.k, 0);
+    assert.equal(outcome.proposed, 0);
+    assert.deepEqual(policy.observed, [[0, 0]]);
+  });
+
+  it("never accepts more than was drafted", () => {
+    const { speculation } = speculating(2);
+    const outcome = speculation.accept(speculation.plan(), { tokens: [10, 11] }, { accepted: 5, token: 20 });
+    assert.equal(outcome.accepted, 2);
+    assert.deepEqual(outcome.committed.tokens, [10, 11, 20]);
+  });
+
+  it("leaves the drafter alone once the round ended the sequence", () => {
+    const { speculation, rolledBack } = speculating(4);
+    const outcome = speculation.accept(speculation.plan(), { tokens: [10, 2, 12] }, { accepted: 3, token: 20 });
+    assert.deepEqual(outcome.committed.tokens, [10, 2]);
+    assert.equal(speculation.sequence.finishReason, "eos");
+    speculation.rollBack(outcome);
+    assert.deepEqual(rolledBack, []);
+  });
+
+  it("without a drafter runs plain decoding and never asks the policy", () => {
+    const policy = new ObservedK(4);
+    const speculation = new SpeculativeSequence(new SequenceState([1], { maxNewTokens: 5, contextLength: 64 }), policy);
+    const plan = speculation.plan();
+    assert.equal(plan.k, 0);
+    assert.equal(policy.asked, 0);
+    const outcome = speculation.accept(plan, { tokens: [] }, { accepted: 0, token: 7 });
+    speculation.rollBack(outcome);
+    assert.deepEqual(speculation.sequence.generated, [7]);
+  });
+});
