@@ -3,15 +3,16 @@
  * stop strings, drafter, K policy, acceptance rule. Every problem is reported at once, each naming its field; the
  * server answers them as INVALID_ARGUMENT. Pure: tokenization and the seed come in as arguments.
  */
-import { AcceptanceMode, type AcceptanceMode__Output } from "../gen/specgate/v1/AcceptanceMode.ts";
+import type { AcceptanceMode__Output } from "../gen/specgate/v1/AcceptanceMode.ts";
 import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
 import type { RelaxedAcceptance__Output } from "../gen/specgate/v1/RelaxedAcceptance.ts";
+import { enumNames } from "../proto/codec.ts";
 import type { KPolicyConfig } from "../services/engine/k-policy.ts";
 import { MAX_SEED } from "../services/engine/rng.ts";
 
 export const NO_DRAFTER = "none";
 const MAX_STOP_STRINGS = 16;
-const ACCEPTANCE_MODES: ReadonlySet<AcceptanceMode__Output> = new Set(Object.values(AcceptanceMode));
+const ACCEPTANCE_MODES = enumNames<AcceptanceMode__Output>("AcceptanceMode");
 
 export interface ValidationContext {
   /** Target model name (requests may name it or leave `model` empty). */

@@ -27,3 +27,11 @@ export function messageCodec<In extends object, Out>(name: string): MessageCodec
     },
   };
 }
+
+/**
+ * The value names of the enum `specgate.v1.<name>`. A decoded message holds one of these for every number the schema
+ * names, and the bare number for any other (proto3 keeps unknown enum values), so membership tells the two apart.
+ */
+export function enumNames<Name extends string>(name: string): ReadonlySet<Name> {
+  return new Set(Object.keys(root.lookupEnum(`specgate.v1.${name}`).values) as Name[]);
+}
