@@ -15,10 +15,10 @@
  */
 import type { DraftErrorCode__Output } from "../../gen/specgate/v1/DraftErrorCode.ts";
 import type { SeededSampling } from "../../proto/sampling-params.ts";
+import { Batcher } from "../batching/batcher.ts";
 import type { SparseDistribution } from "../engine/sampling.ts";
 import { CacheCapacityError, ContextLengthError } from "../runtime/runtime-errors.ts";
 import type { ServedDrafter } from "./drafters.ts";
-import { WaitingBatch } from "./waiting-batch.ts";
 
 /** A per-sequence failure that crosses the wire as a DraftError with this code; the stream carries on. */
 export class DraftFailure extends Error {
@@ -149,7 +149,7 @@ export class DraftSequences {
   readonly #sequences = new Map<string, Sequence>();
   /** Per sequence, the settled tail of its operations (each operation starts after the previous one ended). */
   readonly #tails = new Map<string, Promise<void>>();
-  readonly #batches = new Map<ServedDrafter, WaitingBatch<ProposeItem, ProposalResult>>();
+  readonly #batches = new Map<ServedDrafter, Batcher<ProposeItem, ProposalResult>>();
   /** Bytes promised to proposals that are running but not yet in the drafters' caches. */
   #reservedBytes = 0;
   #evictions = 0;
@@ -164,7 +164,14 @@ export class DraftSequences {
     private readonly options: DraftSequencesOptions,
   ) {
     for (const served of drafters.values()) {
-      this.#batches.set(served, new WaitingBatch((items) => this.#proposeBatch(served, items)));
+      // A proposal starts its drafter call at once when the drafter is idle; the ones that arrive meanwhile share the
+      // next call.
+      const batcher = new Batcher<ProposeItem, ProposalResult>({
+        shareTurn: false,
+        key: (item) => item.sequence.id,
+        run: (items) => this.#proposeBatch(served, items),
+      });
+      this.#batches.set(served, batcher);
     }
   }
 

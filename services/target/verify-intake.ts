@@ -20,12 +20,12 @@ import {
   encodeVerifyReply,
   verifyPushChannel,
 } from "../../proto/verify-queue.ts";
-import type { MicroBatcher } from "./batcher.ts";
+import type { Batcher } from "../batching/batcher.ts";
 import { VerifyJobError } from "./verify-errors.ts";
 import { checkAdmission, nowUnixMs } from "./verify-job.ts";
 
 export interface VerifyIntakeOptions {
-  readonly batcher: MicroBatcher<VerifyJob__Output, VerifyResult>;
+  readonly batcher: Batcher<VerifyJob__Output, VerifyResult>;
   readonly modelName: string;
   /** Publishes a reply (the replica's Redis connection); its failures are reported to `onPublishError`. */
   readonly publish: (channel: string, message: Buffer) => Promise<unknown>;
