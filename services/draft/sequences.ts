@@ -16,6 +16,7 @@
 import type { DraftErrorCode__Output } from "../../gen/specgate/v1/DraftErrorCode.ts";
 import type { SeededSampling } from "../../proto/sampling-params.ts";
 import { Batcher } from "../batching/batcher.ts";
+import { ByteCappedLru } from "../caching/byte-capped-lru.ts";
 import type { SparseDistribution } from "../engine/sampling.ts";
 import { CacheCapacityError, ContextLengthError } from "../runtime/runtime-errors.ts";
 import type { ServedDrafter } from "./drafters.ts";
@@ -145,14 +146,13 @@ interface ProposeItem {
 }
 
 export class DraftSequences {
-  /** Insertion order is recency: the first entry is the least recently used. */
-  readonly #sequences = new Map<string, Sequence>();
+  /** Every open sequence, least recently used first; their drafters' caches share the cap. */
+  readonly #sequences: ByteCappedLru<string, Sequence>;
   /** Per sequence, the settled tail of its operations (each operation starts after the previous one ended). */
   readonly #tails = new Map<string, Promise<void>>();
   readonly #batches = new Map<ServedDrafter, Batcher<ProposeItem, ProposalResult>>();
   /** Bytes promised to proposals that are running but not yet in the drafters' caches. */
   #reservedBytes = 0;
-  #evictions = 0;
   #proposals = 0;
   #draftTokens = 0;
   #prefills = 0;
@@ -163,6 +163,16 @@ export class DraftSequences {
     readonly drafters: ReadonlyMap<string, ServedDrafter>,
     private readonly options: DraftSequencesOptions,
   ) {
+    this.#sequences = new ByteCappedLru({
+      capacityBytes: options.capacityBytes,
+      usedBytes: () => this.cacheBytes() + this.#reservedBytes,
+      bytesOf: (_, sequence) => (sequence.cached ? sequence.served.drafter.cacheBytes(sequence.id) : 0),
+      // The table keeps the sequence and its history: the cache is rebuilt at its next proposal.
+      evict: (_, sequence, bytes) => {
+        this.#dropCache(sequence);
+        this.options.events?.evicted?.(sequence.id, bytes);
+      },
+    });
     for (const served of drafters.values()) {
       // A proposal starts its drafter call at once when the drafter is idle; the ones that arrive meanwhile share the
       // next call.
@@ -299,7 +309,7 @@ export class DraftSequences {
       cachedSequences,
       cacheBytes: this.cacheBytes(),
       capacityBytes: this.options.capacityBytes,
-      evictions: this.#evictions,
+      evictions: this.#sequences.evictions,
       proposals: this.#proposals,
       draftTokens: this.#draftTokens,
       prefills: this.#prefills,
@@ -422,18 +432,8 @@ export class DraftSequences {
 
   /** Evicts least recently used idle caches until `need` more bytes fit under the cap; false when they cannot. */
   #makeRoom(need: number): boolean {
-    const fits = () => this.cacheBytes() + this.#reservedBytes + need <= this.options.capacityBytes;
-    if (fits()) return true;
-    for (const sequence of this.#sequences.values()) {
-      if (sequence.busy || !sequence.cached) continue;
-      const bytes = sequence.served.drafter.cacheBytes(sequence.id);
-      if (bytes === 0) continue;
-      this.#dropCache(sequence);
-      this.#evictions++;
-      this.options.events?.evicted?.(sequence.id, bytes);
-      if (fits()) return true;
-    }
-    return false;
+    this.#sequences.makeRoom(need, (_, sequence) => sequence.busy);
+    return this.#sequences.fits(need);
   }
 
   /** Closes the sequence in its drafter (freeing its cache); the table keeps the history to rebuild it. */
@@ -463,7 +463,6 @@ export class DraftSequences {
   }
 
   #touch(sequence: Sequence): void {
-    this.#sequences.delete(sequence.id);
     this.#sequences.set(sequence.id, sequence);
   }
 
