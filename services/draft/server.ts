@@ -14,16 +14,11 @@ import { toWire } from "../../proto/draft-distribution.ts";
 import { draftService, SERVICE_NAMES } from "../../proto/load.ts";
 import { seededSamplingFromWire } from "../../proto/sampling-params.ts";
 import { addStandardServices, bindServer, drain } from "../grpc/server.ts";
+import type { ProposalResult } from "./draft-calls.ts";
+import { asDraftFailure, DraftFailure } from "./draft-failure.ts";
 import type { ServedDrafter } from "./drafters.ts";
-import {
-  asDraftFailure,
-  DraftFailure,
-  DraftSequences,
-  type ProposalResult,
-  type SequenceEvents,
-  type VerdictArgs,
-  type VerdictProposal,
-} from "./sequences.ts";
+import type { SequenceEvents } from "./sequence-table.ts";
+import { DraftSequences, type VerdictArgs, type VerdictProposal } from "./sequences.ts";
 import { listenForVerdicts } from "./verdicts.ts";
 
 type SessionCall = grpc.ServerDuplexStream<DraftClientMessage__Output, DraftServerMessage>;

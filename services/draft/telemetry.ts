@@ -6,7 +6,7 @@
 import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { ATTR, TELEMETRY_SCOPE } from "../telemetry/attributes.ts";
 import { extractFromCarrier, type SpecgateMetrics } from "../telemetry/index.ts";
-import { DraftFailure } from "./sequences.ts";
+import { DraftFailure } from "./draft-failure.ts";
 import type { DraftService } from "./server.ts";
 
 export const DRAFT_SPAN_NAME = "specgate.draft";

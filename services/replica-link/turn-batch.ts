@@ -6,14 +6,11 @@
  * process that call is most of the hop. The turn's first item leaves at once (a lone round waits for nothing, not even
  * the BullMQ completion the same turn sends next); the others leave together on process.nextTick, after the turn's
  * promise jobs. (ioredis's own auto-pipelining would hold every command until setImmediate, behind pending I/O.)
+ * Unlike the Batcher (services/batching/), a write never waits for the one before it to be answered: that would add a
+ * round trip to every write behind it.
  */
 import type { Redis } from "ioredis";
-
-interface Held<I, O> {
-  readonly item: I;
-  readonly resolve: (output: O) => void;
-  readonly reject: (error: unknown) => void;
-}
+import { answerAll, type Held } from "../batching/answers.ts";
 
 export class TurnBatch<I, O> {
   /** Items held for the end of the turn; undefined when nothing was handed in during this turn. */
@@ -41,18 +38,7 @@ export class TurnBatch<I, O> {
   #flush(): void {
     const held = this.#held ?? [];
     this.#held = undefined;
-    if (held.length === 0) return;
-    this.many(held.map((h) => h.item)).then(
-      (outputs) =>
-        held.forEach(({ resolve, reject }, i) => {
-          const output = outputs[i];
-          if (output instanceof Error) reject(output);
-          else resolve(output);
-        }),
-      (error: unknown) => {
-        for (const { reject } of held) reject(error);
-      },
-    );
+    if (held.length > 0) void answerAll(held, (items) => this.many(items));
   }
 }
 

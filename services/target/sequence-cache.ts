@@ -5,17 +5,24 @@
  *
  * Caches are soft state: dropping one only costs a re-prefill from the history the next job carries.
  */
+import { ByteCappedLru } from "../caching/byte-capped-lru.ts";
 import type { CausalLM } from "../runtime/causal-lm.ts";
 
 export class SequenceCache {
-  /** Tokens each cached sequence holds, in least-recently-used-first order (Map iteration order). */
-  readonly #tokens = new Map<string, readonly number[]>();
-  #evictions = 0;
+  /** Tokens each cached sequence holds, least recently used first. */
+  readonly #tokens: ByteCappedLru<string, readonly number[]>;
 
   constructor(
     readonly model: CausalLM,
     readonly maxBytes: number,
-  ) {}
+  ) {
+    this.#tokens = new ByteCappedLru({
+      capacityBytes: maxBytes,
+      usedBytes: () => model.cacheBytes(),
+      bytesOf: (sequenceId) => model.cacheBytes(sequenceId),
+      evict: (sequenceId) => this.release([sequenceId]),
+    });
+  }
 
   /**
    * Keeps the longest cached prefix of `history`, at most `history.length - 1` tokens (the last history token is always
@@ -37,17 +44,7 @@ export class SequenceCache {
    * Returns the sequences evicted; the caller's forward fails on the runtime's cap when even that was not enough.
    */
   makeRoom(bytes: number, busy: ReadonlySet<string>): string[] {
-    const evicted: string[] = [];
-    let excess = this.model.cacheBytes() + bytes - this.maxBytes;
-    for (const sequenceId of this.#tokens.keys()) {
-      if (excess <= 0) break;
-      if (busy.has(sequenceId)) continue;
-      evicted.push(sequenceId);
-      excess -= this.model.cacheBytes(sequenceId);
-    }
-    this.release(evicted);
-    this.#evictions += evicted.length;
-    return evicted;
+    return this.#tokens.makeRoom(bytes, (sequenceId) => busy.has(sequenceId));
   }
 
   /** Records that the sequence's cache now holds `tokens` (most recently used). */
@@ -78,6 +75,6 @@ export class SequenceCache {
 
   /** Sequences evicted for room since start. */
   get evictions(): number {
-    return this.#evictions;
+    return this.#tokens.evictions;
   }
 }

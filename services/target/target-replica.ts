@@ -10,6 +10,7 @@ import type { TargetStats } from "../../gen/specgate/v1/TargetStats.ts";
 import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
 import { QUEUE_PREFIX, queueConnection, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
+import { Batcher } from "../batching/batcher.ts";
 import { drain as drainServer } from "../grpc/server.ts";
 import { announceReplica } from "../replica-link/announcements.ts";
 import { nowUnixMs } from "../replica-link/clock.ts";
@@ -18,7 +19,6 @@ import { PUSHES_CONNECTION_NAME, VerifyIntake } from "../replica-link/verify-int
 import { startVerifyWorker } from "../replica-link/verify-worker.ts";
 import { resolveModel } from "../runtime/model-files.ts";
 import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
-import { MicroBatcher } from "./batcher.ts";
 import type { TargetConfig } from "./config.ts";
 import { ReplicaStats } from "./replica-stats.ts";
 import { SequenceCache } from "./sequence-cache.ts";
@@ -71,7 +71,8 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
       "verified batch",
     );
   });
-  const batcher = new MicroBatcher<VerifyJob__Output, VerifyResult>({
+  const batcher = new Batcher<VerifyJob__Output, VerifyResult>({
+    shareTurn: true,
     maxBatchSize: config.maxBatchSize,
     maxWaitMs: config.maxWaitMs,
     key: (job) => job.sequence_id,

@@ -1,11 +1,12 @@
 /**
- * The target's micro-batcher: which jobs share a batch. Waits are made long (a minute) where the behaviour under test
+ * The batcher: which jobs share a batch, as the target's micro-batcher (the items of a turn share a batch) and as the
+ * draft service's (an idle batcher starts at once). Waits are made long (a minute) where the behaviour under test
  * is "does not wait", so a wrong wait shows up as a test timeout rather than as a timing assertion.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { MicroBatcher } from "../../services/target/batcher.ts";
+import { Batcher } from "../../services/batching/batcher.ts";
 
 interface Job {
   readonly seq: string;
@@ -21,7 +22,8 @@ const TEST_TIMEOUT = { timeout: 10_000 };
  */
 function recordingBatcher(maxBatchSize: number, maxWaitMs: number, hold = () => sleep(1)) {
   const batches: string[][] = [];
-  const batcher = new MicroBatcher<Job, number>({
+  const batcher = new Batcher<Job, number>({
+    shareTurn: true,
     maxBatchSize,
     maxWaitMs,
     maxWaitShare: 1e6,
@@ -37,7 +39,7 @@ function recordingBatcher(maxBatchSize: number, maxWaitMs: number, hold = () => 
 
 const job = (seq: string, value = 1): Job => ({ seq, value });
 
-describe("MicroBatcher", () => {
+describe("Batcher", () => {
   test("jobs handed in during one event-loop turn share one batch", TEST_TIMEOUT, async () => {
     const { batcher, batches } = recordingBatcher(16, NEVER);
     const results = await Promise.all(["a", "b", "c"].map((s, i) => batcher.submit(job(s, i))));
@@ -65,7 +67,8 @@ describe("MicroBatcher", () => {
 
   test("the wait never exceeds a share of the batches' run time", TEST_TIMEOUT, async () => {
     const batches: string[][] = [];
-    const batcher = new MicroBatcher<Job, number>({
+    const batcher = new Batcher<Job, number>({
+      shareTurn: true,
       maxBatchSize: 16,
       maxWaitMs: NEVER,
       key: (job) => job.seq,
@@ -128,7 +131,8 @@ describe("MicroBatcher", () => {
     assert.equal(settled[1].status, "rejected");
     assert.match(String((settled[1] as PromiseRejectedResult).reason), /negative -1/);
 
-    const failing = new MicroBatcher<Job, number>({
+    const failing = new Batcher<Job, number>({
+      shareTurn: true,
       maxBatchSize: 4,
       maxWaitMs: 0,
       key: (j) => j.seq,
@@ -153,4 +157,34 @@ describe("MicroBatcher", () => {
     await assert.rejects(batcher.submit(job("c")), /draining/);
     assert.deepEqual(batches, [["a", "b"], ["a"]]);
   });
+
+  test(
+    "without shareTurn an idle batcher runs at once, alone; what arrives meanwhile shares the next batch",
+    TEST_TIMEOUT,
+    async () => {
+      const batches: string[][] = [];
+      let release!: () => void;
+      const batcher = new Batcher<Job, number>({
+        shareTurn: false,
+        key: (j) => j.seq,
+        run: async (jobs) => {
+          batches.push(jobs.map((j) => j.seq));
+          if (batches.length === 1) await new Promise<void>((resolve) => (release = resolve));
+          return jobs.map((j) => j.value);
+        },
+      });
+      const first = batcher.submit(job("a", 0));
+      assert.deepEqual(batches, [["a"]], "the run must start inside submit");
+      const seqs = Array.from({ length: 20 }, (_, i) => `s${i}`);
+      const rest = seqs.map((s, i) => batcher.submit(job(s, i + 1)));
+      await sleep(5);
+      assert.equal(batcher.waiting, 20);
+      release();
+      assert.deepEqual(
+        await Promise.all([first, ...rest]),
+        Array.from({ length: 21 }, (_, i) => i),
+      );
+      assert.deepEqual(batches, [["a"], seqs], "no cap and no wait by default");
+    },
+  );
 });

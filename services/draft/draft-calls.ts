@@ -1,0 +1,116 @@
+/**
+ * The draft service's calls to its drafters: proposals of different sequences for the same drafter are batched into
+ * one drafter call (one forward per draft step for all of them). A call first makes room under the cache cap for
+ * what each proposal adds and rebuilds the caches the table dropped; when the drafter call fails, the caches of its
+ * sequences are in no known state and are dropped.
+ */
+import { Batcher } from "../batching/batcher.ts";
+import type { SparseDistribution } from "../engine/sampling.ts";
+import { asDraftFailure, DraftFailure } from "./draft-failure.ts";
+import type { ServedDrafter } from "./drafters.ts";
+import type { SequenceTable, TableSequence } from "./sequence-table.ts";
+
+export interface ProposalResult {
+  /** Drafter that proposed. */
+  readonly drafter: string;
+  readonly tokens: number[];
+  /** Sampling mode: the (quantised) q each token was drawn from. Empty when greedy. */
+  readonly distributions: SparseDistribution[];
+  /** Wall time of the drafter call this proposal was part of (including a rebuild of the cache). */
+  readonly draftTimeMs: number;
+  /** The drafter cache was (re)built from the history for this proposal. */
+  readonly prefilled: boolean;
+}
+
+interface ProposeItem<S> {
+  readonly sequence: S;
+  readonly k: number;
+}
+
+export class DraftCalls<S extends TableSequence> {
+  readonly #batchers = new Map<ServedDrafter, Batcher<ProposeItem<S>, ProposalResult>>();
+
+  constructor(readonly table: SequenceTable<S>) {
+    for (const served of table.drafters.values()) {
+      // A proposal starts its drafter call at once when the drafter is idle; the ones that arrive meanwhile share the
+      // next call.
+      const batcher = new Batcher<ProposeItem<S>, ProposalResult>({
+        shareTurn: false,
+        key: (item) => item.sequence.id,
+        run: (items) => this.#call(served, items),
+      });
+      this.#batchers.set(served, batcher);
+    }
+  }
+
+  /**
+   * Proposes k tokens (k >= 1, within the drafter's context length) after the sequence's history, in the next call of
+   * its drafter; the sequence's cache is not evicted meanwhile.
+   */
+  async propose(sequence: S, k: number): Promise<ProposalResult> {
+    const batcher = this.#batchers.get(sequence.served);
+    if (!batcher) throw new Error(`no batch for drafter ${sequence.served.spec.name}`);
+    sequence.busy = true;
+    try {
+      return await batcher.submit({ sequence, k });
+    } finally {
+      sequence.busy = false;
+    }
+  }
+
+  async #call(served: ServedDrafter, items: ProposeItem<S>[]): Promise<(ProposalResult | Error)[]> {
+    const started = performance.now();
+    const results: (ProposalResult | Error)[] = [];
+    const admitted: { index: number; item: ProposeItem<S>; prefilled: boolean }[] = [];
+    let reserved = 0;
+    for (const [index, item] of items.entries()) {
+      const { sequence, k } = item;
+      // After proposing, the cache holds the history and k − 1 draft tokens (the last one is never fed).
+      const bytesAfter = (sequence.history.length + k - 1) * served.kvBytesPerToken;
+      const need = Math.max(0, bytesAfter - this.table.cachedBytes(sequence));
+      if (!this.table.reserve(need)) {
+        results[index] = new DraftFailure(
+          "DRAFT_ERROR_RESOURCE_EXHAUSTED",
+          `sequence ${sequence.id} needs ${need} bytes of draft KV cache; the cap is ` +
+            `${this.table.options.capacityBytes} bytes and the other caches in use cannot be evicted`,
+        );
+        continue;
+      }
+      reserved += need;
+      try {
+        const prefilled = !sequence.cached;
+        if (prefilled) await this.table.prefill(sequence);
+        admitted.push({ index, item, prefilled });
+      } catch (error) {
+        results[index] = asDraftFailure(error);
+      }
+    }
+    try {
+      if (admitted.length > 0) {
+        const drafts = await served.drafter.propose(
+          admitted.map(({ item }) => ({ sequenceId: item.sequence.id, k: item.k })),
+        );
+        const draftTimeMs = performance.now() - started;
+        admitted.forEach(({ index, prefilled }, j) => {
+          results[index] = {
+            drafter: served.spec.name,
+            tokens: drafts[j].tokens,
+            distributions: drafts[j].distributions ?? [],
+            draftTimeMs,
+            prefilled,
+          };
+        });
+      }
+    } catch (error) {
+      // After a failed drafter call its state for these sequences is unknown: drop their caches so that their next
+      // proposal rebuilds them from the history.
+      for (const { index, item } of admitted) {
+        this.table.dropCache(item.sequence);
+        results[index] = asDraftFailure(error);
+      }
+    } finally {
+      this.table.unreserve(reserved);
+    }
+    return results;
+  }
+}
