@@ -14,7 +14,8 @@ import { createInterface } from "node:readline";
 import type { ChannelCredentials } from "@grpc/grpc-js";
 import { z } from "zod";
 import { GATEWAY_SETTINGS, type GatewayConfig } from "../gateway/config.ts";
-import { type ConfigOf, loadConfig, type Settings, settingsHelp } from "../services/config/settings.ts";
+import { type ConfigOf, integer, loadConfig, port, type Settings, settingsHelp } from "../services/config/settings.ts";
+import { LOG_LEVEL_SETTING, REDIS_URL_SETTING } from "../services/config/shared-settings.ts";
 import { DRAFT_SETTINGS } from "../services/draft/config.ts";
 import { parseDrafterSpecs } from "../services/draft/drafters.ts";
 import { MODELS_ROOT, resolveModel } from "../services/runtime/model-files.ts";
@@ -432,27 +433,21 @@ const STACK_SETTINGS = {
   replicas: {
     flag: "replicas",
     env: "SPECGATE_REPLICAS",
-    schema: z.coerce.number().int().min(1).max(64).default(1),
+    schema: integer(1, 1).pipe(z.number().max(64)),
     help: "target replicas",
   },
   port: {
     flag: "port",
     env: GATEWAY_SETTINGS.port.env,
-    schema: z.coerce.number().int().min(0).max(65535).default(DEFAULT_GATEWAY_PORT),
+    schema: port(DEFAULT_GATEWAY_PORT),
     help: "gateway port on 127.0.0.1",
   },
   redisUrl: {
-    flag: "redis-url",
-    env: "REDIS_URL",
+    ...REDIS_URL_SETTING,
     schema: z.string().min(1).optional(),
     help: "a running Redis to use (unset: the stack starts its own redis-server on a free port)",
   },
-  logLevel: {
-    flag: "log-level",
-    env: "SPECGATE_LOG_LEVEL",
-    schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-    help: "log level of the services",
-  },
+  logLevel: { ...LOG_LEVEL_SETTING, help: "log level of the services" },
   // Passed to the gateway as they are.
   tlsCert: GATEWAY_SETTINGS.tlsCert,
   tlsKey: GATEWAY_SETTINGS.tlsKey,

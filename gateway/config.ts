@@ -6,17 +6,23 @@
 import { z } from "zod";
 import {
   type ConfigOf,
-  LOG_LEVEL_SETTING,
+  integer,
   loadConfig,
   parseConfig,
+  port,
   type Settings,
   settingsHelp,
 } from "../services/config/settings.ts";
+import {
+  drainSetting,
+  LOG_LEVEL_SETTING,
+  metricsPortSetting,
+  REDIS_URL_SETTING,
+  TARGET_MODEL_SETTING,
+} from "../services/config/shared-settings.ts";
 import { isLoopbackHost } from "../services/grpc/loopback.ts";
 import type { ServerTlsFiles } from "../services/grpc/server.ts";
 import { DEFAULT_STANDBY_MS } from "../services/target/verify-client.ts";
-
-const integer = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
 
 export interface DrafterListing {
   readonly name: string;
@@ -44,24 +50,12 @@ export const GATEWAY_SETTINGS = {
     schema: z.string().min(1).default("127.0.0.1"),
     help: "address to listen on",
   },
-  port: {
-    flag: "port",
-    env: "SPECGATE_PORT",
-    schema: integer(0, 50051).pipe(z.number().max(65535)),
-    help: "gRPC port (0: a free one)",
-  },
+  port: { flag: "port", env: "SPECGATE_PORT", schema: port(50051), help: "gRPC port (0: a free one)" },
   model: {
-    flag: "model",
-    env: "SPECGATE_TARGET_MODEL",
-    schema: z.string().min(1).default("stories260k"),
+    ...TARGET_MODEL_SETTING,
     help: "target model (directory, or name under models/): its tokenizer and context length",
   },
-  redisUrl: {
-    flag: "redis-url",
-    env: "REDIS_URL",
-    schema: z.string().min(1).default("redis://127.0.0.1:6379"),
-    help: "Redis holding the verify queues and replica announcements",
-  },
+  redisUrl: REDIS_URL_SETTING,
   draftAddress: {
     flag: "draft-address",
     env: "SPECGATE_DRAFT_ADDRESS",
@@ -159,17 +153,10 @@ export const GATEWAY_SETTINGS = {
     help: "a pushed verify job unanswered this long also goes on the replica's queue (its push or reply may be lost; a push nobody heard is queued at once); less than --verify-timeout-ms",
   },
   metricsPort: {
-    flag: "metrics-port",
-    env: "SPECGATE_GATEWAY_METRICS_PORT",
-    schema: integer(0, 9464).pipe(z.number().max(65535)),
+    ...metricsPortSetting({ env: "SPECGATE_GATEWAY_METRICS_PORT", fallback: 9464 }),
     help: "Prometheus scrape port on 127.0.0.1 (0: a free one; OTEL_SDK_DISABLED=true turns telemetry off)",
   },
-  drainMs: {
-    flag: "drain-ms",
-    env: "SPECGATE_DRAIN_MS",
-    schema: integer(0, 30_000),
-    help: "on SIGTERM, how long in-flight requests may run before they are cancelled",
-  },
+  drainMs: drainSetting(30_000, "on SIGTERM, how long in-flight requests may run before they are cancelled"),
   logLevel: LOG_LEVEL_SETTING,
 } satisfies Settings;
 
