@@ -14,6 +14,7 @@ import {
   settingsHelp,
 } from "../services/config/settings.ts";
 import {
+  DRAFTERS_SETTING,
   drainSetting,
   LOG_LEVEL_SETTING,
   metricsPortSetting,
@@ -23,25 +24,6 @@ import {
 import { isLoopbackHost } from "../services/grpc/loopback.ts";
 import type { ServerTlsFiles } from "../services/grpc/server.ts";
 import { DEFAULT_STANDBY_MS } from "../services/target/verify-client.ts";
-
-export interface DrafterListing {
-  readonly name: string;
-  readonly kind: "model" | "ngram";
-  /** Model directory of a model drafter ("" for n-gram). */
-  readonly model: string;
-}
-
-/** Reads "NAME=MODEL,NAME=ngram,NAME" as the draft service does; the gateway needs the names and kinds. */
-export function parseDrafterListing(text: string): DrafterListing[] {
-  return text
-    .split(",")
-    .map((entry) => entry.trim())
-    .filter((entry) => entry.length > 0)
-    .map((entry) => {
-      const [name, source = name] = entry.split("=", 2).map((part) => part.trim());
-      return source === "ngram" ? { name, kind: "ngram", model: "" } : { name, kind: "model", model: source };
-    });
-}
 
 export const GATEWAY_SETTINGS = {
   host: {
@@ -63,9 +45,7 @@ export const GATEWAY_SETTINGS = {
     help: "host:port of the draft service",
   },
   drafters: {
-    flag: "drafters",
-    env: "SPECGATE_DRAFTERS",
-    schema: z.string().min(1).default("int4=stories260k-int4,early-exit=stories260k-exit4,ngram"),
+    ...DRAFTERS_SETTING,
     help: "drafters the draft service serves (NAME=MODEL or NAME=ngram, comma-separated)",
   },
   defaultDrafter: {

@@ -12,6 +12,7 @@ import type { GatewayHandlers } from "../gen/specgate/v1/Gateway.ts";
 import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
 import type { ListModelsResponse } from "../gen/specgate/v1/ListModelsResponse.ts";
 import { gatewayService, SERVICE_NAMES } from "../proto/load.ts";
+import { parseDrafterSpecs } from "../services/config/drafter-list.ts";
 import { CostModel } from "../services/engine/k-policy.ts";
 import { randomSeed } from "../services/engine/rng.ts";
 import { addStandardServices, bindServer, drain, serverTlsCredentials } from "../services/grpc/server.ts";
@@ -22,7 +23,7 @@ import { extractFromMetadata, type SpecgateMetrics, startRequestTrace } from "..
 import { Admission } from "./admission.ts";
 import { loadApiKeys } from "./api-keys.ts";
 import { identifyCall } from "./authentication.ts";
-import { type GatewayConfig, gatewayTlsFiles, parseDrafterListing, plaintextExposureWarning } from "./config.ts";
+import { type GatewayConfig, gatewayTlsFiles, plaintextExposureWarning } from "./config.ts";
 import { DraftLink } from "./draft-link.ts";
 import { type Delta, type GenerationServices, type Outcome, runGeneration } from "./generation.ts";
 import { NoReplicaError, ReplicaRouter } from "./replicas.ts";
@@ -85,7 +86,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const credentials = tlsFiles && serverTlsCredentials(tlsFiles);
   const apiKeys = loadApiKeys({ file: config.apiKeysFile, inline: config.apiKeys });
   if (apiKeys?.size === 0) logger.warn("API keys are on but none is configured: every Gateway call will be refused");
-  const drafters = parseDrafterListing(config.drafters);
+  const drafters = parseDrafterSpecs(config.drafters);
   if (config.defaultDrafter !== NO_DRAFTER && !drafters.some((d) => d.name === config.defaultDrafter)) {
     throw new TypeError(`default drafter "${config.defaultDrafter}" is not among the drafters (${config.drafters})`);
   }
@@ -278,7 +279,10 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
             eos_token_id: model.eosTokenId ?? 0,
           },
         ],
-        drafters: [...drafters, { name: NO_DRAFTER, kind: "none", model: "" }],
+        drafters: [
+          ...drafters.map((d) => ({ name: d.name, kind: d.kind, model: d.kind === "model" ? d.model : "" })),
+          { name: NO_DRAFTER, kind: "none", model: "" },
+        ],
         default_drafter: config.defaultDrafter,
         max_tokens_limit: config.maxTokensLimit,
         max_k: config.maxK,

@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { MODELS_ROOT } from "../runtime/model-files.ts";
 import { runtimeOptionsSchema } from "../runtime/runtime-config.ts";
+import { parseDrafterSpecs } from "./drafter-list.ts";
 import { integer, port, type Setting } from "./settings.ts";
 
 export const LOG_LEVEL_SETTING = {
@@ -35,6 +36,23 @@ export const REDIS_URL_SETTING = {
   env: "REDIS_URL",
   schema: z.string().min(1).default("redis://127.0.0.1:6379"),
   help: "Redis holding the verify queues and replica announcements",
+} satisfies Setting;
+
+/** Kept as text (it prints as the default in --help), checked against the grammar; parseDrafterSpecs reads it. */
+export const DRAFTERS_SETTING = {
+  flag: "drafters",
+  env: "SPECGATE_DRAFTERS",
+  schema: z
+    .string()
+    .default("int4=stories260k-int4,early-exit=stories260k-exit4,ngram")
+    .superRefine((text, ctx) => {
+      try {
+        parseDrafterSpecs(text);
+      } catch (error) {
+        ctx.addIssue({ code: "custom", message: (error as Error).message });
+      }
+    }),
+  help: "drafters served, comma-separated: NAME=MODEL (model drafter; a name under the models dir or a path) or NAME=ngram",
 } satisfies Setting;
 
 /** How long a service drains on SIGTERM; `help` says what the drain waits for in that service. */

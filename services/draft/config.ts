@@ -3,6 +3,7 @@
  * start-up, printed by `--help`. SPECGATE_DRAFTERS means the same list in the gateway, so the local stack sets it once.
  */
 import { z } from "zod";
+import { type DrafterSpec, parseDrafterSpecs } from "../config/drafter-list.ts";
 import {
   type ConfigOf,
   integer,
@@ -14,6 +15,7 @@ import {
 } from "../config/settings.ts";
 import {
   DEVICE_ID_SETTING,
+  DRAFTERS_SETTING,
   drainSetting,
   EXECUTION_PROVIDER_SETTING,
   LOG_LEVEL_SETTING,
@@ -22,19 +24,6 @@ import {
   REDIS_URL_SETTING,
   THREAD_SPINNING_SETTING,
 } from "../config/shared-settings.ts";
-import { type DrafterSpec, parseDrafterSpecs } from "./drafters.ts";
-
-/** Kept as text (it prints as the default in --help); `servedDrafters` reads it. */
-const drafterList = z
-  .string()
-  .default("int4=stories260k-int4,early-exit=stories260k-exit4,ngram")
-  .superRefine((text, ctx) => {
-    try {
-      parseDrafterSpecs(text);
-    } catch (error) {
-      ctx.addIssue({ code: "custom", message: (error as Error).message });
-    }
-  });
 
 export const DRAFT_SETTINGS = {
   host: {
@@ -45,12 +34,7 @@ export const DRAFT_SETTINGS = {
   },
   port: { flag: "port", env: "SPECGATE_DRAFT_PORT", schema: port(50052), help: "gRPC port (0: a free one)" },
   modelsDir: MODELS_DIR_SETTING,
-  drafters: {
-    flag: "drafters",
-    env: "SPECGATE_DRAFTERS",
-    schema: drafterList,
-    help: "drafters served, comma-separated: NAME=MODEL (model drafter; a name under the models dir or a path) or NAME=ngram",
-  },
+  drafters: DRAFTERS_SETTING,
   cacheBytes: {
     flag: "cache-bytes",
     env: "SPECGATE_DRAFT_CACHE_BYTES",
