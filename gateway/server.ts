@@ -15,7 +15,14 @@ import { gatewayService, SERVICE_NAMES } from "../proto/load.ts";
 import { parseDrafterSpecs } from "../services/config/drafter-list.ts";
 import { CostModel } from "../services/engine/k-policy.ts";
 import { randomSeed } from "../services/engine/rng.ts";
-import { addStandardServices, bindServer, drain, serverTlsCredentials } from "../services/grpc/server.ts";
+import {
+  addStandardServices,
+  bindServer,
+  drain,
+  serverTlsCredentials,
+  setServing,
+  withinGrace,
+} from "../services/grpc/server.ts";
 import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
 import { VerifyClient } from "../services/target/verify-client.ts";
 import { VerifyJobError } from "../services/target/verify-errors.ts";
@@ -298,8 +305,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const exposure = plaintextExposureWarning(config.host, tlsFiles !== undefined);
   if (exposure) logger.warn({ host: config.host }, exposure);
   await router.ready();
-  health.setStatus("", "SERVING");
-  health.setStatus(SERVICE_NAMES.gateway, "SERVING");
+  setServing(health, SERVICE_NAMES.gateway, true);
 
   let stopping: Promise<void> | undefined;
   return {
@@ -311,14 +317,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     router,
     stop(graceMs) {
       stopping ??= (async () => {
-        health.setStatus("", "NOT_SERVING");
-        health.setStatus(SERVICE_NAMES.gateway, "NOT_SERVING");
-        let timer: NodeJS.Timeout | undefined;
-        const graceOver = new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, graceMs);
-        });
-        await Promise.race([admission.drain(), graceOver]);
-        clearTimeout(timer);
+        setServing(health, SERVICE_NAMES.gateway, false);
+        await withinGrace(admission.drain(), graceMs);
         for (const controller of running) {
           controller.abort(new Aborted(grpc.status.UNAVAILABLE, "the gateway shut down before the request finished"));
         }

@@ -9,8 +9,9 @@ import type { Logger } from "pino";
 import type { TargetStats } from "../../gen/specgate/v1/TargetStats.ts";
 import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
+import { SERVICE_NAMES } from "../../proto/load.ts";
 import { QUEUE_PREFIX, queueConnection, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
-import { drain as drainServer } from "../grpc/server.ts";
+import { drain as drainServer, setServing } from "../grpc/server.ts";
 import { resolveModel } from "../runtime/model-files.ts";
 import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
 import { MicroBatcher } from "./batcher.ts";
@@ -18,7 +19,7 @@ import type { TargetConfig } from "./config.ts";
 import { announceReplica } from "./replica.ts";
 import { ReplicaStats } from "./replica-stats.ts";
 import { SequenceCache } from "./sequence-cache.ts";
-import { setServing, startTargetServer } from "./server.ts";
+import { startTargetServer } from "./server.ts";
 import { publisher } from "./turn-batch.ts";
 import { PUSHES_CONNECTION_NAME, VerifyIntake } from "./verify-intake.ts";
 import { VerifyRound } from "./verify-round.ts";
@@ -145,7 +146,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     );
   }, REPLICA_HEARTBEAT_MS);
   countQueued.unref();
-  setServing(grpc.health, true);
+  setServing(grpc.health, SERVICE_NAMES.target, true);
   log.info({ replicaId, address, model: modelName, queue: verifyQueueName(replicaId) }, "target replica serving");
 
   let draining: Promise<void> | undefined;
@@ -158,7 +159,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     waitingJobs: () => queued + batcher.waiting,
     drain() {
       draining ??= (async () => {
-        setServing(grpc.health, false);
+        setServing(grpc.health, SERVICE_NAMES.target, false);
         await announcer.withdraw().catch((error) => log.warn({ err: error }, "could not withdraw announcement"));
         clearInterval(countQueued);
         await pushes.quit();
