@@ -4,6 +4,7 @@
  * thing everywhere, so the local stack sets each once.
  */
 import { z } from "zod";
+import { type DrafterSpec, parseDrafterSpecs } from "../services/config/drafter-list.ts";
 import {
   type ConfigOf,
   integer,
@@ -24,6 +25,7 @@ import {
 import { isLoopbackHost } from "../services/grpc/loopback.ts";
 import type { ServerTlsFiles } from "../services/grpc/server.ts";
 import { DEFAULT_STANDBY_MS } from "../services/target/verify-client.ts";
+import { NO_DRAFTER } from "./validation.ts";
 
 export const GATEWAY_SETTINGS = {
   host: {
@@ -171,6 +173,24 @@ export function plaintextExposureWarning(host: string, tls: boolean): string | u
     `the gateway listens on ${host} without TLS: requests, outputs and API keys cross the network in clear. ` +
     "Set --tls-cert and --tls-key (SPECGATE_TLS_CERT, SPECGATE_TLS_KEY) unless TLS is terminated in front of it"
   );
+}
+
+/** The drafters the gateway offers; throws when the default drafter is none of them. */
+export function offeredDrafters(config: Pick<GatewayConfig, "drafters" | "defaultDrafter">): DrafterSpec[] {
+  const drafters = parseDrafterSpecs(config.drafters);
+  if (config.defaultDrafter !== NO_DRAFTER && !drafters.some((d) => d.name === config.defaultDrafter)) {
+    throw new TypeError(`default drafter "${config.defaultDrafter}" is not among the drafters (${config.drafters})`);
+  }
+  return drafters;
+}
+
+/** Throws when a job whose push was lost would be re-sent before it is queued. */
+export function checkVerifyTimings(config: Pick<GatewayConfig, "verifyStandbyMs" | "verifyTimeoutMs">): void {
+  if (config.verifyStandbyMs >= config.verifyTimeoutMs) {
+    throw new TypeError(
+      `the verify standby delay (${config.verifyStandbyMs} ms) must be shorter than the verify timeout (${config.verifyTimeoutMs} ms): otherwise a job whose push was lost is re-sent before it is queued`,
+    );
+  }
 }
 
 export function parseGatewayConfig(input: Record<string, unknown>): GatewayConfig {
