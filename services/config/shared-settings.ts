@@ -60,7 +60,10 @@ export function drainSetting(fallbackMs: number, help: string) {
   return { flag: "drain-ms", env: "SPECGATE_DRAIN_MS", schema: integer(0, fallbackMs), help } satisfies Setting;
 }
 
-/** The Prometheus scrape port; each service has its own variable so that one environment can set all three. */
+/**
+ * The Prometheus scrape port; each service has its own variable so that one environment can set all three. The call
+ * spells out `env: "..."`, as every settings table does: the deployment checks read a service's variables that way.
+ */
 export function metricsPortSetting(setting: { readonly env: string; readonly fallback: number }) {
   return {
     flag: "metrics-port",
