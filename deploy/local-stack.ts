@@ -14,17 +14,27 @@ import { createInterface } from "node:readline";
 import type { ChannelCredentials } from "@grpc/grpc-js";
 import { z } from "zod";
 import { GATEWAY_SETTINGS, type GatewayConfig } from "../gateway/config.ts";
-import { type ConfigOf, loadConfig, type Settings, settingsHelp } from "../services/config/settings.ts";
+import { parseDrafterSpecs } from "../services/config/drafter-list.ts";
+import {
+  type ConfigOf,
+  integer,
+  loadConfig,
+  port,
+  type Setting,
+  type Settings,
+  settingsHelp,
+} from "../services/config/settings.ts";
+import { LOG_LEVEL_SETTING, REDIS_URL_SETTING, TARGET_MODEL_SETTING } from "../services/config/shared-settings.ts";
 import { DRAFT_SETTINGS } from "../services/draft/config.ts";
-import { parseDrafterSpecs } from "../services/draft/drafters.ts";
 import { RECIPES } from "../services/model-builder/models-build.ts";
 import { MODELS_ROOT, resolveModel } from "../services/runtime/model-files.ts";
 import { TARGET_SETTINGS } from "../services/target/config.ts";
 import { telemetryPlan } from "../services/telemetry/telemetry-plan.ts";
 import { freePort } from "./free-port.ts";
 import { probeCredentials, waitUntilServing } from "./health.ts";
-import { type RedisServer, startRedis } from "./redis-server.ts";
-import { describeExit, PROJECT_ROOT, ServiceProcess, type ServiceProcessSpec } from "./service-process.ts";
+import { startRedis } from "./redis-server.ts";
+import { describeExit, PROJECT_ROOT, ServiceProcess } from "./service-process.ts";
+import { StackProcesses } from "./stack-processes.ts";
 
 /** Target model and drafters that belong together. */
 export const MODEL_PAIRS = {
@@ -121,9 +131,18 @@ export class LocalStackStartError extends Error {
 
 const DEFAULT_GATEWAY_PORT = 50051;
 const METRICS_PORT = { gateway: 9464, draft: 9465, target: 9466 } as const;
-/** How long a service may drain after SIGTERM before it is killed (its own drain limit is set below this). */
-const STOP_GRACE_MS = 10_000;
+/** Each service's own drain limit, below the time the stack gives it before killing it (stack-processes.ts). */
 const SERVICE_DRAIN_MS = 5_000;
+
+/** What every service of the stack is told the same way. */
+const SHARED_SETTINGS = {
+  logLevel: LOG_LEVEL_SETTING,
+  redisUrl: REDIS_URL_SETTING,
+  model: TARGET_MODEL_SETTING,
+} satisfies Settings;
+
+/** The settings the stack gives each service it starts. */
+type ServiceSettings = Settings & Record<"host" | "port" | "drainMs" | "metricsPort", Setting>;
 
 /** Environment variables for a service from its own settings table: { key: value } → { ENV_NAME: "value" }. */
 function envOf<S extends Settings>(settings: S, values: { [K in keyof S]?: string | number }): Record<string, string> {
@@ -132,12 +151,6 @@ function envOf<S extends Settings>(settings: S, values: { [K in keyof S]?: strin
     if (value !== undefined) env[settings[key].env] = String(value);
   }
   return env;
-}
-
-/** The metrics port setting of a service, if its settings table has one (the target's may come later). */
-function metricsEnv(settings: Settings, port: number): Record<string, string> | undefined {
-  const setting = settings.metricsPort;
-  return setting ? { [setting.env]: String(port) } : undefined;
 }
 
 /** Fails fast when the gateway's port is taken: a health check would otherwise be answered by whoever holds it. */
@@ -214,192 +227,201 @@ async function waitForService(
   }
 }
 
-export async function startLocalStack(options: LocalStackOptions = {}): Promise<LocalStack> {
-  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const baseEnv = options.env ?? process.env;
+/** The stack the options ask for, with the defaults filled in. */
+interface StackPlan {
+  readonly log: (line: string) => void;
+  /** What the services inherit. */
+  readonly env: NodeJS.ProcessEnv;
+  readonly targetModel: string;
+  readonly drafters: string;
+  readonly defaultDrafter: string;
+  readonly replicas: number;
+  readonly gatewayPort: number;
+  /** A running Redis to use; undefined: the stack starts its own. */
+  readonly redisUrl: string | undefined;
+  readonly freeMetricsPorts: boolean;
+  readonly logLevel: string;
+  readonly timeoutMs: number;
+  readonly gateway: LocalStackOptions["gateway"];
+  readonly draftOnVerdict: boolean | undefined;
+}
+
+function stackPlan(options: LocalStackOptions): StackPlan {
+  const env = options.env ?? process.env;
   const pair = MODEL_PAIRS[options.pair ?? "stories260k"];
-  const targetModel = options.targetModel ?? pair.targetModel;
-  const drafters = options.drafters ?? pair.drafters;
-  const defaultDrafter = options.defaultDrafter ?? pair.defaultDrafter;
   const replicas = options.replicas ?? 1;
   if (!(Number.isInteger(replicas) && replicas >= 1)) throw new RangeError(`replicas must be >= 1, got ${replicas}`);
-  const timeoutMs = options.startTimeoutMs ?? 180_000;
-  const logLevel = options.logLevel ?? "info";
-  const specs = parseDrafterSpecs(drafters);
-  const gatewayPort =
-    options.gatewayPort ?? (baseEnv.SPECGATE_PORT ? Number(baseEnv.SPECGATE_PORT) : DEFAULT_GATEWAY_PORT);
+  return {
+    log: options.log ?? ((line: string) => process.stderr.write(`${line}\n`)),
+    env,
+    targetModel: options.targetModel ?? pair.targetModel,
+    drafters: options.drafters ?? pair.drafters,
+    defaultDrafter: options.defaultDrafter ?? pair.defaultDrafter,
+    replicas,
+    gatewayPort: options.gatewayPort ?? (env.SPECGATE_PORT ? Number(env.SPECGATE_PORT) : DEFAULT_GATEWAY_PORT),
+    redisUrl: options.redisUrl ?? env.REDIS_URL,
+    freeMetricsPorts: options.metricsPorts === "free",
+    logLevel: options.logLevel ?? "info",
+    timeoutMs: options.startTimeoutMs ?? 180_000,
+    gateway: options.gateway,
+    draftOnVerdict: options.draftOnVerdict,
+  };
+}
 
-  // Checked before anything starts: the readiness probe has no client certificate to present.
-  if (baseEnv[GATEWAY_SETTINGS.tlsClientCa.env]) {
+/**
+ * What can fail before any process starts, checked first so that nothing has to be stopped: the drafter list, mutual
+ * TLS (the readiness probe has no client certificate to present), the models (built when missing), the gateway's
+ * port. Resolves with the port the gateway will bind.
+ */
+async function prepare(plan: StackPlan): Promise<number> {
+  const specs = parseDrafterSpecs(plan.drafters);
+  if (plan.env[GATEWAY_SETTINGS.tlsClientCa.env]) {
     throw new Error(
       `the local stack cannot health-check a gateway that requires client certificates ($${GATEWAY_SETTINGS.tlsClientCa.env}); run gateway/main.ts on its own for mutual TLS`,
     );
   }
-  await ensureModels([targetModel, ...specs.flatMap((s) => (s.kind === "model" ? [s.model] : []))], log);
-  const gatewayBind = gatewayPort === 0 ? await freePort() : gatewayPort;
-  await ensurePortFree(gatewayBind);
+  await ensureModels([plan.targetModel, ...specs.flatMap((s) => (s.kind === "model" ? [s.model] : []))], plan.log);
+  const gatewayPort = plan.gatewayPort === 0 ? await freePort() : plan.gatewayPort;
+  await ensurePortFree(gatewayPort);
+  return gatewayPort;
+}
 
-  const started: ServiceProcess[] = [];
-  let redis: RedisServer | undefined;
-  let stopping: Promise<void> | undefined;
-  // Last resort if this process exits without stop(): children live in their own process groups.
-  const killAll = () => {
-    for (const service of started) service.kill();
-    if (redis) process.kill(redis.pid, "SIGKILL");
-  };
-  process.once("exit", killAll);
+/** The Redis the services share: the one the plan names, else a redis-server the stack starts (and stops). */
+async function stackRedis(plan: StackPlan, processes: StackProcesses): Promise<string> {
+  if (plan.redisUrl !== undefined) return plan.redisUrl;
+  const redis = await startRedis({
+    detached: true,
+    output: (text) => {
+      for (const line of text.split("\n")) if (line.trim()) plan.log(`[redis] ${line}`);
+    },
+  });
+  processes.redis = redis;
+  return redis.url;
+}
 
-  const stop = () => {
-    stopping ??= (async () => {
-      const gateway = started.filter((s) => s.name === "gateway");
-      await Promise.all(gateway.map((s) => s.stop(STOP_GRACE_MS)));
-      await Promise.all(started.filter((s) => s.name !== "gateway").map((s) => s.stop(STOP_GRACE_MS)));
-      await redis?.stop();
-      process.removeListener("exit", killAll);
-    })();
-    return stopping;
-  };
+/** One service to start on 127.0.0.1:`port`: its entry point and the settings particular to it. */
+interface ServiceLaunch<S extends ServiceSettings> {
+  readonly name: string;
+  readonly entry: string;
+  readonly settings: S;
+  readonly values: { [K in keyof S]?: string | number };
+  readonly port: number;
+  /** Its metrics port unless the plan asks for free ones. */
+  readonly metricsPort: number;
+}
 
-  try {
-    let redisUrl = options.redisUrl ?? baseEnv.REDIS_URL;
-    if (redisUrl === undefined) {
-      redis = await startRedis({
-        detached: true,
-        output: (text) => {
-          for (const line of text.split("\n")) if (line.trim()) log(`[redis] ${line}`);
-        },
-      });
-      redisUrl = redis.url;
-    }
-    const metricsPort = async (fixed: number) => (options.metricsPorts === "free" ? freePort() : fixed);
-    const shared = { SPECGATE_LOG_LEVEL: logLevel, REDIS_URL: redisUrl, SPECGATE_TARGET_MODEL: targetModel };
-    const services: StackService[] = [];
-    const launch = async (
-      spec: ServiceProcessSpec,
-      address: string,
-      metrics: Record<string, string> | undefined,
-      metricsUrlPort: number,
-    ) => {
-      const service = await ServiceProcess.start({ ...spec, env: { ...spec.env, ...metrics } }, log);
-      started.push(service);
-      services.push({
-        name: spec.name,
-        pid: service.pid,
-        address,
-        ...(metrics ? { metricsUrl: `http://127.0.0.1:${metricsUrlPort}/metrics` } : {}),
-      });
-      return service;
-    };
+interface Launched {
+  readonly service: ServiceProcess;
+  readonly address: string;
+  readonly env: NodeJS.ProcessEnv;
+}
 
-    const draftPort = await freePort();
-    const draftAddress = `127.0.0.1:${draftPort}`;
-    const draftMetrics = await metricsPort(METRICS_PORT.draft);
-    const draft = await launch(
-      {
-        name: "draft",
-        entry: "services/draft/main.ts",
-        env: {
-          ...baseEnv,
-          ...shared,
-          ...envOf(DRAFT_SETTINGS, {
-            host: "127.0.0.1",
-            port: draftPort,
-            drafters,
-            intraOpThreads: 1,
-            drainMs: SERVICE_DRAIN_MS,
-            logLevel,
-            draftOnVerdict: options.draftOnVerdict === undefined ? undefined : String(options.draftOnVerdict),
-          }),
-        },
-      },
-      draftAddress,
-      metricsEnv(DRAFT_SETTINGS, draftMetrics),
-      draftMetrics,
-    );
-    const targets: [ServiceProcess, string][] = [];
-    for (let r = 0; r < replicas; r++) {
-      const port = await freePort();
-      const address = `127.0.0.1:${port}`;
-      const metrics = await metricsPort(METRICS_PORT.target + r);
-      const target = await launch(
-        {
-          name: `target-${r}`,
-          entry: "services/target/main.ts",
-          env: {
-            ...baseEnv,
-            ...shared,
-            ...envOf(TARGET_SETTINGS, {
-              replicaId: `target-${r}`,
-              model: targetModel,
-              redisUrl,
-              host: "127.0.0.1",
-              port,
-              drainMs: SERVICE_DRAIN_MS,
-              logLevel,
-            }),
-          },
-        },
-        address,
-        metricsEnv(TARGET_SETTINGS, metrics),
-        metrics,
-      );
-      targets.push([target, address]);
-    }
-    await Promise.all([
-      waitForService(draft, draftAddress, timeoutMs),
-      ...targets.map(([target, address]) => waitForService(target, address, timeoutMs)),
-    ]);
+/** Starts the services, each with what they share and its own settings, and lists them for the stack's banner. */
+class ServiceLauncher {
+  readonly services: StackService[] = [];
 
-    const gatewayAddress = `127.0.0.1:${gatewayBind}`;
-    const gatewayMetrics = await metricsPort(METRICS_PORT.gateway);
-    const gatewayEnv: NodeJS.ProcessEnv = {
-      ...baseEnv,
-      ...shared,
-      ...envOf(GATEWAY_SETTINGS, {
-        ...options.gateway,
+  constructor(
+    private readonly plan: StackPlan,
+    private readonly processes: StackProcesses,
+    private readonly redisUrl: string,
+  ) {}
+
+  /** Resolves once the process runs (it serves later: waitForService). */
+  async launch<S extends ServiceSettings>(launch: ServiceLaunch<S>): Promise<Launched> {
+    const { plan } = this;
+    const metricsPort = plan.freeMetricsPorts ? await freePort() : launch.metricsPort;
+    const env: NodeJS.ProcessEnv = {
+      ...plan.env,
+      ...envOf(SHARED_SETTINGS, { logLevel: plan.logLevel, redisUrl: this.redisUrl, model: plan.targetModel }),
+      ...envOf(launch.settings, launch.values),
+      ...envOf<ServiceSettings>(launch.settings, {
         host: "127.0.0.1",
-        port: gatewayBind,
-        model: targetModel,
-        redisUrl,
-        draftAddress,
-        drafters,
-        defaultDrafter,
+        port: launch.port,
         drainMs: SERVICE_DRAIN_MS,
-        logLevel,
+        metricsPort,
       }),
     };
-    const gateway = await launch(
-      { name: "gateway", entry: "gateway/main.ts", env: gatewayEnv },
-      gatewayAddress,
-      metricsEnv(GATEWAY_SETTINGS, gatewayMetrics),
-      gatewayMetrics,
-    );
-    await waitForService(gateway, gatewayAddress, timeoutMs, probeCredentials(gatewayEnv));
-
-    const failure = new Promise<Error>((resolve) => {
-      for (const service of started) {
-        void service.exited.then((exit) => {
-          if (!stopping) resolve(new Error(`${service.name} ${describeExit(exit)}`));
-        });
-      }
+    const service = await ServiceProcess.start({ name: launch.name, entry: launch.entry, env }, plan.log);
+    this.processes.add(service);
+    const address = `127.0.0.1:${launch.port}`;
+    this.services.push({
+      name: launch.name,
+      pid: service.pid,
+      address,
+      metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
     });
+    return { service, address, env };
+  }
+}
+
+export async function startLocalStack(options: LocalStackOptions = {}): Promise<LocalStack> {
+  const plan = stackPlan(options);
+  const gatewayPort = await prepare(plan);
+  const processes = new StackProcesses();
+  try {
+    const redisUrl = await stackRedis(plan, processes);
+    const launcher = new ServiceLauncher(plan, processes, redisUrl);
+    const draft = await launcher.launch({
+      name: "draft",
+      entry: "services/draft/main.ts",
+      settings: DRAFT_SETTINGS,
+      values: {
+        drafters: plan.drafters,
+        intraOpThreads: 1,
+        draftOnVerdict: plan.draftOnVerdict === undefined ? undefined : String(plan.draftOnVerdict),
+      },
+      port: await freePort(),
+      metricsPort: METRICS_PORT.draft,
+    });
+    const targets: Launched[] = [];
+    for (let r = 0; r < plan.replicas; r++) {
+      targets.push(
+        await launcher.launch({
+          name: `target-${r}`,
+          entry: "services/target/main.ts",
+          settings: TARGET_SETTINGS,
+          values: { replicaId: `target-${r}` },
+          port: await freePort(),
+          metricsPort: METRICS_PORT.target + r,
+        }),
+      );
+    }
+    await Promise.all([draft, ...targets].map((s) => waitForService(s.service, s.address, plan.timeoutMs)));
+
+    const gateway = await launcher.launch({
+      name: "gateway",
+      entry: "gateway/main.ts",
+      settings: GATEWAY_SETTINGS,
+      values: {
+        ...plan.gateway,
+        draftAddress: draft.address,
+        drafters: plan.drafters,
+        defaultDrafter: plan.defaultDrafter,
+      },
+      port: gatewayPort,
+      metricsPort: METRICS_PORT.gateway,
+    });
+    await waitForService(gateway.service, gateway.address, plan.timeoutMs, probeCredentials(gateway.env));
+
     return {
-      gatewayAddress,
-      gatewayTls: Boolean(gatewayEnv[GATEWAY_SETTINGS.tlsCert.env]),
-      gatewayApiKeys: Boolean(gatewayEnv[GATEWAY_SETTINGS.apiKeysFile.env] || gatewayEnv[GATEWAY_SETTINGS.apiKeys.env]),
+      gatewayAddress: gateway.address,
+      gatewayTls: Boolean(gateway.env[GATEWAY_SETTINGS.tlsCert.env]),
+      gatewayApiKeys: Boolean(
+        gateway.env[GATEWAY_SETTINGS.apiKeysFile.env] || gateway.env[GATEWAY_SETTINGS.apiKeys.env],
+      ),
       redisUrl,
-      ownRedis: redis !== undefined,
-      targetModel,
-      drafters,
-      defaultDrafter,
-      services,
-      pids: [...started.map((s) => s.pid), ...(redis ? [redis.pid] : [])],
-      failure,
-      stop,
+      ownRedis: processes.ownRedis,
+      targetModel: plan.targetModel,
+      drafters: plan.drafters,
+      defaultDrafter: plan.defaultDrafter,
+      services: launcher.services,
+      pids: processes.pids,
+      failure: processes.failure(),
+      stop: () => processes.stop(),
     };
   } catch (error) {
-    const pids = [...started.map((s) => s.pid), ...(redis ? [redis.pid] : [])];
-    await stop();
+    const { pids } = processes;
+    await processes.stop();
     throw new LocalStackStartError((error as Error).message, pids, { cause: error });
   }
 }
@@ -432,27 +454,21 @@ const STACK_SETTINGS = {
   replicas: {
     flag: "replicas",
     env: "SPECGATE_REPLICAS",
-    schema: z.coerce.number().int().min(1).max(64).default(1),
+    schema: integer(1, 1).pipe(z.number().max(64)),
     help: "target replicas",
   },
   port: {
     flag: "port",
     env: GATEWAY_SETTINGS.port.env,
-    schema: z.coerce.number().int().min(0).max(65535).default(DEFAULT_GATEWAY_PORT),
+    schema: port(DEFAULT_GATEWAY_PORT),
     help: "gateway port on 127.0.0.1",
   },
   redisUrl: {
-    flag: "redis-url",
-    env: "REDIS_URL",
+    ...REDIS_URL_SETTING,
     schema: z.string().min(1).optional(),
     help: "a running Redis to use (unset: the stack starts its own redis-server on a free port)",
   },
-  logLevel: {
-    flag: "log-level",
-    env: "SPECGATE_LOG_LEVEL",
-    schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-    help: "log level of the services",
-  },
+  logLevel: { ...LOG_LEVEL_SETTING, help: "log level of the services" },
   // Passed to the gateway as they are.
   tlsCert: GATEWAY_SETTINGS.tlsCert,
   tlsKey: GATEWAY_SETTINGS.tlsKey,

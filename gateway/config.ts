@@ -5,37 +5,27 @@
  */
 import { z } from "zod";
 import { isLoopbackHost } from "../sdk/loopback.ts";
+import { type DrafterSpec, parseDrafterSpecs } from "../services/config/drafter-list.ts";
 import {
   type ConfigOf,
-  LOG_LEVEL_SETTING,
+  integer,
   loadConfig,
   parseConfig,
+  port,
   type Settings,
   settingsHelp,
 } from "../services/config/settings.ts";
+import {
+  DRAFTERS_SETTING,
+  drainSetting,
+  LOG_LEVEL_SETTING,
+  metricsPortSetting,
+  REDIS_URL_SETTING,
+  TARGET_MODEL_SETTING,
+} from "../services/config/shared-settings.ts";
 import type { ServerTlsFiles } from "../services/grpc/server.ts";
 import { DEFAULT_STANDBY_MS } from "../services/replica-link/verify-client.ts";
-
-const integer = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
-
-export interface DrafterListing {
-  readonly name: string;
-  readonly kind: "model" | "ngram";
-  /** Model directory of a model drafter ("" for n-gram). */
-  readonly model: string;
-}
-
-/** Reads "NAME=MODEL,NAME=ngram,NAME" as the draft service does; the gateway needs the names and kinds. */
-export function parseDrafterListing(text: string): DrafterListing[] {
-  return text
-    .split(",")
-    .map((entry) => entry.trim())
-    .filter((entry) => entry.length > 0)
-    .map((entry) => {
-      const [name, source = name] = entry.split("=", 2).map((part) => part.trim());
-      return source === "ngram" ? { name, kind: "ngram", model: "" } : { name, kind: "model", model: source };
-    });
-}
+import { NO_DRAFTER } from "./validation.ts";
 
 export const GATEWAY_SETTINGS = {
   host: {
@@ -44,24 +34,12 @@ export const GATEWAY_SETTINGS = {
     schema: z.string().min(1).default("127.0.0.1"),
     help: "address to listen on",
   },
-  port: {
-    flag: "port",
-    env: "SPECGATE_PORT",
-    schema: integer(0, 50051).pipe(z.number().max(65535)),
-    help: "gRPC port (0: a free one)",
-  },
+  port: { flag: "port", env: "SPECGATE_PORT", schema: port(50051), help: "gRPC port (0: a free one)" },
   model: {
-    flag: "model",
-    env: "SPECGATE_TARGET_MODEL",
-    schema: z.string().min(1).default("stories260k"),
+    ...TARGET_MODEL_SETTING,
     help: "target model (directory, or name under models/): its tokenizer and context length",
   },
-  redisUrl: {
-    flag: "redis-url",
-    env: "REDIS_URL",
-    schema: z.string().min(1).default("redis://127.0.0.1:6379"),
-    help: "Redis holding the verify queues and replica announcements",
-  },
+  redisUrl: REDIS_URL_SETTING,
   draftAddress: {
     flag: "draft-address",
     env: "SPECGATE_DRAFT_ADDRESS",
@@ -69,9 +47,7 @@ export const GATEWAY_SETTINGS = {
     help: "host:port of the draft service",
   },
   drafters: {
-    flag: "drafters",
-    env: "SPECGATE_DRAFTERS",
-    schema: z.string().min(1).default("int4=stories260k-int4,early-exit=stories260k-exit4,ngram"),
+    ...DRAFTERS_SETTING,
     help: "drafters the draft service serves (NAME=MODEL or NAME=ngram, comma-separated)",
   },
   defaultDrafter: {
@@ -159,17 +135,10 @@ export const GATEWAY_SETTINGS = {
     help: "a pushed verify job unanswered this long also goes on the replica's queue (its push or reply may be lost; a push nobody heard is queued at once); less than --verify-timeout-ms",
   },
   metricsPort: {
-    flag: "metrics-port",
-    env: "SPECGATE_GATEWAY_METRICS_PORT",
-    schema: integer(0, 9464).pipe(z.number().max(65535)),
+    ...metricsPortSetting({ env: "SPECGATE_GATEWAY_METRICS_PORT", fallback: 9464 }),
     help: "Prometheus scrape port on 127.0.0.1 (0: a free one; OTEL_SDK_DISABLED=true turns telemetry off)",
   },
-  drainMs: {
-    flag: "drain-ms",
-    env: "SPECGATE_DRAIN_MS",
-    schema: integer(0, 30_000),
-    help: "on SIGTERM, how long in-flight requests may run before they are cancelled",
-  },
+  drainMs: drainSetting(30_000, "on SIGTERM, how long in-flight requests may run before they are cancelled"),
   logLevel: LOG_LEVEL_SETTING,
 } satisfies Settings;
 
@@ -204,6 +173,24 @@ export function plaintextExposureWarning(host: string, tls: boolean): string | u
     `the gateway listens on ${host} without TLS: requests, outputs and API keys cross the network in clear. ` +
     "Set --tls-cert and --tls-key (SPECGATE_TLS_CERT, SPECGATE_TLS_KEY) unless TLS is terminated in front of it"
   );
+}
+
+/** The drafters the gateway offers; throws when the default drafter is none of them. */
+export function offeredDrafters(config: Pick<GatewayConfig, "drafters" | "defaultDrafter">): DrafterSpec[] {
+  const drafters = parseDrafterSpecs(config.drafters);
+  if (config.defaultDrafter !== NO_DRAFTER && !drafters.some((d) => d.name === config.defaultDrafter)) {
+    throw new TypeError(`default drafter "${config.defaultDrafter}" is not among the drafters (${config.drafters})`);
+  }
+  return drafters;
+}
+
+/** Throws when a job whose push was lost would be re-sent before it is queued. */
+export function checkVerifyTimings(config: Pick<GatewayConfig, "verifyStandbyMs" | "verifyTimeoutMs">): void {
+  if (config.verifyStandbyMs >= config.verifyTimeoutMs) {
+    throw new TypeError(
+      `the verify standby delay (${config.verifyStandbyMs} ms) must be shorter than the verify timeout (${config.verifyTimeoutMs} ms): otherwise a job whose push was lost is re-sent before it is queued`,
+    );
+  }
 }
 
 export function parseGatewayConfig(input: Record<string, unknown>): GatewayConfig {

@@ -4,7 +4,6 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
-import { runtimeOptionsSchema } from "../runtime/runtime-config.ts";
 
 export interface Setting {
   readonly flag: string;
@@ -15,21 +14,11 @@ export interface Setting {
 
 export type Settings = Record<string, Setting>;
 
-/** The log level every service reads the same way. */
-export const LOG_LEVEL_SETTING = {
-  flag: "log-level",
-  env: "SPECGATE_LOG_LEVEL",
-  schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-  help: "pino log level",
-} satisfies Setting;
+/** A whole number of at least `min`, `fallback` when unset (flags and variables arrive as text). */
+export const integer = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
 
-/** Thread spinning of the model runtime, read the same way by the services that run models. */
-export const THREAD_SPINNING_SETTING = {
-  flag: "thread-spinning",
-  env: "SPECGATE_THREAD_SPINNING",
-  schema: runtimeOptionsSchema.shape.threadSpinning,
-  help: "when ONNX Runtime threads busy-wait: run (only during a model run), always (also ~30 ms after), off",
-} satisfies Setting;
+/** A TCP port; 0 asks for a free one. */
+export const port = (fallback: number) => integer(0, fallback).pipe(z.number().max(65535));
 
 /** The parsed configuration of a settings table: each key typed by its schema's output. */
 export type ConfigOf<S extends Settings> = { [K in keyof S]: z.output<S[K]["schema"]> };

@@ -3,32 +3,27 @@
  * start-up, printed by `--help`. SPECGATE_DRAFTERS means the same list in the gateway, so the local stack sets it once.
  */
 import { z } from "zod";
+import { type DrafterSpec, parseDrafterSpecs } from "../config/drafter-list.ts";
 import {
   type ConfigOf,
-  LOG_LEVEL_SETTING,
+  integer,
   loadConfig,
   parseConfig,
+  port,
   type Settings,
   settingsHelp,
-  THREAD_SPINNING_SETTING,
 } from "../config/settings.ts";
-import { MODELS_ROOT } from "../runtime/model-files.ts";
-import { type DrafterSpec, parseDrafterSpecs } from "./drafters.ts";
-
-const integer = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
-const port = (fallback: number) => integer(0, fallback).pipe(z.number().max(65535));
-
-/** Kept as text (it prints as the default in --help); `servedDrafters` reads it. */
-const drafterList = z
-  .string()
-  .default("int4=stories260k-int4,early-exit=stories260k-exit4,ngram")
-  .superRefine((text, ctx) => {
-    try {
-      parseDrafterSpecs(text);
-    } catch (error) {
-      ctx.addIssue({ code: "custom", message: (error as Error).message });
-    }
-  });
+import {
+  DEVICE_ID_SETTING,
+  DRAFTERS_SETTING,
+  drainSetting,
+  EXECUTION_PROVIDER_SETTING,
+  LOG_LEVEL_SETTING,
+  MODELS_DIR_SETTING,
+  metricsPortSetting,
+  REDIS_URL_SETTING,
+  THREAD_SPINNING_SETTING,
+} from "../config/shared-settings.ts";
 
 export const DRAFT_SETTINGS = {
   host: {
@@ -38,18 +33,8 @@ export const DRAFT_SETTINGS = {
     help: "address to listen on",
   },
   port: { flag: "port", env: "SPECGATE_DRAFT_PORT", schema: port(50052), help: "gRPC port (0: a free one)" },
-  modelsDir: {
-    flag: "models-dir",
-    env: "SPECGATE_MODELS_DIR",
-    schema: z.string().min(1).default(MODELS_ROOT),
-    help: "where model names are looked up (npm run models builds them there)",
-  },
-  drafters: {
-    flag: "drafters",
-    env: "SPECGATE_DRAFTERS",
-    schema: drafterList,
-    help: "drafters served, comma-separated: NAME=MODEL (model drafter; a name under the models dir or a path) or NAME=ngram",
-  },
+  modelsDir: MODELS_DIR_SETTING,
+  drafters: DRAFTERS_SETTING,
   cacheBytes: {
     flag: "cache-bytes",
     env: "SPECGATE_DRAFT_CACHE_BYTES",
@@ -66,23 +51,13 @@ export const DRAFT_SETTINGS = {
     help: "draft each round on the target replica's verdict, heard through Redis (needs --redis-url), without waiting for the gateway (measure it first: README, figures)",
   },
   redisUrl: {
-    flag: "redis-url",
-    env: "REDIS_URL",
+    ...REDIS_URL_SETTING,
+    // Only drafting on verdicts needs a Redis; unset, the service runs without one.
     schema: z.string().default(""),
     help: "Redis where target replicas publish their verdicts (read with --draft-on-verdict)",
   },
-  executionProvider: {
-    flag: "execution-provider",
-    env: "SPECGATE_EXECUTION_PROVIDER",
-    schema: z.string().min(1).default("cpu"),
-    help: "ONNX Runtime execution provider (cpu, cuda, tensorrt, dml, ...)",
-  },
-  deviceId: {
-    flag: "device-id",
-    env: "SPECGATE_DEVICE_ID",
-    schema: integer(0, 0),
-    help: "GPU ordinal for providers that take one",
-  },
+  executionProvider: EXECUTION_PROVIDER_SETTING,
+  deviceId: DEVICE_ID_SETTING,
   intraOpThreads: {
     flag: "intra-op-threads",
     env: "SPECGATE_DRAFT_INTRA_OP_THREADS",
@@ -90,18 +65,8 @@ export const DRAFT_SETTINGS = {
     help: "ONNX Runtime threads inside one operator, per model (0: all cores)",
   },
   threadSpinning: THREAD_SPINNING_SETTING,
-  metricsPort: {
-    flag: "metrics-port",
-    env: "SPECGATE_DRAFT_METRICS_PORT",
-    schema: port(9465),
-    help: "Prometheus scrape port (0: a free one; OTEL_SDK_DISABLED=true turns telemetry off)",
-  },
-  drainMs: {
-    flag: "drain-ms",
-    env: "SPECGATE_DRAIN_MS",
-    schema: integer(0, 5000),
-    help: "on SIGTERM, how long running proposals may take before the server stops",
-  },
+  metricsPort: metricsPortSetting({ env: "SPECGATE_DRAFT_METRICS_PORT", fallback: 9465 }),
+  drainMs: drainSetting(5000, "on SIGTERM, how long running proposals may take before the server stops"),
   logLevel: LOG_LEVEL_SETTING,
 } satisfies Settings;
 

@@ -4,17 +4,13 @@
  * network face over these; it never proposes tokens itself.
  */
 import { quantise } from "../../proto/draft-distribution.ts";
+import type { DrafterSpec } from "../config/drafter-list.ts";
 import type { Drafter } from "../engine/drafter.ts";
 import { ModelDrafter } from "../engine/model-drafter.ts";
 import { NgramDrafter } from "../engine/ngram-drafter.ts";
 import { resolveModel } from "../runtime/model-files.ts";
 import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
 import type { RuntimeOptionsInput } from "../runtime/runtime-config.ts";
-
-/** One served drafter: `name=<model directory>` runs a model drafter, `name=ngram` the prompt-lookup drafter. */
-export type DrafterSpec =
-  | { readonly name: string; readonly kind: "model"; readonly model: string }
-  | { readonly name: string; readonly kind: "ngram" };
 
 export interface ServedDrafter {
   readonly spec: DrafterSpec;
@@ -24,30 +20,6 @@ export interface ServedDrafter {
   /** Longest history the drafter can hold (Infinity for model-free drafters). */
   readonly contextLength: number;
   close(): Promise<void>;
-}
-
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-
-/** Parses `int4=stories260k-int4,ngram` (a bare `ngram` is short for `ngram=ngram`). */
-export function parseDrafterSpecs(text: string): DrafterSpec[] {
-  const specs = text
-    .split(",")
-    .map((entry) => entry.trim())
-    .filter((entry) => entry.length > 0)
-    .map((entry): DrafterSpec => {
-      const [name, source = name] = entry.split("=", 2).map((part) => part.trim());
-      if (!NAME.test(name)) throw new RangeError(`drafter name "${name}" must be letters, digits, ".", "_" or "-"`);
-      if (name === "none") throw new RangeError(`"none" is reserved for plain decoding and cannot name a drafter`);
-      if (source.length === 0) throw new RangeError(`drafter "${name}" needs a model directory or "ngram"`);
-      return source === "ngram" ? { name, kind: "ngram" } : { name, kind: "model", model: source };
-    });
-  if (specs.length === 0) throw new RangeError("at least one drafter must be served");
-  const names = new Set<string>();
-  for (const { name } of specs) {
-    if (names.has(name)) throw new RangeError(`drafter "${name}" is listed twice`);
-    names.add(name);
-  }
-  return specs;
 }
 
 export interface LoadDraftersOptions {

@@ -13,7 +13,7 @@ import type { Proposal } from "../../gen/specgate/v1/Proposal.ts";
 import { toWire } from "../../proto/draft-distribution.ts";
 import { draftService, SERVICE_NAMES } from "../../proto/load.ts";
 import { seededSamplingFromWire } from "../../proto/sampling-params.ts";
-import { addStandardServices, bindServer, drain } from "../grpc/server.ts";
+import { addStandardServices, bindServer, drain, setServing, withinGrace } from "../grpc/server.ts";
 import type { ProposalResult } from "./draft-calls.ts";
 import { asDraftFailure, DraftFailure } from "./draft-failure.ts";
 import type { ServedDrafter } from "./drafters.ts";
@@ -328,8 +328,7 @@ export async function startDraftServer(options: DraftServerOptions): Promise<Run
   server.addService(draftService, service.handlers());
   const health = addStandardServices(server, [SERVICE_NAMES.draft]);
   const port = await bindServer(server, options.host, options.port);
-  health.setStatus("", "SERVING");
-  health.setStatus(SERVICE_NAMES.draft, "SERVING");
+  setServing(health, SERVICE_NAMES.draft, true);
   let stopping: Promise<void> | undefined;
   return {
     address: `${options.host}:${port}`,
@@ -337,16 +336,8 @@ export async function startDraftServer(options: DraftServerOptions): Promise<Run
     service,
     stop(graceMs) {
       stopping ??= (async () => {
-        health.setStatus("", "NOT_SERVING");
-        health.setStatus(SERVICE_NAMES.draft, "NOT_SERVING");
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([
-          service.endSessions(),
-          new Promise((resolve) => {
-            timer = setTimeout(resolve, graceMs);
-          }),
-        ]);
-        clearTimeout(timer);
+        setServing(health, SERVICE_NAMES.draft, false);
+        await withinGrace(service.endSessions(), graceMs);
         await drain(server, graceMs);
         verdicts?.close();
         await Promise.all([...options.drafters.values()].map((d) => d.close()));

@@ -62,7 +62,7 @@ export function bindServer(
 
 /**
  * Adds grpc.health.v1.Health (every listed service and the server as a whole start NOT_SERVING; flip them with
- * `setStatus` once ready) and server reflection limited to the listed services.
+ * `setServing` once ready) and server reflection limited to the listed services.
  */
 export function addStandardServices(server: grpc.Server, serviceNames: readonly string[]): HealthImplementation {
   const health = new HealthImplementation(
@@ -71,6 +71,28 @@ export function addStandardServices(server: grpc.Server, serviceNames: readonly 
   health.addToServer(server);
   new ReflectionService(packageDefinition, { services: [...serviceNames] }).addToServer(server);
   return health;
+}
+
+/** Reports the server as a whole and the service it serves SERVING or NOT_SERVING. */
+export function setServing(health: HealthImplementation, serviceName: string, serving: boolean): void {
+  const status = serving ? "SERVING" : "NOT_SERVING";
+  health.setStatus("", status);
+  health.setStatus(serviceName, status);
+}
+
+/**
+ * Waits for `work` (the calls in flight winding down) for at most `graceMs`; past it the caller cancels what remains.
+ */
+export async function withinGrace(work: Promise<unknown>, graceMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const graceOver = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, graceMs);
+  });
+  try {
+    await Promise.race([work, graceOver]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Stops accepting calls, lets in-flight calls finish for up to `graceMs`, then cancels what remains. */

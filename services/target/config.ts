@@ -7,16 +7,24 @@ import { hostname } from "node:os";
 import { z } from "zod";
 import {
   type ConfigOf,
-  LOG_LEVEL_SETTING,
+  integer,
   loadConfig,
   parseConfig,
+  port,
   type Settings,
   settingsHelp,
-  THREAD_SPINNING_SETTING,
 } from "../config/settings.ts";
-import { MODELS_ROOT } from "../runtime/model-files.ts";
-
-const integer = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
+import {
+  DEVICE_ID_SETTING,
+  drainSetting,
+  EXECUTION_PROVIDER_SETTING,
+  LOG_LEVEL_SETTING,
+  MODELS_DIR_SETTING,
+  metricsPortSetting,
+  REDIS_URL_SETTING,
+  TARGET_MODEL_SETTING,
+  THREAD_SPINNING_SETTING,
+} from "../config/shared-settings.ts";
 
 export const TARGET_SETTINGS = {
   replicaId: {
@@ -28,24 +36,9 @@ export const TARGET_SETTINGS = {
       .default(`target-${hostname()}-${process.pid}`),
     help: "replica id: names its verify queue (verify-<id>) and its Redis announcement",
   },
-  model: {
-    flag: "model",
-    env: "SPECGATE_TARGET_MODEL",
-    schema: z.string().min(1).default("stories260k"),
-    help: "target model: a name under the models dir, or a directory",
-  },
-  modelsDir: {
-    flag: "models-dir",
-    env: "SPECGATE_MODELS_DIR",
-    schema: z.string().min(1).default(MODELS_ROOT),
-    help: "where model names are looked up (npm run models builds them there)",
-  },
-  redisUrl: {
-    flag: "redis-url",
-    env: "REDIS_URL",
-    schema: z.string().min(1).default("redis://127.0.0.1:6379"),
-    help: "Redis holding the verify queues and replica announcements",
-  },
+  model: TARGET_MODEL_SETTING,
+  modelsDir: MODELS_DIR_SETTING,
+  redisUrl: REDIS_URL_SETTING,
   host: {
     flag: "host",
     env: "SPECGATE_TARGET_HOST",
@@ -55,7 +48,7 @@ export const TARGET_SETTINGS = {
   port: {
     flag: "port",
     env: "SPECGATE_TARGET_PORT",
-    schema: integer(0, 0).pipe(z.number().max(65535)),
+    schema: port(0),
     help: "gRPC port (0: a free one; the announcement carries the bound address)",
   },
   advertiseHost: {
@@ -76,18 +69,8 @@ export const TARGET_SETTINGS = {
     schema: z.coerce.number().min(0).max(1000).default(5),
     help: "longest wait for the sequences of recent batches to send their next round before a smaller batch runs (also at most 10% of a batch's run time; a lone stream never waits)",
   },
-  executionProvider: {
-    flag: "execution-provider",
-    env: "SPECGATE_EXECUTION_PROVIDER",
-    schema: z.string().min(1).default("cpu"),
-    help: "ONNX Runtime execution provider (cpu, cuda, tensorrt, dml, ...)",
-  },
-  deviceId: {
-    flag: "device-id",
-    env: "SPECGATE_DEVICE_ID",
-    schema: integer(0, 0),
-    help: "GPU ordinal for providers that take one",
-  },
+  executionProvider: EXECUTION_PROVIDER_SETTING,
+  deviceId: DEVICE_ID_SETTING,
   intraOpThreads: {
     flag: "intra-op-threads",
     env: "SPECGATE_TARGET_INTRA_OP_THREADS",
@@ -101,18 +84,11 @@ export const TARGET_SETTINGS = {
     schema: integer(1, 1024 * 1024 * 1024),
     help: "cap on the target KV cache bytes of all sequences; idle sequences are evicted least recently used first",
   },
-  drainMs: {
-    flag: "drain-ms",
-    env: "SPECGATE_DRAIN_MS",
-    schema: integer(0, 10000),
-    help: "on SIGTERM, how long the jobs in hand may take to finish before the replica closes anyway",
-  },
-  metricsPort: {
-    flag: "metrics-port",
-    env: "SPECGATE_TARGET_METRICS_PORT",
-    schema: integer(0, 9466).pipe(z.number().max(65535)),
-    help: "Prometheus scrape port (0: a free one; OTEL_SDK_DISABLED=true turns telemetry off)",
-  },
+  drainMs: drainSetting(
+    10000,
+    "on SIGTERM, how long the jobs in hand may take to finish before the replica closes anyway",
+  ),
+  metricsPort: metricsPortSetting({ env: "SPECGATE_TARGET_METRICS_PORT", fallback: 9466 }),
   logLevel: LOG_LEVEL_SETTING,
 } satisfies Settings;
 

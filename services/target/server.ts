@@ -50,9 +50,3 @@ export async function startTargetServer(
   const bound = await bindServer(server, host, port);
   return { server, health, port: bound };
 }
-
-export function setServing(health: HealthImplementation, serving: boolean): void {
-  const status = serving ? "SERVING" : "NOT_SERVING";
-  health.setStatus("", status);
-  health.setStatus(SERVICE_NAMES.target, status);
-}

@@ -9,9 +9,10 @@ import type { Logger } from "pino";
 import type { TargetStats } from "../../gen/specgate/v1/TargetStats.ts";
 import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
+import { SERVICE_NAMES } from "../../proto/load.ts";
 import { QUEUE_PREFIX, queueConnection, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
 import { Batcher } from "../batching/batcher.ts";
-import { drain as drainServer } from "../grpc/server.ts";
+import { drain as drainServer, setServing } from "../grpc/server.ts";
 import { announceReplica } from "../replica-link/announcements.ts";
 import { nowUnixMs } from "../replica-link/clock.ts";
 import { publisher } from "../replica-link/turn-batch.ts";
@@ -22,7 +23,7 @@ import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
 import type { TargetConfig } from "./config.ts";
 import { ReplicaStats } from "./replica-stats.ts";
 import { SequenceCache } from "./sequence-cache.ts";
-import { setServing, startTargetServer } from "./server.ts";
+import { startTargetServer } from "./server.ts";
 import { checkAdmission } from "./verify-job.ts";
 import { VerifyRound } from "./verify-round.ts";
 
@@ -150,7 +151,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     );
   }, REPLICA_HEARTBEAT_MS);
   countQueued.unref();
-  setServing(grpc.health, true);
+  setServing(grpc.health, SERVICE_NAMES.target, true);
   log.info({ replicaId, address, model: modelName, queue: verifyQueueName(replicaId) }, "target replica serving");
 
   let draining: Promise<void> | undefined;
@@ -163,7 +164,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     waitingJobs: () => queued + batcher.waiting,
     drain() {
       draining ??= (async () => {
-        setServing(grpc.health, false);
+        setServing(grpc.health, SERVICE_NAMES.target, false);
         await announcer.withdraw().catch((error) => log.warn({ err: error }, "could not withdraw announcement"));
         clearInterval(countQueued);
         await pushes.quit();
