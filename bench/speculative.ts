@@ -98,6 +98,9 @@ class TimedModel implements CausalLM {
   truncate(id: string, length: number) {
     this.inner.truncate(id, length);
   }
+  compact(id: string, start: number, kept: readonly number[]) {
+    this.inner.compact(id, start, kept);
+  }
   release(id: string) {
     this.inner.release(id);
   }

@@ -1,14 +1,23 @@
 /**
  * Llama-architecture decoder graph in the Hugging Face Optimum / transformers.js layout:
- *   inputs  input_ids [batch, seq] int64, attention_mask [batch, past+seq] int64, position_ids [batch, seq] int64,
- *           past_key_values.{i}.key|value [batch, kv_heads, past, head_dim] float32
+ *   inputs  input_ids [batch, seq] int64, attention_mask [batch, past+seq (+ seq·seq)] int64,
+ *           position_ids [batch, seq] int64, past_key_values.{i}.key|value [batch, kv_heads, past, head_dim] float32
  *   outputs logits [batch, seq, vocab], present.{i}.key|value [batch, kv_heads, past+seq, head_dim]
  * RMSNorm, RoPE with rotate_half, grouped-query attention that broadcasts each key/value head over its group of query
  * heads (no copies), SwiGLU. The causal mask is built from attention_mask by cache index, so rows whose past is
  * left-padded and whose new tokens are right-padded work in one batch; masked scores get a large finite negative value
  * so that no row, even an all-padding one, turns into NaN.
+ *
+ * Tree attention (token trees scored in one forward) rides at the end of attention_mask: after its past+seq columns a
+ * row may carry a seq×seq block, row-major, saying which new positions each new position may see (its ancestors and
+ * itself); it narrows the causal mask among the new positions and leaves the past visible. Without the block the mask
+ * is causal, so Optimum/transformers.js callers, which feed past+seq columns, get exactly the plain decoder. It is not
+ * a separate input because both would refuse the model then: transformers.js feeds every input a graph declares or
+ * fails, and onnxruntime-node never passes an input that has a default. The width's dimension name says the graph
+ * reads the block (TREE_MASK_WIDTH); the cache length comes from the past tensors instead of the mask's width.
  */
 
+import { TREE_MASK_WIDTH } from "../runtime/decoder-layout.ts";
 import { isQuantized, type Linear, type LlamaWeights, transpose } from "./llama-weights.ts";
 import { DataType, type Dim, type OnnxGraph as Graph, OnnxGraph } from "./onnx-graph.ts";
 
@@ -21,6 +30,7 @@ const B = "batch_size";
 const S = "sequence_length";
 const P = "past_sequence_length";
 const T = "past_sequence_length + sequence_length";
+const INT64_MAX = 0x7fffffffffffffffn;
 
 function linearWeight(g: Graph, name: string, w: Linear, x: string): string {
   if (isQuantized(w)) {
@@ -64,7 +74,7 @@ export function buildLlamaGraph(weights: LlamaWeights): OnnxGraph {
   const d = c.headDim;
 
   const inputIds = g.input("input_ids", DataType.INT64, [B, S]);
-  const attentionMask = g.input("attention_mask", DataType.INT64, [B, T]);
+  const attentionMask = g.input("attention_mask", DataType.INT64, [B, TREE_MASK_WIDTH]);
   const positionIds = g.input("position_ids", DataType.INT64, [B, S]);
   const kvDims: Dim[] = [B, c.nKvHeads, P, d];
   const past = weights.layers.map((_, i) => ({
@@ -80,10 +90,11 @@ export function buildLlamaGraph(weights: LlamaWeights): OnnxGraph {
   const cos = g.op("Unsqueeze", [g.op("Cos", [emb]), g.ints([2])]);
   const sin = g.op("Unsqueeze", [g.op("Sin", [emb]), g.ints([2])]);
 
-  // Additive mask [b, 1, 1, s, T]: key t is visible to new token i iff t <= past + i and attention_mask[t] = 1.
-  const total = g.op("Shape", [attentionMask], { start: 1, end: 2 });
+  // Additive mask [b, 1, 1, s, T]: key t is visible to new token i iff t <= past + i, attention_mask[t] = 1 and, for a
+  // new key, the tree block lets i see it.
   const seq = g.op("Shape", [inputIds], { start: 1, end: 2 });
-  const pastLen = g.op("Sub", [total, seq]);
+  const pastLen = g.op("Shape", [past[0].key], { start: 2, end: 3 });
+  const total = g.op("Add", [pastLen, seq]);
   const zero = g.constant(BigInt64Array.of(0n), []);
   const one = g.constant(BigInt64Array.of(1n), []);
   const scalarOf = (v: string) => g.op("Squeeze", [v, g.ints([0])]);
@@ -93,8 +104,20 @@ export function buildLlamaGraph(weights: LlamaWeights): OnnxGraph {
     g.op("Unsqueeze", [keyIndex, g.ints([0])]),
     g.op("Unsqueeze", [queryIndex, g.ints([1])]),
   ]);
-  const notPadding = g.op("Unsqueeze", [g.op("Cast", [attentionMask], { to: DataType.BOOL }), g.ints([1, 2, 3])]);
-  const visible = g.op("And", [causal, notPadding]);
+  const axis1 = g.ints([1]);
+  const keyMask = g.op("Slice", [attentionMask, g.ints([0]), total, axis1]);
+  const notPadding = g.op("Unsqueeze", [g.op("Cast", [keyMask], { to: DataType.BOOL }), g.ints([1, 2, 3])]);
+  // The tree block, or ones where the row carries none (padding the missing block with ones), [b, s, s]; then
+  // widened over the past with ones, [b, s, T].
+  const block = g.op("Slice", [attentionMask, total, g.constant(BigInt64Array.of(INT64_MAX)), axis1]);
+  const blockSize = g.op("Mul", [seq, seq]);
+  const missing = g.op("Sub", [blockSize, g.op("Shape", [block], { start: 1, end: 2 })]);
+  const fullBlock = g.op("Pad", [block, g.op("Concat", [g.ints([0, 0, 0]), missing], { axis: 0 }), one]);
+  const square = g.op("Reshape", [fullBlock, g.op("Concat", [g.ints([0]), seq, seq], { axis: 0 })]);
+  const overPast = g.op("Concat", [g.ints([0, 0]), pastLen, g.ints([0, 0, 0])], { axis: 0 });
+  const tree = g.op("Cast", [g.op("Pad", [square, overPast, one])], { to: DataType.BOOL });
+  const inTree = g.op("Unsqueeze", [tree, g.ints([1, 2])]);
+  const visible = g.op("And", [g.op("And", [causal, notPadding]), inTree]);
   const maskBias = g.op("Where", [visible, g.scalar(0), g.scalar(MASKED_SCORE)]);
 
   let x = g.op("Gather", [g.initializer("embed_tokens", weights.embedding.data, [c.vocabSize, c.dim]), inputIds]);

@@ -123,6 +123,8 @@ const BUILDER_FILES = [
   "onnx-graph.ts",
   "cost-scale.ts",
   "quantize.ts",
+  // The name of attention_mask's width, which tells the runtime that a graph reads tree masks.
+  "../runtime/decoder-layout.ts",
 ];
 
 async function sha256(path: string): Promise<string> {

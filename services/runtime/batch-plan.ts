@@ -1,24 +1,29 @@
 /**
  * How one forward lays several sequences out in a single batch: which row each takes, where its cached positions sit
  * in the batch's past (left padding for the shorter ones), how its new tokens are right-padded to the longest, and the
- * attention mask and position ids that make every row compute exactly what it would compute alone.
+ * attention mask and position ids that make every row compute exactly what it would compute alone. A row whose tokens
+ * form a tree gets its positions from the tree's depths and, when any row is a tree, every row carries a new×new block
+ * at the end of its attention mask (all ones, causal, for chain rows and padding; see llama-graph.ts).
  *
  * When the batch is exactly the sequences of one earlier batch, that batch's present tensors are fed back as the past
  * unchanged (zero copy): rolled-back positions and padding stay in place as masked-out columns. Once those extra
  * columns outgrow `compactionSlack`, the past is assembled afresh by copying each sequence's positions, compacted.
  */
+import type { TreeAttention } from "./causal-lm.ts";
 import { type ColumnRun, firstColumns, type KvBlock, type SequenceKv } from "./kv-cache.ts";
 
 export interface BatchItem {
   /** The sequence's cache, undefined for a sequence seen for the first time. */
   readonly sequence: SequenceKv | undefined;
   readonly tokens: readonly number[];
+  readonly tree?: TreeAttention;
 }
 
 export interface PlannedRow {
   /** Index of the item in the forward's batch. */
   readonly item: number;
   readonly tokens: readonly number[];
+  readonly tree?: TreeAttention;
   readonly pastLength: number;
   /** Columns of the batch's past holding the sequence's cached positions, in order. */
   readonly pastRuns: readonly ColumnRun[];
@@ -66,19 +71,19 @@ function reusePlan(items: readonly BatchItem[], newWidth: number, constraints: P
   const width = block.width + newWidth;
   if (width > constraints.contextLength || width - neededWidth > compactionSlack(neededWidth)) return undefined;
   const rows = new Array<PlannedRow>(items.length);
-  items.forEach(({ sequence, tokens }, item) => {
+  items.forEach(({ sequence, tokens, tree }, item) => {
     const kv = sequence as SequenceKv;
-    rows[kv.row] = { item, tokens, pastLength: kv.length, pastRuns: firstColumns(kv.runs, kv.length) };
+    rows[kv.row] = { item, tokens, tree, pastLength: kv.length, pastRuns: firstColumns(kv.runs, kv.length) };
   });
   return { rows, pastWidth: block.width, newWidth, reused: block };
 }
 
 function copyPlan(items: readonly BatchItem[], newWidth: number): BatchPlan {
   const pastWidth = Math.max(...items.map((item) => item.sequence?.length ?? 0));
-  const rows = items.map(({ sequence, tokens }, item): PlannedRow => {
+  const rows = items.map(({ sequence, tokens, tree }, item): PlannedRow => {
     const pastLength = sequence?.length ?? 0;
     const pastRuns = pastLength > 0 ? [{ start: pastWidth - pastLength, length: pastLength }] : [];
-    return { item, tokens, pastLength, pastRuns };
+    return { item, tokens, tree, pastLength, pastRuns };
   });
   return { rows, pastWidth, newWidth, reused: undefined };
 }
@@ -86,8 +91,10 @@ function copyPlan(items: readonly BatchItem[], newWidth: number): BatchPlan {
 export interface BatchInputs {
   /** [rows, newWidth] */
   readonly inputIds: BigInt64Array;
-  /** [rows, pastWidth + newWidth] */
+  /** [rows, maskWidth] */
   readonly attentionMask: BigInt64Array;
+  /** pastWidth + newWidth, plus newWidth² when a row is a tree. */
+  readonly maskWidth: number;
   /** [rows, newWidth] */
   readonly positionIds: BigInt64Array;
 }
@@ -96,18 +103,33 @@ export interface BatchInputs {
 export function batchInputs(plan: BatchPlan, contextLength: number): BatchInputs {
   const { rows, pastWidth, newWidth } = plan;
   const width = pastWidth + newWidth;
+  const maskWidth = rows.some((row) => row.tree !== undefined) ? width + newWidth * newWidth : width;
   const inputIds = new BigInt64Array(rows.length * newWidth);
-  const attentionMask = new BigInt64Array(rows.length * width);
+  const attentionMask = new BigInt64Array(rows.length * maskWidth);
   const positionIds = new BigInt64Array(rows.length * newWidth);
   rows.forEach((row, r) => {
-    for (const run of row.pastRuns) attentionMask.fill(1n, r * width + run.start, r * width + run.start + run.length);
-    attentionMask.fill(1n, r * width + pastWidth, r * width + pastWidth + row.tokens.length);
+    const mask = r * maskWidth;
+    for (const run of row.pastRuns) attentionMask.fill(1n, mask + run.start, mask + run.start + run.length);
+    attentionMask.fill(1n, mask + pastWidth, mask + pastWidth + row.tokens.length);
     for (let j = 0; j < newWidth; j++) {
       inputIds[r * newWidth + j] = BigInt(row.tokens[j] ?? 0);
-      positionIds[r * newWidth + j] = BigInt(Math.min(row.pastLength + j, contextLength - 1));
+      const offset = j < row.tokens.length && row.tree !== undefined ? row.tree.depths[j] : j;
+      positionIds[r * newWidth + j] = BigInt(Math.min(row.pastLength + offset, contextLength - 1));
     }
+    if (maskWidth > width) writeTreeBlock(attentionMask.subarray(mask + width, mask + maskWidth), row, newWidth);
   });
-  return { inputIds, attentionMask, positionIds };
+  return { inputIds, attentionMask, maskWidth, positionIds };
+}
+
+/** The row's tree mask in the top left of a newWidth × newWidth block of ones (chain rows and padding stay causal). */
+function writeTreeBlock(block: BigInt64Array, row: PlannedRow, newWidth: number): void {
+  block.fill(1n);
+  const { tree } = row;
+  if (tree === undefined) return;
+  const n = row.tokens.length;
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) block[i * newWidth + j] = BigInt(tree.mask[i * n + j]);
+  }
 }
 
 /**

@@ -20,6 +20,22 @@ export interface ForwardRequest {
   readonly sequenceId: string;
   /** Tokens appended after the sequence's cached ones (the first forward of a sequence is its prefill). */
   readonly tokens: readonly number[];
+  /** Makes the tokens a tree rather than a chain; absent, each token sees every earlier one. */
+  readonly tree?: TreeAttention;
+}
+
+/**
+ * How the tokens of a forward see each other when they form a token tree (the root, then its descendants, parents
+ * before children): engine/tree-attention.ts builds both fields. The cached past stays visible to every token.
+ */
+export interface TreeAttention {
+  /**
+   * Row-major [n × n] for n tokens: 1 where token i may attend token j (its ancestors and itself), else 0. Only j ≤ i
+   * may be 1 and the diagonal must be; a chain's mask is the lower triangle.
+   */
+  readonly mask: Uint8Array;
+  /** Per token, its position after the cached ones: position = cached length + depth (a chain's are 0, 1, 2, …). */
+  readonly depths: ArrayLike<number>;
 }
 
 export interface CausalLM {
@@ -29,7 +45,8 @@ export interface CausalLM {
    * the logits of every appended position, row-major [tokens.length × vocabSize] (an empty array for no tokens). The
    * arrays may be views into one buffer of the run; they are never overwritten. Forwards run in the order they were
    * called. Rejects without changing any cache on bad input (TypeError/RangeError), when a sequence would outgrow the
-   * context (ContextLengthError) or when the caches would exceed their cap (CacheCapacityError).
+   * context (ContextLengthError), when the caches would exceed their cap (CacheCapacityError) or when a request is a
+   * tree and the model scores chains only (UnsupportedModelError).
    */
   forward(batch: readonly ForwardRequest[]): Promise<Float32Array[]>;
   /** Tokens currently cached for the sequence (0 when unknown). */
@@ -39,6 +56,14 @@ export interface CausalLM {
    * shorter. Throws while a forward of the sequence is pending: truncate once it has resolved.
    */
   truncate(sequenceId: string, length: number): void;
+  /**
+   * Keeps the first `start` cached positions and, right after them in this order, the positions start + kept[j]
+   * (ascending), dropping every other: the cache then holds start + kept.length positions. After a tree forward at
+   * cached length `start`, `kept` lists the root's and the accepted path's slots (engine/tree-attention.ts
+   * `compactionPlan`), and the cache equals a fresh prefill of the accepted tokens. Throws while a forward of the
+   * sequence is pending, and on kept slots that are not ascending or not cached.
+   */
+  compact(sequenceId: string, start: number, kept: readonly number[]): void;
   /** Frees the sequence's cache; forwards of it still pending will not store one. Unknown ids are ignored. */
   release(sequenceId: string): void;
   /** Bytes of KV cache held by one sequence, or by all when no id is given. */

@@ -20,6 +20,11 @@ export interface DecoderLayout {
   /** The outputs matching `pastNames` one to one. */
   readonly presentNames: readonly string[];
   readonly hasPositionIds: boolean;
+  /**
+   * Whether attention_mask may carry a tree block after its past+new columns (the project's own graphs, see
+   * TREE_MASK_WIDTH). A tree needs it and position_ids; other exports score chains only.
+   */
+  readonly hasTreeMask: boolean;
   /** Optimum's merged decoders pick their with-cache branch through this boolean input. */
   readonly hasUseCacheBranch: boolean;
   /** Bytes of KV cache one token occupies (all layers, keys and values, float32). */
@@ -27,6 +32,12 @@ export interface DecoderLayout {
 }
 
 type ValueMetadata = InferenceSession.ValueMetadata;
+
+/**
+ * The name the project's graphs give attention_mask's width: past + new columns, then optionally a new×new block of
+ * which new positions each new position may see (token trees). Optimum exports name it otherwise and read no block.
+ */
+export const TREE_MASK_WIDTH = "past_sequence_length + sequence_length (+ sequence_length^2 tree mask)";
 
 const PAST = /^past_key_values\.(\d+)\.(key|value)$/;
 const PRESENT = /^present\.(\d+)\.(key|value)$/;
@@ -110,6 +121,9 @@ export function decoderLayout(
     pastNames,
     presentNames,
     hasPositionIds: inputNames.has("position_ids"),
+    hasTreeMask:
+      inputNames.has("position_ids") &&
+      tensorMetadata(inputs.find((input) => input.name === "attention_mask")).shape[1] === TREE_MASK_WIDTH,
     hasUseCacheBranch: inputNames.has("use_cache_branch"),
     kvBytesPerToken: numLayers * 2 * numKvHeads * headDim * FLOAT32_BYTES,
   };

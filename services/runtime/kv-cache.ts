@@ -2,7 +2,8 @@
  * Per-sequence KV caches kept as views into the present tensors of the forward that produced them: a batch's present
  * output is one block shared by all its sequences, each owning one row, and its cached positions are runs of columns
  * of that row (left padding and rolled-back positions are simply not in the runs). Nothing is copied when a sequence
- * is truncated; copies happen only when a batch has to be assembled from several blocks (see batch-plan.ts).
+ * is truncated or compacted (a tree's rejected branches leave the runs); copies happen only when a batch has to be
+ * assembled from several blocks (see batch-plan.ts).
  */
 import type { Tensor } from "onnxruntime-node";
 
@@ -43,6 +44,31 @@ export function firstColumns(runs: readonly ColumnRun[], length: number): Column
     remaining -= take;
   }
   return kept;
+}
+
+/** The column holding cached position `position` of `runs`. */
+function columnOf(runs: readonly ColumnRun[], position: number): number {
+  let offset = position;
+  for (const run of runs) {
+    if (offset < run.length) return run.start + offset;
+    offset -= run.length;
+  }
+  throw new RangeError(`position ${position} is not cached`);
+}
+
+/** The columns of the first `start` positions of `runs`, then those of positions start + kept[j], as runs. */
+function compactedRuns(runs: readonly ColumnRun[], start: number, kept: readonly number[]): ColumnRun[] {
+  const compacted = firstColumns(runs, start);
+  for (const slot of kept) {
+    const column = columnOf(runs, start + slot);
+    const last = compacted.at(-1);
+    if (last !== undefined && last.start + last.length === column) {
+      compacted[compacted.length - 1] = { start: last.start, length: last.length + 1 };
+    } else {
+      compacted.push({ start: column, length: 1 });
+    }
+  }
+  return compacted;
 }
 
 /** The sequences' caches and what they hold: tokens and bytes per sequence, and the bytes of the blocks behind them. */
@@ -95,6 +121,27 @@ export class KvCacheStore {
     }
     this.#sequences.set(sequenceId, { ...kv, length });
     this.#cachedTokens -= kv.length - length;
+  }
+
+  /** Keeps the first `start` positions, then those at start + kept[j] (see CausalLM.compact); throws on bad slots. */
+  compact(sequenceId: string, start: number, kept: readonly number[]): void {
+    const length = this.length(sequenceId);
+    if (start > length) throw new RangeError(`cannot keep ${start} positions of ${sequenceId}, which holds ${length}`);
+    kept.forEach((slot, j) => {
+      if (!Number.isInteger(slot) || slot < (j === 0 ? 0 : kept[j - 1] + 1) || start + slot >= length) {
+        throw new RangeError(
+          `kept slots must ascend within the ${length - start} positions after ${start}, got [${kept.join(", ")}]`,
+        );
+      }
+    });
+    const kv = this.#sequences.get(sequenceId);
+    if (kv === undefined) return;
+    if (start + kept.length === 0) {
+      this.release(sequenceId);
+      return;
+    }
+    this.#sequences.set(sequenceId, { ...kv, runs: compactedRuns(kv.runs, start, kept), length: start + kept.length });
+    this.#cachedTokens -= kv.length - (start + kept.length);
   }
 
   release(sequenceId: string): void {

@@ -4,7 +4,7 @@
  */
 import { InferenceSession, Tensor } from "onnxruntime-node";
 import { assemblePast, type BatchItem, type BatchPlan, batchInputs, planBatch, runsAfter } from "./batch-plan.ts";
-import type { CausalLM, ForwardRequest, ModelInfo } from "./causal-lm.ts";
+import type { CausalLM, ForwardRequest, ModelInfo, TreeAttention } from "./causal-lm.ts";
 import { type DecoderLayout, decoderLayout } from "./decoder-layout.ts";
 import { KvBlock, KvCacheStore } from "./kv-cache.ts";
 import { type ModelFiles, resolveModel } from "./model-files.ts";
@@ -14,7 +14,7 @@ import {
   type RuntimeOptionsInput,
   sessionOptions,
 } from "./runtime-config.ts";
-import { CacheCapacityError, ContextLengthError } from "./runtime-errors.ts";
+import { CacheCapacityError, ContextLengthError, UnsupportedModelError } from "./runtime-errors.ts";
 
 /** Counters of the work the runtime did, for benchmarks and metrics. */
 export interface RuntimeStats {
@@ -118,6 +118,16 @@ export class OnnxCausalLM implements CausalLM {
     this.#store.truncate(sequenceId, length);
   }
 
+  compact(sequenceId: string, start: number, kept: readonly number[]): void {
+    if (!Number.isInteger(start) || start < 0) {
+      throw new RangeError(`compaction start must be a non-negative integer, got ${start}`);
+    }
+    if (this.#pending.has(sequenceId)) {
+      throw new Error(`sequence ${sequenceId} has a forward pending; compact it after the forward resolves`);
+    }
+    this.#store.compact(sequenceId, start, kept);
+  }
+
   release(sequenceId: string): void {
     if (this.#pending.has(sequenceId)) this.#releasedAt.set(sequenceId, this.#issued);
     this.#store.release(sequenceId);
@@ -166,7 +176,7 @@ export class OnnxCausalLM implements CausalLM {
   #validate(batch: readonly ForwardRequest[]): void {
     const seen = new Set<string>();
     let bytesAfter = this.#store.bytes();
-    for (const { sequenceId, tokens } of batch) {
+    for (const { sequenceId, tokens, tree } of batch) {
       if (typeof sequenceId !== "string" || sequenceId.length === 0) {
         throw new TypeError("every forward request needs a non-empty sequenceId");
       }
@@ -181,10 +191,43 @@ export class OnnxCausalLM implements CausalLM {
       if (length > this.layout.contextLength) {
         throw new ContextLengthError(sequenceId, length, this.layout.contextLength);
       }
+      if (tree !== undefined) this.#validateTree(sequenceId, tokens.length, tree);
       bytesAfter += tokens.length * this.layout.kvBytesPerToken;
     }
     if (bytesAfter > this.options.maxCacheBytes) {
       throw new CacheCapacityError(bytesAfter, this.options.maxCacheBytes);
+    }
+  }
+
+  #validateTree(sequenceId: string, size: number, tree: TreeAttention): void {
+    if (!this.layout.hasTreeMask) {
+      throw new UnsupportedModelError(
+        `model ${this.info.name} scores chains only: its graph reads no tree mask after attention_mask (a specgate ` +
+          "graph does) or takes no position_ids, so a token tree cannot be scored in one forward",
+      );
+    }
+    if (tree.mask.length !== size * size || tree.depths.length !== size) {
+      throw new RangeError(
+        `the tree of sequence ${sequenceId} has ${tree.mask.length} mask entries and ${tree.depths.length} depths ` +
+          `for ${size} tokens (want ${size * size} and ${size})`,
+      );
+    }
+    const pastLength = this.#store.length(sequenceId);
+    for (let i = 0; i < size; i++) {
+      const depth = tree.depths[i];
+      if (!Number.isInteger(depth) || depth < 0 || pastLength + depth >= this.layout.contextLength) {
+        throw new RangeError(`token ${i} of the tree of sequence ${sequenceId} has depth ${depth}`);
+      }
+      for (let j = 0; j < size; j++) {
+        const entry = tree.mask[i * size + j];
+        const valid = j === i ? entry === 1 : entry === 0 || (entry === 1 && j < i);
+        if (!valid) {
+          throw new RangeError(
+            `the tree mask of sequence ${sequenceId} lets token ${i} see token ${j} as ${entry}: a token sees itself ` +
+              "(1) and may see earlier tokens only (0 or 1)",
+          );
+        }
+      }
     }
   }
 
@@ -202,6 +245,7 @@ export class OnnxCausalLM implements CausalLM {
     const items: BatchItem[] = requests.map((request) => ({
       sequence: this.#store.get(request.sequenceId),
       tokens: request.tokens,
+      tree: request.tree,
     }));
     const plan = planBatch(items, { contextLength: layout.contextLength, allowGaps: layout.hasPositionIds });
     const feeds = this.#feeds(plan, items);
@@ -238,7 +282,7 @@ export class OnnxCausalLM implements CausalLM {
     const inputs = batchInputs(plan, layout.contextLength);
     const feeds: Record<string, Tensor> = {
       input_ids: new Tensor("int64", inputs.inputIds, [rows, plan.newWidth]),
-      attention_mask: new Tensor("int64", inputs.attentionMask, [rows, plan.pastWidth + plan.newWidth]),
+      attention_mask: new Tensor("int64", inputs.attentionMask, [rows, inputs.maskWidth]),
     };
     if (layout.hasPositionIds) feeds.position_ids = new Tensor("int64", inputs.positionIds, [rows, plan.newWidth]);
     if (layout.hasUseCacheBranch) feeds.use_cache_branch = new Tensor("bool", [plan.pastWidth > 0], [1]);

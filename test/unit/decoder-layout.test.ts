@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { InferenceSession } from "onnxruntime-node";
-import { decoderLayout } from "../../services/runtime/decoder-layout.ts";
+import { decoderLayout, TREE_MASK_WIDTH } from "../../services/runtime/decoder-layout.ts";
 import type { HfConfig } from "../../services/runtime/model-files.ts";
 import { UnsupportedModelError } from "../../services/runtime/runtime-errors.ts";
 
@@ -20,12 +20,14 @@ function exportMetadata(options: {
   vocab: number | string;
   cacheType?: "float32" | "float16";
   positionIds?: boolean;
+  /** Name of attention_mask's width (Optimum's by default). */
+  maskWidth?: string;
 }) {
   const cache = options.cacheType ?? "float32";
   const kvShape = ["batch_size", options.kvHeads, "past_sequence_length", options.headDim];
   const inputs: Metadata[] = [
     tensor("input_ids", "int64", ["batch_size", "sequence_length"]),
-    tensor("attention_mask", "int64", ["batch_size", "total_sequence_length"]),
+    tensor("attention_mask", "int64", ["batch_size", options.maskWidth ?? "total_sequence_length"]),
   ];
   if (options.positionIds !== false) {
     inputs.push(tensor("position_ids", "int64", ["batch_size", "sequence_length"]));
@@ -71,6 +73,15 @@ describe("decoderLayout", () => {
     ]);
     assert.deepEqual(layout.presentNames, ["present.0.key", "present.0.value", "present.1.key", "present.1.value"]);
     assert.equal(layout.hasPositionIds, true);
+    assert.equal(layout.hasTreeMask, false, "an Optimum export reads no tree mask");
+  });
+
+  test("takes a tree mask from graphs whose attention_mask width says so and that take position_ids", () => {
+    const shape = { layers: 2, kvHeads: 4, headDim: 8, vocab: 512, maskWidth: TREE_MASK_WIDTH };
+    const tree = exportMetadata(shape);
+    assert.equal(decoderLayout(tree.inputs, tree.outputs, LLAMA_CONFIG).hasTreeMask, true);
+    const noPositions = exportMetadata({ ...shape, positionIds: false });
+    assert.equal(decoderLayout(noPositions.inputs, noPositions.outputs, LLAMA_CONFIG).hasTreeMask, false);
   });
 
   test("reads GPT-2 spellings when the graph leaves dimensions symbolic, and tolerates a missing position_ids", () => {
