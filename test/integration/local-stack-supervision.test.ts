@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { status } from "@grpc/grpc-js";
+import { waitUntilServing } from "../../deploy/health.ts";
 import { type LocalStack, type StackService, startLocalStack } from "../../deploy/local-stack.ts";
 import { loadServedModel } from "../../gateway/served-model.ts";
 import { SpecgateClient, SpecgateError } from "../../sdk/index.ts";
@@ -74,17 +75,26 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
 
   /**
    * One greedy stream per prompt at once; once every stream has its first tokens, `name` is killed. Each must give the
-   * target-only output, and tokens must arrive after the kill (the kill hit requests in flight).
+   * target-only output, and tokens must arrive after the kill (the kill hit requests in flight). Resolves with each
+   * stream's replicas, its rounds without a draft and the tokens it received after the kill.
    */
-  async function killUnderLoad(name: string): Promise<void> {
+  async function killUnderLoad(
+    name: string,
+  ): Promise<{ replicas: Set<string>; fallbackRounds: number; tokensAfterKill: number }[]> {
     const pid = service(name).pid;
     let started = 0;
     let killedAt = 0;
-    let tokensAfterKill = 0;
-    await Promise.all(
+    const streams = await Promise.all(
       PROMPTS.map(async (prompt) => {
         const tokens: number[] = [];
+        const replicas = new Set<string>();
+        let tokensAfterKill = 0;
+        let fallbackRounds = 0;
         for await (const event of client.stream({ prompt, max_tokens: MAX_TOKENS, temperature: 0 })) {
+          if (event.type === "end") {
+            for (const r of event.stats?.replicas ?? []) replicas.add(r);
+            fallbackRounds = event.stats?.fallback_rounds ?? 0;
+          }
           if (event.type !== "delta") continue;
           if (killedAt > 0) tokensAfterKill += event.token_ids.length;
           if (tokens.length === 0 && ++started === PROMPTS.length) {
@@ -94,19 +104,22 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
           tokens.push(...event.token_ids);
         }
         assert.deepEqual(tokens, expected.get(prompt), `"${prompt}" with ${name} killed`);
+        return { replicas, fallbackRounds, tokensAfterKill };
       }),
     );
-    assert.ok(killedAt > 0 && tokensAfterKill > 0, `${name} was killed with requests in flight`);
+    assert.ok(killedAt > 0 && streams.some((s) => s.tokensAfterKill > 0), `${name} was killed with requests in flight`);
     await assertNewRequestSucceeds(killedAt, name);
     await until(
       () => lines.includes(`[stack] ${name} restarted (pid ${service(name).pid})`),
       `${name} to be restarted`,
     );
     assert.notEqual(service(name).pid, pid);
+    await waitUntilServing(service(name).address, 15_000);
     assert.ok(
       lines.some((line) => line.startsWith(`[stack] ${name} was killed by SIGKILL (1 crash within 600 s): restarting`)),
       "the crash is logged",
     );
+    return streams;
   }
 
   async function assertNewRequestSucceeds(killedAt: number, name: string): Promise<void> {
@@ -117,7 +130,11 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
   }
 
   it("the draft service killed: streams fall back to plain decoding, it comes back and speculates again", async () => {
-    await killUnderLoad("draft");
+    const streams = await killUnderLoad("draft");
+    assert.ok(
+      streams.some((s) => s.fallbackRounds > 0),
+      "rounds ran without a draft",
+    );
     await until(async () => {
       const result = await client.generate({ prompt: PROMPTS[1], max_tokens: MAX_TOKENS, temperature: 0 });
       assert.deepEqual(result.token_ids, expected.get(PROMPTS[1]));
@@ -125,8 +142,19 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
     }, "speculation to resume");
   });
 
-  it("a target replica killed: its sequences finish on the other, and it comes back", async () => {
-    await killUnderLoad("target-0");
+  it("a target replica killed: its sequences in flight finish, and it comes back", async () => {
+    const streams = await killUnderLoad("target-0");
+    // Finished on target-1, or on target-0 restarted under the same id before its announcement expired.
+    assert.ok(
+      streams.some((s) => s.replicas.has("target-0") && s.tokensAfterKill > 0),
+      "a sequence on target-0 was in flight when it was killed",
+    );
+    // The restarted replica announces itself again and takes new sequences.
+    await until(async () => {
+      const streams = PROMPTS.map((prompt) => client.generate({ prompt, max_tokens: 8, temperature: 0 }));
+      const results = await Promise.all(streams);
+      return results.some((result) => result.stats?.replicas?.includes("target-0"));
+    }, "target-0 to serve again");
   });
 
   it("the gateway killed: its clients get UNAVAILABLE, and a retry succeeds once it is back", async () => {
