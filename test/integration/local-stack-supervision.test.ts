@@ -2,7 +2,8 @@
  * The local stack supervises its services (real processes: redis-server, draft service, two target replicas,
  * gateway). Under load of concurrent greedy streams through the SDK, SIGKILL each kind of service in turn: streams in
  * flight on the surviving parts finish with the target-only output, new requests succeed within seconds, and the
- * killed service is restarted (logged). A service that crashes too often stops being restarted and fails the stack
+ * killed service is restarted (logged). A rolling restart of the replicas (SIGTERM one, the stack starts it again,
+ * then the next) fails no request. A service that crashes too often stops being restarted and fails the stack
  * with its name and last lines; stopping the stack cancels a pending restart and leaves no process behind.
  */
 import assert from "node:assert/strict";
@@ -16,8 +17,8 @@ import { targetOnlyOutputs } from "../support/target-only.ts";
 
 const PROMPTS = ["Once upon a time", "The little dog", "Lily and Ben went to the park. They", "One day, a cat"];
 const MAX_TOKENS = 128;
-/** Two crashes of one service within the window stop the stack: one kill is restarted, a second gives up. */
-const RESTART_POLICY = { maxCrashes: 2, windowMs: 600_000 };
+/** Three exits of one service within the window stop the stack: two are restarted, a third gives up. */
+const RESTART_POLICY = { maxCrashes: 3, windowMs: 600_000 };
 
 function running(pid: number): boolean {
   try {
@@ -80,6 +81,7 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
    */
   async function killUnderLoad(
     name: string,
+    signal: NodeJS.Signals = "SIGKILL",
   ): Promise<{ replicas: Set<string>; fallbackRounds: number; tokensAfterKill: number }[]> {
     const pid = service(name).pid;
     let started = 0;
@@ -98,7 +100,7 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
           if (event.type !== "delta") continue;
           if (killedAt > 0) tokensAfterKill += event.token_ids.length;
           if (tokens.length === 0 && ++started === PROMPTS.length) {
-            process.kill(pid, "SIGKILL");
+            process.kill(pid, signal);
             killedAt = Date.now();
           }
           tokens.push(...event.token_ids);
@@ -115,9 +117,10 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
     );
     assert.notEqual(service(name).pid, pid);
     await waitUntilServing(service(name).address, 15_000);
+    const exit = signal === "SIGKILL" ? "was killed by SIGKILL" : "exited with code 0";
     assert.ok(
-      lines.some((line) => line.startsWith(`[stack] ${name} was killed by SIGKILL (1 crash within 600 s): restarting`)),
-      "the crash is logged",
+      lines.some((line) => line.startsWith(`[stack] ${name} ${exit} (`) && line.includes("within 600 s): restarting")),
+      "the exit is logged",
     );
     return streams;
   }
@@ -157,6 +160,10 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
     }, "target-0 to serve again");
   });
 
+  it("a rolling restart of the replicas (SIGTERM, one at a time) fails no request", async () => {
+    for (const name of ["target-0", "target-1"]) await killUnderLoad(name, "SIGTERM");
+  });
+
   it("the gateway killed: its clients get UNAVAILABLE, and a retry succeeds once it is back", async () => {
     const pid = service("gateway").pid;
     const once = new SpecgateClient({ address: stack.gatewayAddress, retry: { maxAttempts: 1 } });
@@ -183,21 +190,29 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
   });
 
   it("a service that crashes too often is left down and fails the stack with its name and last lines", async () => {
-    const outcome = Promise.race([stack.failure, new Promise((resolve) => setTimeout(resolve, 10_000, "no failure"))]);
+    const outcome = Promise.race([stack.failure, new Promise((resolve) => setTimeout(resolve, 20_000, "no failure"))]);
+    const second = service("draft").pid;
+    process.kill(second, "SIGKILL");
+    await until(() => lines.some((line) => line.startsWith("[stack] draft was killed by SIGKILL (2 crashes")), "it");
+    await until(() => service("draft").pid !== second, "the second restart");
+    await waitUntilServing(service("draft").address, 15_000);
     process.kill(service("draft").pid, "SIGKILL");
     const failure = await outcome;
     assert.ok(failure instanceof Error, String(failure));
-    assert.match(failure.message, /^draft was killed by SIGKILL: 2 crashes within 600 s, giving up; its last lines:\n/);
+    assert.match(failure.message, /^draft was killed by SIGKILL: 3 crashes within 600 s, giving up; its last lines:\n/);
+    assert.match(failure.message, /draft service listening/);
   });
 
   it("stopping the stack cancels a pending restart and leaves no process behind", async () => {
+    const before = lines.length;
+    const after = () => lines.slice(before);
     process.kill(service("target-1").pid, "SIGKILL");
-    await until(() => lines.some((line) => line.startsWith("[stack] target-1 was killed by SIGKILL")), "the crash");
+    await until(() => after().some((line) => line.startsWith("[stack] target-1 was killed by SIGKILL")), "the crash");
     const pids = stack.pids;
     await stack.stop();
     assert.deepEqual(pids.filter(running), [], "no process left behind");
     await new Promise((resolve) => setTimeout(resolve, 500));
-    assert.ok(!lines.some((line) => line.startsWith("[stack] target-1 restarted")), "no restart after the stop");
+    assert.ok(!after().some((line) => line.startsWith("[stack] target-1 restarted")), "no restart after the stop");
     assert.deepEqual(stack.pids.filter(running), []);
   });
 });
