@@ -1,7 +1,8 @@
 /**
  * The whole specgate stack on this machine: builds the models it needs if they are missing, starts a private
  * redis-server (unless REDIS_URL names one), one draft service, N target replicas and the gateway as child processes
- * with prefixed logs, waits until each serves (grpc.health.v1), and stops them in order.
+ * with prefixed logs, waits until each serves (grpc.health.v1), restarts a service that crashes afterwards (with
+ * backoff, until it crashes too often: restart-policy.ts), and stops them in order.
  *
  * `startLocalStack(options)` is the API (tests, benchmarks); `run(argv)` is the command behind `npm start` and
  * `specgate up`, which prints the addresses, an example command and `ready`, then runs until Ctrl-C or SIGTERM.
@@ -33,8 +34,10 @@ import { telemetryPlan } from "../services/telemetry/telemetry-plan.ts";
 import { freePort } from "./free-port.ts";
 import { probeCredentials, waitUntilServing } from "./health.ts";
 import { startRedis } from "./redis-server.ts";
-import { describeExit, PROJECT_ROOT, ServiceProcess } from "./service-process.ts";
+import { DEFAULT_RESTART_POLICY, type RestartPolicy } from "./restart-policy.ts";
+import { describeExit, PROJECT_ROOT, type ServiceProcess } from "./service-process.ts";
 import { StackProcesses } from "./stack-processes.ts";
+import { SupervisedService } from "./supervised-service.ts";
 
 /** Target model and drafters that belong together. */
 export const MODEL_PAIRS = {
@@ -81,6 +84,8 @@ export interface LocalStackOptions {
   readonly gateway?: Partial<Pick<GatewayConfig, GatewayPassThrough>>;
   /** The draft service drafts each round on the replica's verdict (default: SPECGATE_DRAFT_ON_VERDICT in `env`). */
   readonly draftOnVerdict?: boolean;
+  /** When a service that crashes after start-up is left down and the stack fails (default: 5 crashes in 60 s). */
+  readonly restartPolicy?: RestartPolicy;
 }
 
 /** Gateway settings the stack passes through without interpreting them. */
@@ -89,6 +94,7 @@ type GatewayPassThrough = "tlsCert" | "tlsKey" | "apiKeysFile" | "apiKeys" | "ma
 export interface StackService {
   /** "draft", "target-0", ..., "gateway". */
   readonly name: string;
+  /** Its process running now (another one after a restart). */
   readonly pid: number;
   /** gRPC host:port. */
   readonly address: string;
@@ -109,9 +115,12 @@ export interface LocalStack {
   readonly defaultDrafter: string;
   /** Draft service, target replicas, gateway, in start order. */
   readonly services: readonly StackService[];
-  /** Every process the stack started (services, and redis-server when it started one). */
+  /** Every process of the stack running now (services, and redis-server when it started one). */
   readonly pids: readonly number[];
-  /** Resolves with an error if a service exits on its own after start-up (never resolves otherwise). */
+  /**
+   * Resolves with an error naming the service and its last lines once a service crashed too often to be restarted
+   * (never resolves otherwise); each restart before that is logged.
+   */
   readonly failure: Promise<Error>;
   /** Stops the gateway (draining its requests), then the draft service and the replicas, then redis; idempotent. */
   stop(): Promise<void>;
@@ -244,6 +253,7 @@ interface StackPlan {
   readonly timeoutMs: number;
   readonly gateway: LocalStackOptions["gateway"];
   readonly draftOnVerdict: boolean | undefined;
+  readonly restartPolicy: RestartPolicy;
 }
 
 function stackPlan(options: LocalStackOptions): StackPlan {
@@ -265,6 +275,7 @@ function stackPlan(options: LocalStackOptions): StackPlan {
     timeoutMs: options.startTimeoutMs ?? 180_000,
     gateway: options.gateway,
     draftOnVerdict: options.draftOnVerdict,
+    restartPolicy: options.restartPolicy ?? DEFAULT_RESTART_POLICY,
   };
 }
 
@@ -311,7 +322,7 @@ interface ServiceLaunch<S extends ServiceSettings> {
 }
 
 interface Launched {
-  readonly service: ServiceProcess;
+  readonly service: SupervisedService;
   readonly address: string;
   readonly env: NodeJS.ProcessEnv;
 }
@@ -341,12 +352,18 @@ class ServiceLauncher {
         metricsPort,
       }),
     };
-    const service = await ServiceProcess.start({ name: launch.name, entry: launch.entry, env }, plan.log);
+    const service = await SupervisedService.start(
+      { name: launch.name, entry: launch.entry, env },
+      plan.log,
+      plan.restartPolicy,
+    );
     this.processes.add(service);
     const address = `127.0.0.1:${launch.port}`;
     this.services.push({
       name: launch.name,
-      pid: service.pid,
+      get pid() {
+        return service.process.pid;
+      },
       address,
       metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
     });
@@ -386,7 +403,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
         }),
       );
     }
-    await Promise.all([draft, ...targets].map((s) => waitForService(s.service, s.address, plan.timeoutMs)));
+    await Promise.all([draft, ...targets].map((s) => waitForService(s.service.process, s.address, plan.timeoutMs)));
 
     const gateway = await launcher.launch({
       name: "gateway",
@@ -401,7 +418,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       port: gatewayPort,
       metricsPort: METRICS_PORT.gateway,
     });
-    await waitForService(gateway.service, gateway.address, plan.timeoutMs, probeCredentials(gateway.env));
+    await waitForService(gateway.service.process, gateway.address, plan.timeoutMs, probeCredentials(gateway.env));
+    processes.supervise();
 
     return {
       gatewayAddress: gateway.address,
@@ -415,7 +433,9 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       drafters: plan.drafters,
       defaultDrafter: plan.defaultDrafter,
       services: launcher.services,
-      pids: processes.pids,
+      get pids() {
+        return processes.pids;
+      },
       failure: processes.failure(),
       stop: () => processes.stop(),
     };
@@ -469,6 +489,18 @@ const STACK_SETTINGS = {
     help: "a running Redis to use (unset: the stack starts its own redis-server on a free port)",
   },
   logLevel: { ...LOG_LEVEL_SETTING, help: "log level of the services" },
+  crashLimit: {
+    flag: "crash-limit",
+    env: "SPECGATE_CRASH_LIMIT",
+    schema: integer(1, DEFAULT_RESTART_POLICY.maxCrashes),
+    help: "a service that crashes is restarted (with backoff) until it has crashed this often within the crash window; then the stack stops (1: never restart)",
+  },
+  crashWindowS: {
+    flag: "crash-window-s",
+    env: "SPECGATE_CRASH_WINDOW_S",
+    schema: integer(1, DEFAULT_RESTART_POLICY.windowMs / 1000),
+    help: "the crash window, seconds",
+  },
   // Passed to the gateway as they are.
   tlsCert: GATEWAY_SETTINGS.tlsCert,
   tlsKey: GATEWAY_SETTINGS.tlsKey,
@@ -500,7 +532,7 @@ export function readyBanner(stack: LocalStack): string[] {
     ...(stack.gatewayApiKeys
       ? ["  (API keys: KEY is one whose hash the keys file lists; specgate keygen makes one)"]
       : []),
-    "Ctrl-C stops the stack.",
+    "A service that crashes is restarted; Ctrl-C stops the stack.",
     "ready",
   ];
 }
@@ -528,7 +560,7 @@ export async function run(argv: readonly string[]): Promise<number> {
     process.stdout.write(
       settingsHelp(
         STACK_SETTINGS,
-        "specgate local stack: builds missing models, starts redis-server (unless REDIS_URL is set), the draft service, the target replicas and the gateway; Ctrl-C stops everything.",
+        "specgate local stack: builds missing models, starts redis-server (unless REDIS_URL is set), the draft service, the target replicas and the gateway; restarts a service that crashes; Ctrl-C stops everything.",
         "npm start -- [flags]   or   specgate up [flags]",
       ),
     );
@@ -552,6 +584,7 @@ export async function run(argv: readonly string[]): Promise<number> {
       gatewayPort: config.port,
       redisUrl: config.redisUrl,
       logLevel: config.logLevel,
+      restartPolicy: { maxCrashes: config.crashLimit, windowMs: config.crashWindowS * 1000 },
       gateway: {
         tlsCert: config.tlsCert,
         tlsKey: config.tlsKey,
@@ -573,7 +606,7 @@ export async function run(argv: readonly string[]): Promise<number> {
     process.stdout.write(`${readyBanner(stack).join("\n")}\n`);
     const outcome = await Promise.race([signal.then((name) => ({ name })), stack.failure.then((error) => ({ error }))]);
     if ("error" in outcome) {
-      process.stderr.write(`[stack] ${outcome.error.message}: stopping the stack\n`);
+      process.stderr.write(`[stack] ${outcome.error.message}\n[stack] stopping the stack\n`);
       await stack.stop();
       return 1;
     }
