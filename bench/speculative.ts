@@ -50,6 +50,9 @@ const argsSchema = z.object({
   drafters: z.string().default(Object.keys(DRAFTER_MODELS).join(",")),
   k: z.coerce.number().int().nonnegative().default(4),
   "k-max": z.coerce.number().int().positive().default(12),
+  /** The tree variant of each drafter (`<drafter>/tree`): adaptive depth, this many children per node and nodes. */
+  "tree-width": z.coerce.number().int().positive().default(3),
+  "tree-nodes": z.coerce.number().int().positive().default(16),
   /** Intra-op threads of the target (0: all cores). */
   "target-threads": z.coerce.number().int().nonnegative().default(0),
   /**
@@ -149,7 +152,7 @@ function fastest(runs: Runs): Measured {
 interface Config {
   readonly name: string;
   readonly drafterName: string;
-  readonly policy: "fixed" | "adaptive";
+  readonly policy: "fixed" | "adaptive" | "tree";
   readonly speculation: Speculation;
   readonly draftModel: TimedModel | undefined;
   readonly runs: Runs;
@@ -244,6 +247,8 @@ function figures(config: Config, baseline: Measured, targetStepMs: number, quiet
     identical_output: identical,
     policy: config.policy,
     mean_k: round(stats.draft_tokens / Math.max(1, stats.rounds), 2),
+    /** Draft tokens (tree nodes) the target scored per round: K for a chain that got its full draft. */
+    nodes_per_round: round(stats.draft_tokens / Math.max(1, stats.rounds), 2),
     k_histogram: stats.k_histogram,
     acceptance_per_position: stats.acceptance_per_position.map((a) => round(a)),
     draft_step_ms: round(draftStepMs),
@@ -292,13 +297,14 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       ["fixed", { kind: "fixed", k: options.k }],
       ["adaptive", { kind: "adaptive", kMin: 0, kMax: options["k-max"] }],
     ];
-    for (const [policy, k] of policies) {
+    const tree = { width: options["tree-width"], nodes: options["tree-nodes"] };
+    for (const [policy, k] of [...policies, ["tree", policies[1][1]] as const]) {
       configs.push({
         name: `${drafterName}/${policy}`,
         drafterName,
         policy,
         // One cost model per configuration, shared by its requests as a service shares it across users.
-        speculation: { drafter, k, costs: new CostModel() },
+        speculation: { drafter, k, costs: new CostModel(), ...(policy === "tree" && { tree }) },
         draftModel,
         runs: prompts.map(() => []),
       });
@@ -346,6 +352,13 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         model: DRAFTER_MODELS[name] ?? null,
         fixed,
         adaptive,
+      };
+      const tree = byConfig.get(`${name}/tree`);
+      drafters[`${name}/tree`] = {
+        ...tree,
+        model: DRAFTER_MODELS[name] ?? null,
+        tree_width: options["tree-width"],
+        tree_nodes: options["tree-nodes"],
       };
     }
     const best = drafterNames.reduce((a, b) =>

@@ -220,9 +220,12 @@ export async function generateBatch(
         a.speculation.rollBack(outcome);
         a.speculation.record(outcome, drafted - started, verified - drafted);
       });
-      // Costs per round as the policy sees them: drafter commits are bookkeeping and count with drafting.
+      // Costs per round as the policy sees them: drafter commits are bookkeeping and count with drafting. A tree is
+      // filed under its depth, the K the policy chooses: its draft steps, and the verify cost of a tree that deep.
       const draftMs = drafted - started + (performance.now() - verified);
-      const proposed = Math.max(...active.map((a) => a.drafted?.tokens.length ?? a.draft.tokens.length));
+      const proposed = Math.max(
+        ...active.map((a) => (a.drafted ? Math.max(0, ...a.drafted.depths) : a.draft.tokens.length)),
+      );
       for (const costs of new Set(active.map((a) => a.costs))) costs.recordRound(proposed, draftMs, verified - drafted);
     }
   } finally {
