@@ -35,6 +35,8 @@ export interface RoundOutcome {
   readonly accepted: number;
   /** A tree round's accepted nodes, root down (accepted = path.length); absent for chains. */
   readonly path?: readonly number[];
+  /** A tree round's depth; absent for chains. */
+  readonly depth?: number;
   /** The target's token after the accepted ones (its correction, or the bonus token). */
   readonly token: number;
   /** Committed tokens before the round. */
@@ -78,12 +80,14 @@ export class SpeculativeSequence {
     let kept: number[];
     let proposed: number;
     let path: readonly number[] | undefined;
+    let depth: number | undefined;
     if (draft && "tree" in draft) {
+      depth = Math.max(0, ...draft.tree.depths);
       path = treePath(draft.tree, "path" in verdict ? verdict.path : NO_TOKENS);
       kept = pathTokens(draft.tree, path);
       proposed = draft.tree.tokens.length;
-      // The policy learns acceptance along the depth the tree was drafted to, as it would along a chain of K.
-      this.policy.observe(plan.k, path.length);
+      // The policy learns acceptance along the tree's depth, as it would along a chain that long.
+      this.policy.observe(depth, path.length);
     } else {
       const proposal = draft?.tokens ?? NO_TOKENS;
       // A verdict from another process is not trusted to stay inside the draft.
@@ -99,7 +103,7 @@ export class SpeculativeSequence {
       k: draft ? plan.k : 0,
       proposed,
       accepted,
-      ...(path && { path }),
+      ...(path && { path, depth }),
       token: verdict.token,
       historyLength,
       committed,
@@ -115,6 +119,7 @@ export class SpeculativeSequence {
     recordRound(this.stats, {
       k: outcome.k,
       proposed: outcome.proposed,
+      depth: outcome.depth,
       accepted: outcome.accepted,
       emitted: outcome.committed.tokens.length,
       draftMs,

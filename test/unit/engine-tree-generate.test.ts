@@ -233,6 +233,15 @@ describe("greedy generation with trees", () => {
         for (const [i, r] of results.entries()) assert.deepEqual(r.tokens, reference[i].tokens, `${label} prompt ${i}`);
         const accepted = results.reduce((s, r) => s + r.stats.accepted_tokens, 0);
         assert.ok(accepted > 0, `${label}: no node accepted`);
+        // Statistics per position are per depth: no deeper than K, never more accepted than proposed there.
+        const maxK = k.kind === "fixed" ? k.k : k.kMax;
+        for (const { stats } of results) {
+          assert.ok(stats.proposed_per_position.length <= maxK, `${label}: ${stats.proposed_per_position}`);
+          stats.accepted_per_position.forEach((a, i) => {
+            assert.ok(a <= stats.proposed_per_position[i]);
+          });
+          assert.ok(stats.draft_tokens >= stats.proposed_per_position.reduce((a, b) => a + b, 0));
+        }
       }
     }
     assert.equal(draftModel.cacheBytes(), 0);
