@@ -17,13 +17,8 @@ import { type FinishReason, SequenceState } from "./sequence.ts";
 import type { RequestStats } from "./stats.ts";
 import { prefillTarget, verifyOnTarget } from "./target-verifier.ts";
 import type { TokenTree } from "./token-tree.ts";
+import { type Branching, FixedTreeShape, type TreeShaper } from "./tree-policy.ts";
 import { type AcceptanceMode, LOSSLESS } from "./verify.ts";
-
-/** Tree rounds: each round's K (from the K policy) is the tree's depth; `width` children per node, `nodes` in all. */
-export interface TreeSpeculation {
-  readonly width: number;
-  readonly nodes: number;
-}
 
 export interface Speculation {
   readonly drafter: Drafter;
@@ -33,8 +28,11 @@ export interface Speculation {
   readonly acceptance?: AcceptanceMode;
   /** Measured costs shared by the requests of one drafter/target pair (adaptive K); a fresh model when absent. */
   readonly costs?: CostModel;
-  /** Draft token trees instead of chains (the drafter must be a TreeDrafter; lossless acceptance only). */
-  readonly tree?: TreeSpeculation;
+  /**
+   * Draft token trees K deep instead of chains (the drafter must be a TreeDrafter; lossless acceptance only): always
+   * this branching, or each round's from a shape policy shared by the pair's requests (tree-policy.ts).
+   */
+  readonly tree?: Branching | TreeShaper;
 }
 
 export interface GenerateOptions {
@@ -76,10 +74,13 @@ interface Active {
   readonly drafter: Drafter | undefined;
   readonly acceptance: AcceptanceMode;
   readonly costs: CostModel;
-  readonly tree: { readonly drafter: TreeDrafter; readonly shape: TreeSpeculation } | undefined;
+  readonly tree: { readonly drafter: TreeDrafter; readonly shaper: TreeShaper } | undefined;
   plan: RoundPlan;
   draft: Draft;
-  /** This round's tree (tree rounds only). */
+  /** This round's branching (undefined: a chain round) and tree (tree rounds only). */
+  branching: Branching | undefined;
+  /** Tokens the last round added. */
+  emitted: number;
   drafted: TokenTree | undefined;
 }
 
@@ -98,7 +99,8 @@ function start(target: CausalLM, request: GenerationRequest): Active {
     if (!isTreeDrafter(spec.drafter)) throw new TypeError(`drafter ${spec.drafter.name} does not draft trees`);
     if ((spec.acceptance ?? LOSSLESS).kind !== "lossless") throw new TypeError("trees are verified losslessly only");
   }
-  const tree = spec?.tree && isTreeDrafter(spec.drafter) ? { drafter: spec.drafter, shape: spec.tree } : undefined;
+  const shaper = spec?.tree && ("choose" in spec.tree ? spec.tree : new FixedTreeShape(spec.tree));
+  const tree = shaper && spec && isTreeDrafter(spec.drafter) ? { drafter: spec.drafter, shaper } : undefined;
   const sequence = new SequenceState(
     request.prompt,
     {
@@ -129,6 +131,8 @@ function start(target: CausalLM, request: GenerationRequest): Active {
     tree,
     plan: UNPLANNED,
     draft: NO_DRAFT,
+    branching: undefined,
+    emitted: 0,
     drafted: undefined,
   };
 }
@@ -141,7 +145,7 @@ async function draftAll(target: CausalLM, active: readonly Active[]): Promise<vo
     a.draft = NO_DRAFT;
     a.drafted = undefined;
     if (!a.drafter || a.plan.k === 0) continue;
-    const groups: Map<Drafter, Active[]> = a.tree ? trees : chains;
+    const groups: Map<Drafter, Active[]> = a.branching ? trees : chains;
     const group = groups.get(a.drafter);
     if (group) group.push(a);
     else groups.set(a.drafter, [a]);
@@ -156,7 +160,7 @@ async function draftAll(target: CausalLM, active: readonly Active[]): Promise<vo
     ...[...trees].map(async ([drafter, group]) => {
       const drafts = await drafter.proposeTrees(
         group.map((a) => {
-          const { width, nodes } = a.tree?.shape ?? { width: 0, nodes: 0 };
+          const { width, nodes } = a.branching ?? { width: 0, nodes: 0 };
           // The target caches the history and every node: keep them inside its context.
           const room = target.info.contextLength - a.speculation.sequence.tokens.length - 1;
           return { sequenceId: a.sequenceId, shape: { depth: a.plan.k, width, nodes: Math.min(nodes, room) } };
@@ -197,6 +201,13 @@ export async function generateBatch(
       const active = all.filter((a) => !a.speculation.sequence.finished);
       if (active.length === 0) break;
       for (const a of active) a.plan = a.speculation.plan();
+      // One shape per policy and round, so that a round's time measures that shape.
+      const shapes = new Map<TreeShaper, Branching | undefined>();
+      for (const a of active) {
+        const shaper = a.tree?.shaper;
+        if (shaper && !shapes.has(shaper)) shapes.set(shaper, shaper.choose());
+        a.branching = shaper && shapes.get(shaper);
+      }
       started = performance.now();
       await draftAll(target, active);
       const drafted = performance.now();
@@ -219,6 +230,7 @@ export async function generateBatch(
         const outcome = a.speculation.accept(a.plan, a.drafted ? { tree: a.drafted } : a.draft, verdicts[i]);
         a.speculation.rollBack(outcome);
         a.speculation.record(outcome, drafted - started, verified - drafted);
+        a.emitted = outcome.committed.tokens.length;
       });
       // Costs per round as the policy sees them: drafter commits are bookkeeping and count with drafting. A tree is
       // filed under its depth, the K the policy chooses: its draft steps, and the verify cost of a tree that deep.
@@ -227,6 +239,11 @@ export async function generateBatch(
         ...active.map((a) => (a.drafted ? Math.max(0, ...a.drafted.depths) : a.draft.tokens.length)),
       );
       for (const costs of new Set(active.map((a) => a.costs))) costs.recordRound(proposed, draftMs, verified - drafted);
+      for (const [shaper, shape] of shapes) {
+        const mine = active.filter((a) => a.tree?.shaper === shaper);
+        const tokens = mine.reduce((n, a) => n + a.emitted, 0);
+        shaper.observe(shape, tokens / mine.length, draftMs + verified - drafted);
+      }
     }
   } finally {
     for (const a of all) {

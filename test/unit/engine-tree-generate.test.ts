@@ -15,6 +15,7 @@ import { continuationTree, NgramDrafter } from "../../services/engine/ngram-draf
 import type { SamplingParams } from "../../services/engine/sampling.ts";
 import { prefillTarget, verifyOnTarget } from "../../services/engine/target-verifier.ts";
 import { children, ROOT, type TokenTree, tokenTree } from "../../services/engine/token-tree.ts";
+import { AdaptiveTreeShape, type Branching, type TreeShaper } from "../../services/engine/tree-policy.ts";
 import { LOSSLESS } from "../../services/engine/verify.ts";
 import { buildRandomLlama } from "../../services/model-builder/random-llama.ts";
 import { greedyDecode } from "../../services/runtime/greedy.ts";
@@ -196,7 +197,18 @@ describe("verifying a tree on the target", () => {
   });
 });
 
-const treePolicies: [KPolicyConfig, { width: number; nodes: number }][] = [
+const treePolicies: [KPolicyConfig, Branching | TreeShaper][] = [
+  // Switches between the chain and two trees from round to round.
+  [
+    { kind: "fixed", k: 3 },
+    new AdaptiveTreeShape(
+      [
+        { width: 2, nodes: 4 },
+        { width: 3, nodes: 9 },
+      ],
+      { trials: 2, reprobeEvery: 3 },
+    ),
+  ],
   [
     { kind: "fixed", k: 1 },
     { width: 3, nodes: 3 },
@@ -229,7 +241,7 @@ describe("greedy generation with trees", () => {
           target,
           cases.map((prompt) => ({ prompt, maxNewTokens: 24, eosTokenId: null, speculation: { drafter, k, tree } })),
         );
-        const label = `${drafter.name} ${JSON.stringify(k)} ${JSON.stringify(tree)}`;
+        const label = `${drafter.name} ${JSON.stringify(k)} ${"choose" in tree ? "adaptive shape" : JSON.stringify(tree)}`;
         for (const [i, r] of results.entries()) assert.deepEqual(r.tokens, reference[i].tokens, `${label} prompt ${i}`);
         const accepted = results.reduce((s, r) => s + r.stats.accepted_tokens, 0);
         assert.ok(accepted > 0, `${label}: no node accepted`);
