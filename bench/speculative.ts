@@ -19,6 +19,7 @@ import { CostModel, type KPolicyConfig } from "../services/engine/k-policy.ts";
 import { ModelDrafter } from "../services/engine/model-drafter.ts";
 import { NgramDrafter } from "../services/engine/ngram-drafter.ts";
 import { aggregateStats, type SpeculationStats } from "../services/engine/stats.ts";
+import { AdaptiveTreeShape } from "../services/engine/tree-policy.ts";
 import { EXTERNAL_DATA_FILE } from "../services/model-builder/model-dir.ts";
 import type { CausalLM, ForwardRequest } from "../services/runtime/causal-lm.ts";
 import { resolveModel } from "../services/runtime/model-files.ts";
@@ -41,6 +42,9 @@ export const DRAFTER_MODELS: Record<string, string | undefined> = {
   ngram: undefined,
 };
 
+/** The small tree the shape policy always has on offer beside the chain and the configured one. */
+const NARROW_TREE = { width: 2, nodes: 6 };
+
 const argsSchema = z.object({
   target: z.string().default("stories260k-x110m"),
   prompts: z.coerce.number().int().positive().default(6),
@@ -50,6 +54,12 @@ const argsSchema = z.object({
   drafters: z.string().default(Object.keys(DRAFTER_MODELS).join(",")),
   k: z.coerce.number().int().nonnegative().default(4),
   "k-max": z.coerce.number().int().positive().default(12),
+  /**
+   * The tree variant of each drafter (`<drafter>/tree`): adaptive depth, and each round's shape chosen by measured
+   * tokens per ms among the chain, a narrow tree (2 children per node, 6 nodes) and this wide one.
+   */
+  "tree-width": z.coerce.number().int().positive().default(3),
+  "tree-nodes": z.coerce.number().int().positive().default(16),
   /** Intra-op threads of the target (0: all cores). */
   "target-threads": z.coerce.number().int().nonnegative().default(0),
   /**
@@ -149,7 +159,7 @@ function fastest(runs: Runs): Measured {
 interface Config {
   readonly name: string;
   readonly drafterName: string;
-  readonly policy: "fixed" | "adaptive";
+  readonly policy: "fixed" | "adaptive" | "tree";
   readonly speculation: Speculation;
   readonly draftModel: TimedModel | undefined;
   readonly runs: Runs;
@@ -244,6 +254,8 @@ function figures(config: Config, baseline: Measured, targetStepMs: number, quiet
     identical_output: identical,
     policy: config.policy,
     mean_k: round(stats.draft_tokens / Math.max(1, stats.rounds), 2),
+    /** Draft tokens (tree nodes) the target scored per round: K for a chain that got its full draft. */
+    nodes_per_round: round(stats.draft_tokens / Math.max(1, stats.rounds), 2),
     k_histogram: stats.k_histogram,
     acceptance_per_position: stats.acceptance_per_position.map((a) => round(a)),
     draft_step_ms: round(draftStepMs),
@@ -292,13 +304,19 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       ["fixed", { kind: "fixed", k: options.k }],
       ["adaptive", { kind: "adaptive", kMin: 0, kMax: options["k-max"] }],
     ];
-    for (const [policy, k] of policies) {
+    const shapes = [NARROW_TREE, { width: options["tree-width"], nodes: options["tree-nodes"] }];
+    for (const [policy, k] of [...policies, ["tree", policies[1][1]] as const]) {
       configs.push({
         name: `${drafterName}/${policy}`,
         drafterName,
         policy,
         // One cost model per configuration, shared by its requests as a service shares it across users.
-        speculation: { drafter, k, costs: new CostModel() },
+        speculation: {
+          drafter,
+          k,
+          costs: new CostModel(),
+          ...(policy === "tree" && { tree: new AdaptiveTreeShape(shapes) }),
+        },
         draftModel,
         runs: prompts.map(() => []),
       });
@@ -346,6 +364,12 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         model: DRAFTER_MODELS[name] ?? null,
         fixed,
         adaptive,
+      };
+      const tree = byConfig.get(`${name}/tree`);
+      drafters[`${name}/tree`] = {
+        ...tree,
+        model: DRAFTER_MODELS[name] ?? null,
+        tree_shapes: [NARROW_TREE, { width: options["tree-width"], nodes: options["tree-nodes"] }],
       };
     }
     const best = drafterNames.reduce((a, b) =>

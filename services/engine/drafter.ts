@@ -1,9 +1,10 @@
 /**
  * The drafter interface: anything that proposes the next K tokens of a sequence. Implementations: model-drafter.ts
  * (a small model, also used for early exit), ngram-drafter.ts (prompt lookup). Batched over sequences so a draft
- * service can serve many sequences per forward.
+ * service can serve many sequences per forward. Both also propose token trees (`TreeDrafter`).
  */
 import type { SamplingParams, SparseDistribution } from "./sampling.ts";
+import { pathTokens, type TokenTree } from "./token-tree.ts";
 
 export interface DraftSequence {
   readonly sequenceId: string;
@@ -46,15 +47,51 @@ export interface Drafter {
   cacheBytes(sequenceId?: string): number;
 }
 
+/** The size of a tree to draft: at most `nodes` nodes, `depth` levels, `width` children per node. */
+export interface TreeShape {
+  readonly depth: number;
+  readonly width: number;
+  readonly nodes: number;
+}
+
+export interface TreeDraftRequest {
+  readonly sequenceId: string;
+  /** A shape with no depth or no nodes asks for the empty tree, at no cost. */
+  readonly shape: TreeShape;
+}
+
+/**
+ * A drafter that also proposes token trees. Its trees carry no draft distributions: their nodes are deterministic
+ * functions of the history (top-k expansions, prompt lookup), which multi-candidate verification may treat as q = 1
+ * on the drafted token. A sampled tree would have to draw every sibling independently from its q (tree-verify.ts).
+ */
+export interface TreeDrafter extends Drafter {
+  proposeTrees(batch: readonly TreeDraftRequest[]): Promise<TokenTree[]>;
+  /** After verifying the last tree: append the tokens of the accepted `path` (node indices, root down), then `token`. */
+  commitPath(sequenceId: string, path: readonly number[], token: number): void;
+}
+
+export function isTreeDrafter(drafter: Drafter): drafter is TreeDrafter {
+  return "proposeTrees" in drafter && "commitPath" in drafter;
+}
+
+interface DraftEntry {
+  history: number[];
+  /** The last chain proposal, or the last tree (never both). */
+  proposal: number[];
+  tree?: TokenTree;
+  open: DraftSequence;
+}
+
 /** Per-sequence bookkeeping every drafter shares: the committed history and the last proposal. */
 export class DraftHistory {
-  private readonly sequences = new Map<string, { history: number[]; proposal: number[]; open: DraftSequence }>();
+  private readonly sequences = new Map<string, DraftEntry>();
 
   open(sequence: DraftSequence): void {
     this.sequences.set(sequence.sequenceId, { history: [...sequence.history], proposal: [], open: sequence });
   }
 
-  get(sequenceId: string): { history: number[]; proposal: number[]; open: DraftSequence } {
+  get(sequenceId: string): DraftEntry {
     const entry = this.sequences.get(sequenceId);
     if (!entry) throw new Error(`drafter: unknown sequence ${sequenceId}`);
     return entry;
@@ -69,6 +106,19 @@ export class DraftHistory {
     }
     entry.history = combined.slice(0, length).concat(tokens);
     entry.proposal = [];
+    entry.tree = undefined;
+    return entry.history;
+  }
+
+  /** Applies a path commit after a tree proposal and returns the new history. */
+  commitPath(sequenceId: string, path: readonly number[], token: number): number[] {
+    const entry = this.get(sequenceId);
+    const { tree } = entry;
+    if (!tree && path.length > 0) throw new Error(`drafter: sequence ${sequenceId} has no tree to commit a path of`);
+    const tokens = tree ? pathTokens(tree, path) : [];
+    entry.history = entry.history.concat(tokens, [token]);
+    entry.proposal = [];
+    entry.tree = undefined;
     return entry.history;
   }
 

@@ -1,13 +1,14 @@
 /**
  * The in-process round loop: draft → verify K+1 positions in one target forward → accept → trim the target cache and
- * roll the drafter back, until a stop condition. Without speculation (or at K = 0) each round is one step of plain
+ * roll the drafter back, until a stop condition. With trees on, a round drafts a token tree K deep, the target scores
+ * the root and every node in one forward, and both caches are compacted to the accepted path. Without speculation (or at K = 0) each round is one step of plain
  * target decoding. Many requests advance together (one batched draft step per drafter, one batched verify forward per
  * round), as in the services. The distributed gateway drives the same round step (round.ts) with the draft and the
  * verification (target-verifier.ts) in other processes.
  */
 import type { CausalLM } from "../runtime/causal-lm.ts";
 import type { Tokenizer } from "../runtime/tokenizer/tokenizer.ts";
-import type { Draft, Drafter } from "./drafter.ts";
+import { type Draft, type Drafter, isTreeDrafter, type TreeDrafter } from "./drafter.ts";
 import { CostModel, createKPolicy, DEFAULT_K_POLICY, type KPolicyConfig } from "./k-policy.ts";
 import { randomSeed } from "./rng.ts";
 import { type RoundPlan, SpeculativeSequence } from "./round.ts";
@@ -15,6 +16,8 @@ import { GREEDY, type SamplingParams } from "./sampling.ts";
 import { type FinishReason, SequenceState } from "./sequence.ts";
 import type { RequestStats } from "./stats.ts";
 import { prefillTarget, verifyOnTarget } from "./target-verifier.ts";
+import type { TokenTree } from "./token-tree.ts";
+import { type Branching, FixedTreeShape, type TreeShaper } from "./tree-policy.ts";
 import { type AcceptanceMode, LOSSLESS } from "./verify.ts";
 
 export interface Speculation {
@@ -25,6 +28,11 @@ export interface Speculation {
   readonly acceptance?: AcceptanceMode;
   /** Measured costs shared by the requests of one drafter/target pair (adaptive K); a fresh model when absent. */
   readonly costs?: CostModel;
+  /**
+   * Draft token trees K deep instead of chains (the drafter must be a TreeDrafter; lossless acceptance only): always
+   * this branching, or each round's from a shape policy shared by the pair's requests (tree-policy.ts).
+   */
+  readonly tree?: Branching | TreeShaper;
 }
 
 export interface GenerateOptions {
@@ -66,8 +74,14 @@ interface Active {
   readonly drafter: Drafter | undefined;
   readonly acceptance: AcceptanceMode;
   readonly costs: CostModel;
+  readonly tree: { readonly drafter: TreeDrafter; readonly shaper: TreeShaper } | undefined;
   plan: RoundPlan;
   draft: Draft;
+  /** This round's branching (undefined: a chain round) and tree (tree rounds only). */
+  branching: Branching | undefined;
+  /** Tokens the last round added. */
+  emitted: number;
+  drafted: TokenTree | undefined;
 }
 
 const NO_DRAFT: Draft = { tokens: [] };
@@ -81,6 +95,12 @@ function start(target: CausalLM, request: GenerationRequest): Active {
   const costs = spec?.costs ?? new CostModel();
   const sequenceId = request.sequenceId ?? `generate-${process.pid}-${nextSequence++}`;
   const drafter = spec?.drafter;
+  if (spec?.tree) {
+    if (!isTreeDrafter(spec.drafter)) throw new TypeError(`drafter ${spec.drafter.name} does not draft trees`);
+    if ((spec.acceptance ?? LOSSLESS).kind !== "lossless") throw new TypeError("trees are verified losslessly only");
+  }
+  const shaper = spec?.tree && ("choose" in spec.tree ? spec.tree : new FixedTreeShape(spec.tree));
+  const tree = shaper && spec && isTreeDrafter(spec.drafter) ? { drafter: spec.drafter, shaper } : undefined;
   const sequence = new SequenceState(
     request.prompt,
     {
@@ -97,7 +117,10 @@ function start(target: CausalLM, request: GenerationRequest): Active {
       sequence,
       createKPolicy(spec ? (spec.k ?? DEFAULT_K_POLICY) : { kind: "fixed", k: 0 }, costs),
       drafter && {
-        rollBack: (outcome) => drafter.commit(sequenceId, outcome.historyLength + outcome.accepted, [outcome.token]),
+        rollBack: (outcome) =>
+          outcome.path && tree
+            ? tree.drafter.commitPath(sequenceId, outcome.path, outcome.token)
+            : drafter.commit(sequenceId, outcome.historyLength + outcome.accepted, [outcome.token]),
       },
     ),
     sampling,
@@ -105,29 +128,49 @@ function start(target: CausalLM, request: GenerationRequest): Active {
     drafter,
     acceptance: spec?.acceptance ?? LOSSLESS,
     costs,
+    tree,
     plan: UNPLANNED,
     draft: NO_DRAFT,
+    branching: undefined,
+    emitted: 0,
+    drafted: undefined,
   };
 }
 
-/** Asks each drafter for the proposals of its sequences, one batched call per drafter. */
-async function draftAll(active: readonly Active[]): Promise<void> {
-  const byDrafter = new Map<Drafter, Active[]>();
+/** Asks each drafter for the proposals (chains or trees) of its sequences, one batched call per drafter and kind. */
+async function draftAll(target: CausalLM, active: readonly Active[]): Promise<void> {
+  const chains = new Map<Drafter, Active[]>();
+  const trees = new Map<TreeDrafter, Active[]>();
   for (const a of active) {
     a.draft = NO_DRAFT;
+    a.drafted = undefined;
     if (!a.drafter || a.plan.k === 0) continue;
-    const group = byDrafter.get(a.drafter);
+    const groups: Map<Drafter, Active[]> = a.branching ? trees : chains;
+    const group = groups.get(a.drafter);
     if (group) group.push(a);
-    else byDrafter.set(a.drafter, [a]);
+    else groups.set(a.drafter, [a]);
   }
-  await Promise.all(
-    [...byDrafter].map(async ([drafter, group]) => {
+  await Promise.all([
+    ...[...chains].map(async ([drafter, group]) => {
       const drafts = await drafter.propose(group.map((a) => ({ sequenceId: a.sequenceId, k: a.plan.k })));
       group.forEach((a, i) => {
         a.draft = drafts[i];
       });
     }),
-  );
+    ...[...trees].map(async ([drafter, group]) => {
+      const drafts = await drafter.proposeTrees(
+        group.map((a) => {
+          const { width, nodes } = a.branching ?? { width: 0, nodes: 0 };
+          // The target caches the history and every node: keep them inside its context.
+          const room = target.info.contextLength - a.speculation.sequence.tokens.length - 1;
+          return { sequenceId: a.sequenceId, shape: { depth: a.plan.k, width, nodes: Math.min(nodes, room) } };
+        }),
+      );
+      group.forEach((a, i) => {
+        a.drafted = drafts[i];
+      });
+    }),
+  ]);
 }
 
 /** Generates for many requests at once; results in request order. */
@@ -158,8 +201,15 @@ export async function generateBatch(
       const active = all.filter((a) => !a.speculation.sequence.finished);
       if (active.length === 0) break;
       for (const a of active) a.plan = a.speculation.plan();
+      // One shape per policy and round, so that a round's time measures that shape.
+      const shapes = new Map<TreeShaper, Branching | undefined>();
+      for (const a of active) {
+        const shaper = a.tree?.shaper;
+        if (shaper && !shapes.has(shaper)) shapes.set(shaper, shaper.choose());
+        a.branching = shaper && shapes.get(shaper);
+      }
       started = performance.now();
-      await draftAll(active);
+      await draftAll(target, active);
       const drafted = performance.now();
       const verdicts = await verifyOnTarget(
         target,
@@ -169,6 +219,7 @@ export async function generateBatch(
           committedOffset: 0,
           draftTokens: a.draft.tokens,
           draftDistributions: a.draft.distributions,
+          draftTree: a.drafted,
           sampling: a.sampling,
           acceptance: a.acceptance,
           seed: a.seed,
@@ -176,14 +227,23 @@ export async function generateBatch(
       );
       const verified = performance.now();
       active.forEach((a, i) => {
-        const outcome = a.speculation.accept(a.plan, a.draft, verdicts[i]);
+        const outcome = a.speculation.accept(a.plan, a.drafted ? { tree: a.drafted } : a.draft, verdicts[i]);
         a.speculation.rollBack(outcome);
         a.speculation.record(outcome, drafted - started, verified - drafted);
+        a.emitted = outcome.committed.tokens.length;
       });
-      // Costs per round as the policy sees them: drafter commits are bookkeeping and count with drafting.
+      // Costs per round as the policy sees them: drafter commits are bookkeeping and count with drafting. A tree is
+      // filed under its depth, the K the policy chooses: its draft steps, and the verify cost of a tree that deep.
       const draftMs = drafted - started + (performance.now() - verified);
-      const proposed = Math.max(...active.map((a) => a.draft.tokens.length));
+      const proposed = Math.max(
+        ...active.map((a) => (a.drafted ? Math.max(0, ...a.drafted.depths) : a.draft.tokens.length)),
+      );
       for (const costs of new Set(active.map((a) => a.costs))) costs.recordRound(proposed, draftMs, verified - drafted);
+      for (const [shaper, shape] of shapes) {
+        const mine = active.filter((a) => a.tree?.shaper === shaper);
+        const tokens = mine.reduce((n, a) => n + a.emitted, 0);
+        shaper.observe(shape, tokens / mine.length, draftMs + verified - drafted);
+      }
     }
   } finally {
     for (const a of all) {

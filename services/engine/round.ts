@@ -8,6 +8,8 @@
 import type { KPolicy } from "./k-policy.ts";
 import type { Committed, SequenceState } from "./sequence.ts";
 import { emptyStats, type RequestStats, recordRound } from "./stats.ts";
+import { pathTokens, ROOT, type TokenTree } from "./token-tree.ts";
+import type { TreeVerdict } from "./tree-verify.ts";
 import type { Verdict } from "./verify.ts";
 
 export interface RoundPlan {
@@ -17,18 +19,24 @@ export interface RoundPlan {
   readonly k: number;
 }
 
-/** A round's draft as acceptance sees it (whatever else travelled with it stays with the loop). */
-export interface RoundDraft {
-  readonly tokens: readonly number[];
-}
+/**
+ * A round's draft as acceptance sees it (whatever else travelled with it stays with the loop): a chain, or a token
+ * tree whose verdict names the accepted path. A tree round's K is its depth budget.
+ */
+export type RoundDraft = { readonly tokens: readonly number[] } | { readonly tree: TokenTree };
 
 /** What a round did to its sequence. */
 export interface RoundOutcome {
   readonly round: number;
   /** The K the round ran with: the plan's, or 0 when no draft came. */
   readonly k: number;
+  /** Draft tokens proposed: a chain's length, or a tree's node count. */
   readonly proposed: number;
   readonly accepted: number;
+  /** A tree round's accepted nodes, root down (accepted = path.length); absent for chains. */
+  readonly path?: readonly number[];
+  /** A tree round's depth; absent for chains. */
+  readonly depth?: number;
   /** The target's token after the accepted ones (its correction, or the bonus token). */
   readonly token: number;
   /** Committed tokens before the round. */
@@ -39,7 +47,10 @@ export interface RoundOutcome {
 
 /** The drafter's side of a sequence. */
 export interface RoundDrafter {
-  /** Keep the first `historyLength + accepted` tokens of history + proposal, then append `token`. */
+  /**
+   * Keep the first `historyLength + accepted` tokens of history + proposal, then append `token`; after a tree, append
+   * the tokens of `path` and `token`.
+   */
   rollBack(outcome: RoundOutcome): void;
 }
 
@@ -64,20 +75,35 @@ export class SpeculativeSequence {
    * Commits the round's accepted draft tokens and the target's token and tells the policy. `draft` is undefined when
    * the round asked for one and none came (it ran as plain decoding).
    */
-  accept(plan: RoundPlan, draft: RoundDraft | undefined, verdict: Verdict): RoundOutcome {
-    const proposal = draft?.tokens ?? NO_TOKENS;
-    // A verdict from another process is not trusted to stay inside the draft.
-    const accepted = Math.min(verdict.accepted, proposal.length);
+  accept(plan: RoundPlan, draft: RoundDraft | undefined, verdict: Verdict | TreeVerdict): RoundOutcome {
     const historyLength = this.sequence.tokens.length;
-    const kept = proposal.slice(0, accepted);
+    let kept: number[];
+    let proposed: number;
+    let path: readonly number[] | undefined;
+    let depth: number | undefined;
+    if (draft && "tree" in draft) {
+      depth = Math.max(0, ...draft.tree.depths);
+      path = treePath(draft.tree, "path" in verdict ? verdict.path : NO_TOKENS);
+      kept = pathTokens(draft.tree, path);
+      proposed = draft.tree.tokens.length;
+      // The policy learns acceptance along the tree's depth, as it would along a chain that long.
+      this.policy.observe(depth, path.length);
+    } else {
+      const proposal = draft?.tokens ?? NO_TOKENS;
+      // A verdict from another process is not trusted to stay inside the draft.
+      kept = proposal.slice(0, Math.min(verdict.accepted, proposal.length));
+      proposed = proposal.length;
+      this.policy.observe(proposed, kept.length);
+    }
+    const accepted = kept.length;
     kept.push(verdict.token);
     const committed = this.sequence.commit(kept);
-    this.policy.observe(proposal.length, accepted);
     return {
       round: plan.round,
       k: draft ? plan.k : 0,
-      proposed: proposal.length,
+      proposed,
       accepted,
+      ...(path && { path, depth }),
       token: verdict.token,
       historyLength,
       committed,
@@ -93,6 +119,7 @@ export class SpeculativeSequence {
     recordRound(this.stats, {
       k: outcome.k,
       proposed: outcome.proposed,
+      depth: outcome.depth,
       accepted: outcome.accepted,
       emitted: outcome.committed.tokens.length,
       draftMs,
@@ -102,3 +129,14 @@ export class SpeculativeSequence {
 }
 
 const NO_TOKENS: readonly number[] = [];
+
+/** The longest prefix of a claimed path that descends the tree from the root (a verdict is not trusted blindly). */
+function treePath(tree: TokenTree, claimed: readonly number[]): number[] {
+  const path: number[] = [];
+  for (const node of claimed) {
+    const parent = path.length === 0 ? ROOT : path[path.length - 1];
+    if (!Number.isInteger(node) || node < 0 || node >= tree.tokens.length || tree.parents[node] !== parent) break;
+    path.push(node);
+  }
+  return path;
+}

@@ -8,7 +8,7 @@ export interface SpeculationStats {
   rounds: number;
   /** Tokens produced (accepted draft tokens plus the target's correction or bonus token per round). */
   generated_tokens: number;
-  /** Draft tokens proposed to the target. */
+  /** Draft tokens proposed to the target (for trees, every node). */
   draft_tokens: number;
   /** Draft tokens the target accepted. */
   accepted_tokens: number;
@@ -25,7 +25,10 @@ export interface SpeculationStats {
   mean_accepted_per_round: number;
   /** generated_tokens / rounds (E in the speculative-decoding literature). */
   tokens_per_round: number;
-  /** Per draft position i (0-based): how many rounds proposed a token there, and how many of those were accepted. */
+  /**
+   * Per draft position i (0-based; for trees, depth i + 1): how many rounds proposed a token there, and how many of
+   * those were accepted (vLLM's spec_decode_num_accepted_tokens_per_pos).
+   */
   proposed_per_position: number[];
   accepted_per_position: number[];
   /** accepted_per_position[i] / proposed_per_position[i]. */
@@ -48,8 +51,10 @@ export interface RequestStats extends SpeculationStats {
 export interface RoundRecord {
   /** K the policy asked for. */
   readonly k: number;
-  /** Draft tokens actually proposed (a drafter may propose fewer than asked). */
+  /** Draft tokens actually proposed (a drafter may propose fewer than asked); a tree's nodes. */
   readonly proposed: number;
+  /** A tree's depth: the positions its path could be accepted at (a chain's are its `proposed` tokens). */
+  readonly depth?: number;
   readonly accepted: number;
   /** Tokens the round added to the output (after stop conditions). */
   readonly emitted: number;
@@ -108,8 +113,9 @@ export function recordRound(stats: RequestStats, round: RoundRecord): RequestSta
   stats.generated_tokens += round.emitted;
   stats.draft_tokens += round.proposed;
   stats.accepted_tokens += round.accepted;
-  if (round.accepted < round.proposed) stats.rejected_tokens++;
-  for (let i = 0; i < round.proposed; i++) addAt(stats.proposed_per_position, i, 1);
+  const positions = round.depth ?? round.proposed;
+  if (round.accepted < positions) stats.rejected_tokens++;
+  for (let i = 0; i < positions; i++) addAt(stats.proposed_per_position, i, 1);
   for (let i = 0; i < round.accepted; i++) addAt(stats.accepted_per_position, i, 1);
   while (stats.accepted_per_position.length < stats.proposed_per_position.length) stats.accepted_per_position.push(0);
   addAt(stats.k_histogram, round.k, 1);

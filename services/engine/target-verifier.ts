@@ -1,14 +1,20 @@
 /**
  * The target's side of a round, for any number of sequences at once: bring each cache up to the committed history,
- * score every sequence's last committed token plus its K draft tokens in ONE batched forward, verify each round
- * (verify.ts), and trim each cache to the tokens that survived. Used by the in-process loop (generate.ts) and by the
- * target service's micro-batcher alike.
+ * score every sequence's last committed token plus its K draft tokens (or its token tree) in ONE batched forward,
+ * verify each round (verify.ts, tree-verify.ts), and trim each cache to the tokens that survived (a tree's accepted
+ * path is compacted into place). Used by the in-process loop (generate.ts) and by the target service's micro-batcher
+ * alike.
  */
 import type { CausalLM } from "../runtime/causal-lm.ts";
+import type { TokenTree } from "./token-tree.ts";
+import { compactionPlan, slotCount, treeAttention } from "./tree-attention.ts";
+import { type TreeVerdict, verifyTree } from "./tree-verify.ts";
 import { type RoundToVerify, type Verdict, verifyRound } from "./verify.ts";
 
 export interface VerifyJob extends Omit<RoundToVerify, "targetLogits" | "vocabSize" | "position"> {
   readonly sequenceId: string;
+  /** A token tree to verify instead of `draftTokens` (which must then be empty); lossless acceptance only. */
+  readonly draftTree?: TokenTree;
   /**
    * Committed tokens (prompt and generated) from index `committedOffset` on, at least the last one; offset 0 means the
    * whole history, which lets a replica that lost the cache (restart, eviction, rebalance) rebuild it inside the same
@@ -41,9 +47,14 @@ export async function prefillTarget(
   if (batch.length > 0) await target.forward(batch);
 }
 
-export async function verifyOnTarget(target: CausalLM, jobs: readonly VerifyJob[]): Promise<Verdict[]> {
+export async function verifyOnTarget(target: CausalLM, jobs: readonly VerifyJob[]): Promise<(Verdict | TreeVerdict)[]> {
   for (const job of jobs) {
     if (job.committed.length === 0) throw new RangeError(`verify job ${job.sequenceId} carries no committed token`);
+    if (job.draftTree && (job.draftTokens.length > 0 || job.acceptance.kind !== "lossless")) {
+      throw new RangeError(
+        `verify job ${job.sequenceId}: a tree comes without draft tokens and is verified losslessly`,
+      );
+    }
   }
   const missing = jobs.filter((j) => target.sequenceLength(j.sequenceId) < j.committedOffset).map((j) => j.sequenceId);
   if (missing.length > 0) throw new CacheMissError(missing);
@@ -52,16 +63,34 @@ export async function verifyOnTarget(target: CausalLM, jobs: readonly VerifyJob[
     // Keep what the cache holds of the history, but always re-feed the last committed token: its row predicts draft[0].
     const keep = Math.min(target.sequenceLength(job.sequenceId), historyLength - 1);
     if (target.sequenceLength(job.sequenceId) > keep) target.truncate(job.sequenceId, keep);
+    const tail = job.committed.slice(keep - job.committedOffset);
+    const { draftTree } = job;
+    if (!draftTree) return { sequenceId: job.sequenceId, tokens: tail.concat(job.draftTokens) };
     return {
       sequenceId: job.sequenceId,
-      tokens: job.committed.slice(keep - job.committedOffset).concat(job.draftTokens),
+      tokens: tail.concat(Array.from(draftTree.tokens)),
+      tree: treeAttention(draftTree, tail.length - 1),
     };
   });
   const logits = await target.forward(feeds);
   const vocabSize = target.info.vocabSize;
   return jobs.map((job, i) => {
-    const rows = job.draftTokens.length + 1;
     const position = job.committedOffset + job.committed.length;
+    const { draftTree } = job;
+    if (draftTree) {
+      const rows = slotCount(draftTree);
+      const verdict = verifyTree({
+        ...job,
+        tree: draftTree,
+        targetLogits: logits[i].subarray(logits[i].length - rows * vocabSize),
+        vocabSize,
+        position,
+      });
+      // The root sits at position − 1: keep it and the accepted path.
+      target.compact(job.sequenceId, position - 1, Array.from(compactionPlan(verdict.path, position - 1).kept));
+      return verdict;
+    }
+    const rows = job.draftTokens.length + 1;
     const verdict = verifyRound({
       ...job,
       targetLogits: logits[i].subarray(logits[i].length - rows * vocabSize),

@@ -30,6 +30,24 @@ export function treeMask(tree: TokenTree): Uint8Array {
   return mask;
 }
 
+/**
+ * The runtime's tree input for a forward of `before` chain tokens (committed tokens the cache lacks) followed by the
+ * tree's slots: the chain is causal, every slot sees the whole chain, and the slots see each other as in `treeMask`.
+ * `depths` are positions after the cached ones.
+ */
+export function treeAttention(tree: TokenTree, before: number): { mask: Uint8Array; depths: Int32Array } {
+  const slots = slotCount(tree);
+  const n = before + slots;
+  const mask = new Uint8Array(n * n);
+  const block = treeMask(tree);
+  for (let i = 0; i < n; i++) mask.fill(1, i * n, i * n + Math.min(i + 1, before));
+  for (let s = 0; s < slots; s++) mask.set(block.subarray(s * slots, (s + 1) * slots), (before + s) * n + before);
+  const depths = new Int32Array(n);
+  for (let i = 0; i < before; i++) depths[i] = i;
+  depths.set(treePositions(tree, before), before);
+  return { mask, depths };
+}
+
 /** Position id of each slot: pastLength (the cached positions before the root) + depth. */
 export function treePositions(tree: TokenTree, pastLength: number): Int32Array {
   const positions = new Int32Array(slotCount(tree));
