@@ -39,10 +39,11 @@ import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
 import type { BenchReport } from "./cli.ts";
 import { hopFloor } from "./hop-floor.ts";
 import { UsageMeter } from "./process-usage.ts";
+import { Progress } from "./progress.ts";
 import { storyPrompts } from "./prompts.ts";
 import { batchedDecode, machineInfo } from "./runtime.ts";
 import { DRAFTER_MODELS, idealSpeedup, run as runInProcess } from "./speculative.ts";
-import { quantile, round, spread, sum } from "./stats.ts";
+import { mean, quantile, round, spread, sum } from "./stats.ts";
 import { bullmqFloor } from "./target-batching.ts";
 
 const TARGET = "stories260k-x110m";
@@ -175,6 +176,15 @@ function overheadBreakdown(timings: readonly RoundTiming__Output[]) {
     result_return_ms: distribution(timings.map((t) => t.verify_wait_ms - t.queue_wait_ms - t.verify_compute_ms)),
     /** The gateway's own work in the round (routing, commit, stop checks, streaming the tokens). */
     gateway_ms: distribution(timings.map((t) => t.round_ms - t.draft_wait_ms - t.verify_wait_ms)),
+    /** Where the mean round's time goes, compute and each hop: over every round, so the parts sum to the mean round. */
+    round_parts_mean_ms: {
+      draft_compute: round(mean(timings.map((t) => t.draft_compute_ms))),
+      draft_transport: round(mean(timings.map((t) => t.draft_wait_ms - t.draft_compute_ms))),
+      queue_wait: round(mean(timings.map((t) => t.queue_wait_ms))),
+      verify_compute: round(mean(timings.map((t) => t.verify_compute_ms))),
+      result_return: round(mean(timings.map((t) => t.verify_wait_ms - t.queue_wait_ms - t.verify_compute_ms))),
+      gateway: round(mean(timings.map((t) => t.round_ms - t.draft_wait_ms - t.verify_wait_ms))),
+    },
   };
 }
 
@@ -562,6 +572,7 @@ async function singleStreamRuns(args: Args, client: SpecgateClient, stack: Local
     ]),
   );
   let usageRounds = 0;
+  const steps = new Progress(progress, args.repeats * measured.length);
   for (let repeat = 0; repeat < args.repeats; repeat++) {
     for (const [i, prompt] of measured.entries()) {
       const line: string[] = [];
@@ -579,7 +590,7 @@ async function singleStreamRuns(args: Args, client: SpecgateClient, stack: Local
           drafter === PLAIN ? `target-only ${round(rate, 1)} tok/s` : `${drafter} ${round(rate / plainRate, 2)}x`,
         );
       }
-      progress(`repeat ${repeat + 1}/${args.repeats} prompt ${i + 1}/${measured.length}: ${line.join(", ")}`);
+      steps.step(`repeat ${repeat + 1}/${args.repeats} prompt ${i + 1}/${measured.length}: ${line.join(", ")}`);
     }
   }
   return { runs, usage, usageRounds };
@@ -675,6 +686,7 @@ async function concurrencySweep(args: Args, client: SpecgateClient, lm: OnnxCaus
   const sweep = new Map<string, Map<number, SweepRun[]>>(
     sweepDrafters.map((d) => [d, new Map(args.streams.map((n) => [n, []]))]),
   );
+  const steps = new Progress(progress, args.streams.length * args.repeats);
   for (const n of args.streams) {
     for (let repeat = 0; repeat < args.repeats; repeat++) {
       const line: string[] = [];
@@ -700,7 +712,7 @@ async function concurrencySweep(args: Args, client: SpecgateClient, lm: OnnxCaus
           `ceiling ${round(ceiling, 1)} tok/s, ${drafter === PLAIN ? "plain" : drafter} ${round(figures.tokensPerS, 1)} tok/s (batch ${round(figures.meanBatch, 1)}, target busy ${round(figures.busyShare, 2)})`,
         );
       }
-      progress(`${n} streams, repeat ${repeat + 1}/${args.repeats}: ${line.join("; ")}`);
+      steps.step(`${n} streams, repeat ${repeat + 1}/${args.repeats}: ${line.join("; ")}`);
     }
   }
   // Best against best: other work on the machine only ever slows either down.

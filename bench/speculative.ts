@@ -1,6 +1,7 @@
 /**
  * In-process speculative decoding benchmark (`npm run bench -- --mode inproc [--json] [--prompts N] [--tokens N]
- * [--repeats R] [--drafters int4,ngram,...] [--k K] [--k-max K] [--draft-threads N|auto] [--target-threads N] [--target NAME]`).
+ * [--repeats R] [--drafters int4,ngram,...] [--k K] [--k-max K] [--draft-threads N|auto] [--target-threads N] [--target NAME]
+ * [--sweep-drafter NAME|none] [--sweep-k 1,2,4,8] [--sweep-tree-nodes 8,16,32]`).
  *
  * On the cost-scaled target, for each drafter and for fixed and adaptive K, in the same run and on the same prompts
  * as target-only greedy decoding: acceptance α, mean accepted per round, c (draft step / target step), the measured
@@ -26,6 +27,7 @@ import { resolveModel } from "../services/runtime/model-files.ts";
 import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
 import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
 import type { BenchReport } from "./cli.ts";
+import { Progress } from "./progress.ts";
 import { storyPrompts } from "./prompts.ts";
 import { mean, quantile, round, sum } from "./stats.ts";
 
@@ -60,6 +62,13 @@ const argsSchema = z.object({
    */
   "tree-width": z.coerce.number().int().positive().default(3),
   "tree-nodes": z.coerce.number().int().positive().default(16),
+  /**
+   * S and S* by K and by tree size for one drafter ("none": no sweep): fixed K at each of `sweep-k`, and fixed trees
+   * of `tree-width` children per node, K deep, at each of `sweep-tree-nodes` nodes.
+   */
+  "sweep-drafter": z.string().default("int4"),
+  "sweep-k": z.string().default("1,2,4,8"),
+  "sweep-tree-nodes": z.string().default("8,16,32"),
   /** Intra-op threads of the target (0: all cores). */
   "target-threads": z.coerce.number().int().nonnegative().default(0),
   /**
@@ -159,7 +168,8 @@ function fastest(runs: Runs): Measured {
 interface Config {
   readonly name: string;
   readonly drafterName: string;
-  readonly policy: "fixed" | "adaptive" | "tree";
+  /** "sweep": one point of the K or tree-size sweep. */
+  readonly policy: "fixed" | "adaptive" | "tree" | "sweep";
   readonly speculation: Speculation;
   readonly draftModel: TimedModel | undefined;
   readonly runs: Runs;
@@ -272,6 +282,42 @@ function figures(config: Config, baseline: Measured, targetStepMs: number, quiet
   };
 }
 
+function sweepList(list: string): number[] {
+  return list
+    .split(",")
+    .filter((v) => v.length > 0)
+    .map((v) => z.coerce.number().int().positive().parse(v));
+}
+
+/** The sweep's configurations beside the fixed-K one already measured: each other K, and each tree size at K deep. */
+function sweepConfigs(
+  options: ReturnType<typeof parseOptions>,
+  drafterName: string,
+  drafter: Drafter,
+  draftModel: TimedModel | undefined,
+  prompts: readonly number[][],
+): Config[] {
+  const point = (name: string, speculation: Omit<Speculation, "drafter" | "costs">): Config => ({
+    name: `${drafterName}/${name}`,
+    drafterName,
+    policy: "sweep",
+    speculation: { drafter, costs: new CostModel(), ...speculation },
+    draftModel,
+    runs: prompts.map(() => []),
+  });
+  return [
+    ...sweepList(options["sweep-k"])
+      .filter((k) => k !== options.k)
+      .map((k) => point(`k=${k}`, { k: { kind: "fixed", k } })),
+    ...sweepList(options["sweep-tree-nodes"]).map((nodes) =>
+      point(`tree-nodes=${nodes}`, {
+        k: { kind: "fixed", k: options.k },
+        tree: { width: options["tree-width"], nodes },
+      }),
+    ),
+  ];
+}
+
 export async function run(argv: readonly string[]): Promise<BenchReport> {
   const options = parseOptions(argv);
   const drafterNames = options.drafters.split(",").filter((d) => d.length > 0);
@@ -321,6 +367,8 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         runs: prompts.map(() => []),
       });
     }
+    if (drafterName === options["sweep-drafter"])
+      configs.push(...sweepConfigs(options, drafterName, drafter, draftModel, prompts));
   }
 
   try {
@@ -329,6 +377,7 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       await runOne(target, prompts[0], Math.min(16, options.tokens), config?.speculation, config?.draftModel);
     }
     const baselineRuns: Runs = prompts.map(() => []);
+    const steps = new Progress(progress, options.repeats * prompts.length);
     for (let repeat = 0; repeat < options.repeats; repeat++) {
       for (const [i, prompt] of prompts.entries()) {
         const base = await runOne(target, prompt, options.tokens, undefined, undefined);
@@ -341,7 +390,7 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
           config.runs[i].push(spec);
           line.push(`${config.name} ${round(base.decodeMs / spec.decodeMs, 2)}x`);
         }
-        progress(line.join(", "));
+        steps.step(line.join(", "));
       }
     }
     const baseline = fastest(baselineRuns);
@@ -376,6 +425,11 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       (byConfig.get(`${a}/${winner}`)?.speedup ?? 0) >= (byConfig.get(`${b}/${winner}`)?.speedup ?? 0) ? a : b,
     );
     const baselineForwardMs = sum(baseline.targetForwards.map((f) => f.ms));
+    const sweepPoint = (name: string) => {
+      const f = byConfig.get(name);
+      return f && { speedup: f.speedup, ideal_speedup: f.ideal_speedup, tokens_per_round: f.tokens_per_round };
+    };
+    const sweepDrafter = options["sweep-drafter"];
     const json = {
       target: options.target,
       prompts: prompts.length,
@@ -395,6 +449,22 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       default_policy: winner,
       best_drafter: best,
       drafters,
+      sweep: drafterNames.includes(sweepDrafter)
+        ? {
+            drafter: sweepDrafter,
+            tree_width: options["tree-width"],
+            tree_depth: options.k,
+            by_k: Object.fromEntries(
+              sweepList(options["sweep-k"]).map((k) => [
+                k,
+                sweepPoint(k === options.k ? `${sweepDrafter}/fixed` : `${sweepDrafter}/k=${k}`),
+              ]),
+            ),
+            by_tree_nodes: Object.fromEntries(
+              sweepList(options["sweep-tree-nodes"]).map((n) => [n, sweepPoint(`${sweepDrafter}/tree-nodes=${n}`)]),
+            ),
+          }
+        : null,
     };
     const summary = [
       `target ${options.target}: ${json.target_only_tokens_per_s} tokens/s target-only, step ${json.target_step_ms} ms`,
