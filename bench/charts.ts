@@ -14,6 +14,8 @@ export interface Chart {
 
 const WIDTH = 480;
 const HEIGHT = 280;
+/** Pixels of a legend label before Vega cuts it: the series names say what a line measures, keep them whole. */
+const LEGEND_LABEL_LIMIT = 320;
 
 const drafterFigures = z.object({
   acceptance_per_position: z.array(z.number()).optional(),
@@ -58,7 +60,7 @@ function lineChart(
     encoding: {
       x: { field: x.field, type: "quantitative", title: x.title, axis: { tickMinStep: 1 } },
       y: { field: y.field, type: "quantitative", title: y.title },
-      color: { field: series, type: "nominal", title: null },
+      color: { field: series, type: "nominal", title: null, legend: { labelLimit: LEGEND_LABEL_LIMIT } },
     },
   };
 }
@@ -188,7 +190,13 @@ function roundTime(report: z.infer<typeof distributedReport>): Chart[] {
         encoding: {
           y: { field: "drafter", type: "nominal", title: null },
           x: { field: "ms", type: "quantitative", title: "ms per round", stack: "zero" },
-          color: { field: "part", type: "nominal", title: null, sort: Object.values(ROUND_PARTS) },
+          color: {
+            field: "part",
+            type: "nominal",
+            title: null,
+            sort: Object.values(ROUND_PARTS),
+            legend: { labelLimit: LEGEND_LABEL_LIMIT },
+          },
           order: { field: "order" },
         },
       },
