@@ -5,7 +5,8 @@
  * close a guess was.
  */
 import { timingSafeEqual } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { type FSWatcher, readFileSync, watch } from "node:fs";
+import { basename, dirname } from "node:path";
 import { API_KEY_PREFIX, checkTenant, hashApiKey } from "../sdk/api-key.ts";
 
 const HASH = /^[0-9a-f]{64}$/;
@@ -66,9 +67,12 @@ export function parseApiKeys(text: string, source: string): ApiKeyEntry[] {
   return entries;
 }
 
-/** The keys a gateway accepts, or undefined (authentication off) when neither source is configured. */
-export function loadApiKeys(sources: { file?: string; inline?: string }): ApiKeys | undefined {
-  if (sources.file === undefined && sources.inline === undefined) return undefined;
+export interface ApiKeySources {
+  readonly file?: string;
+  readonly inline?: string;
+}
+
+function readApiKeys(sources: ApiKeySources): ApiKeyEntry[] {
   const entries: ApiKeyEntry[] = [];
   if (sources.file !== undefined) {
     let text: string;
@@ -80,13 +84,63 @@ export function loadApiKeys(sources: { file?: string; inline?: string }): ApiKey
     entries.push(...parseApiKeys(text, sources.file));
   }
   if (sources.inline !== undefined) entries.push(...parseApiKeys(sources.inline, "SPECGATE_API_KEYS"));
-  return new ApiKeys(entries);
+  return entries;
+}
+
+/** The keys a gateway accepts, or undefined (authentication off) when neither source is configured. */
+export function loadApiKeys(sources: ApiKeySources): ApiKeys | undefined {
+  if (sources.file === undefined && sources.inline === undefined) return undefined;
+  return new ApiKeys(readApiKeys(sources));
+}
+
+/** Quiet time after a change before the file is read: an editor's save or a Secret update is several events. */
+const RELOAD_SETTLE_MS = 100;
+
+export interface ApiKeysWatchLog {
+  info(fields: object, message: string): void;
+  error(fields: object, message: string): void;
+}
+
+/**
+ * Reloads `keys` whenever the keys file changes, so that keys are added and revoked without a restart; returns the
+ * function that stops watching. It watches the file's folder rather than the file: editors and Kubernetes Secret
+ * volumes replace the file (a rename, or a swap of the `..data` symlink) instead of writing into it. A file that no
+ * longer parses leaves the previous keys in force and is logged: a half-written edit must not lock every client out.
+ */
+export function watchApiKeys(keys: ApiKeys, sources: ApiKeySources, log: ApiKeysWatchLog): () => void {
+  const file = sources.file;
+  if (file === undefined) return () => {};
+  let timer: NodeJS.Timeout | undefined;
+  const reload = () => {
+    timer = undefined;
+    try {
+      keys.replace(readApiKeys(sources));
+      log.info({ keys: keys.size, tenants: keys.tenants.length, file }, "API keys reloaded");
+    } catch (error) {
+      log.error({ file, err: error }, "API keys file changed but cannot be used: the previous keys stay in force");
+    }
+  };
+  const watcher: FSWatcher = watch(dirname(file), (_event, name) => {
+    // Kubernetes swaps `..data`; other names in the folder are other files.
+    if (name !== null && name !== basename(file) && !name.startsWith("..")) return;
+    clearTimeout(timer);
+    timer = setTimeout(reload, RELOAD_SETTLE_MS);
+  });
+  return () => {
+    clearTimeout(timer);
+    watcher.close();
+  };
 }
 
 export class ApiKeys {
-  readonly #entries: readonly ApiKeyEntry[];
+  #entries: readonly ApiKeyEntry[];
 
   constructor(entries: readonly ApiKeyEntry[]) {
+    this.#entries = entries;
+  }
+
+  /** Takes a new set of keys; calls already admitted keep the tenant they were given. */
+  replace(entries: readonly ApiKeyEntry[]): void {
     this.#entries = entries;
   }
 

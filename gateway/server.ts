@@ -33,7 +33,7 @@ import {
   startRequestTrace,
 } from "../services/telemetry/index.ts";
 import { Admission, type Admitted } from "./admission.ts";
-import { type ApiKeys, loadApiKeys } from "./api-keys.ts";
+import { type ApiKeys, loadApiKeys, watchApiKeys } from "./api-keys.ts";
 import { identifyCall } from "./authentication.ts";
 import { Aborted, abortWithCall } from "./call-abort.ts";
 import {
@@ -99,7 +99,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   // Security settings first: a gateway that cannot apply them must not start, let alone serve in the open.
   const tlsFiles = gatewayTlsFiles(config);
   const credentials = tlsFiles && serverTlsCredentials(tlsFiles);
-  const apiKeys = loadApiKeys({ file: config.apiKeysFile, inline: config.apiKeys });
+  const keySources = { file: config.apiKeysFile, inline: config.apiKeys };
+  const apiKeys = loadApiKeys(keySources);
   if (apiKeys?.size === 0) logger.warn("API keys are on but none is configured: every Gateway call will be refused");
   const drafters = offeredDrafters(config);
   checkVerifyTimings(config);
@@ -125,6 +126,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   if (exposure) logger.warn({ host: config.host }, exposure);
   await replicas.router.ready();
   setServing(health, SERVICE_NAMES.gateway, true);
+  const stopWatchingKeys = apiKeys ? watchApiKeys(apiKeys, keySources, logger) : () => {};
 
   let stopping: Promise<void> | undefined;
   return {
@@ -136,6 +138,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     router: replicas.router,
     stop(graceMs) {
       stopping ??= (async () => {
+        stopWatchingKeys();
         setServing(health, SERVICE_NAMES.gateway, false);
         await withinGrace(admission.drain(), graceMs);
         requests.abortAll(grpc.status.UNAVAILABLE, "the gateway shut down before the request finished");

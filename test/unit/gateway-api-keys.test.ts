@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Metadata, status } from "@grpc/grpc-js";
-import { ApiKeys, loadApiKeys, parseApiKeys } from "../../gateway/api-keys.ts";
+import { ApiKeys, loadApiKeys, parseApiKeys, watchApiKeys } from "../../gateway/api-keys.ts";
 import { identifyCall } from "../../gateway/authentication.ts";
 import { apiKeyLine, hashApiKey, newApiKey } from "../../sdk/api-key.ts";
 
@@ -108,6 +109,74 @@ describe("API keys", () => {
     const none = loadApiKeys({ file });
     assert.equal(none?.size, 0, "a configured but empty file keeps authentication on");
     assert.equal(none?.authenticate(`Bearer ${fileKey}`).ok, false);
+  });
+
+  /** Waits up to 5 s for `check` (file events arrive asynchronously). */
+  async function eventually(check: () => boolean, what: string): Promise<void> {
+    for (let waited = 0; !check(); waited += 25) {
+      if (waited > 5000) assert.fail(`not within 5 s: ${what}`);
+      await sleep(25);
+    }
+  }
+
+  it("reloads a changed keys file without a restart, and keeps the old keys while the file is bad", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "specgate-keys-"));
+    const [first, second, inline] = [newApiKey(), newApiKey(), newApiKey()];
+    const file = join(dir, "keys");
+    writeFileSync(file, `${apiKeyLine("acme", first)}\n`);
+    const sources = { file, inline: apiKeyLine("beta", inline) };
+    const keys = loadApiKeys(sources) as ApiKeys;
+    const errors: string[] = [];
+    const stop = watchApiKeys(keys, sources, { info: () => {}, error: (_fields, message) => errors.push(message) });
+    t.after(() => {
+      stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const tenantOf = (key: string) => {
+      const result = keys.authenticate(`Bearer ${key}`);
+      return result.ok ? result.tenant : undefined;
+    };
+
+    writeFileSync(file, `${apiKeyLine("acme", second)}\n`);
+    await eventually(() => tenantOf(second) === "acme", "a key written into the file is accepted");
+    assert.equal(tenantOf(first), undefined, "the key taken out of the file is revoked");
+    assert.equal(tenantOf(inline), "beta", "the inline keys stay");
+
+    writeFileSync(file, "acme:not-a-hash\n");
+    await eventually(() => errors.length > 0, "a bad file is reported");
+    assert.equal(tenantOf(second), "acme", "a bad file leaves the previous keys in force");
+
+    // An editor's save: a new file renamed over the old one.
+    writeFileSync(join(dir, "keys.tmp"), `${apiKeyLine("gamma", first)}\n`);
+    renameSync(join(dir, "keys.tmp"), file);
+    await eventually(() => tenantOf(first) === "gamma", "a file renamed into place is read");
+    assert.equal(tenantOf(second), undefined);
+  });
+
+  it("follows a Kubernetes Secret volume's update, a swap of its ..data symlink", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "specgate-keys-"));
+    const [before, after] = [newApiKey(), newApiKey()];
+    const version = (name: string, key: string) => {
+      mkdirSync(join(dir, name));
+      writeFileSync(join(dir, name, "keys"), `${apiKeyLine("acme", key)}\n`);
+    };
+    version("..v1", before);
+    symlinkSync("..v1", join(dir, "..data"));
+    symlinkSync(join("..data", "keys"), join(dir, "keys"));
+    const sources = { file: join(dir, "keys") };
+    const keys = loadApiKeys(sources) as ApiKeys;
+    const stop = watchApiKeys(keys, sources, { info: () => {}, error: () => {} });
+    t.after(() => {
+      stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    assert.equal(keys.authenticate(`Bearer ${before}`).ok, true);
+
+    version("..v2", after);
+    symlinkSync("..v2", join(dir, "..data_tmp"));
+    renameSync(join(dir, "..data_tmp"), join(dir, "..data"));
+    await eventually(() => keys.authenticate(`Bearer ${after}`).ok, "the new version's key is accepted");
+    assert.equal(keys.authenticate(`Bearer ${before}`).ok, false);
   });
 });
 
