@@ -7,9 +7,10 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { once } from "node:events";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
@@ -244,6 +245,28 @@ describe("gateway security: TLS, mutual TLS, API keys, tenants", { skip: !certif
         assert.match(failed.stderr, /UNAUTHENTICATED: this gateway requires an API key/);
         return true;
       });
+    });
+
+    it("takes a key added to the file and refuses one taken out, without a restart", async (t) => {
+      const file = join(certs.dir, "api-keys");
+      const original = readFileSync(file, "utf8");
+      t.after(() => writeFileSync(file, original));
+      const gamma = await keygen("gamma");
+      const newcomer = client(secured.address, { tls, apiKey: gamma.api_key });
+      await refused(newcomer.listModels(), "UNAUTHENTICATED");
+      writeFileSync(file, `${acme.keys_line}\n${gamma.keys_line}\n`);
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const served = await newcomer.listModels().then(
+          () => true,
+          () => false,
+        );
+        if (served) break;
+        if (Date.now() > deadline) assert.fail("the added key was not accepted within 10 s");
+        await sleep(50);
+      }
+      await refused(client(secured.address, { tls, apiKey: beta.api_key }).listModels(), "UNAUTHENTICATED");
+      assert.deepEqual((await newcomer.generate(STORY)).token_ids, expected);
     });
   });
 
