@@ -509,6 +509,18 @@ const STACK_SETTINGS = {
   maxInFlightPerTenant: GATEWAY_SETTINGS.maxInFlightPerTenant,
 } satisfies Settings;
 
+/** A Redis URL fit to print: an ACL user's password (rediss://user:pass@...) is not for the terminal or its logs. */
+function withoutPassword(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password === "") return url;
+    parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return url;
+  }
+}
+
 /** The lines `run` prints once the stack serves; `ready` comes last, on a line of its own. */
 export function readyBanner(stack: LocalStack): string[] {
   const width = Math.max(...stack.services.map((s) => s.name.length), "redis".length) + 2;
@@ -523,7 +535,7 @@ export function readyBanner(stack: LocalStack): string[] {
       .join(", ")} (default ${stack.defaultDrafter})`,
     row("gateway", `${stack.gatewayAddress}   <- clients connect here`),
     ...stack.services.filter((s) => s.name !== "gateway").map((s) => row(s.name, s.address)),
-    row("redis", `${stack.redisUrl}${stack.ownRedis ? " (started by the stack)" : ""}`),
+    row("redis", `${withoutPassword(stack.redisUrl)}${stack.ownRedis ? " (started by the stack)" : ""}`),
     ...(metrics.length > 0 ? ["Prometheus metrics:", ...metrics.map((s) => row(s.name, s.metricsUrl ?? ""))] : []),
     tracesLine(process.env),
     "Try:",
