@@ -319,12 +319,16 @@ interface ServiceLaunch<S extends ServiceSettings> {
   readonly port: number;
   /** Its metrics port unless the plan asks for free ones. */
   readonly metricsPort: number;
+  /** It serves TLS when its environment names a certificate (the gateway); the others serve loopback plaintext. */
+  readonly tlsFromEnv?: boolean;
 }
 
 interface Launched {
   readonly service: SupervisedService;
   readonly address: string;
   readonly env: NodeJS.ProcessEnv;
+  /** Resolves once the process serves (rejects if it dies first). */
+  readonly serving: (process: ServiceProcess) => Promise<void>;
 }
 
 /** Starts the services, each with what they share and its own settings, and lists them for the stack's banner. */
@@ -352,13 +356,16 @@ class ServiceLauncher {
         metricsPort,
       }),
     };
+    const address = `127.0.0.1:${launch.port}`;
+    const credentials = launch.tlsFromEnv ? probeCredentials(env) : undefined;
+    const serving = (process: ServiceProcess) => waitForService(process, address, plan.timeoutMs, credentials);
     const service = await SupervisedService.start(
       { name: launch.name, entry: launch.entry, env },
       plan.log,
       plan.restartPolicy,
+      serving,
     );
     this.processes.add(service);
-    const address = `127.0.0.1:${launch.port}`;
     this.services.push({
       name: launch.name,
       get pid() {
@@ -367,7 +374,7 @@ class ServiceLauncher {
       address,
       metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
     });
-    return { service, address, env };
+    return { service, address, env, serving };
   }
 }
 
@@ -403,7 +410,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
         }),
       );
     }
-    await Promise.all([draft, ...targets].map((s) => waitForService(s.service.process, s.address, plan.timeoutMs)));
+    await Promise.all([draft, ...targets].map((s) => s.serving(s.service.process)));
 
     const gateway = await launcher.launch({
       name: "gateway",
@@ -417,8 +424,9 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       },
       port: gatewayPort,
       metricsPort: METRICS_PORT.gateway,
+      tlsFromEnv: true,
     });
-    await waitForService(gateway.service.process, gateway.address, plan.timeoutMs, probeCredentials(gateway.env));
+    await gateway.serving(gateway.service.process);
     processes.supervise();
 
     return {
@@ -493,7 +501,7 @@ const STACK_SETTINGS = {
     flag: "crash-limit",
     env: "SPECGATE_CRASH_LIMIT",
     schema: integer(1, DEFAULT_RESTART_POLICY.maxCrashes),
-    help: "a service that crashes is restarted (with backoff) until it has crashed this often within the crash window; then the stack stops (1: never restart)",
+    help: "a service that crashes is restarted (with backoff) until it has crashed this often within the crash window; then the stack stops (1: never restart). A drained exit (code 0, after SIGTERM) is restarted but is no crash",
   },
   crashWindowS: {
     flag: "crash-window-s",

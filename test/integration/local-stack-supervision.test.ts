@@ -55,11 +55,11 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
     });
     const { tokenizer } = await loadServedModel(stack.targetModel);
     expected = await targetOnlyOutputs(stack.targetModel, tokenizer, PROMPTS, MAX_TOKENS);
-    // Retries cover a gateway that is being restarted.
+    // Retries cover a gateway that is being restarted (about 35 s of them: more than the 30 s a new request may take).
     client = new SpecgateClient({
       address: stack.gatewayAddress,
       timeoutMs: 30_000,
-      retry: { maxAttempts: 20, initialBackoffMs: 100, maxBackoffMs: 500 },
+      retry: { maxAttempts: 150, initialBackoffMs: 100, maxBackoffMs: 500 },
     });
   });
 
@@ -112,14 +112,18 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
     assert.ok(killedAt > 0 && streams.some((s) => s.tokensAfterKill > 0), `${name} was killed with requests in flight`);
     await assertNewRequestSucceeds(killedAt, name);
     await until(
-      () => lines.includes(`[stack] ${name} restarted (pid ${service(name).pid})`),
-      `${name} to be restarted`,
+      () => lines.includes(`[stack] ${name} serving again (pid ${service(name).pid})`),
+      `${name} to be restarted and serve again`,
     );
     assert.notEqual(service(name).pid, pid);
     await waitUntilServing(service(name).address, 15_000);
-    const exit = signal === "SIGKILL" ? "was killed by SIGKILL" : "exited with code 0";
+    // A drained exit (a rolling restart's SIGTERM) is started again but does not count towards the crash limit.
+    const exit =
+      signal === "SIGKILL"
+        ? "was killed by SIGKILL (1 crash within 600 s)"
+        : "exited with code 0 (a clean stop, no crash)";
     assert.ok(
-      lines.some((line) => line.startsWith(`[stack] ${name} ${exit} (`) && line.includes("within 600 s): restarting")),
+      lines.some((line) => line.startsWith(`[stack] ${name} ${exit}: restarting it in 250 ms`)),
       "the exit is logged",
     );
     return streams;
@@ -129,7 +133,8 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
     const result = await client.generate({ prompt: PROMPTS[0], max_tokens: MAX_TOKENS, temperature: 0 });
     assert.deepEqual(result.token_ids, expected.get(PROMPTS[0]));
     const seconds = (Date.now() - killedAt) / 1000;
-    assert.ok(seconds < 10, `a new request succeeded ${seconds.toFixed(1)} s after ${name} was killed`);
+    // A restarted gateway loads its model before it serves: 11.7 s was seen on 2 cores at a load average of 15.
+    assert.ok(seconds < 30, `a new request succeeded ${seconds.toFixed(1)} s after ${name} was killed`);
   }
 
   it("the draft service killed: streams fall back to plain decoding, it comes back and speculates again", async () => {
@@ -186,7 +191,7 @@ describe("the local stack under load, with services killed", { timeout: 120_000 
       once.close();
     }
     await assertNewRequestSucceeds(killedAt, "gateway");
-    await until(() => lines.includes(`[stack] gateway restarted (pid ${service("gateway").pid})`), "the log line");
+    await until(() => lines.includes(`[stack] gateway serving again (pid ${service("gateway").pid})`), "the log line");
   });
 
   it("a service that crashes too often is left down and fails the stack with its name and last lines", async () => {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { restartDecision } from "../../deploy/restart-policy.ts";
+import { isCrash, restartDecision } from "../../deploy/restart-policy.ts";
 
 const POLICY = { maxCrashes: 5, windowMs: 60_000 };
 
@@ -31,4 +31,11 @@ test("the delay is capped, and a limit of one crash never restarts", () => {
   assert.ok(decision.restart);
   assert.equal(decision.delayMs, 8_000);
   assert.equal(restartDecision([], 0, { maxCrashes: 1, windowMs: 60_000 }).restart, false);
+});
+
+test("a drained exit (code 0) is no crash; any other code or a signal is", () => {
+  assert.equal(isCrash({ code: 0, signal: null }), false);
+  assert.equal(isCrash({ code: 1, signal: null }), true);
+  assert.equal(isCrash({ code: null, signal: "SIGKILL" }), true);
+  assert.equal(isCrash({ code: null, signal: "SIGTERM" }), true, "killed before it could drain");
 });
