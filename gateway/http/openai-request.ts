@@ -17,17 +17,19 @@ export interface ChatMessage {
   readonly name?: string;
 }
 
-interface Options {
+export interface ResponseOptions {
   readonly stream: boolean;
   /** stream_options.include_usage: a last chunk carries the usage. */
   readonly includeUsage: boolean;
+  /** The `return_token_ids` extension (as vLLM's): choices carry the generated token ids beside the text. */
+  readonly returnTokenIds: boolean;
 }
 
-export interface CompletionRequest extends Options {
+export interface CompletionRequest extends ResponseOptions {
   readonly generate: GenerateRequest__Output;
 }
 
-export interface ChatRequest extends Options {
+export interface ChatRequest extends ResponseOptions {
   readonly messages: ChatMessage[];
   /** The request without its prompt, which the chat template makes from `messages`. */
   readonly generate: Omit<GenerateRequest__Output, "prompt" | "text" | "token_ids">;
@@ -47,6 +49,7 @@ const SHARED_FIELDS = [
   "n",
   "user",
   "speculation",
+  "return_token_ids",
   "logprobs",
   "presence_penalty",
   "frequency_penalty",
@@ -192,7 +195,12 @@ function sharedOf(body: Body, endpoint: string) {
     model: optionalString(body, "model") ?? "",
     request_id: "",
   };
-  return { generate, stream, includeUsage: streamOptionsOf(body, stream) };
+  return {
+    generate,
+    stream,
+    includeUsage: streamOptionsOf(body, stream),
+    returnTokenIds: optionalBoolean(body, "return_token_ids") ?? false,
+  };
 }
 
 /** POST /v1/completions. */

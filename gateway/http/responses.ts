@@ -6,6 +6,7 @@
  */
 import type { FinishReason__Output } from "../../gen/specgate/v1/FinishReason.ts";
 import type { SpeculationStats__Output } from "../../gen/specgate/v1/SpeculationStats.ts";
+import type { Delta } from "../generation.ts";
 import type { Served } from "../requests.ts";
 
 export type Endpoint = "completion" | "chat";
@@ -72,13 +73,15 @@ function base(head: ResponseHead, object: string) {
   return { id: head.id, object, created: head.created, model: head.model };
 }
 
-/** The whole completion (a request without `stream`). */
-export function completionBody(head: ResponseHead, served: Served) {
+/** The whole completion (a request without `stream`); `tokenIds`: the choice lists the generated ids too. */
+export function completionBody(head: ResponseHead, served: Served, tokenIds: boolean) {
   const { outcome } = served;
-  const choice =
-    head.endpoint === "chat"
-      ? { index: 0, message: { role: "assistant", content: outcome.text }, logprobs: null }
-      : { index: 0, text: outcome.text, logprobs: null };
+  const choice = {
+    index: 0,
+    ...(head.endpoint === "chat" ? { message: { role: "assistant", content: outcome.text } } : { text: outcome.text }),
+    logprobs: null,
+    ...(tokenIds && { token_ids: outcome.tokenIds }),
+  };
   return {
     ...base(head, head.endpoint === "chat" ? "chat.completion" : "text_completion"),
     choices: [{ ...choice, finish_reason: finishReason(outcome.finishReason) }],
@@ -93,6 +96,8 @@ export class ChunkWriter {
     private readonly head: ResponseHead,
     /** stream_options.include_usage: every chunk carries `usage` (null until the usage chunk). */
     private readonly includeUsage: boolean,
+    /** Text chunks list their token ids too (return_token_ids). */
+    private readonly tokenIds: boolean,
   ) {}
 
   #chunk(choice: Record<string, unknown> | undefined) {
@@ -117,8 +122,12 @@ export class ChunkWriter {
       : undefined;
   }
 
-  text(text: string) {
-    return this.#chunk(this.#content(text, null));
+  /** A round's new tokens. */
+  text(delta: Delta) {
+    return this.#chunk({
+      ...this.#content(delta.text, null),
+      ...(this.tokenIds && { token_ids: delta.token_ids }),
+    });
   }
 
   /** The chunk with the finish reason and the speculation statistics. */

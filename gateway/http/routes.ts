@@ -15,13 +15,15 @@ import type { ServedModel } from "../served-model.ts";
 import type { RunningGateway } from "../server.ts";
 import type { ChatTemplate } from "./chat-template.ts";
 import { HttpError, httpFailure, invalidField } from "./errors.ts";
-import { chatRequest, completionRequest } from "./openai-request.ts";
+import { chatRequest, completionRequest, type ResponseOptions } from "./openai-request.ts";
 import { ChunkWriter, completionBody, type Endpoint, responseHead } from "./responses.ts";
 
 /** Largest request body, as gRPC's default receive limit. */
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;
 /** Optional request header: the request's deadline, milliseconds from its arrival (gRPC's deadline, over HTTP). */
 export const TIMEOUT_HEADER = "x-request-timeout-ms";
+/** Optional request header: the tenant the request is for (gRPC's tenant_id; with API keys, the key's or none). */
+export const TENANT_HEADER = "x-tenant-id";
 
 export interface HttpApiContext {
   readonly gateway: Pick<RunningGateway, "requests" | "keys" | "listing" | "admission">;
@@ -73,8 +75,7 @@ export function httpRoutes({ gateway, model: served, chatTemplate }: HttpApiCont
     c: Context,
     endpoint: Endpoint,
     request: GenerateRequest__Output,
-    stream: boolean,
-    includeUsage: boolean,
+    { stream, includeUsage, returnTokenIds }: ResponseOptions,
   ): Promise<Response> => {
     if (request.model !== "" && request.model !== served.name) {
       throw new HttpError(
@@ -89,7 +90,7 @@ export function httpRoutes({ gateway, model: served, chatTemplate }: HttpApiCont
     const signal = c.req.raw.signal;
     const started = gateway.requests.start({
       method: `POST ${c.req.path}`,
-      request,
+      request: { ...request, tenant_id: c.req.header(TENANT_HEADER) ?? "" },
       authorization: authorization(c),
       parent: extractFromCarrier(
         Object.fromEntries(
@@ -110,14 +111,14 @@ export function httpRoutes({ gateway, model: served, chatTemplate }: HttpApiCont
         ),
     });
     const head = responseHead(endpoint, started.requestId, served.name);
-    if (!stream) return c.json(completionBody(head, await started.run(() => undefined)));
-    const chunks = new ChunkWriter(head, includeUsage);
+    if (!stream) return c.json(completionBody(head, await started.run(() => undefined), returnTokenIds));
+    const chunks = new ChunkWriter(head, includeUsage, returnTokenIds);
     return streamSSE(c, async (sse) => {
       const send = (body: object | undefined) =>
         body === undefined ? Promise.resolve() : sse.writeSSE({ data: JSON.stringify(body) });
       void send(chunks.first());
       try {
-        const result = await started.run((delta) => void send(chunks.text(delta.text)));
+        const result = await started.run((delta) => void send(chunks.text(delta)));
         await send(chunks.last(result));
         await send(chunks.usage(result));
       } catch (error) {
@@ -161,11 +162,11 @@ export function httpRoutes({ gateway, model: served, chatTemplate }: HttpApiCont
     });
   });
   app.post("/v1/completions", async (c) => {
-    const { generate: request, stream, includeUsage } = completionRequest(await jsonBody(c));
-    return generate(c, "completion", request, stream, includeUsage);
+    const { generate: request, ...options } = completionRequest(await jsonBody(c));
+    return generate(c, "completion", request, options);
   });
   app.post("/v1/chat/completions", async (c) => {
-    const { generate: request, messages, stream, includeUsage } = chatRequest(await jsonBody(c));
+    const { generate: request, messages, ...options } = chatRequest(await jsonBody(c));
     if (chatTemplate === undefined) {
       throw new HttpError(
         400,
@@ -175,7 +176,7 @@ export function httpRoutes({ gateway, model: served, chatTemplate }: HttpApiCont
       );
     }
     const text = chatTemplate.render(messages);
-    return generate(c, "chat", { ...request, prompt: "text", text }, stream, includeUsage);
+    return generate(c, "chat", { ...request, prompt: "text", text }, options);
   });
   app.notFound((c) =>
     fail(c, new HttpError(404, "not_found_error", `no route ${c.req.method} ${c.req.path}`, "unknown_url")),
