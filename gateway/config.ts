@@ -45,7 +45,7 @@ export const GATEWAY_SETTINGS = {
     flag: "chat-template",
     env: "SPECGATE_CHAT_TEMPLATE",
     schema: z.string().min(1).optional(),
-    help: "Jinja chat template file for /v1/chat/completions (unset: the model's tokenizer_config.json chat_template)",
+    help: "Jinja chat template file for /v1/chat/completions (unset: the model's tokenizer_config.json chat_template; stories260K models have one built in)",
   },
   model: {
     ...TARGET_MODEL_SETTING,

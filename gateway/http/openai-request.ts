@@ -206,7 +206,7 @@ function sharedOf(body: Body, endpoint: string) {
 /** POST /v1/completions. */
 export function completionRequest(raw: unknown): CompletionRequest {
   const body = checkFields(raw, COMPLETION_FIELDS, "/v1/completions");
-  onlyOff(body, "logprobs", [], "this server does not return log-probabilities");
+  onlyOff(body, "logprobs", [false], "this server does not return log-probabilities");
   onlyOff(body, "echo", [false], "this server does not echo the prompt");
   onlyOff(body, "best_of", [1], "this server generates one choice per request");
   onlyOff(body, "suffix", [""], "this server does not insert text");

@@ -289,7 +289,7 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     await until(cachesIdle, "the draft and target caches to be released");
   });
 
-  it("refuses bad requests with OpenAI's error body: 400 for bad fields, 404 for unknown models and paths", async () => {
+  it("refuses bad requests with OpenAI's error body: 400 bad fields, 404 unknown models and paths, 504 late", async () => {
     const badN = await refused(openai.completions.create({ model: MODEL, prompt: PROMPT, n: 2 }), 400);
     assert.equal(badN.param, "n");
     assert.equal(badN.type, "invalid_request_error");
@@ -325,6 +325,20 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
       "param",
       "type",
     ]);
+
+    // X-Request-Timeout-Ms is the request's deadline, as a gRPC deadline is.
+    const late = (timeout: string) =>
+      fetch(`${open.http.url}/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-request-timeout-ms": timeout },
+        body: JSON.stringify({ prompt: PROMPT, max_tokens: LONG }),
+      });
+    const past = await late("1");
+    assert.equal(past.status, 504);
+    assert.equal(((await past.json()) as OpenAiErrorBody).error.code, "deadline_exceeded");
+    const badTimeout = await late("soon");
+    assert.equal(badTimeout.status, 400);
+    assert.equal(((await badTimeout.json()) as OpenAiErrorBody).error.param, "x-request-timeout-ms");
     assert.equal(open.gateway.admission.inFlight, 0);
   });
 
