@@ -6,12 +6,13 @@
  * trace; a second gateway with API keys and a per-tenant cap of one request answers 401, 403, 429 and, draining, 503.
  */
 import assert from "node:assert/strict";
+import { request as httpsRequest, type RequestOptions } from "node:https";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import OpenAI from "openai";
 import { pino } from "pino";
-import { parseGatewayConfig } from "../../gateway/config.ts";
+import { gatewayTlsFiles, parseGatewayConfig } from "../../gateway/config.ts";
 import { loadChatTemplate } from "../../gateway/http/chat-template.ts";
 import type { OpenAiErrorBody } from "../../gateway/http/errors.ts";
 import type { SpeculationSummary } from "../../gateway/http/responses.ts";
@@ -28,6 +29,7 @@ import { ATTR } from "../../services/telemetry/attributes.ts";
 import { startTelemetry, type Telemetry } from "../../services/telemetry/start.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
+import { makeTestCertificates } from "../support/tls.ts";
 
 const MODEL = "stories260k";
 const DRAFTERS = "int4=stories260k-int4,ngram";
@@ -52,6 +54,18 @@ async function until(condition: () => Promise<boolean> | boolean, what: string, 
     if (Date.now() > giveUp) assert.fail(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
+}
+
+/** GET over HTTPS with `options` (CA, client certificate); resolves with the status, rejects when TLS refuses. */
+function httpsGet(url: string, options: RequestOptions): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(url, options, (response) => {
+      response.resume();
+      resolve(response.statusCode ?? 0);
+    });
+    req.on("error", reject);
+    req.end();
+  });
 }
 
 function unary<T>(invoke: (callback: (error: grpc.ServiceError | null, value?: T) => void) => void): Promise<T> {
@@ -93,8 +107,9 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
   const stopped: (() => Promise<void>)[] = [];
 
   async function serve(settings: Record<string, unknown>): Promise<Served> {
+    const config = parseGatewayConfig({ port: 0, redisUrl: redis.url, draftAddress, drafters: DRAFTERS, ...settings });
     const gateway = await startGateway({
-      config: parseGatewayConfig({ port: 0, redisUrl: redis.url, draftAddress, drafters: DRAFTERS, ...settings }),
+      config,
       model: served.model,
       tokenizer: served.tokenizer,
       logger: silent,
@@ -106,6 +121,7 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
       chatTemplate: loadChatTemplate(MODEL),
       host: "127.0.0.1",
       port: 0,
+      tls: gatewayTlsFiles(config),
     });
     stopped.push(async () => {
       await gateway.stop(1000);
@@ -289,6 +305,22 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     await until(cachesIdle, "the draft and target caches to be released");
   });
 
+  it("a client that gives up waiting for a whole completion cancels the request", async () => {
+    spans.reset();
+    const client = new AbortController();
+    const whole = openai.completions.create(
+      { model: MODEL, prompt: PROMPT, max_tokens: LONG },
+      { signal: client.signal },
+    );
+    await until(() => open.gateway.admission.inFlight === 1, "the request to run");
+    client.abort();
+    await assert.rejects(whole, OpenAI.APIUserAbortError);
+    await until(() => open.gateway.admission.inFlight === 0, "the abandoned request to end");
+    const span = spans.getFinishedSpans().find((s) => s.name === "POST /v1/completions");
+    assert.equal(span?.attributes[ATTR.rpcStatus], "CANCELLED");
+    await until(cachesIdle, "the draft and target caches to be released");
+  });
+
   it("refuses bad requests with OpenAI's error body: 400 bad fields, 404 unknown models and paths, 504 late", async () => {
     const badN = await refused(openai.completions.create({ model: MODEL, prompt: PROMPT, n: 2 }), 400);
     assert.equal(badN.param, "n");
@@ -386,5 +418,24 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     holding.controller.abort();
     await stopping;
     assert.equal(guarded.gateway.admission.inFlight, 0);
+  });
+
+  it("serves HTTPS with the gateway's certificate, requiring client certificates when gRPC does", async (t) => {
+    const certs = makeTestCertificates();
+    if (!certs) return t.skip("no openssl");
+    try {
+      const tls = await serve({
+        tlsCert: certs.serverCertFile,
+        tlsKey: certs.serverKeyFile,
+        tlsClientCa: certs.caFile,
+      });
+      assert.match(tls.http.url, /^https:/);
+      const health = tls.http.url.replace(/\/v1$/, "/health");
+      assert.equal(await httpsGet(health, { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey }), 200);
+      await assert.rejects(httpsGet(health, { ca: certs.ca }), "no client certificate, no connection");
+      await assert.rejects(fetch(health.replace(/^https:/, "http:")), "no plaintext on the TLS port");
+    } finally {
+      certs.remove();
+    }
   });
 });
