@@ -7,6 +7,7 @@
 import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { streamSSE } from "hono/streaming";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { GenerateRequest__Output } from "../../gen/specgate/v1/GenerateRequest.ts";
 import { extractFromCarrier } from "../../services/telemetry/index.ts";
 import { identifyCaller } from "../authentication.ts";
@@ -35,7 +36,7 @@ export interface HttpApiContext {
 function fail(c: Context, error: unknown): Response {
   const failure = httpFailure(error);
   if (failure.retryAfterS !== undefined) c.header("Retry-After", String(failure.retryAfterS));
-  return c.json(failure.body, failure.status as 400);
+  return c.json(failure.body, failure.status as ContentfulStatusCode);
 }
 
 /** The caller's `authorization` header, as the core reads gRPC metadata. */
@@ -137,12 +138,17 @@ export function httpRoutes({ gateway, model: served, chatTemplate }: HttpApiCont
         fail(c, new HttpError(413, "invalid_request_error", `the body exceeds ${MAX_BODY_BYTES} bytes`, "too_large")),
     }),
   );
+  // Who calls is settled before anything else is looked at, as for gRPC calls (the core checks again, at no cost that
+  // matters): a caller without a valid key learns nothing about models, templates or fields.
+  app.use("/v1/*", async (c, next) => {
+    const identity = identifyCaller(gateway.keys, authorization(c), c.req.header(TENANT_HEADER) ?? "");
+    if (!identity.ok) return fail(c, new Aborted(identity.code, identity.message));
+    await next();
+  });
   app.get("/health", (c) =>
     gateway.admission.draining ? c.json({ status: "draining" }, 503) : c.json({ status: "ok" }),
   );
   app.get("/v1/models", (c) => {
-    const identity = identifyCaller(gateway.keys, authorization(c), "");
-    if (!identity.ok) return fail(c, new Aborted(identity.code, identity.message));
     const { listing } = gateway;
     return c.json({
       object: "list",

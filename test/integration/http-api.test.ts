@@ -394,6 +394,8 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     assert.match(((await noKey.json()) as OpenAiErrorBody).error.message, /requires an API key/);
     await refused(as(newApiKey()).completions.create(story), 401);
     await refused(as(newApiKey()).models.list(), 401);
+    // Nothing is looked at before the key: no 404 for a model, no 400 for a field.
+    await refused(as(newApiKey()).completions.create({ ...story, model: "gpt-x", n: 2 }), 401);
     const otherTenant = await refused(as(acmeKey, { "x-tenant-id": "beta" }).completions.create(story), 403);
     assert.match(otherTenant.message, /belongs to tenant "acme"/);
     assert.equal((await as(betaKey, { "x-tenant-id": "beta" }).completions.create(story)).choices.length, 1);
