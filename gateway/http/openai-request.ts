@@ -98,13 +98,15 @@ function optionalString(body: Body, name: string): string | undefined {
   return value;
 }
 
-/** Refuses a field unless it holds the value that means "off" (or is absent). */
-function onlyOff(body: Body, name: string, off: readonly unknown[], why: string): void {
+/** Refuses a field unless it is absent or holds the value that means "off" (`off` or, given, a test). */
+function onlyOff(body: Body, name: string, off: unknown, why: string, isOff = (value: unknown) => value === off): void {
   const value = field(body, name);
-  if (value === undefined || off.includes(value)) return;
-  if (name === "logit_bias" && typeof value === "object" && Object.keys(value as object).length === 0) return;
+  if (value === undefined || isOff(value)) return;
   throw invalidField(name, `${name} = ${JSON.stringify(value)} is not supported: ${why}`);
 }
+
+const isEmptyObject = (value: unknown) =>
+  typeof value === "object" && value !== null && !Array.isArray(value) && Object.keys(value).length === 0;
 
 function checkFields(body: unknown, known: ReadonlySet<string>, endpoint: string): Body {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
@@ -167,19 +169,18 @@ function speculationOf(body: Body): SpeculationSettings__Output | null {
 }
 
 /** What both endpoints take alike, and the request without its prompt. */
-function sharedOf(body: Body, endpoint: string) {
-  onlyOff(body, "n", [1], "this server generates one choice per request (n = 1)");
-  onlyOff(body, "presence_penalty", [0], "penalties change the target's distribution, which verification keeps exact");
-  onlyOff(body, "frequency_penalty", [0], "penalties change the target's distribution, which verification keeps exact");
-  onlyOff(body, "logit_bias", [], "biases change the target's distribution, which verification keeps exact");
+function sharedOf(body: Body, chat: boolean) {
+  onlyOff(body, "n", 1, "this server generates one choice per request (n = 1)");
+  onlyOff(body, "presence_penalty", 0, "this server does not apply penalties");
+  onlyOff(body, "frequency_penalty", 0, "this server does not apply penalties");
+  onlyOff(body, "logit_bias", {}, "this server does not apply logit biases", isEmptyObject);
   const stream = optionalBoolean(body, "stream") ?? false;
   const temperature = optionalNumber(body, "temperature");
   const topP = optionalNumber(body, "top_p");
   const seed = optionalNumber(body, "seed", true);
-  const maxTokens =
-    endpoint === "/v1/chat/completions"
-      ? (optionalNumber(body, "max_completion_tokens", true) ?? optionalNumber(body, "max_tokens", true))
-      : optionalNumber(body, "max_tokens", true);
+  const maxTokens = chat
+    ? (optionalNumber(body, "max_completion_tokens", true) ?? optionalNumber(body, "max_tokens", true))
+    : optionalNumber(body, "max_tokens", true);
   const generate = {
     ...(maxTokens !== undefined && { max_tokens: maxTokens }),
     sampling: {
@@ -206,11 +207,11 @@ function sharedOf(body: Body, endpoint: string) {
 /** POST /v1/completions. */
 export function completionRequest(raw: unknown): CompletionRequest {
   const body = checkFields(raw, COMPLETION_FIELDS, "/v1/completions");
-  onlyOff(body, "logprobs", [false], "this server does not return log-probabilities");
-  onlyOff(body, "echo", [false], "this server does not echo the prompt");
-  onlyOff(body, "best_of", [1], "this server generates one choice per request");
-  onlyOff(body, "suffix", [""], "this server does not insert text");
-  const { generate, ...options } = sharedOf(body, "/v1/completions");
+  onlyOff(body, "logprobs", false, "this server does not return log-probabilities");
+  onlyOff(body, "echo", false, "this server does not echo the prompt");
+  onlyOff(body, "best_of", 1, "this server generates one choice per request");
+  onlyOff(body, "suffix", "", "this server does not insert text");
+  const { generate, ...options } = sharedOf(body, false);
   const prompt = field(body, "prompt");
   if (typeof prompt === "string") return { ...options, generate: { ...generate, prompt: "text", text: prompt } };
   if (Array.isArray(prompt) && prompt.every((id) => typeof id === "number")) {
@@ -259,11 +260,11 @@ function messageOf(value: unknown, index: number): ChatMessage {
 /** POST /v1/chat/completions. */
 export function chatRequest(raw: unknown): ChatRequest {
   const body = checkFields(raw, CHAT_FIELDS, "/v1/chat/completions");
-  onlyOff(body, "logprobs", [false], "this server does not return log-probabilities");
-  onlyOff(body, "top_logprobs", [0], "this server does not return log-probabilities");
+  onlyOff(body, "logprobs", false, "this server does not return log-probabilities");
+  onlyOff(body, "top_logprobs", 0, "this server does not return log-probabilities");
   const messages = field(body, "messages");
   if (!Array.isArray(messages) || messages.length === 0) {
     throw invalidField("messages", "messages must be a non-empty array of {role, content}");
   }
-  return { ...sharedOf(body, "/v1/chat/completions"), messages: messages.map(messageOf) };
+  return { ...sharedOf(body, true), messages: messages.map(messageOf) };
 }
