@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { resolveModel } from "../../services/runtime/model-files.ts";
+import { type HfTokenizerConfig, tokenContent } from "../../services/runtime/tokenizer/hf.ts";
 import { HttpError } from "./errors.ts";
 import type { ChatMessage } from "./openai-request.ts";
 
@@ -15,7 +16,7 @@ import type { ChatMessage } from "./openai-request.ts";
  * stories260K was trained on short stories, not conversations: its template writes the messages' contents one per
  * line, so that the model continues the last one as a story ("Once upon a time" → "..., there was a little girl").
  */
-export const STORIES_TEMPLATE =
+const STORIES_TEMPLATE =
   "{% for message in messages %}{% if not loop.first %}{{ '\\n' }}{% endif %}{{ message.content }}{% endfor %}";
 
 /** The checkpoint models-build.ts records as their source (the gateway does not import the model builder). */
@@ -28,17 +29,8 @@ export interface ChatTemplate {
   render(messages: readonly ChatMessage[]): string;
 }
 
-/** A special token as tokenizer_config.json writes it: a string or an AddedToken object. */
-type SpecialToken = string | { content?: string } | null | undefined;
-
-interface TokenizerConfig {
+interface TokenizerConfig extends HfTokenizerConfig {
   readonly chat_template?: string | readonly { name: string; template: string }[];
-  readonly bos_token?: SpecialToken;
-  readonly eos_token?: SpecialToken;
-}
-
-function tokenText(token: SpecialToken): string {
-  return typeof token === "string" ? token : (token?.content ?? "");
 }
 
 function readJson<T>(path: string): T | undefined {
@@ -47,9 +39,13 @@ function readJson<T>(path: string): T | undefined {
     text = readFileSync(path, "utf8");
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw error;
+    throw new Error(`cannot read ${path}: ${(error as Error).message}`);
   }
-  return JSON.parse(text) as T;
+  try {
+    return JSON.parse(text) as T;
+  } catch (error) {
+    throw new Error(`${path}: invalid JSON (${(error as Error).message})`);
+  }
 }
 
 /** tokenizer_config.json may hold one template or several by name; chat requests use "default". */
@@ -66,8 +62,8 @@ function compile(text: string, source: string, config: TokenizerConfig): ChatTem
   } catch (error) {
     throw new Error(`the chat template from ${source} does not parse: ${(error as Error).message}`);
   }
-  const bos = tokenText(config.bos_token);
-  const eos = tokenText(config.eos_token);
+  const bos = tokenContent(config.bos_token) ?? "";
+  const eos = tokenContent(config.eos_token) ?? "";
   return {
     source,
     render(messages) {

@@ -35,7 +35,7 @@ export function invalidField(param: string, message: string): HttpError {
 }
 
 /** Seconds a client refused for load or drain should wait before it retries (Retry-After). */
-export const RETRY_AFTER_S = 1;
+const RETRY_AFTER_S = 1;
 
 /** How each gRPC status a request can end with reads over HTTP. */
 const FROM_GRPC: Partial<Record<status, { status: number; type: string; code: string }>> = {

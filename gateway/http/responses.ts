@@ -47,7 +47,7 @@ export function speculationSummary(stats: SpeculationStats__Output): Speculation
 }
 
 /** OpenAI's finish reasons: the model's end-of-sequence token and stop strings are "stop", limits are "length". */
-export function finishReason(reason: FinishReason__Output): "stop" | "length" {
+function finishReason(reason: FinishReason__Output): "stop" | "length" {
   return reason === "FINISH_REASON_EOS" || reason === "FINISH_REASON_STOP" ? "stop" : "length";
 }
 

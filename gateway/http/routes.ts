@@ -20,11 +20,11 @@ import { chatRequest, completionRequest, type ResponseOptions } from "./openai-r
 import { ChunkWriter, completionBody, type Endpoint, responseHead } from "./responses.ts";
 
 /** Largest request body, as gRPC's default receive limit. */
-export const MAX_BODY_BYTES = 4 * 1024 * 1024;
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
 /** Optional request header: the request's deadline, milliseconds from its arrival (gRPC's deadline, over HTTP). */
-export const TIMEOUT_HEADER = "x-request-timeout-ms";
+const TIMEOUT_HEADER = "x-request-timeout-ms";
 /** Optional request header: the tenant the request is for (gRPC's tenant_id; with API keys, the key's or none). */
-export const TENANT_HEADER = "x-tenant-id";
+const TENANT_HEADER = "x-tenant-id";
 
 export interface HttpApiContext {
   readonly gateway: Pick<RunningGateway, "requests" | "keys" | "listing" | "admission">;
