@@ -281,12 +281,11 @@ function stackPlan(options: LocalStackOptions): StackPlan {
     gatewayPort,
     httpPort:
       options.httpPort ??
-      (env.SPECGATE_HTTP_PORT === "off"
-        ? "off"
-        : env.SPECGATE_HTTP_PORT
-          ? Number(env.SPECGATE_HTTP_PORT)
-          : undefined) ??
-      (gatewayPort === 0 ? 0 : DEFAULT_HTTP_PORT),
+      (env[GATEWAY_SETTINGS.httpPort.env]
+        ? GATEWAY_SETTINGS.httpPort.schema.parse(env[GATEWAY_SETTINGS.httpPort.env])
+        : gatewayPort === 0
+          ? 0
+          : DEFAULT_HTTP_PORT),
     redisUrl: options.redisUrl ?? env.REDIS_URL,
     freeMetricsPorts: options.metricsPorts === "free",
     logLevel: options.logLevel ?? "info",

@@ -1,8 +1,9 @@
 /**
- * The Gateway gRPC server: TLS (optionally mutual), API-key authentication of every Gateway call (authentication.ts;
- * health and reflection stay open), per-tenant admission, validation, the round loop per request (generation.ts), the
- * standard health and reflection services, and a graceful drain. Client cancellation and deadlines abort the request's round loop,
- * which releases its caches in the draft and target services.
+ * The gateway and its gRPC server: TLS (optionally mutual), the Gateway service's calls handed to the request core
+ * (requests.ts: API key per call, per-tenant admission, validation, the round loop of generation.ts), the standard
+ * health and reflection services (open without a key), and a graceful drain. Client cancellation and deadlines abort
+ * the request's round loop, which releases its caches in the draft and target services. The HTTP API (http/) is
+ * served by the same core, on its own listener.
  */
 import * as grpc from "@grpc/grpc-js";
 import { Redis } from "ioredis";
