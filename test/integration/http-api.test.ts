@@ -1,9 +1,11 @@
 /**
  * The OpenAI-compatible HTTP API on a real stack: redis-server, the draft service and a target replica as child
  * processes, gateways in this process serving gRPC and HTTP on free 127.0.0.1 ports. Clients: the official `openai`
- * package (completions and chat, whole and streamed, an aborted stream, every error class) and plain fetch for the
+ * package (completions and chat, whole and streamed, aborted requests, every error class) and plain fetch for the
  * SSE framing. Greedy output through HTTP equals the gRPC output token for token; a `traceparent` header joins the
- * trace; a second gateway with API keys and a per-tenant cap of one request answers 401, 403, 429 and, draining, 503.
+ * trace; a client that goes away cancels its request (CANCELLED, caches released); a deadline header ends it with 504;
+ * a gateway with API keys and a per-tenant cap of one request answers 401, 403, 429 and, draining, 503; one with
+ * TLS and a client CA serves HTTPS to clients with a certificate only.
  */
 import assert from "node:assert/strict";
 import { request as httpsRequest, type RequestOptions } from "node:https";
@@ -43,7 +45,8 @@ const silent = pino({ level: "silent" });
 type Extended<T> = T & { speculation: SpeculationSummary };
 type WithIds = { token_ids: number[] };
 
-interface Served {
+/** A gateway and its HTTP listener. */
+interface Listening {
   readonly gateway: RunningGateway;
   readonly http: RunningHttpApi;
 }
@@ -101,12 +104,12 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
   const spans = new InMemorySpanExporter();
   let served: { model: ServedModel; tokenizer: Tokenizer };
   let draftAddress: string;
-  let open: Served;
+  let open: Listening;
   let openai: OpenAI;
   let grpcClient: SpecgateClient;
   const stopped: (() => Promise<void>)[] = [];
 
-  async function serve(settings: Record<string, unknown>): Promise<Served> {
+  async function serve(settings: Record<string, unknown>): Promise<Listening> {
     const config = parseGatewayConfig({ port: 0, redisUrl: redis.url, draftAddress, drafters: DRAFTERS, ...settings });
     const gateway = await startGateway({
       config,
