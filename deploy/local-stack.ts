@@ -68,6 +68,11 @@ export interface LocalStackOptions {
   readonly replicas?: number;
   /** Gateway port on 127.0.0.1 (default $SPECGATE_PORT, else 50051; 0: a free one). */
   readonly gatewayPort?: number;
+  /**
+   * The gateway's HTTP API port on 127.0.0.1 (default $SPECGATE_HTTP_PORT, else 8000, but a free one when gatewayPort
+   * is 0; 0: a free one; "off": no HTTP API).
+   */
+  readonly httpPort?: number | "off";
   /** "default": gateway 9464, draft 9465, target r 9466 + r. "free": free ports (tests, several stacks at once). */
   readonly metricsPorts?: "default" | "free";
   /** A running Redis (default $REDIS_URL); without one the stack starts its own redis-server. */
@@ -104,6 +109,8 @@ export interface StackService {
 
 export interface LocalStack {
   readonly gatewayAddress: string;
+  /** Base URL of the gateway's OpenAI-compatible HTTP API (undefined: off). */
+  readonly httpUrl: string | undefined;
   /** The gateway serves TLS / requires API keys (clients need --tls-ca / --api-key). */
   readonly gatewayTls: boolean;
   readonly gatewayApiKeys: boolean;
@@ -139,6 +146,7 @@ export class LocalStackStartError extends Error {
 }
 
 const DEFAULT_GATEWAY_PORT = 50051;
+const DEFAULT_HTTP_PORT = 8000;
 const METRICS_PORT = { gateway: 9464, draft: 9465, target: 9466 } as const;
 /** Each service's own drain limit, below the time the stack gives it before killing it (stack-processes.ts). */
 const SERVICE_DRAIN_MS = 5_000;
@@ -162,15 +170,15 @@ function envOf<S extends Settings>(settings: S, values: { [K in keyof S]?: strin
   return env;
 }
 
-/** Fails fast when the gateway's port is taken: a health check would otherwise be answered by whoever holds it. */
-async function ensurePortFree(port: number): Promise<void> {
+/** Fails fast when a gateway port is taken: a health check would otherwise be answered by whoever holds it. */
+async function ensurePortFree(port: number, setting: { env: string; flag: string }): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const probe = createServer();
     probe.once("error", (error: NodeJS.ErrnoException) =>
       reject(
         new Error(
           error.code === "EADDRINUSE"
-            ? `port ${port} on 127.0.0.1 is in use (another stack running?); choose another with SPECGATE_PORT or --port`
+            ? `port ${port} on 127.0.0.1 is in use (another stack running?); choose another with ${setting.env} or --${setting.flag}`
             : `cannot listen on 127.0.0.1:${port}: ${error.message}`,
         ),
       ),
@@ -246,6 +254,7 @@ interface StackPlan {
   readonly defaultDrafter: string;
   readonly replicas: number;
   readonly gatewayPort: number;
+  readonly httpPort: number | "off";
   /** A running Redis to use; undefined: the stack starts its own. */
   readonly redisUrl: string | undefined;
   readonly freeMetricsPorts: boolean;
@@ -261,6 +270,7 @@ function stackPlan(options: LocalStackOptions): StackPlan {
   const pair = MODEL_PAIRS[options.pair ?? "stories260k"];
   const replicas = options.replicas ?? 1;
   if (!(Number.isInteger(replicas) && replicas >= 1)) throw new RangeError(`replicas must be >= 1, got ${replicas}`);
+  const gatewayPort = options.gatewayPort ?? (env.SPECGATE_PORT ? Number(env.SPECGATE_PORT) : DEFAULT_GATEWAY_PORT);
   return {
     log: options.log ?? ((line: string) => process.stderr.write(`${line}\n`)),
     env,
@@ -268,7 +278,14 @@ function stackPlan(options: LocalStackOptions): StackPlan {
     drafters: options.drafters ?? pair.drafters,
     defaultDrafter: options.defaultDrafter ?? pair.defaultDrafter,
     replicas,
-    gatewayPort: options.gatewayPort ?? (env.SPECGATE_PORT ? Number(env.SPECGATE_PORT) : DEFAULT_GATEWAY_PORT),
+    gatewayPort,
+    httpPort:
+      options.httpPort ??
+      (env[GATEWAY_SETTINGS.httpPort.env]
+        ? GATEWAY_SETTINGS.httpPort.schema.parse(env[GATEWAY_SETTINGS.httpPort.env])
+        : gatewayPort === 0
+          ? 0
+          : DEFAULT_HTTP_PORT),
     redisUrl: options.redisUrl ?? env.REDIS_URL,
     freeMetricsPorts: options.metricsPorts === "free",
     logLevel: options.logLevel ?? "info",
@@ -282,9 +299,9 @@ function stackPlan(options: LocalStackOptions): StackPlan {
 /**
  * What can fail before any process starts, checked first so that nothing has to be stopped: the drafter list, mutual
  * TLS (the readiness probe has no client certificate to present), the models (built when missing), the gateway's
- * port. Resolves with the port the gateway will bind.
+ * ports. Resolves with the ports the gateway will bind.
  */
-async function prepare(plan: StackPlan): Promise<number> {
+async function prepare(plan: StackPlan): Promise<{ grpc: number; http: number | "off" }> {
   const specs = parseDrafterSpecs(plan.drafters);
   if (plan.env[GATEWAY_SETTINGS.tlsClientCa.env]) {
     throw new Error(
@@ -292,9 +309,11 @@ async function prepare(plan: StackPlan): Promise<number> {
     );
   }
   await ensureModels([plan.targetModel, ...specs.flatMap((s) => (s.kind === "model" ? [s.model] : []))], plan.log);
-  const gatewayPort = plan.gatewayPort === 0 ? await freePort() : plan.gatewayPort;
-  await ensurePortFree(gatewayPort);
-  return gatewayPort;
+  const grpc = plan.gatewayPort === 0 ? await freePort() : plan.gatewayPort;
+  await ensurePortFree(grpc, GATEWAY_SETTINGS.port);
+  const http = plan.httpPort === 0 ? await freePort() : plan.httpPort;
+  if (http !== "off") await ensurePortFree(http, GATEWAY_SETTINGS.httpPort);
+  return { grpc, http };
 }
 
 /** The Redis the services share: the one the plan names, else a redis-server the stack starts (and stops). */
@@ -380,7 +399,7 @@ class ServiceLauncher {
 
 export async function startLocalStack(options: LocalStackOptions = {}): Promise<LocalStack> {
   const plan = stackPlan(options);
-  const gatewayPort = await prepare(plan);
+  const ports = await prepare(plan);
   const processes = new StackProcesses();
   try {
     const redisUrl = await stackRedis(plan, processes);
@@ -421,17 +440,20 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
         draftAddress: draft.address,
         drafters: plan.drafters,
         defaultDrafter: plan.defaultDrafter,
+        httpPort: ports.http,
       },
-      port: gatewayPort,
+      port: ports.grpc,
       metricsPort: METRICS_PORT.gateway,
       tlsFromEnv: true,
     });
     await gateway.serving(gateway.service.process);
     processes.supervise();
 
+    const gatewayTls = Boolean(gateway.env[GATEWAY_SETTINGS.tlsCert.env]);
     return {
       gatewayAddress: gateway.address,
-      gatewayTls: Boolean(gateway.env[GATEWAY_SETTINGS.tlsCert.env]),
+      httpUrl: ports.http === "off" ? undefined : `${gatewayTls ? "https" : "http"}://127.0.0.1:${ports.http}/v1`,
+      gatewayTls,
       gatewayApiKeys: Boolean(
         gateway.env[GATEWAY_SETTINGS.apiKeysFile.env] || gateway.env[GATEWAY_SETTINGS.apiKeys.env],
       ),
@@ -491,6 +513,7 @@ const STACK_SETTINGS = {
     schema: port(DEFAULT_GATEWAY_PORT),
     help: "gateway port on 127.0.0.1",
   },
+  httpPort: { ...GATEWAY_SETTINGS.httpPort, help: 'gateway HTTP API port on 127.0.0.1 ("off": none)' },
   redisUrl: {
     ...REDIS_URL_SETTING,
     schema: z.string().min(1).optional(),
@@ -542,12 +565,18 @@ export function readyBanner(stack: LocalStack): string[] {
       .map((s) => s.name)
       .join(", ")} (default ${stack.defaultDrafter})`,
     row("gateway", `${stack.gatewayAddress}   <- clients connect here`),
+    ...(stack.httpUrl ? [row("http", `${stack.httpUrl}   <- OpenAI-compatible HTTP API`)] : []),
     ...stack.services.filter((s) => s.name !== "gateway").map((s) => row(s.name, s.address)),
     row("redis", `${withoutPassword(stack.redisUrl)}${stack.ownRedis ? " (started by the stack)" : ""}`),
     ...(metrics.length > 0 ? ["Prometheus metrics:", ...metrics.map((s) => row(s.name, s.metricsUrl ?? ""))] : []),
     tracesLine(process.env),
     "Try:",
     `  npx specgate generate "Once upon a time" --max-tokens 64${address}${stack.gatewayTls ? " --tls-ca CA.pem" : ""}${stack.gatewayApiKeys ? " --api-key KEY" : ""}`,
+    ...(stack.httpUrl
+      ? [
+          `  curl ${stack.httpUrl}/completions${stack.gatewayTls ? " --cacert CA.pem" : ""}${stack.gatewayApiKeys ? ' -H "Authorization: Bearer KEY"' : ""} -H "Content-Type: application/json" -d '{"prompt": "Once upon a time", "max_tokens": 64}'`,
+        ]
+      : []),
     ...(stack.gatewayTls ? ["  (TLS: CA.pem is the CA that signed the gateway's certificate)"] : []),
     ...(stack.gatewayApiKeys
       ? ["  (API keys: KEY is one whose hash the keys file lists; specgate keygen makes one)"]
@@ -602,6 +631,7 @@ export async function run(argv: readonly string[]): Promise<number> {
       defaultDrafter: config.defaultDrafter,
       replicas: config.replicas,
       gatewayPort: config.port,
+      httpPort: config.httpPort,
       redisUrl: config.redisUrl,
       logLevel: config.logLevel,
       restartPolicy: { maxCrashes: config.crashLimit, windowMs: config.crashWindowS * 1000 },

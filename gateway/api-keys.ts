@@ -158,11 +158,11 @@ export class ApiKeys {
       return {
         ok: false,
         message:
-          "this gateway requires an API key: send the metadata `authorization: Bearer <key>` (SDK option apiKey, CLI --api-key or SPECGATE_API_KEY)",
+          "this gateway requires an API key: send `authorization: Bearer <key>` as gRPC metadata or an HTTP header (SDK option apiKey, CLI --api-key or SPECGATE_API_KEY)",
       };
     }
     const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    if (!match) return { ok: false, message: 'the authorization metadata must be "Bearer <key>"' };
+    if (!match) return { ok: false, message: 'the authorization value must be "Bearer <key>"' };
     const hash = hashApiKey(match[1]);
     let tenant: string | undefined;
     for (const entry of this.#entries) {

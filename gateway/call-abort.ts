@@ -1,6 +1,6 @@
 /**
- * Why and when a request's round loop stops early: the client cancels the call, its deadline passes, or the gateway
- * shuts down. The reason is an `Aborted` carrying the status the call ends with.
+ * Why and when a request's round loop stops early: the client cancels the call (or, over HTTP, goes away), its
+ * deadline passes, or the gateway shuts down. The reason is an `Aborted` carrying the status the call ends with.
  */
 import * as grpc from "@grpc/grpc-js";
 
@@ -23,12 +23,18 @@ export interface CallWatch {
   release(): void;
 }
 
-/** Aborts `controller` with CANCELLED when the client cancels the call, DEADLINE_EXCEEDED when its deadline passes. */
-export function abortWithCall(call: Call, controller: AbortController): CallWatch {
-  const onCancel = () => controller.abort(new Aborted(grpc.status.CANCELLED, "the client cancelled the request"));
-  call.on("cancelled", onCancel);
-  const deadline = call.getDeadline();
-  const deadlineMs = deadline instanceof Date ? deadline.getTime() : Number(deadline);
+/**
+ * Aborts `controller` with CANCELLED when `onCancel` reports the client gone, DEADLINE_EXCEEDED when `deadlineMs`
+ * (ms since the epoch; not finite: none) passes. `onCancel` subscribes its argument and returns the unsubscribe.
+ */
+export function abortWithClient(
+  controller: AbortController,
+  onCancel: (cancel: () => void) => () => void,
+  deadlineMs: number,
+): CallWatch {
+  const unsubscribe = onCancel(() =>
+    controller.abort(new Aborted(grpc.status.CANCELLED, "the client cancelled the request")),
+  );
   const timer = Number.isFinite(deadlineMs)
     ? setTimeout(
         () => controller.abort(new Aborted(grpc.status.DEADLINE_EXCEEDED, "the request's deadline passed")),
@@ -39,7 +45,20 @@ export function abortWithCall(call: Call, controller: AbortController): CallWatc
     deadlineMs: Number.isFinite(deadlineMs) ? deadlineMs : 0,
     release() {
       clearTimeout(timer);
-      call.off("cancelled", onCancel);
+      unsubscribe();
     },
   };
+}
+
+/** Aborts `controller` when the gRPC client cancels the call or its deadline passes. */
+export function abortWithCall(call: Call, controller: AbortController): CallWatch {
+  const deadline = call.getDeadline();
+  return abortWithClient(
+    controller,
+    (cancel) => {
+      call.on("cancelled", cancel);
+      return () => call.off("cancelled", cancel);
+    },
+    deadline instanceof Date ? deadline.getTime() : Number(deadline),
+  );
 }

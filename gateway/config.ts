@@ -35,6 +35,18 @@ export const GATEWAY_SETTINGS = {
     help: "address to listen on",
   },
   port: { flag: "port", env: "SPECGATE_PORT", schema: port(50051), help: "gRPC port (0: a free one)" },
+  httpPort: {
+    flag: "http-port",
+    env: "SPECGATE_HTTP_PORT",
+    schema: z.union([z.literal("off"), port(8000)]).default(8000),
+    help: 'OpenAI-compatible HTTP API port, same host and TLS as gRPC (0: a free one; "off": no HTTP API)',
+  },
+  chatTemplate: {
+    flag: "chat-template",
+    env: "SPECGATE_CHAT_TEMPLATE",
+    schema: z.string().min(1).optional(),
+    help: "Jinja chat template file for /v1/chat/completions (unset: the model's tokenizer_config.json chat_template; stories260K models have one built in)",
+  },
   model: {
     ...TARGET_MODEL_SETTING,
     help: "target model (directory, or name under models/): its tokenizer and context length",
@@ -208,7 +220,7 @@ export function loadGatewayConfig(argv: readonly string[], env: NodeJS.ProcessEn
 export function gatewayHelp(): string {
   return settingsHelp(
     GATEWAY_SETTINGS,
-    "specgate gateway: the public gRPC API; runs each request's draft → verify rounds over the draft service and the target replicas.",
+    "specgate gateway: the public gRPC API and the OpenAI-compatible HTTP API; runs each request's draft → verify rounds over the draft service and the target replicas.",
     "node --import tsx gateway/main.ts [flags]",
   );
 }

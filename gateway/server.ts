@@ -1,10 +1,10 @@
 /**
- * The Gateway gRPC server: TLS (optionally mutual), API-key authentication of every Gateway call (authentication.ts;
- * health and reflection stay open), per-tenant admission, validation, the round loop per request (generation.ts), the
- * standard health and reflection services, and a graceful drain. Client cancellation and deadlines abort the request's round loop,
- * which releases its caches in the draft and target services.
+ * The gateway and its gRPC server: TLS (optionally mutual), the Gateway service's calls handed to the request core
+ * (requests.ts: API key per call, per-tenant admission, validation, the round loop of generation.ts), the standard
+ * health and reflection services (open without a key), and a graceful drain. Client cancellation and deadlines abort
+ * the request's round loop, which releases its caches in the draft and target services. The HTTP API (http/) is
+ * served by the same core, on its own listener.
  */
-import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
@@ -14,7 +14,6 @@ import type { ListModelsResponse } from "../gen/specgate/v1/ListModelsResponse.t
 import { gatewayService, SERVICE_NAMES } from "../proto/load.ts";
 import type { DrafterSpec } from "../services/config/drafter-list.ts";
 import { CostModel } from "../services/engine/k-policy.ts";
-import { randomSeed } from "../services/engine/rng.ts";
 import {
   addStandardServices,
   bindServer,
@@ -24,18 +23,12 @@ import {
   withinGrace,
 } from "../services/grpc/server.ts";
 import { VerifyClient } from "../services/replica-link/verify-client.ts";
-import { VerifyJobError } from "../services/replica-link/verify-errors.ts";
 import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
-import {
-  extractFromMetadata,
-  type RequestTrace,
-  type SpecgateMetrics,
-  startRequestTrace,
-} from "../services/telemetry/index.ts";
-import { Admission, type Admitted } from "./admission.ts";
+import { extractFromMetadata, type SpecgateMetrics } from "../services/telemetry/index.ts";
+import { Admission } from "./admission.ts";
 import { type ApiKeys, loadApiKeys, watchApiKeys } from "./api-keys.ts";
 import { identifyCall } from "./authentication.ts";
-import { Aborted, abortWithCall } from "./call-abort.ts";
+import { abortWithCall } from "./call-abort.ts";
 import {
   checkVerifyTimings,
   type GatewayConfig,
@@ -44,16 +37,11 @@ import {
   plaintextExposureWarning,
 } from "./config.ts";
 import { DraftLink } from "./draft-link.ts";
-import { type Delta, type GenerationServices, type Outcome, runGeneration } from "./generation.ts";
-import { NoReplicaError, ReplicaRouter } from "./replica-router.ts";
+import type { GenerationServices } from "./generation.ts";
+import { ReplicaRouter } from "./replica-router.ts";
+import { GatewayRequests, type IncomingRequest, requestStatus, type Served } from "./requests.ts";
 import type { ServedModel } from "./served-model.ts";
-import {
-  InvalidRequestError,
-  NO_DRAFTER,
-  type ValidationContext,
-  type ValidRequest,
-  validateRequest,
-} from "./validation.ts";
+import { NO_DRAFTER, type ValidationContext } from "./validation.ts";
 
 export interface GatewayOptions {
   readonly config: GatewayConfig;
@@ -73,25 +61,17 @@ export interface RunningGateway {
   readonly apiKeys: number | undefined;
   readonly admission: Admission;
   readonly router: ReplicaRouter;
+  /** Where every request is served, whatever transport brings it (the HTTP API shares it: http/). */
+  readonly requests: GatewayRequests;
+  /** The API keys that requests must carry; undefined when authentication is off. */
+  readonly keys: ApiKeys | undefined;
+  /** The ListModels answer. */
+  readonly listing: ListModelsResponse;
   /**
    * Drains: health NOT_SERVING, new requests refused (UNAVAILABLE), in-flight ones finish for up to `graceMs` and are
    * cancelled after it; then the server and every connection close.
    */
   stop(graceMs: number): Promise<void>;
-}
-
-function toStatus(error: unknown): { code: grpc.status; details: string } {
-  if (error instanceof InvalidRequestError) return { code: grpc.status.INVALID_ARGUMENT, details: error.message };
-  if (error instanceof Aborted) return { code: error.code, details: error.message };
-  if (error instanceof NoReplicaError) return { code: grpc.status.UNAVAILABLE, details: error.message };
-  if (error instanceof VerifyJobError) {
-    const code =
-      error.code === "RESOURCE_EXHAUSTED" || error.code === "DEADLINE_EXCEEDED" || error.code === "UNAVAILABLE"
-        ? grpc.status[error.code]
-        : grpc.status.INTERNAL;
-    return { code, details: `verification failed: ${error.message}` };
-  }
-  return { code: grpc.status.INTERNAL, details: error instanceof Error ? error.message : String(error) };
 }
 
 export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
@@ -118,8 +98,9 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     metrics,
   });
 
+  const listing = modelListing(config, model, drafters);
   const server = new grpc.Server();
-  server.addService(gatewayService, gatewayHandlers(requests, apiKeys, model, modelListing(config, model, drafters)));
+  server.addService(gatewayService, gatewayHandlers(requests, apiKeys, model, listing));
   const health = addStandardServices(server, [SERVICE_NAMES.gateway]);
   const port = await bindServer(server, config.host, config.port, credentials);
   const exposure = plaintextExposureWarning(config.host, tlsFiles !== undefined);
@@ -136,6 +117,9 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     apiKeys: apiKeys?.size,
     admission,
     router: replicas.router,
+    requests,
+    keys: apiKeys,
+    listing,
     stop(graceMs) {
       stopping ??= (async () => {
         stopWatchingKeys();
@@ -240,126 +224,6 @@ type RequestCall =
   | grpc.ServerUnaryCall<GenerateRequest__Output, unknown>
   | grpc.ServerWritableStream<GenerateRequest__Output, unknown>;
 
-interface Served {
-  readonly outcome: Outcome;
-  readonly requestId: string;
-  readonly seed: number;
-}
-
-/** What serving a request needs besides its call. */
-interface RequestContext {
-  readonly apiKeys: ApiKeys | undefined;
-  readonly admission: Admission;
-  readonly validation: ValidationContext;
-  readonly services: GenerationServices;
-  readonly model: ServedModel;
-  readonly logger: Logger;
-  readonly metrics?: SpecgateMetrics;
-}
-
-/** The Generate requests: each one from its call to its outcome, and those still running when the gateway stops. */
-class GatewayRequests {
-  readonly #running = new Set<AbortController>();
-
-  constructor(private readonly context: RequestContext) {}
-
-  /** Runs one request for either RPC; `onDelta` receives the streamed rounds. */
-  async serve(method: string, call: RequestCall, onDelta: (delta: Delta) => void): Promise<Served> {
-    const { tenant, admitted } = this.#admit(method, call);
-    const controller = new AbortController();
-    this.#running.add(controller);
-    const watch = abortWithCall(call, controller);
-    const request = { ...call.request, tenant_id: tenant };
-    const requestId = request.request_id || randomUUID();
-    const log = this.context.logger.child({ requestId, tenant: request.tenant_id });
-    let trace: RequestTrace | undefined;
-    try {
-      const valid = validateRequest(request, this.context.validation, randomSeed());
-      trace = this.#trace(method, call, valid);
-      const outcome = await runGeneration(
-        valid,
-        { requestId, sequenceId: randomUUID() },
-        this.context.services,
-        trace,
-        controller.signal,
-        watch.deadlineMs,
-        onDelta,
-      );
-      trace.end({
-        stats: outcome.stats,
-        inputTokens: outcome.promptTokens,
-        finishReason: outcome.finishReason.replace("FINISH_REASON_", "").toLowerCase(),
-        status: "OK",
-      });
-      log.info(
-        {
-          finish: outcome.finishReason,
-          tokens: outcome.tokenIds.length,
-          rounds: outcome.stats.rounds,
-          alpha: outcome.stats.alpha,
-          drafter: valid.drafter,
-        },
-        "request done",
-      );
-      return { outcome, requestId, seed: valid.sampling.seed };
-    } catch (error) {
-      const reason = controller.signal.aborted ? controller.signal.reason : error;
-      const status = toStatus(reason);
-      trace?.end({
-        stats: { rounds: 0, generated_tokens: 0, draft_tokens: 0, accepted_tokens: 0 },
-        inputTokens: 0,
-        finishReason: "error",
-        status: grpc.status[status.code],
-      });
-      if (status.code === grpc.status.INTERNAL) log.error({ err: reason }, "request failed");
-      else log.info({ code: grpc.status[status.code], details: status.details }, "request ended early");
-      throw reason;
-    } finally {
-      watch.release();
-      this.#running.delete(controller);
-      admitted.release();
-    }
-  }
-
-  /** Ends every request still running with `code` (the drain's grace is over). */
-  abortAll(code: grpc.status, message: string): void {
-    for (const controller of this.#running) controller.abort(new Aborted(code, message));
-  }
-
-  /** The caller's tenant, once its key is accepted and a slot is free; throws the status that refuses it. */
-  #admit(method: string, call: RequestCall): { tenant: string; admitted: Admitted } {
-    const identity = identifyCall(this.context.apiKeys, call.metadata, call.request.tenant_id);
-    if (!identity.ok) {
-      this.context.logger.info({ method, code: grpc.status[identity.code], details: identity.message }, "call refused");
-      throw new Aborted(identity.code, identity.message);
-    }
-    const admitted = this.context.admission.admit(identity.tenant);
-    if (!admitted.admitted) {
-      throw new Aborted(
-        admitted.reason === "draining" ? grpc.status.UNAVAILABLE : grpc.status.RESOURCE_EXHAUSTED,
-        admitted.message,
-      );
-    }
-    return { tenant: identity.tenant, admitted };
-  }
-
-  #trace(method: string, call: RequestCall, valid: ValidRequest): RequestTrace {
-    return startRequestTrace({
-      method,
-      parent: extractFromMetadata(call.metadata),
-      labels: { tenant: valid.tenantId, model: this.context.model.name, drafter: valid.drafter },
-      parameters: {
-        maxTokens: valid.maxNewTokens,
-        temperature: valid.sampling.temperature,
-        topK: valid.sampling.top_k,
-        topP: valid.sampling.top_p,
-        seed: valid.sampling.seed,
-      },
-      metrics: this.context.metrics,
-    });
-  }
-}
-
 function gatewayHandlers(
   requests: GatewayRequests,
   apiKeys: ApiKeys | undefined,
@@ -375,26 +239,33 @@ function gatewayHandlers(
     seed,
     model: model.name,
   });
+  const incoming = (method: string, call: RequestCall): IncomingRequest => ({
+    method: `${SERVICE_NAMES.gateway}/${method}`,
+    request: call.request,
+    authorization: call.metadata.get("authorization").map(String),
+    parent: extractFromMetadata(call.metadata),
+    watch: (controller) => abortWithCall(call, controller),
+  });
   return {
     Generate(call, callback) {
       requests
-        .serve(`${SERVICE_NAMES.gateway}/Generate`, call, () => undefined)
+        .serve(incoming("Generate", call), () => undefined)
         .then(
           (served) =>
             callback(null, { token_ids: served.outcome.tokenIds, text: served.outcome.text, ...ending(served) }),
-          (error: unknown) => callback(toStatus(error)),
+          (error: unknown) => callback(requestStatus(error)),
         );
     },
     GenerateStream(call) {
       requests
-        .serve(`${SERVICE_NAMES.gateway}/GenerateStream`, call, (delta) => call.write({ delta }))
+        .serve(incoming("GenerateStream", call), (delta) => call.write({ delta }))
         .then(
           (served) => {
             call.write({ end: ending(served) });
             call.end();
           },
           (error: unknown) => {
-            if (!call.cancelled) call.emit("error", toStatus(error));
+            if (!call.cancelled) call.emit("error", requestStatus(error));
           },
         );
     },

@@ -25,21 +25,28 @@ function readPem(path: string, what: string): Buffer {
   }
 }
 
-/**
- * Server credentials from PEM files, read and checked once at start-up (grpc-js would only fail at bind, without
- * naming the file).
- */
-export function serverTlsCredentials(files: ServerTlsFiles): grpc.ServerCredentials {
-  const clientCa = files.clientCaFile === undefined ? null : readPem(files.clientCaFile, "client CA file");
+/** The PEM files' contents, read and checked once at start-up (a server would only fail later, without naming them). */
+export function readServerTls(files: ServerTlsFiles): { cert: Buffer; key: Buffer; clientCa: Buffer | undefined } {
+  const clientCa = files.clientCaFile === undefined ? undefined : readPem(files.clientCaFile, "client CA file");
   const cert = readPem(files.certFile, "TLS certificate file");
   const key = readPem(files.keyFile, "TLS key file");
   try {
-    createSecureContext({ cert, key, ca: clientCa ?? undefined });
+    createSecureContext({ cert, key, ca: clientCa });
   } catch (error) {
     const named = [files.certFile, files.keyFile, ...(files.clientCaFile ? [files.clientCaFile] : [])].join(", ");
     throw new Error(`the TLS files ${named} are not a usable PEM certificate and key: ${(error as Error).message}`);
   }
-  return grpc.ServerCredentials.createSsl(clientCa, [{ cert_chain: cert, private_key: key }], clientCa !== null);
+  return { cert, key, clientCa };
+}
+
+/** gRPC server credentials from PEM files (readServerTls). */
+export function serverTlsCredentials(files: ServerTlsFiles): grpc.ServerCredentials {
+  const { cert, key, clientCa } = readServerTls(files);
+  return grpc.ServerCredentials.createSsl(
+    clientCa ?? null,
+    [{ cert_chain: cert, private_key: key }],
+    clientCa !== undefined,
+  );
 }
 
 /**

@@ -64,6 +64,12 @@ test("the stack serves a story through the SDK and stops every process it starte
       banner.includes(`  npx specgate generate "Once upon a time" --max-tokens 64 --address ${stack.gatewayAddress}`),
       "the example names the gateway when it is not on the default port",
     );
+    assert.ok(
+      banner.some((line) => line.includes(`${stack.httpUrl}   <- OpenAI-compatible HTTP API`)),
+      "the banner names the HTTP API",
+    );
+    const models = await fetch(`${stack.httpUrl}/models`);
+    assert.equal(models.status, 200, "the gateway process serves the HTTP API on a free port");
   } finally {
     await stack.stop();
   }

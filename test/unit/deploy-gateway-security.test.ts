@@ -114,9 +114,10 @@ describe("gateway security in the Kubernetes manifests", () => {
       const service = objects.find((o) => o.kind === "Service" && o.metadata.name === "specgate-gateway");
       assert.ok(service, "the gateway Service");
       const ports = (service.spec as JsonObject).ports as JsonObject[];
+      assert.equal(ports.length, 2, "gRPC and the HTTP API");
       assert.deepEqual(
         ports.map((p) => p.appProtocol),
-        [undefined],
+        [undefined, undefined],
       );
     });
   });

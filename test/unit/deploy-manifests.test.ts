@@ -745,7 +745,7 @@ describe("Kubernetes manifests", () => {
         assert.ok(((container.resources as JsonObject).requests as JsonObject).cpu, "CPU utilisation needs a request");
       });
 
-      it("lets strangers reach the gateway's gRPC port only", () => {
+      it("lets strangers reach the gateway's gRPC and HTTP API ports only", () => {
         const policies = objects.filter((o) => o.kind === "NetworkPolicy");
         const namespaceLabels = { "kubernetes.io/metadata.name": "specgate" };
         const component = (w: K8sObject) => templateLabels(w)["app.kubernetes.io/component"];
@@ -774,7 +774,7 @@ describe("Kubernetes manifests", () => {
           };
         }
         const expected = (source: string, destination: string, portName: string): boolean =>
-          (destination === "gateway" && portName === "grpc") ||
+          (destination === "gateway" && (portName === "grpc" || portName === "http")) ||
           (source === "prometheus" && portName === "metrics") ||
           (source === "gateway" && ["draft", "target"].includes(destination) && portName === "grpc") ||
           (["gateway", "target", "draft"].includes(source) && destination === "redis" && portName === "redis");

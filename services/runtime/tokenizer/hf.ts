@@ -6,7 +6,7 @@ import { Tokenizer as HfLibraryTokenizer } from "@huggingface/tokenizers";
 import type { EncodeOptions, Tokenizer } from "./tokenizer.ts";
 
 /** A special token as tokenizer_config.json writes it: a string or an AddedToken object. */
-type SpecialToken = string | { content?: string } | null | undefined;
+export type SpecialToken = string | { content?: string } | null | undefined;
 
 export interface HfTokenizerConfig {
   readonly bos_token?: SpecialToken;
@@ -15,7 +15,8 @@ export interface HfTokenizerConfig {
   readonly [key: string]: unknown;
 }
 
-function tokenContent(token: SpecialToken): string | undefined {
+/** The text of a special token, undefined when the config names none. */
+export function tokenContent(token: SpecialToken): string | undefined {
   return typeof token === "string" ? token : (token?.content ?? undefined);
 }
 

@@ -1,0 +1,202 @@
+/**
+ * Generation requests from arrival to outcome, whatever transport brought them (gRPC in server.ts, HTTP in http/):
+ * identify the caller (API key → tenant) → admit → validate → trace → run the round loop → release. Refusals and
+ * failures are thrown as errors that `requestStatus` turns into the gRPC status the call ends with; the HTTP API maps
+ * the same statuses onto HTTP ones, so both transports refuse and fail alike.
+ */
+import { randomUUID } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import type { Context } from "@opentelemetry/api";
+import type { Logger } from "pino";
+import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
+import { randomSeed } from "../services/engine/rng.ts";
+import { VerifyJobError } from "../services/replica-link/verify-errors.ts";
+import { type RequestTrace, type SpecgateMetrics, startRequestTrace } from "../services/telemetry/index.ts";
+import type { Admission, Admitted } from "./admission.ts";
+import type { ApiKeys } from "./api-keys.ts";
+import { identifyCaller } from "./authentication.ts";
+import { Aborted, type CallWatch } from "./call-abort.ts";
+import { type Delta, type GenerationServices, type Outcome, runGeneration } from "./generation.ts";
+import { NoReplicaError } from "./replica-router.ts";
+import type { ServedModel } from "./served-model.ts";
+import { InvalidRequestError, type ValidationContext, type ValidRequest, validateRequest } from "./validation.ts";
+
+/** One request as a transport hands it over. */
+export interface IncomingRequest {
+  /** The request span's name: the gRPC method, or the HTTP method and route. */
+  readonly method: string;
+  readonly request: GenerateRequest__Output;
+  /** The `authorization` values the call carried (gRPC metadata or HTTP headers). */
+  readonly authorization: readonly string[];
+  /** Trace context the caller sent (the root context: a new trace). */
+  readonly parent: Context;
+  /** Aborts `controller` when the client goes away or the call's deadline passes, until released. */
+  watch(controller: AbortController): CallWatch;
+}
+
+export interface Served {
+  readonly outcome: Outcome;
+  readonly requestId: string;
+  readonly seed: number;
+}
+
+/** What serving a request needs besides the request. */
+export interface RequestContext {
+  readonly apiKeys: ApiKeys | undefined;
+  readonly admission: Admission;
+  readonly validation: ValidationContext;
+  readonly services: GenerationServices;
+  readonly model: ServedModel;
+  readonly logger: Logger;
+  readonly metrics?: SpecgateMetrics;
+}
+
+/** The gRPC status a request ends with when `error` ended it. */
+export function requestStatus(error: unknown): { code: grpc.status; details: string } {
+  if (error instanceof InvalidRequestError) return { code: grpc.status.INVALID_ARGUMENT, details: error.message };
+  if (error instanceof Aborted) return { code: error.code, details: error.message };
+  if (error instanceof NoReplicaError) return { code: grpc.status.UNAVAILABLE, details: error.message };
+  if (error instanceof VerifyJobError) {
+    const code =
+      error.code === "RESOURCE_EXHAUSTED" || error.code === "DEADLINE_EXCEEDED" || error.code === "UNAVAILABLE"
+        ? grpc.status[error.code]
+        : grpc.status.INTERNAL;
+    return { code, details: `verification failed: ${error.message}` };
+  }
+  return { code: grpc.status.INTERNAL, details: error instanceof Error ? error.message : String(error) };
+}
+
+/** A request admitted and valid, its trace open: `run` it (exactly once) to its outcome. */
+export interface StartedRequest {
+  readonly requestId: string;
+  readonly valid: ValidRequest;
+  /** Runs the round loop, `onDelta` receiving each round's new tokens, and releases the request's slot. */
+  run(onDelta: (delta: Delta) => void): Promise<Served>;
+}
+
+/** The requests of a gateway: each one from its arrival to its outcome, and those still running when it stops. */
+export class GatewayRequests {
+  readonly #running = new Set<AbortController>();
+
+  constructor(private readonly context: RequestContext) {}
+
+  /** Identifies, admits and validates the request; throws what refuses it (nothing is held then). */
+  start(incoming: IncomingRequest): StartedRequest {
+    const { method } = incoming;
+    const { tenant, admitted } = this.#admit(incoming);
+    const controller = new AbortController();
+    this.#running.add(controller);
+    const watch = incoming.watch(controller);
+    const request = { ...incoming.request, tenant_id: tenant };
+    const requestId = request.request_id || randomUUID();
+    const log = this.context.logger.child({ requestId, tenant: request.tenant_id });
+    const finish = () => {
+      watch.release();
+      this.#running.delete(controller);
+      admitted.release();
+    };
+    let valid: ValidRequest;
+    try {
+      valid = validateRequest(request, this.context.validation, randomSeed());
+    } catch (error) {
+      finish();
+      log.info({ code: "INVALID_ARGUMENT", details: requestStatus(error).details }, "request ended early");
+      throw error;
+    }
+    const trace = this.#trace(method, incoming.parent, valid);
+    return {
+      requestId,
+      valid,
+      run: async (onDelta) => {
+        try {
+          const outcome = await runGeneration(
+            valid,
+            { requestId, sequenceId: randomUUID() },
+            this.context.services,
+            trace,
+            controller.signal,
+            watch.deadlineMs,
+            onDelta,
+          );
+          trace.end({
+            stats: outcome.stats,
+            inputTokens: outcome.promptTokens,
+            finishReason: outcome.finishReason.replace("FINISH_REASON_", "").toLowerCase(),
+            status: "OK",
+          });
+          log.info(
+            {
+              finish: outcome.finishReason,
+              tokens: outcome.tokenIds.length,
+              rounds: outcome.stats.rounds,
+              alpha: outcome.stats.alpha,
+              drafter: valid.drafter,
+            },
+            "request done",
+          );
+          return { outcome, requestId, seed: valid.sampling.seed };
+        } catch (error) {
+          const reason = controller.signal.aborted ? controller.signal.reason : error;
+          const status = requestStatus(reason);
+          trace.end({
+            stats: { rounds: 0, generated_tokens: 0, draft_tokens: 0, accepted_tokens: 0 },
+            inputTokens: 0,
+            finishReason: "error",
+            status: grpc.status[status.code],
+          });
+          if (status.code === grpc.status.INTERNAL) log.error({ err: reason }, "request failed");
+          else log.info({ code: grpc.status[status.code], details: status.details }, "request ended early");
+          throw reason;
+        } finally {
+          finish();
+        }
+      },
+    };
+  }
+
+  /** Runs one request to its outcome: `start`, then `run`. */
+  async serve(incoming: IncomingRequest, onDelta: (delta: Delta) => void): Promise<Served> {
+    return await this.start(incoming).run(onDelta);
+  }
+
+  /** Ends every request still running with `code` (the drain's grace is over). */
+  abortAll(code: grpc.status, message: string): void {
+    for (const controller of this.#running) controller.abort(new Aborted(code, message));
+  }
+
+  /** The caller's tenant, once its key is accepted and a slot is free; throws the status that refuses it. */
+  #admit(incoming: IncomingRequest): { tenant: string; admitted: Admitted } {
+    const identity = identifyCaller(this.context.apiKeys, incoming.authorization, incoming.request.tenant_id);
+    if (!identity.ok) {
+      this.context.logger.info(
+        { method: incoming.method, code: grpc.status[identity.code], details: identity.message },
+        "call refused",
+      );
+      throw new Aborted(identity.code, identity.message);
+    }
+    const admitted = this.context.admission.admit(identity.tenant);
+    if (!admitted.admitted) {
+      throw new Aborted(
+        admitted.reason === "draining" ? grpc.status.UNAVAILABLE : grpc.status.RESOURCE_EXHAUSTED,
+        admitted.message,
+      );
+    }
+    return { tenant: identity.tenant, admitted };
+  }
+
+  #trace(method: string, parent: Context, valid: ValidRequest): RequestTrace {
+    return startRequestTrace({
+      method,
+      parent,
+      labels: { tenant: valid.tenantId, model: this.context.model.name, drafter: valid.drafter },
+      parameters: {
+        maxTokens: valid.maxNewTokens,
+        temperature: valid.sampling.temperature,
+        topK: valid.sampling.top_k,
+        topP: valid.sampling.top_p,
+        seed: valid.sampling.seed,
+      },
+      metrics: this.context.metrics,
+    });
+  }
+}
