@@ -4,8 +4,8 @@
  * with prefixed logs, waits until each serves (grpc.health.v1), restarts a service that crashes afterwards (with
  * backoff, until it crashes too often: restart-policy.ts), and stops them in order.
  *
- * `startLocalStack(options)` is the API (tests, benchmarks); `run(argv)` is the command behind `npm start` and
- * `specgate up`, which prints the addresses, an example command and `ready`, then runs until Ctrl-C or SIGTERM.
+ * `startLocalStack(options)` is the API (tests, benchmarks); `run(argv)` is the command behind `npm start` (this file
+ * run directly), which prints the addresses, an example command and `ready`, then runs until Ctrl-C or SIGTERM.
  * Children are configured through the environment variables their own settings tables declare (imported here, so a
  * renamed variable is a compile error, not a silently ignored setting).
  */
@@ -596,7 +596,7 @@ function tracesLine(env: NodeJS.ProcessEnv): string {
   return `Traces: ${exporters.map((name) => (name === "otlp" ? `OTLP to ${endpoint}` : name)).join(", ")}`;
 }
 
-/** `npm start` / `specgate up`: runs the stack until SIGINT or SIGTERM; resolves with the exit code. */
+/** `npm start`: runs the stack until SIGINT or SIGTERM; resolves with the exit code. */
 export async function run(argv: readonly string[]): Promise<number> {
   let config: ConfigOf<typeof STACK_SETTINGS> | undefined;
   try {
@@ -610,7 +610,7 @@ export async function run(argv: readonly string[]): Promise<number> {
       settingsHelp(
         STACK_SETTINGS,
         "specgate local stack: builds missing models, starts redis-server (unless REDIS_URL is set), the draft service, the target replicas and the gateway; restarts a service that crashes; Ctrl-C stops everything.",
-        "npm start -- [flags]   or   specgate up [flags]",
+        "npm start -- [flags]",
       ),
     );
     return 0;
@@ -672,3 +672,5 @@ export async function run(argv: readonly string[]): Promise<number> {
     process.off("SIGTERM", onSignal);
   }
 }
+
+if (process.argv[1] === import.meta.filename) process.exitCode = await run(process.argv.slice(2));

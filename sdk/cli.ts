@@ -1,15 +1,15 @@
 /**
- * The `specgate` command: generate through a gateway, list its models, bring the local stack up, run benchmarks.
- * `specgate up` and `specgate bench` delegate to deploy/local-stack.ts and bench/cli.ts.
+ * The `specgate` command of the client package: generate through a gateway, list its models, make API keys. Starting
+ * a stack and benchmarking it belong to the server (`npm start`, `npm run bench` in a checkout), which this package
+ * never loads.
  */
 import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import type { GenerateEnd__Output } from "../gen/specgate/v1/GenerateEnd.ts";
-import type { GenerateResponse__Output } from "../gen/specgate/v1/GenerateResponse.ts";
 import { apiKeyLine, newApiKey } from "./api-key.ts";
 import { type ClientOptions, DEFAULT_ADDRESS, SpecgateClient } from "./client.ts";
 import { SpecgateError } from "./errors.ts";
+import type { GenerateEnd__Output } from "./gen/specgate/v1/GenerateEnd.ts";
+import type { GenerateResponse__Output } from "./gen/specgate/v1/GenerateResponse.ts";
 import { ACCEPTANCE_NAMES, type AcceptanceName, type GenerateInput } from "./request.ts";
 
 const MAIN_HELP = `specgate: speculative decoding served by a gateway, a draft service and target replicas
@@ -20,10 +20,14 @@ Commands:
   generate "<prompt>"   generate a completion through a gateway
   models                list the gateway's target model and drafters
   keygen --tenant NAME  create an API key for a tenant and print its line for the gateway's keys file
-  up                    start the whole stack locally (models, redis, draft, targets, gateway)
-  bench                 run the benchmarks
 
 Run "specgate <command> --help" for a command's options.`;
+
+/** Commands the server has and this client does not, with what to run instead. */
+const SERVER_COMMANDS: Record<string, string> = {
+  up: "npm start",
+  bench: "npm run bench",
+};
 
 const CONNECTION_HELP = `Connection:
   --address HOST:PORT   gateway address (default: $SPECGATE_ADDRESS, else 127.0.0.1:$SPECGATE_PORT, else ${DEFAULT_ADDRESS})
@@ -277,27 +281,6 @@ function keygen(argv: string[]): number {
   return 0;
 }
 
-/**
- * Hands a command to a module other parts of the project provide: either it exports `run(argv)`, or it is a script
- * that runs on import and reads process.argv (set here as if it had been started directly). Clear message while the
- * module does not exist yet.
- */
-async function delegate(modulePath: string, command: string, argv: string[]): Promise<number> {
-  const url = new URL(modulePath, import.meta.url);
-  process.argv = [process.argv[0], fileURLToPath(url), ...argv];
-  let module: { run?: (argv: string[]) => Promise<number | undefined> };
-  try {
-    module = await import(url.href);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND" && String(error).includes(url.pathname)) {
-      throw new UsageError(`"specgate ${command}" is not available in this checkout (${modulePath} is missing)`);
-    }
-    throw error;
-  }
-  if (typeof module.run === "function") return (await module.run(argv)) ?? 0;
-  return Number(process.exitCode ?? 0);
-}
-
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -308,10 +291,6 @@ export async function main(argv: string[]): Promise<number> {
         return await models(rest);
       case "keygen":
         return keygen(rest);
-      case "up":
-        return await delegate("../deploy/local-stack.ts", "up", rest);
-      case "bench":
-        return await delegate("../bench/cli.ts", "bench", rest);
       case undefined:
       case "help":
       case "--help":
@@ -319,6 +298,11 @@ export async function main(argv: string[]): Promise<number> {
         console.log(MAIN_HELP);
         return command === undefined ? 2 : 0;
       default:
+        if (Object.hasOwn(SERVER_COMMANDS, command)) {
+          throw new UsageError(
+            `"specgate ${command}" is the server's, not this client's: run "${SERVER_COMMANDS[command]}" in a specgate checkout`,
+          );
+        }
         throw new UsageError(`unknown command "${command}"\n\n${MAIN_HELP}`);
     }
   } catch (error) {

@@ -13,13 +13,13 @@ import {
   type ServiceError,
   status,
 } from "@grpc/grpc-js";
-import type { GatewayClient as GatewayStub } from "../gen/specgate/v1/Gateway.ts";
-import type { GenerateEnd__Output } from "../gen/specgate/v1/GenerateEnd.ts";
-import type { GenerateResponse__Output } from "../gen/specgate/v1/GenerateResponse.ts";
-import type { ListModelsResponse__Output } from "../gen/specgate/v1/ListModelsResponse.ts";
-import type { TokenDelta__Output } from "../gen/specgate/v1/TokenDelta.ts";
-import { GatewayClient } from "../proto/load.ts";
+import { GatewayClient } from "./contract.ts";
 import { SpecgateError, toSpecgateError } from "./errors.ts";
+import type { GatewayClient as GatewayStub } from "./gen/specgate/v1/Gateway.ts";
+import type { GenerateEnd__Output } from "./gen/specgate/v1/GenerateEnd.ts";
+import type { GenerateResponse__Output } from "./gen/specgate/v1/GenerateResponse.ts";
+import type { ListModelsResponse__Output } from "./gen/specgate/v1/ListModelsResponse.ts";
+import type { TokenDelta__Output } from "./gen/specgate/v1/TokenDelta.ts";
 import { isLoopbackHost } from "./loopback.ts";
 import { type GenerateInput, toGenerateRequest } from "./request.ts";
 import { backoffDelayMs, DEFAULT_RETRY, type RetryOptions, sleep } from "./retry.ts";

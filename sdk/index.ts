@@ -1,10 +1,5 @@
-/** Public entry point of the SDK (`import { SpecgateClient } from "specgate/sdk"`). */
+/** Public entry point of the SDK (`import { SpecgateClient } from "@specgate/sdk"`). */
 
-export type { GenerateEnd__Output as GenerateEnd } from "../gen/specgate/v1/GenerateEnd.ts";
-export type { GenerateResponse__Output as GenerateResponse } from "../gen/specgate/v1/GenerateResponse.ts";
-export type { ListModelsResponse__Output as ListModelsResponse } from "../gen/specgate/v1/ListModelsResponse.ts";
-export type { SpeculationStats__Output as SpeculationStats } from "../gen/specgate/v1/SpeculationStats.ts";
-export type { TokenDelta__Output as TokenDelta } from "../gen/specgate/v1/TokenDelta.ts";
 export {
   type CallOptions,
   type ClientOptions,
@@ -14,5 +9,10 @@ export {
   type TlsOptions,
 } from "./client.ts";
 export { SpecgateError } from "./errors.ts";
+export type { GenerateEnd__Output as GenerateEnd } from "./gen/specgate/v1/GenerateEnd.ts";
+export type { GenerateResponse__Output as GenerateResponse } from "./gen/specgate/v1/GenerateResponse.ts";
+export type { ListModelsResponse__Output as ListModelsResponse } from "./gen/specgate/v1/ListModelsResponse.ts";
+export type { SpeculationStats__Output as SpeculationStats } from "./gen/specgate/v1/SpeculationStats.ts";
+export type { TokenDelta__Output as TokenDelta } from "./gen/specgate/v1/TokenDelta.ts";
 export { ACCEPTANCE_NAMES, type AcceptanceName, type GenerateInput, toGenerateRequest } from "./request.ts";
 export type { RetryOptions } from "./retry.ts";

@@ -2,8 +2,8 @@
  * The SDK's request shape: a flat, snake_case description of one generation (the same names as the CLI flags and
  * the JSON output), and its translation into the wire GenerateRequest. Pure.
  */
-import type { GenerateRequest } from "../gen/specgate/v1/GenerateRequest.ts";
-import type { SpeculationSettings } from "../gen/specgate/v1/SpeculationSettings.ts";
+import type { GenerateRequest } from "./gen/specgate/v1/GenerateRequest.ts";
+import type { SpeculationSettings } from "./gen/specgate/v1/SpeculationSettings.ts";
 
 export type AcceptanceName = "lossless" | "lossy-top-k" | "lossy-typical";
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// The `specgate` command. In a checkout it runs the TypeScript CLI through tsx (no build needed); an installed package
-// runs the compiled dist/ (npm run build).
+// The `specgate` command. In a checkout it runs the TypeScript CLI through tsx (the server's dependency; no build
+// needed); the installed package runs its compiled dist/.
 import { existsSync } from "node:fs";
 
 const source = new URL("./cli.ts", import.meta.url);
@@ -10,6 +10,6 @@ if (existsSync(source)) {
   register();
   cli = await import(source.href);
 } else {
-  cli = await import(new URL("../dist/sdk/cli.js", import.meta.url).href);
+  cli = await import(new URL("./dist/cli.js", import.meta.url).href);
 }
 process.exitCode = await cli.main(process.argv.slice(2));

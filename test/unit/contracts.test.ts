@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { DraftDistribution, DraftDistribution__Output } from "../../gen/specgate/v1/DraftDistribution.ts";
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
 import { messageCodec } from "../../proto/codec.ts";
 import { fromWire, PROBABILITY_SCALE, quantise, toWire } from "../../proto/draft-distribution.ts";
-import { DraftClient, GatewayClient, gatewayService, TargetClient } from "../../proto/load.ts";
+import { CONVERSION_OPTIONS, DraftClient, GatewayClient, gatewayService, TargetClient } from "../../proto/load.ts";
 import {
   decodeDraftVerdict,
   decodeReplicaAnnouncement,
@@ -23,13 +23,26 @@ import {
   encodeVerifyResult,
   verifyQueueName,
 } from "../../proto/verify-queue.ts";
-import { folderImports, ROOT } from "../support/entry-points.ts";
+import { LOADER_OPTIONS, GatewayClient as SdkGatewayClient } from "../../sdk/contract.ts";
+import { folderImports, ROOT, runtimeImports } from "../support/entry-points.ts";
 
 describe("generated service definitions", () => {
   it("expose the contract's methods", () => {
     assert.deepEqual(Object.keys(gatewayService).sort(), ["Generate", "GenerateStream", "ListModels"]);
     assert.equal(gatewayService.GenerateStream.responseStream, true);
     for (const client of [GatewayClient, DraftClient, TargetClient]) assert.equal(typeof client, "function");
+  });
+
+  it("are the same in the SDK package, which loads the Gateway contract itself", () => {
+    assert.deepEqual(LOADER_OPTIONS, { ...CONVERSION_OPTIONS, keepCase: true });
+    const methods = (service: typeof gatewayService) =>
+      Object.entries(service).map(([name, m]) => [name, m.path, m.requestStream, m.responseStream]);
+    assert.deepEqual(methods(SdkGatewayClient.service), methods(gatewayService));
+    // What the SDK sends, the gateway reads back as sent.
+    const request = { text: "Once", max_tokens: 4, sampling: { temperature: 0.5, seed: 3 }, stop: ["."] };
+    const sent = SdkGatewayClient.service.Generate.requestSerialize(request);
+    const read = gatewayService.Generate.requestDeserialize(sent);
+    assert.deepEqual([read.text, read.max_tokens, read.sampling?.seed, read.stop], ["Once", 4, 3, ["."]]);
   });
 });
 
@@ -180,9 +193,31 @@ describe("import boundaries", () => {
     assert.deepEqual(crossings(["gateway", "services/draft", "services/replica-link"], ["services/target"]), []);
   });
 
-  it("keep the servers' code out of the SDK", () => {
-    // The published SDK compiles alone (tsconfig.build.json): the contract and its own files, no server's code.
-    assert.deepEqual(crossings(["sdk"], ["gateway", "services", "deploy", "bench", "test"]), []);
+  it("keep the SDK package to its own files and its own dependencies", () => {
+    // The client package is installed without the server: anything it loads from outside sdk/ would be missing, and
+    // any package it loads that its manifest does not list would be absent or the server's.
+    const outside = folderImports("sdk").filter(([, imported]) => !imported.startsWith("sdk/"));
+    assert.deepEqual(
+      outside.map(([importer, imported]) => `${importer} -> ${imported}`),
+      [],
+    );
+    const manifest = JSON.parse(readFileSync(join(ROOT, "sdk", "package.json"), "utf8"));
+    for (const entry of ["sdk/index.ts", "sdk/cli.ts"]) {
+      const { files, packages } = runtimeImports(entry);
+      assert.ok(files.has("sdk/contract.ts"), `${entry} loads the contract`);
+      assert.deepEqual(
+        [...packages].filter((name) => !(name in manifest.dependencies)),
+        [],
+        entry,
+      );
+    }
+  });
+
+  it("let the server depend on the SDK package, not the other way", () => {
+    const server = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
+    const sdk = JSON.parse(readFileSync(join(ROOT, "sdk", "package.json"), "utf8"));
+    assert.equal(server.dependencies[sdk.name], sdk.version);
+    assert.ok(!(server.name in sdk.dependencies));
   });
 
   it("keep the services out of proto/", () => {
