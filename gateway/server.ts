@@ -46,10 +46,13 @@ import {
 import { DraftLink } from "./draft-link.ts";
 import { type Delta, type GenerationServices, type Outcome, runGeneration } from "./generation.ts";
 import { NoReplicaError, ReplicaRouter } from "./replica-router.ts";
+import { GATEWAY_SERVER_OPTIONS, metadataProblem } from "./request-limits.ts";
 import type { ServedModel } from "./served-model.ts";
+import { undecodableReason, withLenientRequests } from "./undecodable.ts";
 import {
   InvalidRequestError,
   NO_DRAFTER,
+  shapeProblems,
   type ValidationContext,
   type ValidRequest,
   validateRequest,
@@ -117,8 +120,11 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     metrics,
   });
 
-  const server = new grpc.Server();
-  server.addService(gatewayService, gatewayHandlers(requests, apiKeys, model, modelListing(config, model, drafters)));
+  const server = new grpc.Server(GATEWAY_SERVER_OPTIONS);
+  server.addService(
+    withLenientRequests(gatewayService),
+    gatewayHandlers(requests, apiKeys, model, modelListing(config, model, drafters)),
+  );
   const health = addStandardServices(server, [SERVICE_NAMES.gateway]);
   const port = await bindServer(server, config.host, config.port, credentials);
   const exposure = plaintextExposureWarning(config.host, tlsFiles !== undefined);
@@ -262,6 +268,8 @@ class GatewayRequests {
 
   /** Runs one request for either RPC; `onDelta` receives the streamed rounds. */
   async serve(method: string, call: RequestCall, onDelta: (delta: Delta) => void): Promise<Served> {
+    const problems = [metadataProblem(call.metadata) ?? [], shapeProblems(call.request)].flat();
+    if (problems.length > 0) throw new InvalidRequestError(problems);
     const { tenant, admitted } = this.#admit(method, call);
     const controller = new AbortController();
     this.#running.add(controller);
@@ -396,6 +404,14 @@ function gatewayHandlers(
         );
     },
     ListModels(call, callback) {
+      const undecodable = undecodableReason(call.request);
+      const problem =
+        metadataProblem(call.metadata) ??
+        (undecodable === undefined ? undefined : `the message is not a valid ListModelsRequest: ${undecodable}`);
+      if (problem !== undefined) {
+        callback({ code: grpc.status.INVALID_ARGUMENT, details: problem });
+        return;
+      }
       const identity = identifyCall(apiKeys, call.metadata, "");
       if (!identity.ok) {
         callback({ code: identity.code, details: identity.message });
