@@ -9,8 +9,9 @@ import type * as grpc from "@grpc/grpc-js";
 export const MAX_REQUEST_BYTES = 1024 * 1024;
 
 /**
- * Largest request metadata (names plus values), checked by the gateway. Header blocks beyond 64 KiB never reach it:
- * Node's HTTP/2 layer resets such a stream itself.
+ * Largest request metadata (names plus values), checked by the gateway. A header block over 64 KiB as sent
+ * (HPACK-compressed) or of more than 128 fields never reaches it: Node's HTTP/2 layer resets such a stream itself,
+ * and grpc-js offers no server option to change that.
  */
 export const MAX_METADATA_BYTES = 8 * 1024;
 
