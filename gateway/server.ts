@@ -48,7 +48,7 @@ import { type Delta, type GenerationServices, type Outcome, runGeneration } from
 import { NoReplicaError, ReplicaRouter } from "./replica-router.ts";
 import { GATEWAY_SERVER_OPTIONS, metadataProblem } from "./request-limits.ts";
 import type { ServedModel } from "./served-model.ts";
-import { undecodableReason, withLenientRequests } from "./undecodable.ts";
+import { undecodableProblem, withLenientRequests } from "./undecodable.ts";
 import {
   InvalidRequestError,
   NO_DRAFTER,
@@ -404,10 +404,7 @@ function gatewayHandlers(
         );
     },
     ListModels(call, callback) {
-      const undecodable = undecodableReason(call.request);
-      const problem =
-        metadataProblem(call.metadata) ??
-        (undecodable === undefined ? undefined : `the message is not a valid ListModelsRequest: ${undecodable}`);
+      const problem = metadataProblem(call.metadata) ?? undecodableProblem(call.request, "ListModelsRequest");
       if (problem !== undefined) {
         callback({ code: grpc.status.INVALID_ARGUMENT, details: problem });
         return;

@@ -12,9 +12,10 @@ interface Undecodable {
   readonly [UNDECODABLE]: string;
 }
 
-/** The decoder's complaint about the request, or undefined for a message that decoded. */
-export function undecodableReason(request: object): string | undefined {
-  return (request as Partial<Undecodable>)[UNDECODABLE];
+/** What is wrong with a request that did not decode as `messageName`, or undefined for one that decoded. */
+export function undecodableProblem(request: object, messageName: string): string | undefined {
+  const reason = (request as Partial<Undecodable>)[UNDECODABLE];
+  return reason === undefined ? undefined : `the message is not a valid ${messageName}: ${reason}`;
 }
 
 /** `service` with every method's request deserializer made lenient as above. */

@@ -20,7 +20,7 @@ import {
   MAX_TEMPERATURE,
   quoted,
 } from "./request-limits.ts";
-import { undecodableReason } from "./undecodable.ts";
+import { undecodableProblem } from "./undecodable.ts";
 
 export const NO_DRAFTER = "none";
 
@@ -202,8 +202,8 @@ function enumProblem(rule: EnumRule, value: string | number): string | undefined
  * their sizes. The server checks these before authentication, so nothing oversized reaches the key check or a log.
  */
 export function shapeProblems(request: Request): string[] {
-  const undecodable = undecodableReason(request);
-  if (undecodable !== undefined) return [`the message is not a valid GenerateRequest: ${undecodable}`];
+  const undecodable = undecodableProblem(request, "GenerateRequest");
+  if (undecodable !== undefined) return [undecodable];
   return TEXT_RULES.flatMap((rule) => textProblems(rule, request));
 }
 
@@ -247,7 +247,7 @@ function kPolicyOf(request: Request, drafter: string, ctx: ValidationContext, pr
 /** The request resolved, or InvalidRequestError listing every problem. `seed` is used when the request sets none. */
 export function validateRequest(request: Request, ctx: ValidationContext, seed: number): ValidRequest {
   const problems = shapeProblems(request);
-  if (undecodableReason(request) !== undefined) throw new InvalidRequestError(problems);
+  if (undecodableProblem(request, "GenerateRequest") !== undefined) throw new InvalidRequestError(problems);
   for (const rule of NUMBER_RULES) {
     const value = rule.value(request);
     const problem = value === undefined ? undefined : numberProblem(rule, value, ctx);

@@ -329,9 +329,12 @@ describe("gateway fuzzing: every call gets OK or a clean client error", { timeou
     draft = spawnService("services/draft/main.ts", ["--port", "0", "--metrics-port", "0"], {
       SPECGATE_DRAFTERS: DRAFTERS,
     });
-    target = spawnService("services/target/main.ts", ["--replica-id", "r0", "--model", MODEL], {
-      REDIS_URL: redis.url,
-    });
+    // One thread that never spins: the model is tiny, and the replica shares two cores with the test and the draft.
+    target = spawnService(
+      "services/target/main.ts",
+      ["--replica-id", "r0", "--model", MODEL, "--intra-op-threads", "1", "--thread-spinning", "off"],
+      { REDIS_URL: redis.url },
+    );
     const [listening] = await Promise.all([
       draft.waitForLog((l) => l.msg === "draft service listening"),
       target.waitForLog((l) => l.msg === "target replica serving"),

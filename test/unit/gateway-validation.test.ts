@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { before, describe, it } from "node:test";
-import { undecodableReason, withLenientRequests } from "../../gateway/undecodable.ts";
+import { undecodableProblem, withLenientRequests } from "../../gateway/undecodable.ts";
 import { InvalidRequestError, type ValidationContext, validateRequest } from "../../gateway/validation.ts";
 import type { AcceptanceMode } from "../../gen/specgate/v1/AcceptanceMode.ts";
 import type { GenerateRequest, GenerateRequest__Output } from "../../gen/specgate/v1/GenerateRequest.ts";
@@ -269,13 +269,16 @@ describe("gateway request validation, field by field", () => {
   it("answers a message that did not decode by what the decoder said", () => {
     const lenient = withLenientRequests(gatewayService);
     const garbage = lenient.Generate.requestDeserialize(Buffer.from([0x18, 0xff]));
-    assert.ok(undecodableReason(garbage as object));
+    assert.match(
+      undecodableProblem(garbage as object, "GenerateRequest") ?? "",
+      /^the message is not a valid GenerateRequest: /,
+    );
     assert.throws(
       () => validateRequest(garbage as GenerateRequest__Output, ctx, 1),
       /the message is not a valid GenerateRequest: /,
     );
     const valid = lenient.Generate.requestDeserialize(Buffer.from(codec.encode(toGenerateRequest({ prompt: "hi" }))));
-    assert.equal(undecodableReason(valid as object), undefined);
+    assert.equal(undecodableProblem(valid as object, "GenerateRequest"), undefined);
     assert.equal(validateRequest(valid as GenerateRequest__Output, ctx, 1).prompt[0], 1);
   });
 });
