@@ -33,8 +33,8 @@ const SEED = 19;
 const MODEL = "stories260k";
 const DRAFTERS = "int4=stories260k-int4,ngram";
 const TENANT = "fuzz";
-/** Calls of each kind; 10,000 in all. */
-const CALLS = { fields: 4_400, wrongTypes: 800, bytes: 4_400, metadata: 300, listModels: 100 } as const;
+/** Calls of each kind; 10,000 in all, and a few over the message size limit. */
+const CALLS = { fields: 4_400, wrongTypes: 800, bytes: 4_400, metadata: 300, listModels: 100, oversized: 4 } as const;
 const WIDTH = 32;
 const CLIENT_ERRORS = new Set<string>([
   "INVALID_ARGUMENT",
@@ -74,7 +74,7 @@ const NUMBERS = [
 ];
 const STRINGS = [
   ...["", " ", "a", ".", "none", "int4", "ngram", MODEL, TENANT, "\u0000", "\ud800", "é🙂", "\n\t"],
-  ...[long(128), long(129), long(256), long(257), long(20_000, "y")],
+  ...[long(128), long(129), long(256), long(257), long(200_000, "y")],
 ];
 const TEXTS = [...STRINGS, "Once upon a time", "🙂", long(600, "once "), long(16_384, "z"), long(16_385, "z")];
 const ID_LISTS: number[][] = [
@@ -278,6 +278,7 @@ function drawCalls(draws: Draws, key: string): Call[] {
     wrongTypes: () => generate(wrongType(draws)),
     bytes: () => generate(byteLevel(draws)),
     metadata: () => generate(fieldLevel(draws), oddMetadata(draws, key)),
+    oversized: () => generate(Buffer.from(codec.encode({ text: long(MAX_REQUEST_BYTES - draws.below(3)) }))),
     listModels: () => ({
       method: "ListModels",
       bytes: draws.below(4) === 0 ? Buffer.alloc(0) : byteLevel(draws),
@@ -366,7 +367,11 @@ describe("gateway fuzzing: every call gets OK or a clean client error", { timeou
   it(`${Object.values(CALLS).reduce((a: number, b) => a + b, 0)} drawn calls from seed ${SEED}, then SERVING and lossless`, async (t) => {
     const calls = drawCalls(new Draws(SEED), key);
     assert.ok(calls.length >= 10_000);
-    assert.ok(calls.every((call) => call.bytes.length <= MAX_REQUEST_BYTES));
+    const oversized = (call: Call) => call.bytes.length > MAX_REQUEST_BYTES;
+    assert.deepEqual(
+      calls.filter(oversized).map((call) => call.kind),
+      Array(CALLS.oversized).fill("oversized"),
+    );
     const client = new grpc.Client(gateway.address, grpc.credentials.createInsecure());
     const started = performance.now();
     let endings: Ending[];
@@ -410,6 +415,15 @@ describe("gateway fuzzing: every call gets OK or a clean client error", { timeou
       Object.fromEntries([...unclean].slice(0, 5)),
       {},
       `${unclean.size} kinds of calls ended neither OK nor with a client error; the first five are shown`,
+    );
+    assert.deepEqual(
+      endings.filter((_, i) => oversized(calls[i])).map(({ code, details }) => `${code}: ${details}`),
+      calls
+        .filter(oversized)
+        .map(
+          (call) =>
+            `RESOURCE_EXHAUSTED: Received message larger than max (${call.bytes.length} vs ${MAX_REQUEST_BYTES})`,
+        ),
     );
     for (const code of ["OK", "INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED"]) {
       assert.ok((counts.get(code) ?? 0) > 0, `some calls end ${code}`);
