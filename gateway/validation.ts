@@ -110,14 +110,14 @@ const NUMBER_RULES: readonly NumberRule[] = [
     value: (r) => adaptive(r)?.min_k,
     integer: true,
     min: 0,
-    limit: (c) => c.maxK,
+    limit: (ctx) => ctx.maxK,
   },
   {
     field: "speculation.adaptive.max_k",
     value: (r) => adaptive(r)?.max_k,
     integer: true,
     min: 0,
-    limit: (c) => c.maxK,
+    limit: (ctx) => ctx.maxK,
   },
   {
     field: "speculation.relaxed.top_k",
@@ -246,8 +246,9 @@ function kPolicyOf(request: Request, drafter: string, ctx: ValidationContext, pr
 
 /** The request resolved, or InvalidRequestError listing every problem. `seed` is used when the request sets none. */
 export function validateRequest(request: Request, ctx: ValidationContext, seed: number): ValidRequest {
-  const problems = shapeProblems(request);
-  if (undecodableProblem(request, "GenerateRequest") !== undefined) throw new InvalidRequestError(problems);
+  const undecodable = undecodableProblem(request, "GenerateRequest");
+  if (undecodable !== undefined) throw new InvalidRequestError([undecodable]);
+  const problems = TEXT_RULES.flatMap((rule) => textProblems(rule, request));
   for (const rule of NUMBER_RULES) {
     const value = rule.value(request);
     const problem = value === undefined ? undefined : numberProblem(rule, value, ctx);
