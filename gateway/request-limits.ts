@@ -26,7 +26,7 @@ export const MAX_STOP_CHARS = 256;
 export const MAX_NAME_CHARS = 256;
 /** request_id, tenant_id, user_id. */
 export const MAX_LABEL_CHARS = 128;
-/** Above this the softened distribution is uniform to float precision: a larger value only hides a mistake. */
+/** Softmax at this temperature is already near uniform for usual logit ranges: more is taken for a mistake. */
 export const MAX_TEMPERATURE = 100;
 /** Characters of a caller's value quoted back in an error message. */
 const QUOTED_CHARS = 64;
