@@ -2,10 +2,11 @@
  * The public API fuzzed: over 10,000 requests drawn from a fixed seed against a real gateway (in this process, API keys
  * on) over a real draft service, target replica and redis-server. Field-level values (boundaries, NaN, infinities,
  * wrapped integers, unknown enum numbers, empty and oversized strings and lists, several per request), fields sent with
- * the wrong wire type, byte-level mutations of valid encoded requests, odd metadata, all sent raw through a generic
- * client with an identity serializer, unary and streaming. Every call must end OK or with a client-error status (never
- * INTERNAL, UNKNOWN or a dropped connection); afterwards the gateway is SERVING and greedy output still equals
- * target-only decoding. Accepted requests generate at most 4 tokens, so the run stays within CI's time.
+ * the wrong wire type, byte-level mutations of valid encoded requests, odd metadata and messages just over the size
+ * limit, all sent raw through a generic client with an identity serializer, unary and streaming. Every call must end
+ * OK or with a client-error status (never INTERNAL, UNKNOWN or a dropped connection); afterwards the gateway is
+ * SERVING and greedy output still equals target-only decoding. Accepted requests generate at most 4 tokens, so the
+ * run stays within CI's time.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -261,7 +262,7 @@ function oddMetadata(draws: Draws, key: string): grpc.Metadata {
   return metadata;
 }
 
-/** The 10,000 calls, drawn in order from the seed, kind after kind. */
+/** The calls, CALLS of each kind, drawn in order from the seed, kind after kind. */
 function drawCalls(draws: Draws, key: string): Call[] {
   const keyed = () => {
     const metadata = new grpc.Metadata();
