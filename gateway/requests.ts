@@ -19,7 +19,13 @@ import { Aborted, type CallWatch } from "./call-abort.ts";
 import { type Delta, type GenerationServices, type Outcome, runGeneration } from "./generation.ts";
 import { NoReplicaError } from "./replica-router.ts";
 import type { ServedModel } from "./served-model.ts";
-import { InvalidRequestError, type ValidationContext, type ValidRequest, validateRequest } from "./validation.ts";
+import {
+  InvalidRequestError,
+  shapeProblems,
+  type ValidationContext,
+  type ValidRequest,
+  validateRequest,
+} from "./validation.ts";
 
 /** One request as a transport hands it over. */
 export interface IncomingRequest {
@@ -32,6 +38,8 @@ export interface IncomingRequest {
   readonly parent: Context;
   /** Aborts `controller` when the client goes away or the call's deadline passes, until released. */
   watch(controller: AbortController): CallWatch;
+  /** What the transport found wrong with the call itself (gRPC metadata over its limits). */
+  readonly problems?: readonly string[];
 }
 
 export interface Served {
@@ -83,6 +91,9 @@ export class GatewayRequests {
   /** Identifies, admits and validates the request; throws what refuses it (nothing is held then). */
   start(incoming: IncomingRequest): StartedRequest {
     const { method } = incoming;
+    // Malformed or oversized calls are refused before the key check and admission: nothing of theirs is looked at.
+    const problems = [...(incoming.problems ?? []), ...shapeProblems(incoming.request)];
+    if (problems.length > 0) throw new InvalidRequestError(problems);
     const { tenant, admitted } = this.#admit(incoming);
     const controller = new AbortController();
     this.#running.add(controller);

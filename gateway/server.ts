@@ -39,8 +39,10 @@ import {
 import { DraftLink } from "./draft-link.ts";
 import type { GenerationServices } from "./generation.ts";
 import { ReplicaRouter } from "./replica-router.ts";
+import { GATEWAY_SERVER_OPTIONS, metadataProblem } from "./request-limits.ts";
 import { GatewayRequests, type IncomingRequest, requestStatus, type Served } from "./requests.ts";
 import type { ServedModel } from "./served-model.ts";
+import { undecodableProblem, withLenientRequests } from "./undecodable.ts";
 import { NO_DRAFTER, type ValidationContext } from "./validation.ts";
 
 export interface GatewayOptions {
@@ -99,8 +101,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   });
 
   const listing = modelListing(config, model, drafters);
-  const server = new grpc.Server();
-  server.addService(gatewayService, gatewayHandlers(requests, apiKeys, model, listing));
+  const server = new grpc.Server(GATEWAY_SERVER_OPTIONS);
+  server.addService(withLenientRequests(gatewayService), gatewayHandlers(requests, apiKeys, model, listing));
   const health = addStandardServices(server, [SERVICE_NAMES.gateway]);
   const port = await bindServer(server, config.host, config.port, credentials);
   const exposure = plaintextExposureWarning(config.host, tlsFiles !== undefined);
@@ -245,6 +247,7 @@ function gatewayHandlers(
     authorization: call.metadata.get("authorization").map(String),
     parent: extractFromMetadata(call.metadata),
     watch: (controller) => abortWithCall(call, controller),
+    problems: [metadataProblem(call.metadata) ?? []].flat(),
   });
   return {
     Generate(call, callback) {
@@ -270,6 +273,11 @@ function gatewayHandlers(
         );
     },
     ListModels(call, callback) {
+      const problem = metadataProblem(call.metadata) ?? undecodableProblem(call.request, "ListModelsRequest");
+      if (problem !== undefined) {
+        callback({ code: grpc.status.INVALID_ARGUMENT, details: problem });
+        return;
+      }
       const identity = identifyCall(apiKeys, call.metadata, "");
       if (!identity.ok) {
         callback({ code: identity.code, details: identity.message });

@@ -1,7 +1,9 @@
 /**
  * Checks a GenerateRequest and resolves it into what the round loop runs: prompt ids, limits, sampling with its seed,
- * stop strings, drafter, K policy, acceptance rule. Every problem is reported at once, each naming its field; the
- * server answers them as INVALID_ARGUMENT. Pure: tokenization and the seed come in as arguments.
+ * stop strings, drafter, K policy, acceptance rule. Every field has its rule, most of them as one line of the tables
+ * below; every problem is reported at once, each naming its field, and the server answers them as INVALID_ARGUMENT.
+ * Nothing the gateway has not checked reaches the draft service or a replica. Pure: tokenization and the seed come
+ * in as arguments.
  */
 import type { AcceptanceMode__Output } from "../gen/specgate/v1/AcceptanceMode.ts";
 import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
@@ -9,10 +11,18 @@ import type { RelaxedAcceptance__Output } from "../gen/specgate/v1/RelaxedAccept
 import { enumNames } from "../proto/codec.ts";
 import type { KPolicyConfig } from "../services/engine/k-policy.ts";
 import { MAX_SEED } from "../services/engine/rng.ts";
+import {
+  MAX_LABEL_CHARS,
+  MAX_NAME_CHARS,
+  MAX_PROMPT_CHARS_PER_TOKEN,
+  MAX_STOP_CHARS,
+  MAX_STOP_STRINGS,
+  MAX_TEMPERATURE,
+  quoted,
+} from "./request-limits.ts";
+import { undecodableProblem } from "./undecodable.ts";
 
 export const NO_DRAFTER = "none";
-const MAX_STOP_STRINGS = 16;
-const ACCEPTANCE_MODES = enumNames<AcceptanceMode__Output>("AcceptanceMode");
 
 export interface ValidationContext {
   /** Target model name (requests may name it or leave `model` empty). */
@@ -63,7 +73,141 @@ export class InvalidRequestError extends Error {
   }
 }
 
-function promptOf(request: GenerateRequest__Output, ctx: ValidationContext, problems: string[]): number[] {
+type Request = GenerateRequest__Output;
+
+/** A numeric field: finite, an integer where asked, within its bounds. Unset (undefined) passes. */
+interface NumberRule {
+  readonly field: string;
+  readonly value: (request: Request) => number | undefined;
+  readonly integer?: boolean;
+  readonly min: number;
+  /** The value must exceed `min` rather than reach it. */
+  readonly aboveMin?: boolean;
+  readonly max?: number;
+  /** Largest value by this gateway's configuration or model. */
+  readonly limit?: (ctx: ValidationContext) => number;
+}
+
+const speculation = (request: Request) => request.speculation ?? undefined;
+const adaptive = (request: Request) =>
+  speculation(request)?.length === "adaptive" ? (speculation(request)?.adaptive ?? undefined) : undefined;
+
+const NUMBER_RULES: readonly NumberRule[] = [
+  { field: "max_tokens", value: (r) => r.max_tokens, integer: true, min: 1, limit: (ctx) => ctx.maxTokensLimit },
+  { field: "sampling.temperature", value: (r) => r.sampling?.temperature, min: 0, max: MAX_TEMPERATURE },
+  { field: "sampling.top_k", value: (r) => r.sampling?.top_k, integer: true, min: 0 },
+  { field: "sampling.top_p", value: (r) => r.sampling?.top_p, min: 0, aboveMin: true, max: 1 },
+  { field: "sampling.seed", value: (r) => r.sampling?.seed, integer: true, min: 0, max: MAX_SEED },
+  {
+    field: "speculation.fixed_k",
+    value: (r) => (speculation(r)?.length === "fixed_k" ? speculation(r)?.fixed_k : undefined),
+    integer: true,
+    min: 0,
+    limit: (ctx) => ctx.maxK,
+  },
+  {
+    field: "speculation.adaptive.min_k",
+    value: (r) => adaptive(r)?.min_k,
+    integer: true,
+    min: 0,
+    limit: (ctx) => ctx.maxK,
+  },
+  {
+    field: "speculation.adaptive.max_k",
+    value: (r) => adaptive(r)?.max_k,
+    integer: true,
+    min: 0,
+    limit: (ctx) => ctx.maxK,
+  },
+  {
+    field: "speculation.relaxed.top_k",
+    value: (r) => speculation(r)?.relaxed?.top_k,
+    integer: true,
+    min: 0,
+    limit: (ctx) => ctx.vocabSize,
+  },
+  { field: "speculation.relaxed.epsilon", value: (r) => speculation(r)?.relaxed?.epsilon, min: 0, max: 1 },
+  { field: "speculation.relaxed.delta", value: (r) => speculation(r)?.relaxed?.delta, min: 0 },
+];
+
+function numberProblem(rule: NumberRule, value: number, ctx: ValidationContext): string | undefined {
+  const { field, min } = rule;
+  if (!Number.isFinite(value)) return `${field} must be a finite number, got ${value}`;
+  if (rule.integer && !Number.isInteger(value)) return `${field} must be an integer, got ${value}`;
+  if (rule.aboveMin ? value <= min : value < min) {
+    if (rule.integer) return `${field} must be at least ${min}, got ${value}`;
+    return `${field} must be a finite number ${rule.aboveMin ? ">" : ">="} ${min}, got ${value}`;
+  }
+  if (rule.max !== undefined && value > rule.max) return `${field} must be at most ${rule.max}, got ${value}`;
+  const limit = rule.limit?.(ctx);
+  if (limit !== undefined && value > limit) return `${field} ${value} exceeds this gateway's limit of ${limit}`;
+  return undefined;
+}
+
+/** A string field (or a list of them): length bounds, and how many the list may hold. */
+interface TextRule {
+  readonly field: string;
+  readonly values: (request: Request) => readonly string[];
+  readonly maxChars: number;
+  readonly nonEmpty?: boolean;
+  readonly maxCount?: number;
+}
+
+const TEXT_RULES: readonly TextRule[] = [
+  { field: "stop", values: (r) => r.stop, maxChars: MAX_STOP_CHARS, nonEmpty: true, maxCount: MAX_STOP_STRINGS },
+  { field: "model", values: (r) => [r.model], maxChars: MAX_NAME_CHARS },
+  { field: "speculation.drafter", values: (r) => [speculation(r)?.drafter ?? ""], maxChars: MAX_NAME_CHARS },
+  { field: "request_id", values: (r) => [r.request_id], maxChars: MAX_LABEL_CHARS },
+  { field: "tenant_id", values: (r) => [r.tenant_id], maxChars: MAX_LABEL_CHARS },
+  { field: "user_id", values: (r) => [r.user_id], maxChars: MAX_LABEL_CHARS },
+];
+
+function textProblems(rule: TextRule, request: Request): string[] {
+  const values = rule.values(request);
+  const problems: string[] = [];
+  if (rule.maxCount !== undefined && values.length > rule.maxCount) {
+    problems.push(`${rule.field}: at most ${rule.maxCount} values, got ${values.length}`);
+  }
+  if (rule.nonEmpty && values.some((value) => value.length === 0)) {
+    problems.push(`${rule.field}: empty strings are not allowed`);
+  }
+  const longest = Math.max(0, ...values.map((value) => value.length));
+  if (longest > rule.maxChars) {
+    problems.push(`${rule.field}: at most ${rule.maxChars} characters, got ${longest}`);
+  }
+  return problems;
+}
+
+/** An enum field: proto3 keeps numbers the schema does not name; they arrive as numbers and must stop here. */
+interface EnumRule {
+  readonly field: string;
+  readonly enumName: string;
+  readonly value: (request: Request) => string | number | undefined;
+}
+
+const ENUM_RULES: readonly EnumRule[] = [
+  { field: "speculation.acceptance", enumName: "AcceptanceMode", value: (r) => speculation(r)?.acceptance },
+];
+
+const ENUM_VALUES = new Map(ENUM_RULES.map((rule) => [rule.enumName, enumNames<string>(rule.enumName)]));
+
+function enumProblem(rule: EnumRule, value: string | number): string | undefined {
+  const names = ENUM_VALUES.get(rule.enumName) ?? new Set();
+  if (typeof value === "string" && names.has(value)) return undefined;
+  return `${rule.field} ${value} is not a value of ${rule.enumName}; known: ${[...names].join(", ")}`;
+}
+
+/**
+ * The problems that need no configuration and no tokenizer: a message that did not decode, strings and lists over
+ * their sizes. The server checks these before authentication, so nothing oversized reaches the key check or a log.
+ */
+export function shapeProblems(request: Request): string[] {
+  const undecodable = undecodableProblem(request, "GenerateRequest");
+  if (undecodable !== undefined) return [undecodable];
+  return TEXT_RULES.flatMap((rule) => textProblems(rule, request));
+}
+
+function promptOf(request: Request, ctx: ValidationContext, problems: string[]): number[] {
   if (request.prompt === "token_ids") {
     const ids = request.token_ids?.ids ?? [];
     if (ids.length === 0) problems.push("prompt is empty: token_ids holds no ids");
@@ -76,70 +220,47 @@ function promptOf(request: GenerateRequest__Output, ctx: ValidationContext, prob
     problems.push("prompt is empty: set text or token_ids");
     return [];
   }
+  // Tokenizing costs time in proportion to the text: a text no context could hold is refused unread.
+  const maxChars = ctx.contextLength * MAX_PROMPT_CHARS_PER_TOKEN;
+  if (text.length > maxChars) {
+    problems.push(
+      `text: at most ${maxChars} characters (${MAX_PROMPT_CHARS_PER_TOKEN} per token of the model's context), got ${text.length}`,
+    );
+    return [];
+  }
   return ctx.encode(text);
 }
 
-function maxTokensOf(request: GenerateRequest__Output, ctx: ValidationContext, problems: string[]): number {
-  const value = request.max_tokens;
-  if (value === undefined) return ctx.defaultMaxTokens;
-  if (!(Number.isInteger(value) && value >= 1)) problems.push(`max_tokens must be at least 1, got ${value}`);
-  else if (value > ctx.maxTokensLimit) {
-    problems.push(`max_tokens ${value} exceeds this gateway's limit of ${ctx.maxTokensLimit}`);
-  }
-  return value;
-}
-
-function samplingOf(request: GenerateRequest__Output, seed: number, problems: string[]): ResolvedSampling {
-  const wire = request.sampling;
-  const temperature = wire?.temperature ?? 0;
-  const topK = wire?.top_k ?? 0;
-  const topP = wire?.top_p;
-  const chosenSeed = wire?.seed ?? seed;
-  if (!(Number.isFinite(temperature) && temperature >= 0)) {
-    problems.push(`sampling.temperature must be a finite number >= 0, got ${temperature}`);
-  }
-  if (!(Number.isInteger(topK) && topK >= 0)) problems.push(`sampling.top_k must be >= 0, got ${topK}`);
-  if (topP !== undefined && !(topP > 0 && topP <= 1)) problems.push(`sampling.top_p must lie in (0, 1], got ${topP}`);
-  if (!(Number.isSafeInteger(chosenSeed) && chosenSeed >= 0 && chosenSeed <= MAX_SEED)) {
-    problems.push(`sampling.seed must be an integer in [0, 2^53 - 1], got ${chosenSeed}`);
-  }
-  return { temperature, top_k: topK, ...(topP !== undefined && { top_p: topP }), seed: chosenSeed };
-}
-
-function kPolicyOf(request: GenerateRequest__Output, drafter: string, ctx: ValidationContext, problems: string[]) {
-  const spec = request.speculation;
-  if (drafter === NO_DRAFTER) return { kind: "fixed", k: 0 } as const;
-  if (spec?.length === "fixed_k") {
-    const k = spec.fixed_k ?? 0;
-    if (k > ctx.maxK) problems.push(`speculation.fixed_k ${k} exceeds this gateway's limit of ${ctx.maxK}`);
-    return { kind: "fixed", k } as const;
-  }
+function kPolicyOf(request: Request, drafter: string, ctx: ValidationContext, problems: string[]): KPolicyConfig {
+  const spec = speculation(request);
+  if (drafter === NO_DRAFTER) return { kind: "fixed", k: 0 };
+  if (spec?.length === "fixed_k") return { kind: "fixed", k: spec.fixed_k ?? 0 };
   if (spec?.length === "adaptive" || ctx.defaultK === "adaptive") {
-    const minK = spec?.adaptive?.min_k ?? 0;
-    const maxK = spec?.adaptive?.max_k || ctx.maxK;
-    if (maxK > ctx.maxK)
-      problems.push(`speculation.adaptive.max_k ${maxK} exceeds this gateway's limit of ${ctx.maxK}`);
+    const minK = adaptive(request)?.min_k ?? 0;
+    const maxK = adaptive(request)?.max_k || ctx.maxK;
     if (minK > maxK) problems.push(`speculation.adaptive.min_k ${minK} exceeds max_k ${maxK}`);
-    return { kind: "adaptive", kMin: minK, kMax: maxK } as const;
+    return { kind: "adaptive", kMin: minK, kMax: maxK };
   }
-  return { kind: "fixed", k: Math.min(ctx.defaultK, ctx.maxK) } as const;
-}
-
-function relaxedOf(request: GenerateRequest__Output, problems: string[]): RelaxedAcceptance__Output | null {
-  const relaxed = request.speculation?.relaxed ?? null;
-  for (const field of ["epsilon", "delta"] as const) {
-    const value = relaxed?.[field] ?? 0;
-    if (!(Number.isFinite(value) && value >= 0))
-      problems.push(`speculation.relaxed.${field} must be >= 0, got ${value}`);
-  }
-  return relaxed;
+  return { kind: "fixed", k: Math.min(ctx.defaultK, ctx.maxK) };
 }
 
 /** The request resolved, or InvalidRequestError listing every problem. `seed` is used when the request sets none. */
-export function validateRequest(request: GenerateRequest__Output, ctx: ValidationContext, seed: number): ValidRequest {
-  const problems: string[] = [];
+export function validateRequest(request: Request, ctx: ValidationContext, seed: number): ValidRequest {
+  const undecodable = undecodableProblem(request, "GenerateRequest");
+  if (undecodable !== undefined) throw new InvalidRequestError([undecodable]);
+  const problems = TEXT_RULES.flatMap((rule) => textProblems(rule, request));
+  for (const rule of NUMBER_RULES) {
+    const value = rule.value(request);
+    const problem = value === undefined ? undefined : numberProblem(rule, value, ctx);
+    if (problem !== undefined) problems.push(problem);
+  }
+  for (const rule of ENUM_RULES) {
+    const value = rule.value(request);
+    const problem = value === undefined ? undefined : enumProblem(rule, value);
+    if (problem !== undefined) problems.push(problem);
+  }
   if (request.model !== "" && request.model !== ctx.model) {
-    problems.push(`model "${request.model}" is not served here (this gateway serves "${ctx.model}")`);
+    problems.push(`model ${quoted(request.model)} is not served here (this gateway serves "${ctx.model}")`);
   }
   const prompt = promptOf(request, ctx, problems);
   if (prompt.length >= ctx.contextLength) {
@@ -147,35 +268,28 @@ export function validateRequest(request: GenerateRequest__Output, ctx: Validatio
       `prompt is ${prompt.length} tokens; the model's context holds ${ctx.contextLength} (prompt + output)`,
     );
   }
-  const maxNewTokens = maxTokensOf(request, ctx, problems);
-  const sampling = samplingOf(request, seed, problems);
-  const stopStrings = request.stop;
-  if (stopStrings.some((s) => s.length === 0)) problems.push("stop: empty stop strings are not allowed");
-  if (stopStrings.length > MAX_STOP_STRINGS) problems.push(`stop: at most ${MAX_STOP_STRINGS} stop strings`);
-
-  const drafter = request.speculation?.drafter || ctx.defaultDrafter;
+  const drafter = speculation(request)?.drafter || ctx.defaultDrafter;
   if (drafter !== NO_DRAFTER && !ctx.drafters.includes(drafter)) {
-    problems.push(`unknown drafter "${drafter}"; available: ${[...ctx.drafters, NO_DRAFTER].join(", ")}`);
+    problems.push(`unknown drafter ${quoted(drafter)}; available: ${[...ctx.drafters, NO_DRAFTER].join(", ")}`);
   }
   const kPolicy = kPolicyOf(request, drafter, ctx, problems);
-  const acceptance = request.speculation?.acceptance ?? "ACCEPTANCE_MODE_UNSPECIFIED";
-  // proto3 keeps enum numbers the schema does not name; they arrive as numbers and must stop here, not at a replica.
-  if (!ACCEPTANCE_MODES.has(acceptance)) {
-    problems.push(
-      `speculation.acceptance ${acceptance} is not an AcceptanceMode; known: ${[...ACCEPTANCE_MODES].join(", ")}`,
-    );
-  }
-  const relaxed = relaxedOf(request, problems);
   if (problems.length > 0) throw new InvalidRequestError(problems);
+  const wire = request.sampling;
+  const acceptance = speculation(request)?.acceptance ?? "ACCEPTANCE_MODE_UNSPECIFIED";
   return {
     prompt,
-    maxNewTokens,
-    sampling,
-    stopStrings,
+    maxNewTokens: request.max_tokens ?? ctx.defaultMaxTokens,
+    sampling: {
+      temperature: wire?.temperature ?? 0,
+      top_k: wire?.top_k ?? 0,
+      ...(wire?.top_p !== undefined && { top_p: wire.top_p }),
+      seed: wire?.seed ?? seed,
+    },
+    stopStrings: request.stop,
     drafter,
     kPolicy,
     acceptance: acceptance === "ACCEPTANCE_MODE_UNSPECIFIED" ? "ACCEPTANCE_MODE_LOSSLESS" : acceptance,
-    relaxed,
+    relaxed: speculation(request)?.relaxed ?? null,
     tenantId: request.tenant_id,
     userId: request.user_id,
   };

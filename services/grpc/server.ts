@@ -105,7 +105,11 @@ export async function withinGrace(work: Promise<unknown>, graceMs: number): Prom
 /** Stops accepting calls, lets in-flight calls finish for up to `graceMs`, then cancels what remains. */
 export function drain(server: grpc.Server, graceMs: number): Promise<void> {
   return new Promise((resolve) => {
-    const force = setTimeout(() => server.forceShutdown(), graceMs);
+    // Resolved after forcing too: grpc-js may never call tryShutdown back once a protocol error destroyed a session.
+    const force = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
     server.tryShutdown(() => {
       clearTimeout(force);
       resolve();

@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { before, describe, it } from "node:test";
+import { undecodableProblem, withLenientRequests } from "../../gateway/undecodable.ts";
 import { InvalidRequestError, type ValidationContext, validateRequest } from "../../gateway/validation.ts";
 import type { AcceptanceMode } from "../../gen/specgate/v1/AcceptanceMode.ts";
 import type { GenerateRequest, GenerateRequest__Output } from "../../gen/specgate/v1/GenerateRequest.ts";
 import { messageCodec } from "../../proto/codec.ts";
+import { gatewayService } from "../../proto/load.ts";
 import { type GenerateInput, toGenerateRequest } from "../../sdk/request.ts";
 import { MODELS_ROOT } from "../../services/runtime/model-files.ts";
 import { loadTokenizer } from "../../services/runtime/tokenizer/load.ts";
@@ -109,9 +111,9 @@ describe("gateway request validation", () => {
 
   it("rejects temperature < 0 and top_p outside (0, 1]", () => {
     assert.match(problems({ prompt: "hi", temperature: -0.5 }), /temperature must be a finite number >= 0, got -0.5/);
-    assert.match(problems({ prompt: "hi", top_p: 0 }), /top_p must lie in \(0, 1\], got 0/);
-    assert.match(problems({ prompt: "hi", top_p: 1.5 }), /top_p must lie in \(0, 1\], got 1.5/);
-    assert.match(problems({ prompt: "hi", top_k: -1 }), /top_k must be >= 0, got -1/);
+    assert.match(problems({ prompt: "hi", top_p: 0 }), /top_p must be a finite number > 0, got 0/);
+    assert.match(problems({ prompt: "hi", top_p: 1.5 }), /top_p must be at most 1, got 1.5/);
+    assert.match(problems({ prompt: "hi", top_k: -1 }), /top_k must be at least 0, got -1/);
   });
 
   it("rejects a prompt longer than the context", () => {
@@ -131,10 +133,10 @@ describe("gateway request validation", () => {
 
   it("rejects another model's name, empty stop strings and bad typical-acceptance thresholds", () => {
     assert.match(problems({ prompt: "hi", model: "llama-70b" }), /model "llama-70b" is not served here/);
-    assert.match(problems({ prompt: "hi", stop: [""] }), /empty stop strings/);
+    assert.match(problems({ prompt: "hi", stop: [""] }), /stop: empty strings are not allowed/);
     assert.match(
       problems({ prompt: "hi", acceptance: "lossy-typical", relaxed_epsilon: -1 }),
-      /relaxed.epsilon must be >= 0/,
+      /relaxed.epsilon must be a finite number >= 0/,
     );
   });
 
@@ -143,11 +145,140 @@ describe("gateway request validation", () => {
     const acceptance = 9 as AcceptanceMode;
     const request = codec.decode(codec.encode({ ...sent, speculation: { ...sent.speculation, acceptance } }));
     assert.equal(request.speculation?.acceptance, 9, "the number survives the wire");
-    assert.match(problemsOf(request), /speculation.acceptance 9 is not an AcceptanceMode/);
+    assert.match(problemsOf(request), /speculation.acceptance 9 is not a value of AcceptanceMode/);
   });
 
   it("reports every problem at once", () => {
     const message = problems({ prompt: "", max_tokens: -1, temperature: -1, drafter: "x" });
     for (const part of [/prompt is empty/, /max_tokens/, /temperature/, /unknown drafter/]) assert.match(message, part);
+  });
+});
+
+describe("gateway request validation, field by field", () => {
+  let ctx: ValidationContext;
+  before(async () => {
+    const tokenizer = await loadTokenizer(join(MODELS_ROOT, "stories260k"));
+    ctx = {
+      model: "stories260k",
+      contextLength: 512,
+      vocabSize: tokenizer.vocabSize,
+      encode: (text) => tokenizer.encode(text, { bos: true }),
+      drafters: ["int4", "ngram"],
+      defaultDrafter: "int4",
+      defaultK: "adaptive",
+      maxK: 8,
+      defaultMaxTokens: 64,
+      maxTokensLimit: 1000,
+    };
+  });
+
+  /** A valid request changed by `edit`, as the gateway receives it (through the wire encoding). */
+  function wire(edit: (request: GenerateRequest) => void): GenerateRequest__Output {
+    const request = toGenerateRequest({ prompt: "hi" });
+    edit(request);
+    return codec.decode(codec.encode(request));
+  }
+  const sampling = (fields: GenerateRequest["sampling"]) => (r: GenerateRequest) => {
+    r.sampling = { ...r.sampling, ...fields };
+  };
+  const speculation = (fields: GenerateRequest["speculation"]) => (r: GenerateRequest) => {
+    r.speculation = { ...r.speculation, ...fields };
+  };
+  const relaxed = (fields: NonNullable<GenerateRequest["speculation"]>["relaxed"]) =>
+    speculation({ acceptance: "ACCEPTANCE_MODE_LOSSY_TYPICAL", relaxed: fields });
+  const long = (chars: number) => "x".repeat(chars);
+
+  const rejected: [string, (request: GenerateRequest) => void, RegExp][] = [
+    ["max_tokens 0", (r) => (r.max_tokens = 0), /^max_tokens must be at least 1, got 0$/],
+    [
+      "max_tokens over the limit",
+      (r) => (r.max_tokens = 1001),
+      /^max_tokens 1001 exceeds this gateway's limit of 1000$/,
+    ],
+    [
+      "temperature NaN",
+      sampling({ temperature: Number.NaN }),
+      /^sampling.temperature must be a finite number, got NaN$/,
+    ],
+    ["temperature +inf", sampling({ temperature: Infinity }), /^sampling.temperature must be a finite number, got Inf/],
+    ["temperature < 0", sampling({ temperature: -0.5 }), /^sampling.temperature must be a finite number >= 0/],
+    ["temperature > 100", sampling({ temperature: 100.5 }), /^sampling.temperature must be at most 100, got 100.5$/],
+    ["top_k < 0", sampling({ top_k: -1 }), /^sampling.top_k must be at least 0, got -1$/],
+    ["top_p NaN", sampling({ top_p: Number.NaN }), /^sampling.top_p must be a finite number, got NaN$/],
+    ["top_p -inf", sampling({ top_p: -Infinity }), /^sampling.top_p must be a finite number, got -Infinity$/],
+    ["top_p 0", sampling({ top_p: 0 }), /^sampling.top_p must be a finite number > 0, got 0$/],
+    ["top_p > 1", sampling({ top_p: 1.000001 }), /^sampling.top_p must be at most 1, got 1.000001$/],
+    ["seed over 2^53 - 1", sampling({ seed: 2 ** 60 }), /^sampling.seed must be at most 9007199254740991/],
+    ["fixed_k over the limit", speculation({ fixed_k: 9 }), /^speculation.fixed_k 9 exceeds this gateway's limit/],
+    ["adaptive min_k", speculation({ adaptive: { min_k: 9, max_k: 0 } }), /^speculation.adaptive.min_k 9 exceeds/],
+    ["adaptive max_k", speculation({ adaptive: { min_k: 0, max_k: 9 } }), /^speculation.adaptive.max_k 9 exceeds/],
+    ["relaxed top_k", relaxed({ top_k: 513 }), /^speculation.relaxed.top_k 513 exceeds this gateway's limit of 512$/],
+    ["relaxed epsilon NaN", relaxed({ epsilon: Number.NaN }), /^speculation.relaxed.epsilon must be a finite number,/],
+    ["relaxed epsilon > 1", relaxed({ epsilon: 1.5 }), /^speculation.relaxed.epsilon must be at most 1, got 1.5$/],
+    ["relaxed delta -1", relaxed({ delta: -1 }), /^speculation.relaxed.delta must be a finite number >= 0, got -1$/],
+    ["relaxed delta inf", relaxed({ delta: Infinity }), /^speculation.relaxed.delta must be a finite number, got Inf/],
+    ["acceptance 9", speculation({ acceptance: 9 as AcceptanceMode }), /^speculation.acceptance 9 is not a value of/],
+    ["acceptance -1", speculation({ acceptance: -1 as AcceptanceMode }), /^speculation.acceptance -1 is not a value/],
+    ["17 stop strings", (r) => (r.stop = Array(17).fill(".")), /^stop: at most 16 values, got 17$/],
+    ["an empty stop string", (r) => (r.stop = [".", ""]), /^stop: empty strings are not allowed$/],
+    ["a long stop string", (r) => (r.stop = [long(257)]), /^stop: at most 256 characters, got 257$/],
+    ["a long model name", (r) => (r.model = long(257)), /^model: at most 256 characters, got 257;/],
+    ["a long drafter name", speculation({ drafter: long(257) }), /^speculation.drafter: at most 256 characters/],
+    ["a long request_id", (r) => (r.request_id = long(129)), /^request_id: at most 128 characters, got 129$/],
+    ["a long tenant_id", (r) => (r.tenant_id = long(129)), /^tenant_id: at most 128 characters, got 129$/],
+    ["a long user_id", (r) => (r.user_id = long(129)), /^user_id: at most 128 characters, got 129$/],
+    ["a text too long to tokenize", (r) => (r.text = long(16_385)), /^text: at most 16384 characters \(32 per/],
+    ["an id at the vocabulary size", (r) => (r.token_ids = { ids: [1, 512] }), /^token_ids: id 512 is outside/],
+  ];
+  for (const [what, edit, message] of rejected) {
+    it(`rejects ${what}, naming the field`, () => {
+      assert.throws(
+        () => validateRequest(wire(edit), ctx, 1),
+        (error: unknown) => error instanceof InvalidRequestError && message.test(error.message),
+      );
+    });
+  }
+
+  const accepted: [string, (request: GenerateRequest) => void][] = [
+    ["max_tokens at the limit", (r) => (r.max_tokens = 1000)],
+    ["temperature 100", sampling({ temperature: 100 })],
+    ["the smallest positive top_p", sampling({ top_p: Number.MIN_VALUE })],
+    ["top_p 1", sampling({ top_p: 1 })],
+    ["seed 2^53 - 1", sampling({ seed: Number.MAX_SAFE_INTEGER })],
+    ["fixed_k at the limit", speculation({ fixed_k: 8 })],
+    ["relaxed top_k at the vocabulary size", relaxed({ top_k: 512 })],
+    ["relaxed epsilon 1, delta 0", relaxed({ epsilon: 1, delta: 0 })],
+    ["16 stop strings of 256 characters", (r) => (r.stop = Array(16).fill(long(256)))],
+    ["labels of 128 characters", (r) => Object.assign(r, { request_id: long(128), tenant_id: long(128) })],
+  ];
+  for (const [what, edit] of accepted) {
+    it(`accepts ${what}`, () => {
+      assert.doesNotThrow(() => validateRequest(wire(edit), ctx, 1));
+    });
+  }
+
+  it("quotes a caller's long value cut short, so that no error message grows with the input", () => {
+    const request = wire((r) => (r.model = `${long(200)}!`));
+    assert.throws(
+      () => validateRequest({ ...request, model: long(250) }, ctx, 1),
+      (error: unknown) =>
+        error instanceof InvalidRequestError && /^model "x{64}…" is not served here/.test(error.message),
+    );
+  });
+
+  it("answers a message that did not decode by what the decoder said", () => {
+    const lenient = withLenientRequests(gatewayService);
+    const garbage = lenient.Generate.requestDeserialize(Buffer.from([0x18, 0xff]));
+    assert.match(
+      undecodableProblem(garbage as object, "GenerateRequest") ?? "",
+      /^the message is not a valid GenerateRequest: /,
+    );
+    assert.throws(
+      () => validateRequest(garbage as GenerateRequest__Output, ctx, 1),
+      /the message is not a valid GenerateRequest: /,
+    );
+    const valid = lenient.Generate.requestDeserialize(Buffer.from(codec.encode(toGenerateRequest({ prompt: "hi" }))));
+    assert.equal(undecodableProblem(valid as object, "GenerateRequest"), undefined);
+    assert.equal(validateRequest(valid as GenerateRequest__Output, ctx, 1).prompt[0], 1);
   });
 });
