@@ -26,6 +26,7 @@ import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import type { Tokenizer } from "../../services/runtime/tokenizer/tokenizer.ts";
 import { chiSquareFit } from "../support/chi-square.ts";
 import { type ExactDistributions, exactDistributions } from "../support/exact-distribution.ts";
+import { inParallel } from "../support/in-parallel.ts";
 import { freePort } from "../support/ports.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
@@ -45,17 +46,6 @@ async function until(condition: () => Promise<boolean>, what: string, timeoutMs 
     if (Date.now() > giveUp) assert.fail(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-}
-
-/** Runs `task` for 0..count-1, at most `width` at once; results in index order. */
-async function inParallel<T>(count: number, width: number, task: (i: number) => Promise<T>): Promise<T[]> {
-  const results: T[] = [];
-  let next = 0;
-  const lane = async () => {
-    for (let i = next++; i < count; i = next++) results[i] = await task(i);
-  };
-  await Promise.all(Array.from({ length: width }, lane));
-  return results;
 }
 
 function unary<T>(invoke: (callback: (error: grpc.ServiceError | null, value?: T) => void) => void): Promise<T> {
