@@ -32,7 +32,7 @@ import {
   type SpecgateMetrics,
   startRequestTrace,
 } from "../services/telemetry/index.ts";
-import { Admission, type Admitted } from "./admission.ts";
+import { Admission, AdmissionRefused, type Admitted } from "./admission.ts";
 import { type ApiKeys, loadApiKeys } from "./api-keys.ts";
 import { identifyCall } from "./authentication.ts";
 import { Aborted, abortWithCall } from "./call-abort.ts";
@@ -80,7 +80,19 @@ export interface RunningGateway {
   stop(graceMs: number): Promise<void>;
 }
 
-function toStatus(error: unknown): { code: grpc.status; details: string } {
+/**
+ * The trailer telling a refused client when to retry (gRPC's retry pushback, which grpc clients with a retry policy
+ * honour; the SDK exposes it as SpecgateError.metadata).
+ */
+export const RETRY_PUSHBACK_TRAILER = "grpc-retry-pushback-ms";
+
+function toStatus(error: unknown): { code: grpc.status; details: string; metadata?: grpc.Metadata } {
+  if (error instanceof AdmissionRefused) {
+    if (error.reason === "draining") return { code: grpc.status.UNAVAILABLE, details: error.message };
+    const metadata = new grpc.Metadata();
+    if (error.retryAfterMs !== undefined) metadata.set(RETRY_PUSHBACK_TRAILER, String(error.retryAfterMs));
+    return { code: grpc.status.RESOURCE_EXHAUSTED, details: error.message, metadata };
+  }
   if (error instanceof InvalidRequestError) return { code: grpc.status.INVALID_ARGUMENT, details: error.message };
   if (error instanceof Aborted) return { code: error.code, details: error.message };
   if (error instanceof NoReplicaError) return { code: grpc.status.UNAVAILABLE, details: error.message };
@@ -106,7 +118,14 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
 
   const replicas = connectReplicas(config, model, logger);
   const draft = new DraftLink({ address: config.draftAddress, proposeTimeoutMs: 2000, retryMs: 1000, logger });
-  const admission = new Admission(config.maxInFlight, config.maxInFlightPerTenant || Number.POSITIVE_INFINITY);
+  const admission = new Admission({
+    maxInFlight: config.maxInFlight,
+    maxInFlightPerTenant: config.maxInFlightPerTenant || Number.POSITIVE_INFINITY,
+    maxQueued: config.maxQueued,
+    maxQueueMs: config.maxQueueMs,
+    kvBudgetBytes: config.kvBudgetBytes || config.targetCacheBytes,
+    kvBytesPerToken: model.kvBytesPerToken,
+  });
   const requests = new GatewayRequests({
     apiKeys,
     admission,
@@ -262,7 +281,7 @@ class GatewayRequests {
 
   /** Runs one request for either RPC; `onDelta` receives the streamed rounds. */
   async serve(method: string, call: RequestCall, onDelta: (delta: Delta) => void): Promise<Served> {
-    const { tenant, admitted } = this.#admit(method, call);
+    const tenant = this.#identify(method, call);
     const controller = new AbortController();
     this.#running.add(controller);
     const watch = abortWithCall(call, controller);
@@ -270,8 +289,14 @@ class GatewayRequests {
     const requestId = request.request_id || randomUUID();
     const log = this.context.logger.child({ requestId, tenant: request.tenant_id });
     let trace: RequestTrace | undefined;
+    let admitted: Admitted | undefined;
     try {
       const valid = validateRequest(request, this.context.validation, randomSeed());
+      admitted = await this.context.admission.admit({
+        tenant,
+        kvTokens: Math.min(valid.prompt.length + valid.maxNewTokens, this.context.validation.contextLength),
+        signal: controller.signal,
+      });
       trace = this.#trace(method, call, valid);
       const outcome = await runGeneration(
         valid,
@@ -314,7 +339,7 @@ class GatewayRequests {
     } finally {
       watch.release();
       this.#running.delete(controller);
-      admitted.release();
+      admitted?.release();
     }
   }
 
@@ -323,21 +348,14 @@ class GatewayRequests {
     for (const controller of this.#running) controller.abort(new Aborted(code, message));
   }
 
-  /** The caller's tenant, once its key is accepted and a slot is free; throws the status that refuses it. */
-  #admit(method: string, call: RequestCall): { tenant: string; admitted: Admitted } {
+  /** The caller's tenant, once its key is accepted; throws the status that refuses it. */
+  #identify(method: string, call: RequestCall): string {
     const identity = identifyCall(this.context.apiKeys, call.metadata, call.request.tenant_id);
     if (!identity.ok) {
       this.context.logger.info({ method, code: grpc.status[identity.code], details: identity.message }, "call refused");
       throw new Aborted(identity.code, identity.message);
     }
-    const admitted = this.context.admission.admit(identity.tenant);
-    if (!admitted.admitted) {
-      throw new Aborted(
-        admitted.reason === "draining" ? grpc.status.UNAVAILABLE : grpc.status.RESOURCE_EXHAUSTED,
-        admitted.message,
-      );
-    }
-    return { tenant: identity.tenant, admitted };
+    return identity.tenant;
   }
 
   #trace(method: string, call: RequestCall, valid: ValidRequest): RequestTrace {
