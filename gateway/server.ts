@@ -12,6 +12,7 @@ import type { GatewayHandlers } from "../gen/specgate/v1/Gateway.ts";
 import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
 import type { ListModelsResponse } from "../gen/specgate/v1/ListModelsResponse.ts";
 import { gatewayService, SERVICE_NAMES } from "../proto/load.ts";
+import { RETRY_PUSHBACK_TRAILER } from "../sdk/errors.ts";
 import type { DrafterSpec } from "../services/config/drafter-list.ts";
 import { CostModel } from "../services/engine/k-policy.ts";
 import { randomSeed } from "../services/engine/rng.ts";
@@ -79,12 +80,6 @@ export interface RunningGateway {
    */
   stop(graceMs: number): Promise<void>;
 }
-
-/**
- * The trailer telling a refused client when to retry (gRPC's retry pushback, which grpc clients with a retry policy
- * honour; the SDK exposes it as SpecgateError.metadata).
- */
-export const RETRY_PUSHBACK_TRAILER = "grpc-retry-pushback-ms";
 
 function toStatus(error: unknown): { code: grpc.status; details: string; metadata?: grpc.Metadata } {
   if (error instanceof AdmissionRefused) {

@@ -13,6 +13,6 @@ export {
   type StreamEvent,
   type TlsOptions,
 } from "./client.ts";
-export { SpecgateError } from "./errors.ts";
+export { RETRY_PUSHBACK_TRAILER, SpecgateError } from "./errors.ts";
 export { ACCEPTANCE_NAMES, type AcceptanceName, type GenerateInput, toGenerateRequest } from "./request.ts";
 export type { RetryOptions } from "./retry.ts";
