@@ -7,6 +7,8 @@
  *   at least two tokens). Percentiles are nearest-rank over the completed requests.
  * - tokens_per_s and goodput_rps divide by the run's wall time, first send to last answer; goodput counts the
  *   completed requests that met the latency objective (ttft and tpot both within it).
+ * - concurrency: the mean number of completed requests in flight (Little's law: their summed latency over the wall
+ *   time); at the sustainable rate it is the --max-in-flight that keeps admitted requests within the objective.
  */
 import { quantile, round, sum } from "./stats.ts";
 
@@ -49,6 +51,7 @@ export interface LoadSummary {
   readonly goodput_rps: number;
   /** Share of completed requests that met the objective. */
   readonly slo_attainment: number | null;
+  readonly concurrency: number;
 }
 
 export function timeToFirstTokenMs(outcome: RequestOutcome): number | undefined {
@@ -89,6 +92,7 @@ export function summarize(outcomes: readonly RequestOutcome[], objective: Latenc
   const perSecond = (count: number) => (wallS > 0 ? round(count / wallS) : 0);
   const outputTokens = sum(completed.map((o) => o.outputTokens));
   const good = completed.filter((o) => meetsObjective(o, objective)).length;
+  const latencies = completed.map((o) => o.endMs - o.sentMs);
   return {
     requests: outcomes.length,
     completed: completed.length,
@@ -100,15 +104,13 @@ export function summarize(outcomes: readonly RequestOutcome[], objective: Latenc
     ttft_ms_p99: percentile(ttfts, 0.99),
     tpot_ms_p50: percentile(tpots, 0.5),
     tpot_ms_p99: percentile(tpots, 0.99),
-    latency_ms_p99: percentile(
-      completed.map((o) => o.endMs - o.sentMs),
-      0.99,
-    ),
+    latency_ms_p99: percentile(latencies, 0.99),
     output_tokens: outputTokens,
     wall_s: round(wallS, 2),
     tokens_per_s: perSecond(outputTokens),
     goodput_rps: perSecond(good),
     slo_attainment: completed.length === 0 ? null : round(good / completed.length),
+    concurrency: wallMs > 0 ? round(sum(latencies) / wallMs, 2) : 0,
   };
 }
 

@@ -227,7 +227,7 @@ function describe(run: LoadRun): string {
   return (
     `${run.rate_per_s}/s: completed ${s.completed}, shed ${s.shed} (${s.shed_with_retry_hint} with a retry hint), ` +
     `failed ${s.failed}; ttft p50 ${s.ttft_ms_p50} p99 ${s.ttft_ms_p99} ms; tpot p50 ${s.tpot_ms_p50} ` +
-    `p99 ${s.tpot_ms_p99} ms; ${s.tokens_per_s} tokens/s; goodput ${s.goodput_rps}/s`
+    `p99 ${s.tpot_ms_p99} ms; ${s.tokens_per_s} tokens/s; goodput ${s.goodput_rps}/s; ${s.concurrency} in flight`
   );
 }
 

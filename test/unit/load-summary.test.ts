@@ -74,6 +74,8 @@ describe("load summary", () => {
     assert.equal(summary.output_tokens, 11 + 11 + 11 + 3 + 1);
     assert.equal(summary.tokens_per_s, 18.5);
     assert.equal(summary.slo_attainment, 0.6);
+    // Latencies 101 + 201 + 251 + 121 + 21 = 695 ms over 2000 ms of wall time.
+    assert.equal(summary.concurrency, 0.35);
   });
 
   it("a run is sustained when nothing is shed or failed and enough requests meet the objective", () => {
