@@ -48,8 +48,11 @@ const FLAGS = {
   "max-queue-ms": [count.optional(), "own stack: gateway --max-queue-ms"],
   "kv-budget-bytes": [count.optional(), "own stack: gateway --kv-budget-bytes"],
   "find-rate": [z.boolean().default(false), "first search for the sustainable rate (see --probes)"],
-  probes: [count.default(6), "--find-rate: runs of the search (doubling, then bisecting)"],
-  "probe-requests": [count.default(40), "--find-rate: requests per search run"],
+  probes: [count.default(8), "--find-rate: runs of the search (doubling, then bisecting)"],
+  "probe-s": [
+    positive.default(10),
+    "--find-rate: seconds of arrivals per search run (long enough to reach a steady state)",
+  ],
   attainment: [z.coerce.number().min(0).max(1).default(0.9), "--find-rate: share meeting the objective to pass"],
   overload: [positive.default(1), "--find-rate: measure at this multiple of the sustainable rate"],
   json: [z.boolean().default(false), "print only the JSON line on stdout"],
@@ -263,7 +266,12 @@ export async function load(args: LoadArgs, address: string): Promise<LoadReport>
     if (args["find-rate"]) {
       const probes: (RateProbe & { summary: LoadSummary })[] = [];
       const found = await findSustainableRate(args.rate, args.probes, async (ratePerS) => {
-        const run = await runSchedule(target, args, ratePerS, args["probe-requests"]);
+        const run = await runSchedule(
+          target,
+          { ...args, "duration-s": args["probe-s"] },
+          ratePerS,
+          Number.MAX_SAFE_INTEGER,
+        );
         const ok = sustained(run.summary, args.attainment);
         progress(`search: ${describe(run)}: ${ok ? "sustained" : "not sustained"}`);
         probes.push({ ratePerS: run.rate_per_s, sustained: ok, summary: run.summary });
