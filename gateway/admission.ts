@@ -188,10 +188,11 @@ export class Admission {
     }
     if (this.inFlightOf(tenant) >= this.maxInFlightPerTenant) {
       const who = tenant === "" ? "requests without a tenant are" : `tenant "${tenant}" is`;
+      const retryAfterMs = this.retryAfterMs();
       return new AdmissionRefused(
         "tenant-full",
-        `${who} at the per-tenant limit of ${this.maxInFlightPerTenant} requests in flight; retry later`,
-        this.retryAfterMs(),
+        `${who} at the per-tenant limit of ${this.maxInFlightPerTenant} requests in flight or waiting; retry in ${retryAfterMs} ms`,
+        retryAfterMs,
       );
     }
     if (this.#queue.length >= this.maxQueued && !(this.#queue.length === 0 && this.#fits(kvBytes))) {
