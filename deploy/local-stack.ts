@@ -85,7 +85,7 @@ export interface LocalStackOptions {
   readonly startTimeoutMs?: number;
   /** Environment the services inherit (default process.env); the stack's own settings override it. */
   readonly env?: NodeJS.ProcessEnv;
-  /** Gateway TLS, API keys and per-tenant cap, handed to the gateway as they are (default: from `env`). */
+  /** Gateway TLS, API keys and admission limits, handed to the gateway as they are (default: from `env`). */
   readonly gateway?: Partial<Pick<GatewayConfig, GatewayPassThrough>>;
   /** The draft service drafts each round on the replica's verdict (default: SPECGATE_DRAFT_ON_VERDICT in `env`). */
   readonly draftOnVerdict?: boolean;
@@ -94,7 +94,16 @@ export interface LocalStackOptions {
 }
 
 /** Gateway settings the stack passes through without interpreting them. */
-type GatewayPassThrough = "tlsCert" | "tlsKey" | "apiKeysFile" | "apiKeys" | "maxInFlightPerTenant";
+type GatewayPassThrough =
+  | "tlsCert"
+  | "tlsKey"
+  | "apiKeysFile"
+  | "apiKeys"
+  | "maxInFlight"
+  | "maxInFlightPerTenant"
+  | "maxQueued"
+  | "maxQueueMs"
+  | "kvBudgetBytes";
 
 export interface StackService {
   /** "draft", "target-0", ..., "gateway". */

@@ -21,6 +21,7 @@ import {
   LOG_LEVEL_SETTING,
   metricsPortSetting,
   REDIS_URL_SETTING,
+  TARGET_CACHE_BYTES_SETTING,
   TARGET_MODEL_SETTING,
 } from "../services/config/shared-settings.ts";
 import type { ServerTlsFiles } from "../services/grpc/server.ts";
@@ -103,6 +104,29 @@ export const GATEWAY_SETTINGS = {
     env: "SPECGATE_MAX_IN_FLIGHT_PER_TENANT",
     schema: integer(0, 0),
     help: "requests one tenant may have generating at once; more get RESOURCE_EXHAUSTED (0: only --max-in-flight)",
+  },
+  maxQueued: {
+    flag: "max-queued",
+    env: "SPECGATE_MAX_QUEUED",
+    schema: integer(0, 16),
+    help: "requests that may wait for a slot or KV memory when none is free (0: refuse at once); more get RESOURCE_EXHAUSTED with a retry hint",
+  },
+  maxQueueMs: {
+    flag: "max-queue-ms",
+    env: "SPECGATE_MAX_QUEUE_MS",
+    schema: integer(1, 1000),
+    help: "longest wait in that queue; a request still waiting then gets RESOURCE_EXHAUSTED with a retry hint",
+  },
+  kvBudgetBytes: {
+    flag: "kv-budget-bytes",
+    env: "SPECGATE_KV_BUDGET_BYTES",
+    schema: integer(0, 0),
+    help: "target KV cache bytes the requests in flight may reserve together, prompt + max_tokens each (0: one replica's cache, --target-cache-bytes); more wait or get RESOURCE_EXHAUSTED",
+  },
+  targetCacheBytes: {
+    ...TARGET_CACHE_BYTES_SETTING,
+    flag: "target-cache-bytes",
+    help: "each target replica's KV cache budget (as the replicas read it): the default KV memory limit, since routing may put every sequence on one replica",
   },
   tlsCert: {
     flag: "tls-cert",

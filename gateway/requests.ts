@@ -9,10 +9,11 @@ import * as grpc from "@grpc/grpc-js";
 import type { Context } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
+import { RETRY_PUSHBACK_TRAILER } from "../sdk/errors.ts";
 import { randomSeed } from "../services/engine/rng.ts";
 import { VerifyJobError } from "../services/replica-link/verify-errors.ts";
 import { type RequestTrace, type SpecgateMetrics, startRequestTrace } from "../services/telemetry/index.ts";
-import type { Admission, Admitted } from "./admission.ts";
+import { type Admission, AdmissionRefused, type Admitted } from "./admission.ts";
 import type { ApiKeys } from "./api-keys.ts";
 import { identifyCaller } from "./authentication.ts";
 import { Aborted, type CallWatch } from "./call-abort.ts";
@@ -59,8 +60,24 @@ export interface RequestContext {
   readonly metrics?: SpecgateMetrics;
 }
 
-/** The gRPC status a request ends with when `error` ended it. */
-export function requestStatus(error: unknown): { code: grpc.status; details: string } {
+/** The gRPC status a request ends with when `error` ended it; a refusal for lack of room says when to retry. */
+export function requestStatus(error: unknown): {
+  code: grpc.status;
+  details: string;
+  metadata?: grpc.Metadata;
+  retryAfterMs?: number;
+} {
+  if (error instanceof AdmissionRefused) {
+    if (error.reason === "draining") return { code: grpc.status.UNAVAILABLE, details: error.message };
+    const metadata = new grpc.Metadata();
+    if (error.retryAfterMs !== undefined) metadata.set(RETRY_PUSHBACK_TRAILER, String(error.retryAfterMs));
+    return {
+      code: grpc.status.RESOURCE_EXHAUSTED,
+      details: error.message,
+      metadata,
+      retryAfterMs: error.retryAfterMs,
+    };
+  }
   if (error instanceof InvalidRequestError) return { code: grpc.status.INVALID_ARGUMENT, details: error.message };
   if (error instanceof Aborted) return { code: error.code, details: error.message };
   if (error instanceof NoReplicaError) return { code: grpc.status.UNAVAILABLE, details: error.message };
@@ -88,31 +105,42 @@ export class GatewayRequests {
 
   constructor(private readonly context: RequestContext) {}
 
-  /** Identifies, admits and validates the request; throws what refuses it (nothing is held then). */
-  start(incoming: IncomingRequest): StartedRequest {
+  /**
+   * Identifies, validates and admits the request (waiting in the admission queue if it must); rejects with what
+   * refuses it, nothing held then.
+   */
+  async start(incoming: IncomingRequest): Promise<StartedRequest> {
     const { method } = incoming;
     // Malformed or oversized calls are refused before the key check and admission: nothing of theirs is looked at.
     const problems = [...(incoming.problems ?? []), ...shapeProblems(incoming.request)];
     if (problems.length > 0) throw new InvalidRequestError(problems);
-    const { tenant, admitted } = this.#admit(incoming);
+    const tenant = this.#identify(incoming);
     const controller = new AbortController();
     this.#running.add(controller);
     const watch = incoming.watch(controller);
     const request = { ...incoming.request, tenant_id: tenant };
     const requestId = request.request_id || randomUUID();
     const log = this.context.logger.child({ requestId, tenant: request.tenant_id });
+    let admitted: Admitted | undefined;
     const finish = () => {
       watch.release();
       this.#running.delete(controller);
-      admitted.release();
+      admitted?.release();
     };
     let valid: ValidRequest;
     try {
+      // Validation first: a bad request is told so even while the gateway is full, and it reserves nothing.
       valid = validateRequest(request, this.context.validation, randomSeed());
+      admitted = await this.context.admission.admit({
+        tenant,
+        kvTokens: Math.min(valid.prompt.length + valid.maxNewTokens, this.context.validation.contextLength),
+        signal: controller.signal,
+      });
     } catch (error) {
       finish();
-      log.info({ code: "INVALID_ARGUMENT", details: requestStatus(error).details }, "request ended early");
-      throw error;
+      const status = requestStatus(controller.signal.aborted ? controller.signal.reason : error);
+      log.info({ code: grpc.status[status.code], details: status.details }, "request ended early");
+      throw controller.signal.aborted ? controller.signal.reason : error;
     }
     const trace = this.#trace(method, incoming.parent, valid);
     return {
@@ -167,7 +195,7 @@ export class GatewayRequests {
 
   /** Runs one request to its outcome: `start`, then `run`. */
   async serve(incoming: IncomingRequest, onDelta: (delta: Delta) => void): Promise<Served> {
-    return await this.start(incoming).run(onDelta);
+    return await (await this.start(incoming)).run(onDelta);
   }
 
   /** Ends every request still running with `code` (the drain's grace is over). */
@@ -175,8 +203,8 @@ export class GatewayRequests {
     for (const controller of this.#running) controller.abort(new Aborted(code, message));
   }
 
-  /** The caller's tenant, once its key is accepted and a slot is free; throws the status that refuses it. */
-  #admit(incoming: IncomingRequest): { tenant: string; admitted: Admitted } {
+  /** The caller's tenant, once its key is accepted; throws the status that refuses it. */
+  #identify(incoming: IncomingRequest): string {
     const identity = identifyCaller(this.context.apiKeys, incoming.authorization, incoming.request.tenant_id);
     if (!identity.ok) {
       this.context.logger.info(
@@ -185,14 +213,7 @@ export class GatewayRequests {
       );
       throw new Aborted(identity.code, identity.message);
     }
-    const admitted = this.context.admission.admit(identity.tenant);
-    if (!admitted.admitted) {
-      throw new Aborted(
-        admitted.reason === "draining" ? grpc.status.UNAVAILABLE : grpc.status.RESOURCE_EXHAUSTED,
-        admitted.message,
-      );
-    }
-    return { tenant: identity.tenant, admitted };
+    return identity.tenant;
   }
 
   #trace(method: string, parent: Context, valid: ValidRequest): RequestTrace {

@@ -89,7 +89,14 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
 
   const replicas = connectReplicas(config, model, logger);
   const draft = new DraftLink({ address: config.draftAddress, proposeTimeoutMs: 2000, retryMs: 1000, logger });
-  const admission = new Admission(config.maxInFlight, config.maxInFlightPerTenant || Number.POSITIVE_INFINITY);
+  const admission = new Admission({
+    maxInFlight: config.maxInFlight,
+    maxInFlightPerTenant: config.maxInFlightPerTenant || Number.POSITIVE_INFINITY,
+    maxQueued: config.maxQueued,
+    maxQueueMs: config.maxQueueMs,
+    kvBudgetBytes: config.kvBudgetBytes || config.targetCacheBytes,
+    kvBytesPerToken: model.kvBytesPerToken,
+  });
   const requests = new GatewayRequests({
     apiKeys,
     admission,

@@ -1,6 +1,12 @@
 /** Errors the SDK surfaces: every failure carries its gRPC status code, as it crossed the wire. */
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
 
+/**
+ * The trailer in which a gateway that refused a request for lack of room (RESOURCE_EXHAUSTED) says when to retry:
+ * gRPC's retry pushback, which grpc clients with a retry policy honour too.
+ */
+export const RETRY_PUSHBACK_TRAILER = "grpc-retry-pushback-ms";
+
 export class SpecgateError extends Error {
   override readonly name = "SpecgateError";
   /** gRPC status code (grpc.status), e.g. 3 = INVALID_ARGUMENT, 8 = RESOURCE_EXHAUSTED, 14 = UNAVAILABLE. */
@@ -19,6 +25,12 @@ export class SpecgateError extends Error {
   /** Status code name, e.g. "INVALID_ARGUMENT". */
   get codeName(): string {
     return status[this.code] ?? String(this.code);
+  }
+
+  /** When the server suggests retrying, ms from the failure (RETRY_PUSHBACK_TRAILER); undefined if it did not. */
+  get retryAfterMs(): number | undefined {
+    const value = Number(this.metadata.get(RETRY_PUSHBACK_TRAILER)[0]);
+    return Number.isFinite(value) && value >= 0 ? value : undefined;
   }
 
   static fromServiceError(error: ServiceError): SpecgateError {

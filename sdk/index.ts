@@ -8,7 +8,7 @@ export {
   type StreamEvent,
   type TlsOptions,
 } from "./client.ts";
-export { SpecgateError } from "./errors.ts";
+export { RETRY_PUSHBACK_TRAILER, SpecgateError } from "./errors.ts";
 export type { GenerateEnd__Output as GenerateEnd } from "./gen/specgate/v1/GenerateEnd.ts";
 export type { GenerateResponse__Output as GenerateResponse } from "./gen/specgate/v1/GenerateResponse.ts";
 export type { ListModelsResponse__Output as ListModelsResponse } from "./gen/specgate/v1/ListModelsResponse.ts";

@@ -34,7 +34,7 @@ export function invalidField(param: string, message: string): HttpError {
   return new HttpError(400, "invalid_request_error", message, "invalid_value", param);
 }
 
-/** Seconds a client refused for load or drain should wait before it retries (Retry-After). */
+/** Seconds a client refused while draining (or without the admission's estimate) waits before it retries. */
 const RETRY_AFTER_S = 1;
 
 /** How each gRPC status a request can end with reads over HTTP. */
@@ -69,6 +69,10 @@ export function httpFailure(error: unknown): HttpFailure {
   return {
     status: mapped.status,
     body: { error: { message: grpcStatus.details, type: mapped.type, param: null, code: mapped.code } },
-    ...((mapped.status === 429 || mapped.status === 503) && { retryAfterS: RETRY_AFTER_S }),
+    ...((mapped.status === 429 || mapped.status === 503) && {
+      // Retry-After counts whole seconds: the admission's estimate, rounded up.
+      retryAfterS:
+        grpcStatus.retryAfterMs === undefined ? RETRY_AFTER_S : Math.max(1, Math.ceil(grpcStatus.retryAfterMs / 1000)),
+    }),
   };
 }

@@ -89,7 +89,7 @@ export function httpRoutes({ gateway, model: served, chatTemplate }: HttpApiCont
     }
     const deadlineMs = deadlineOf(c);
     const signal = c.req.raw.signal;
-    const started = gateway.requests.start({
+    const started = await gateway.requests.start({
       method: `POST ${c.req.path}`,
       request: { ...request, tenant_id: c.req.header(TENANT_HEADER) ?? "" },
       authorization: authorization(c),

@@ -38,6 +38,14 @@ export const REDIS_URL_SETTING = {
   help: "Redis holding the verify queues and replica announcements",
 } satisfies Setting;
 
+/** Each target replica's KV cache budget (the gateway reserves against it when admitting requests). */
+export const TARGET_CACHE_BYTES_SETTING = {
+  flag: "cache-bytes",
+  env: "SPECGATE_TARGET_CACHE_BYTES",
+  schema: integer(1, 1024 * 1024 * 1024),
+  help: "cap on the target KV cache bytes of all sequences; idle sequences are evicted least recently used first",
+} satisfies Setting;
+
 /** Kept as text (it prints as the default in --help), checked against the grammar; parseDrafterSpecs reads it. */
 export const DRAFTERS_SETTING = {
   flag: "drafters",

@@ -125,8 +125,13 @@ export function decoderLayout(
       inputNames.has("position_ids") &&
       tensorMetadata(inputs.find((input) => input.name === "attention_mask")).shape[1] === TREE_MASK_WIDTH,
     hasUseCacheBranch: inputNames.has("use_cache_branch"),
-    kvBytesPerToken: numLayers * 2 * numKvHeads * headDim * FLOAT32_BYTES,
+    kvBytesPerToken: kvBytesPerToken(numLayers, numKvHeads, headDim),
   };
+}
+
+/** Bytes of KV cache one token occupies: a key and a value per layer and KV head, float32 (the only cache type run). */
+export function kvBytesPerToken(numLayers: number, numKvHeads: number, headDim: number): number {
+  return numLayers * 2 * numKvHeads * headDim * FLOAT32_BYTES;
 }
 
 function tensorMetadata(metadata: ValueMetadata | undefined): InferenceSession.TensorValueMetadata {

@@ -22,6 +22,7 @@ import {
   MODELS_DIR_SETTING,
   metricsPortSetting,
   REDIS_URL_SETTING,
+  TARGET_CACHE_BYTES_SETTING,
   TARGET_MODEL_SETTING,
   THREAD_SPINNING_SETTING,
 } from "../config/shared-settings.ts";
@@ -78,12 +79,7 @@ export const TARGET_SETTINGS = {
     help: "ONNX Runtime threads inside one operator (0: all cores)",
   },
   threadSpinning: THREAD_SPINNING_SETTING,
-  cacheBytes: {
-    flag: "cache-bytes",
-    env: "SPECGATE_TARGET_CACHE_BYTES",
-    schema: integer(1, 1024 * 1024 * 1024),
-    help: "cap on the target KV cache bytes of all sequences; idle sequences are evicted least recently used first",
-  },
+  cacheBytes: TARGET_CACHE_BYTES_SETTING,
   drainMs: drainSetting(
     10000,
     "on SIGTERM, how long the jobs in hand may take to finish before the replica closes anyway",

@@ -359,7 +359,14 @@ describe("gateway over real draft and target processes", { timeout: 240_000 }, (
   it("refuses requests beyond its in-flight limit with RESOURCE_EXHAUSTED", async () => {
     const served = await loadServedModel(MODEL);
     const small = await startGateway({
-      config: parseGatewayConfig({ port: 0, redisUrl: redis.url, draftAddress, drafters: DRAFTERS, maxInFlight: 1 }),
+      config: parseGatewayConfig({
+        port: 0,
+        redisUrl: redis.url,
+        draftAddress,
+        drafters: DRAFTERS,
+        maxInFlight: 1,
+        maxQueued: 0,
+      }),
       model: served.model,
       tokenizer: served.tokenizer,
       logger: silent,
