@@ -14,17 +14,20 @@ describe("process usage", () => {
     assert.throws(() => parseSchedstat("not numbers"), /not a schedstat line/);
   });
 
-  it("measures the CPU time another process spends in an interval, and nothing for one that is gone", async () => {
-    // A child that burns about 200 ms of CPU when told to, says so, and exits when its stdin ends.
+  it("measures the CPU time another process spends in an interval, and nothing for one that is gone", async (t) => {
+    // A child that burns 200 ms of its own CPU time when told to (CPU time, not wall time: on a loaded machine 200 ms
+    // of wall time may hold much less CPU), says so, and exits when its stdin ends.
     const child = spawn(process.execPath, [
       "-e",
       `process.stdin.once("data", () => {
-        const end = Date.now() + 200;
-        while (Date.now() < end);
+        const start = process.cpuUsage();
+        while (process.cpuUsage(start).user < 200_000);
         process.stdout.write("done");
       });
       process.stdin.on("end", () => process.exit(0));`,
     ]);
+    // A failed assertion must not leave the child holding the test process open.
+    t.after(() => child.kill("SIGKILL"));
     const pid = child.pid as number;
     assert.ok(processUsage(pid), "schedstats readable for a live process");
     const meter = new UsageMeter(new Map([["child", pid]]));
