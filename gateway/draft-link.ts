@@ -18,6 +18,7 @@ import type { DraftServerMessage__Output } from "../gen/specgate/v1/DraftServerM
 import type { Proposal__Output } from "../gen/specgate/v1/Proposal.ts";
 import type { ProposeRequest } from "../gen/specgate/v1/ProposeRequest.ts";
 import type { SamplingParams } from "../gen/specgate/v1/SamplingParams.ts";
+import type { TreeShape } from "../gen/specgate/v1/TreeShape.ts";
 import { DraftClient } from "../proto/load.ts";
 
 /** What the link needs to know of a sequence to (re-)open it on any stream. */
@@ -25,6 +26,8 @@ export interface DraftedSequence {
   readonly sequenceId: string;
   readonly drafter: string;
   readonly sampling: SamplingParams;
+  /** Set: the sequence drafts token trees of this shape (K deep) instead of chains. */
+  readonly tree?: TreeShape;
   /** Every committed token right now (prompt + generated). */
   history(): readonly number[];
 }
@@ -106,6 +109,7 @@ export class DraftLink {
         history_length: sequence.history().length,
         trace_context: traceContext,
         k_next: kNext,
+        ...(sequence.tree && { tree: sequence.tree }),
       };
       if (early?.round === round) {
         stream.write({ propose });
@@ -118,10 +122,21 @@ export class DraftLink {
     return undefined;
   }
 
-  /** Settles a round: the draft keeps `accepted` of its proposal and appends the target's tokens. */
-  accept(sequenceId: string, round: number, accepted: number, appended: readonly number[]): void {
+  /**
+   * Settles a round: the draft keeps `accepted` of its proposal (for a tree, the nodes of `path`) and appends the
+   * target's tokens.
+   */
+  accept(
+    sequenceId: string,
+    round: number,
+    accepted: number,
+    appended: readonly number[],
+    path: readonly number[] = [],
+  ): void {
     if (this.#openedOn.get(sequenceId) !== this.#generation || !this.#stream) return;
-    this.#stream.write({ accept: { sequence_id: sequenceId, round, accepted, appended: [...appended] } });
+    this.#stream.write({
+      accept: { sequence_id: sequenceId, round, accepted, appended: [...appended], path: [...path] },
+    });
   }
 
   /**

@@ -9,6 +9,7 @@
  */
 import type { Logger } from "pino";
 import type { DraftDistribution, DraftDistribution__Output } from "../gen/specgate/v1/DraftDistribution.ts";
+import type { DraftTree, DraftTree__Output } from "../gen/specgate/v1/DraftTree.ts";
 import type { FinishReason__Output } from "../gen/specgate/v1/FinishReason.ts";
 import type { Proposal__Output } from "../gen/specgate/v1/Proposal.ts";
 import type { RoundTiming__Output } from "../gen/specgate/v1/RoundTiming.ts";
@@ -16,9 +17,11 @@ import type { SpeculationStats__Output } from "../gen/specgate/v1/SpeculationSta
 import type { VerifyJob } from "../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult__Output } from "../gen/specgate/v1/VerifyResult.ts";
 import { messageCodec } from "../proto/codec.ts";
+import { fromWire } from "../proto/draft-distribution.ts";
 import { type CostModel, createKPolicy } from "../services/engine/k-policy.ts";
 import { type RoundOutcome, type RoundPlan, SpeculativeSequence } from "../services/engine/round.ts";
 import { SequenceState } from "../services/engine/sequence.ts";
+import { decodeTree, encodeTree, type TokenTree, treePrefix } from "../services/engine/token-tree.ts";
 import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
 import { injectIntoCarrier, type RequestTrace, type RoundTrace } from "../services/telemetry/index.ts";
 import type { DraftedSequence, DraftLink } from "./draft-link.ts";
@@ -106,7 +109,11 @@ export async function runGeneration(
       );
       const verified = performance.now();
       const { result } = verification;
-      const outcome = speculation.accept(current.plan, draft, { accepted: result.accepted, token: result.next_token });
+      const outcome = speculation.accept(current.plan, draft?.tree ? { tree: draft.tree } : draft, {
+        accepted: result.accepted,
+        token: result.next_token,
+        path: result.path,
+      });
       let upcoming: RoundInFlight | undefined;
       if (!speculation.sequence.finished) {
         signal.throwIfAborted();
@@ -148,10 +155,12 @@ interface RoundInFlight {
   readonly proposal: Promise<Proposal__Output | undefined> | undefined;
 }
 
-/** The part of a proposal a round uses, in wire form. */
+/** The part of a proposal a round uses, in wire form; a tree round's tree also as the engine reads it. */
 interface WireDraft {
   readonly tokens: number[];
   readonly distributions: DraftDistribution__Output[];
+  readonly tree?: TokenTree;
+  readonly wireTree?: DraftTree;
 }
 
 /** The round's timings, as the client receives them and the round's span carries them. */
@@ -217,12 +226,16 @@ class Generation {
       createKPolicy(request.kPolicy, this.costs),
       request.drafter === NO_DRAFTER
         ? undefined
-        : { rollBack: (outcome) => draft.accept(ids.sequenceId, outcome.round, outcome.accepted, [outcome.token]) },
+        : {
+            rollBack: (outcome) =>
+              draft.accept(ids.sequenceId, outcome.round, outcome.accepted, [outcome.token], outcome.path),
+          },
     );
     this.drafted = {
       sequenceId: ids.sequenceId,
       drafter: request.drafter,
       sampling: request.sampling,
+      ...(request.tree && { tree: request.tree }),
       history: () => sequence.tokens,
     };
   }
@@ -249,12 +262,30 @@ class Generation {
       if (round.proposal) this.extra.fallback_rounds++;
       return undefined;
     }
+    if (proposal.tree && proposal.tree.tokens.length > 0) return this.#takeTree(round, proposal.tree);
     // A proposal drafted on the last verdict may hold more than this round asked for: its prefix is what a shorter
     // ask would have drafted (draws depend on the position only).
     const tokens = proposal.tokens.slice(0, round.plan.k);
     const distributions = this.request.sampling.temperature > 0 ? proposal.distributions.slice(0, tokens.length) : [];
     this.extra.draft_distribution_bytes += wireBytes(distributions);
     return { tokens, distributions };
+  }
+
+  /** A proposed tree, cut to the round's K (a tree drafted on the last verdict may be deeper); none if malformed. */
+  #takeTree(round: RoundInFlight, wire: DraftTree__Output): WireDraft | undefined {
+    const sampled = this.request.sampling.temperature > 0 && wire.distributions.length > 0;
+    let tree: TokenTree;
+    try {
+      tree = treePrefix(decodeTree(wire, sampled ? wire.distributions.map(fromWire) : undefined), round.plan.k);
+    } catch (error) {
+      this.services.logger.warn({ err: error, round: round.plan.round }, "malformed draft tree; round runs without it");
+      this.extra.fallback_rounds++;
+      return undefined;
+    }
+    const distributions = sampled ? wire.distributions.slice(0, tree.tokens.length) : [];
+    const wireTree = { ...encodeTree(tree), distributions };
+    this.extra.draft_distribution_bytes += wireBytes(distributions);
+    return { tokens: [], distributions: [], tree, wireTree };
   }
 
   verifyJob(round: RoundInFlight, draft: WireDraft | undefined, proposal: Proposal__Output | undefined): VerifyJob {
@@ -273,6 +304,7 @@ class Generation {
       deadline_unix_ms: this.deadlineUnixMs,
       model: this.services.model.name,
       draft_verdict_channel: proposal?.verdict_channel ?? "",
+      ...(draft?.wireTree && { draft_tree: draft.wireTree }),
     };
   }
 
@@ -291,7 +323,8 @@ class Generation {
     // Costs as adaptive K must weigh them here: round trips through gRPC and Redis. Rounds that (re)filled a cache
     // measure the prefill, not a verify step.
     if (outcome.round > 1 && !result.reprefilled) {
-      this.costs.recordRound(outcome.proposed, timing.draft_wait_ms, timing.verify_wait_ms);
+      // A tree is filed under its depth, the K the policy chooses (as generate.ts does).
+      this.costs.recordRound(outcome.depth ?? outcome.proposed, timing.draft_wait_ms, timing.verify_wait_ms);
     }
     const { committed } = outcome;
     if (committed.tokens.length > 0) {

@@ -9,9 +9,12 @@ import type { RelaxedAcceptance__Output } from "../gen/specgate/v1/RelaxedAccept
 import { enumNames } from "../proto/codec.ts";
 import type { KPolicyConfig } from "../services/engine/k-policy.ts";
 import { MAX_SEED } from "../services/engine/rng.ts";
+import { TREE_LIMITS } from "../services/engine/token-tree.ts";
+import type { Branching } from "../services/engine/tree-policy.ts";
 
 export const NO_DRAFTER = "none";
 const MAX_STOP_STRINGS = 16;
+const MAX_TREE_WIDTH = 8;
 const ACCEPTANCE_MODES = enumNames<AcceptanceMode__Output>("AcceptanceMode");
 
 export interface ValidationContext {
@@ -52,6 +55,8 @@ export interface ValidRequest {
   readonly kPolicy: KPolicyConfig;
   readonly acceptance: AcceptanceMode__Output;
   readonly relaxed: RelaxedAcceptance__Output | null;
+  /** Draft token trees of this branching (K deep) instead of chains. */
+  readonly tree?: Branching;
   readonly tenantId: string;
   readonly userId: string;
 }
@@ -135,6 +140,20 @@ function relaxedOf(request: GenerateRequest__Output, problems: string[]): Relaxe
   return relaxed;
 }
 
+function treeOf(request: GenerateRequest__Output, lossless: boolean, problems: string[]): Branching | undefined {
+  const tree = request.speculation?.tree;
+  if (!tree) return undefined;
+  const { width, nodes } = tree;
+  if (!(width >= 1 && width <= MAX_TREE_WIDTH)) {
+    problems.push(`speculation.tree.width must lie in 1..${MAX_TREE_WIDTH}, got ${width}`);
+  }
+  if (!(nodes >= 1 && nodes <= TREE_LIMITS.maxNodes)) {
+    problems.push(`speculation.tree.nodes must lie in 1..${TREE_LIMITS.maxNodes}, got ${nodes}`);
+  }
+  if (!lossless) problems.push("speculation.tree is verified with lossless acceptance only");
+  return { width, nodes };
+}
+
 /** The request resolved, or InvalidRequestError listing every problem. `seed` is used when the request sets none. */
 export function validateRequest(request: GenerateRequest__Output, ctx: ValidationContext, seed: number): ValidRequest {
   const problems: string[] = [];
@@ -166,6 +185,8 @@ export function validateRequest(request: GenerateRequest__Output, ctx: Validatio
     );
   }
   const relaxed = relaxedOf(request, problems);
+  const lossless = acceptance === "ACCEPTANCE_MODE_UNSPECIFIED" || acceptance === "ACCEPTANCE_MODE_LOSSLESS";
+  const tree = treeOf(request, lossless, problems);
   if (problems.length > 0) throw new InvalidRequestError(problems);
   return {
     prompt,
@@ -176,6 +197,7 @@ export function validateRequest(request: GenerateRequest__Output, ctx: Validatio
     kPolicy,
     acceptance: acceptance === "ACCEPTANCE_MODE_UNSPECIFIED" ? "ACCEPTANCE_MODE_LOSSLESS" : acceptance,
     relaxed,
+    ...(tree && { tree }),
     tenantId: request.tenant_id,
     userId: request.user_id,
   };

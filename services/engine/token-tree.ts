@@ -113,6 +113,22 @@ export function decodeTree(
   return tokenTree(wire.tokens, parents, distributions, limits);
 }
 
+/**
+ * The tree's first nodes, up to the first one deeper than `maxDepth`: a tree no deeper than that, whose nodes keep
+ * their numbers (a path through it is a path through the whole tree). For trees grown level by level (the model
+ * drafter's) these are exactly the nodes down to `maxDepth`.
+ */
+export function treePrefix(tree: TokenTree, maxDepth: number): TokenTree {
+  const size = tree.depths.findIndex((depth) => depth > maxDepth);
+  if (size < 0) return tree;
+  return {
+    tokens: tree.tokens.subarray(0, size),
+    parents: tree.parents.subarray(0, size),
+    depths: tree.depths.subarray(0, size),
+    ...(tree.distributions && { distributions: tree.distributions.slice(0, size) }),
+  };
+}
+
 /** The children of a node (ROOT included), in node order. */
 export function children(tree: TokenTree, node: number): number[] {
   const found: number[] = [];
