@@ -25,6 +25,8 @@ export interface GenerateInput {
   k?: number | "adaptive";
   k_min?: number;
   k_max?: number;
+  /** Draft token trees (K deep, `width` children per node, `nodes` in all) instead of chains; lossless only. */
+  tree?: { width: number; nodes: number };
   /** "lossless" (default) or an opt-in LOSSY relaxed rule that changes the output distribution. */
   acceptance?: AcceptanceName;
   /** Parameters of the lossy rules: top-k agreement, typical acceptance thresholds. */
@@ -51,6 +53,7 @@ function speculationSettings(input: GenerateInput): SpeculationSettings {
   else if (input.k === "adaptive" || input.k_min !== undefined || input.k_max !== undefined) {
     settings.adaptive = { min_k: input.k_min ?? 0, max_k: input.k_max ?? 0 };
   }
+  if (input.tree) settings.tree = { width: input.tree.width, nodes: input.tree.nodes };
   if (input.acceptance) settings.acceptance = ACCEPTANCE_MODES[input.acceptance];
   if (input.relaxed_top_k !== undefined || input.relaxed_epsilon !== undefined || input.relaxed_delta !== undefined) {
     settings.relaxed = {
