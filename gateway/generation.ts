@@ -72,6 +72,7 @@ const FINISH_REASONS = {
 } as const;
 
 const distributionCodec = messageCodec<DraftDistribution, DraftDistribution__Output>("DraftDistribution");
+const treeCodec = messageCodec<DraftTree, DraftTree__Output>("DraftTree");
 
 function wireBytes(distributions: readonly DraftDistribution__Output[]): number {
   let bytes = 0;
@@ -197,6 +198,7 @@ class Generation {
     fallback_rounds: 0,
     target_reprefills: 0,
     draft_distribution_bytes: 0,
+    draft_tree_bytes: 0,
     replicas: [] as string[],
     round_timings: [] as RoundTiming__Output[],
   };
@@ -285,6 +287,7 @@ class Generation {
     const distributions = sampled ? wire.distributions.slice(0, tree.tokens.length) : [];
     const wireTree = { ...encodeTree(tree), distributions };
     this.extra.draft_distribution_bytes += wireBytes(distributions);
+    this.extra.draft_tree_bytes += treeCodec.encode(wireTree).length;
     return { tokens: [], distributions: [], tree, wireTree };
   }
 

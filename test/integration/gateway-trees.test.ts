@@ -126,6 +126,12 @@ describe("token trees through real draft and target processes", { timeout: 180_0
       results.some((r) => branched(r.stats)),
       "rounds verified trees, not chains",
     );
+    for (const { stats } of results) {
+      assert.ok(stats);
+      assert.equal(stats.nodes_per_round, stats.draft_tokens / stats.rounds);
+      assert.ok(stats.draft_tree_bytes > 2 * stats.draft_tokens, `${stats.draft_tree_bytes} bytes of trees`);
+      assert.ok(stats.accepted_per_position.length <= 4, "accepted per depth, at most K = 4 deep");
+    }
     const accepted = results.reduce((n, r) => n + (r.stats?.accepted_tokens ?? 0), 0);
     assert.ok(accepted > results.length * 4, `int4 trees accepted ${accepted} draft tokens`);
     const ngram = await inParallel(10, 5, (i) =>
