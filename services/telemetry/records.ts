@@ -47,6 +47,8 @@ export interface ReturnedStats {
   generated_tokens: number;
   draft_tokens: number;
   accepted_tokens: number;
+  /** K of each round in order (0: the round verified no draft). */
+  k_per_round?: readonly number[];
   /** Index i: rounds that proposed a token at draft position i (0-based), and rounds whose token there was accepted. */
   proposed_per_position?: readonly number[];
   accepted_per_position?: readonly number[];
