@@ -152,13 +152,13 @@ export class DraftSequences {
     return this.#operations.run(args.sequenceId, async () => {
       const sequence = this.#require(args.sequenceId);
       checkRound(args.round, "propose");
+      if (args.tree) checkTree(args.tree, Math.max(args.k, args.kNext ?? 0));
       // Also from a Propose answered by a draft on the verdict: the latest word on the round after.
       sequence.kNext = args.kNext ?? 0;
       sequence.tree = args.tree;
       sequence.traceContext = args.traceContext ?? {};
       if (args.round <= sequence.verdictDraftRound) return undefined;
       if (!(Number.isInteger(args.k) && args.k >= 1)) throw invalidArgument(`propose.k must be >= 1, got ${args.k}`);
-      if (args.tree) checkTree(args.tree, Math.max(args.k, args.kNext ?? 0));
       if (args.historyLength !== sequence.history.length) {
         throw new DraftFailure(
           "DRAFT_ERROR_DESYNC",
