@@ -1,7 +1,8 @@
 /**
  * Distributed speculative decoding benchmark (`npm run bench -- --mode distributed [--json] [--prompts N]
  * [--max-tokens N] [--repeats R] [--drafters int4,int4-x11m,ngram] [--k K | --adaptive] [--streams 1,2,4,8,16]
- * [--stream-tokens N] [--sweep-drafter NAME|none] [--no-inproc] [--draft-on-verdict] [--tree-width W] [--tree-nodes N]`).
+ * [--stream-tokens N] [--sweep-drafter NAME|none] [--no-inproc] [--draft-on-verdict] [--tree-width W] [--tree-nodes N]
+ * [--tree-adaptive]`).
  *
  * Starts the whole stack on the cost-scaled pair (redis-server, draft service, one target replica, gateway as real
  * processes, deploy/local-stack.ts) and stops it at the end. Through the gateway, with the SDK's streaming
@@ -90,11 +91,13 @@ const argsSchema = z.object({
   /** Shape of the `<drafter>/tree` variants: children per node and nodes in all (K deep). */
   "tree-width": z.coerce.number().int().positive().default(2),
   "tree-nodes": z.coerce.number().int().positive().default(8),
+  /** The tree variants let the gateway pick, each round, the chain or the tree by measured rate. */
+  "tree-adaptive": z.boolean().default(false),
 });
 type Args = z.output<typeof argsSchema>;
 
 function parseOptions(argv: readonly string[]): Args {
-  const booleans = new Set(["adaptive", "no-inproc", "draft-on-verdict"]);
+  const booleans = new Set(["adaptive", "no-inproc", "draft-on-verdict", "tree-adaptive"]);
   const { values } = parseArgs({
     args: [...argv],
     options: Object.fromEntries(
@@ -559,7 +562,9 @@ function streamInput(args: Args, prompt: number[], config: string, tag: string):
     max_tokens: args["max-tokens"],
     drafter,
     ...(drafter === PLAIN ? { k: 0 } : policy),
-    ...(drafter !== config && { tree: { width: args["tree-width"], nodes: args["tree-nodes"] } }),
+    ...(drafter !== config && {
+      tree: { width: args["tree-width"], nodes: args["tree-nodes"], adaptive: args["tree-adaptive"] },
+    }),
     tenant_id: "bench",
     request_id: tag,
   };
@@ -705,7 +710,9 @@ function drafterReports(
         const drafter = isTree ? name.slice(0, -TREE_SUFFIX.length) : name;
         const report = {
           model: DRAFTER_MODELS[drafter] ?? null,
-          ...(isTree && { tree_shape: { width: args["tree-width"], nodes: args["tree-nodes"] } }),
+          ...(isTree && {
+            tree_shape: { width: args["tree-width"], nodes: args["tree-nodes"], adaptive: args["tree-adaptive"] },
+          }),
           ...figures,
           inproc: own && {
             alpha: own.alpha,

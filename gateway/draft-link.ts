@@ -26,8 +26,6 @@ export interface DraftedSequence {
   readonly sequenceId: string;
   readonly drafter: string;
   readonly sampling: SamplingParams;
-  /** Set: the sequence drafts token trees of this shape (K deep) instead of chains. */
-  readonly tree?: TreeShape;
   /** Every committed token right now (prompt + generated). */
   history(): readonly number[];
 }
@@ -86,8 +84,9 @@ export class DraftLink {
 
   /**
    * Asks for up to k draft tokens after the sequence's history, and for `kNext` more on this round's verdict (0:
-   * none). Undefined when no proposal can be had (the caller runs the round without a draft). A proposal drafted on
-   * the verdict of the round before may hold more than k tokens.
+   * none); with `tree`, for token trees of that shape, k and kNext deep. Undefined when no proposal can be had (the
+   * caller runs the round without a draft). A proposal drafted on the verdict of the round before may hold more than k
+   * tokens, or be a tree or a chain whatever this round asks.
    */
   async propose(
     sequence: DraftedSequence,
@@ -95,6 +94,7 @@ export class DraftLink {
     k: number,
     kNext: number,
     traceContext: Record<string, string> = {},
+    tree?: TreeShape,
   ): Promise<Proposal__Output | undefined> {
     const early = this.#early.get(sequence.sequenceId);
     this.#early.delete(sequence.sequenceId);
@@ -109,7 +109,7 @@ export class DraftLink {
         history_length: sequence.history().length,
         trace_context: traceContext,
         k_next: kNext,
-        ...(sequence.tree && { tree: sequence.tree }),
+        ...(tree && { tree }),
       };
       if (early?.round === round) {
         stream.write({ propose });

@@ -22,6 +22,7 @@ import { type CostModel, createKPolicy } from "../services/engine/k-policy.ts";
 import { type RoundOutcome, type RoundPlan, SpeculativeSequence } from "../services/engine/round.ts";
 import { SequenceState } from "../services/engine/sequence.ts";
 import { decodeTree, encodeTree, type TokenTree, treePrefix } from "../services/engine/token-tree.ts";
+import { type Branching, FixedTreeShape, type TreeShaper } from "../services/engine/tree-policy.ts";
 import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
 import { injectIntoCarrier, type RequestTrace, type RoundTrace } from "../services/telemetry/index.ts";
 import type { DraftedSequence, DraftLink } from "./draft-link.ts";
@@ -41,6 +42,8 @@ export interface GenerationServices {
   readonly model: TargetModel;
   /** Measured draft and verify costs of a drafter/target pair, shared by its requests (adaptive K). */
   costs(drafter: string): CostModel;
+  /** The chain or `shape`, by measured tokens per ms of round: one policy per drafter and shape, shared by its requests. */
+  treeShaper(drafter: string, shape: Branching): TreeShaper;
   readonly logger: Logger;
 }
 
@@ -150,6 +153,8 @@ export async function runGeneration(
  */
 interface RoundInFlight {
   readonly plan: RoundPlan;
+  /** The tree shape the round asked for (undefined: a chain). */
+  readonly branching: Branching | undefined;
   readonly start: number;
   readonly span: RoundTrace;
   readonly traceContext: Record<string, string>;
@@ -191,6 +196,10 @@ class Generation {
   private readonly started = performance.now();
   private readonly costs: CostModel;
   private readonly drafted: DraftedSequence;
+  /** Chooses each round's tree shape or the chain, when the request asked for trees. */
+  private readonly shaper: TreeShaper | undefined;
+  /** The shape trees were last asked for: a tree drafted on a verdict has it even when this round asked for a chain. */
+  private treeShape: Branching | undefined;
   /** The statistics the services add to the engine's. */
   private readonly extra = {
     queue_time_ms: 0,
@@ -237,24 +246,32 @@ class Generation {
       sequenceId: ids.sequenceId,
       drafter: request.drafter,
       sampling: request.sampling,
-      ...(request.tree && { tree: request.tree }),
       history: () => sequence.tokens,
     };
+    const { tree } = request;
+    this.shaper =
+      tree && (tree.adaptive ? services.treeShaper(request.drafter, tree.shape) : new FixedTreeShape(tree.shape));
   }
 
   startRound(): RoundInFlight {
     const plan = this.speculation.plan();
     const span = this.trace.startRound();
     const traceContext = injectIntoCarrier(span.context);
+    const branching = plan.k > 0 ? this.shaper?.choose() : undefined;
+    if (branching) this.treeShape = branching;
+    const tree = branching && { width: branching.width, nodes: branching.nodes };
     return {
       plan,
+      branching,
       start: performance.now(),
       span,
       traceContext,
-      // The draft service drafts the next round on this round's verdict with the same K (the gateway's next ask may
-      // take fewer, or update it for the round after).
+      // The draft service drafts the next round on this round's verdict with the same K and shape (the gateway's next
+      // ask may take fewer, or update them for the round after).
       proposal:
-        plan.k > 0 ? this.services.draft.propose(this.drafted, plan.round, plan.k, plan.k, traceContext) : undefined,
+        plan.k > 0
+          ? this.services.draft.propose(this.drafted, plan.round, plan.k, plan.k, traceContext, tree)
+          : undefined,
     };
   }
 
@@ -330,6 +347,8 @@ class Generation {
       this.costs.recordRound(outcome.depth ?? outcome.proposed, timing.draft_wait_ms, timing.verify_wait_ms);
     }
     const { committed } = outcome;
+    // The shape that ran, which a proposal drafted on the last verdict decides.
+    this.shaper?.observe(outcome.path ? this.treeShape : undefined, committed.tokens.length, timing.round_ms);
     if (committed.tokens.length > 0) {
       if (extra.time_to_first_token_ms === 0) extra.time_to_first_token_ms = performance.now() - this.started;
       this.onDelta({ token_ids: committed.tokens, text: committed.text, round: outcome.round });

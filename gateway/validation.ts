@@ -55,10 +55,16 @@ export interface ValidRequest {
   readonly kPolicy: KPolicyConfig;
   readonly acceptance: AcceptanceMode__Output;
   readonly relaxed: RelaxedAcceptance__Output | null;
-  /** Draft token trees of this branching (K deep) instead of chains. */
-  readonly tree?: Branching;
+  /** Draft token trees (K deep) instead of chains. */
+  readonly tree?: TreeRequest;
   readonly tenantId: string;
   readonly userId: string;
+}
+
+/** A request's trees: always this shape, or each round the chain or this shape by measured rate (`adaptive`). */
+export interface TreeRequest {
+  readonly shape: Branching;
+  readonly adaptive: boolean;
 }
 
 export class InvalidRequestError extends Error {
@@ -140,18 +146,19 @@ function relaxedOf(request: GenerateRequest__Output, problems: string[]): Relaxe
   return relaxed;
 }
 
-function treeOf(request: GenerateRequest__Output, lossless: boolean, problems: string[]): Branching | undefined {
+function treeOf(request: GenerateRequest__Output, lossless: boolean, problems: string[]): TreeRequest | undefined {
   const tree = request.speculation?.tree;
   if (!tree) return undefined;
-  const { width, nodes } = tree;
+  const width = tree.shape?.width ?? 0;
+  const nodes = tree.shape?.nodes ?? 0;
   if (!(width >= 1 && width <= MAX_TREE_WIDTH)) {
-    problems.push(`speculation.tree.width must lie in 1..${MAX_TREE_WIDTH}, got ${width}`);
+    problems.push(`speculation.tree.shape.width must lie in 1..${MAX_TREE_WIDTH}, got ${width}`);
   }
   if (!(nodes >= 1 && nodes <= TREE_LIMITS.maxNodes)) {
-    problems.push(`speculation.tree.nodes must lie in 1..${TREE_LIMITS.maxNodes}, got ${nodes}`);
+    problems.push(`speculation.tree.shape.nodes must lie in 1..${TREE_LIMITS.maxNodes}, got ${nodes}`);
   }
   if (!lossless) problems.push("speculation.tree is verified with lossless acceptance only");
-  return { width, nodes };
+  return { shape: { width, nodes }, adaptive: tree.adaptive };
 }
 
 /** The request resolved, or InvalidRequestError listing every problem. `seed` is used when the request sets none. */

@@ -3,7 +3,8 @@
  * replicas' verdicts and two target replicas as child processes, the gateway in this process, clients through the
  * SDK over gRPC on 127.0.0.1. With trees on, greedy output equals in-process target-only decoding on 50 prompts, also
  * when the draft service dies mid-run (rounds fall back to K = 0) and when a replica dies mid-run (its sequences are
- * re-prefilled on the other); sampled output equals the in-process engine's tree rounds with the same seed.
+ * re-prefilled on the other), and when the gateway picks the chain or the tree each round; sampled output equals the
+ * in-process engine's tree rounds with the same seed.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -139,6 +140,27 @@ describe("token trees through real draft and target processes", { timeout: 180_0
     );
     for (const [i, result] of ngram.entries())
       assert.deepEqual(result.token_ids, expected.get(PROMPTS[i]), `ngram ${i}`);
+  });
+
+  it("adaptive trees (chain or tree each round, by measured rate) stay exact, greedy", async () => {
+    // Rounds switch between chains and trees while the draft service drafts on verdicts: a proposal drafted for the
+    // round before may be of the other kind, and is verified as what it is.
+    const results = await inParallel(12, 4, (i) =>
+      client.generate({
+        prompt: PROMPTS[i],
+        max_tokens: MAX_TOKENS,
+        drafter: "int4",
+        k: 3,
+        tree: { ...TREE, adaptive: true },
+      }),
+    );
+    for (const [i, result] of results.entries()) {
+      assert.deepEqual(result.token_ids, expected.get(PROMPTS[i]), `adaptive ${i}`);
+    }
+    assert.ok(
+      results.some((r) => branched(r.stats)),
+      "the policy tried trees",
+    );
   });
 
   it("sampled output with trees equals the in-process engine's with the same seed", async () => {

@@ -148,15 +148,19 @@ describe("gateway request validation", () => {
 
   it("takes a tree shape, and rejects one out of bounds or with lossy acceptance", () => {
     const tree = { width: 2, nodes: 8 };
-    assert.deepEqual(validateRequest(received({ prompt: "Hi", tree }), ctx, 1).tree, tree);
+    assert.deepEqual(validateRequest(received({ prompt: "Hi", tree }), ctx, 1).tree, { shape: tree, adaptive: false });
+    assert.deepEqual(validateRequest(received({ prompt: "Hi", tree: { ...tree, adaptive: true } }), ctx, 1).tree, {
+      shape: tree,
+      adaptive: true,
+    });
     assert.equal(validateRequest(received({ prompt: "Hi" }), ctx, 1).tree, undefined);
     assert.match(
       problems({ prompt: "Hi", tree: { width: 0, nodes: 8 } }),
-      /speculation\.tree\.width must lie in 1\.\.8/,
+      /speculation\.tree\.shape\.width must lie in 1\.\.8/,
     );
     assert.match(
       problems({ prompt: "Hi", tree: { width: 2, nodes: 64 } }),
-      /speculation\.tree\.nodes must lie in 1\.\.63/,
+      /speculation\.tree\.shape\.nodes must lie in 1\.\.63/,
     );
     assert.match(
       problems({ prompt: "Hi", tree, acceptance: "lossy-typical" }),
