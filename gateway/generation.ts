@@ -360,6 +360,7 @@ class Generation {
       k: outcome.k,
       proposed: outcome.proposed,
       accepted: outcome.accepted,
+      bonus: result.bonus,
       nextToken: outcome.token,
       replica: replicaId,
       batchSize: timing.batch_size,
