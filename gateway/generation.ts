@@ -153,8 +153,6 @@ export async function runGeneration(
  */
 interface RoundInFlight {
   readonly plan: RoundPlan;
-  /** The tree shape the round asked for (undefined: a chain). */
-  readonly branching: Branching | undefined;
   readonly start: number;
   readonly span: RoundTrace;
   readonly traceContext: Record<string, string>;
@@ -259,10 +257,8 @@ class Generation {
     const traceContext = injectIntoCarrier(span.context);
     const branching = plan.k > 0 ? this.shaper?.choose() : undefined;
     if (branching) this.treeShape = branching;
-    const tree = branching && { width: branching.width, nodes: branching.nodes };
     return {
       plan,
-      branching,
       start: performance.now(),
       span,
       traceContext,
@@ -270,7 +266,7 @@ class Generation {
       // ask may take fewer, or update them for the round after).
       proposal:
         plan.k > 0
-          ? this.services.draft.propose(this.drafted, plan.round, plan.k, plan.k, traceContext, tree)
+          ? this.services.draft.propose(this.drafted, plan.round, plan.k, plan.k, traceContext, branching)
           : undefined,
     };
   }
@@ -290,12 +286,17 @@ class Generation {
     return { tokens, distributions };
   }
 
-  /** A proposed tree, cut to the round's K (a tree drafted on the last verdict may be deeper); none if malformed. */
+  /**
+   * A proposed tree, cut to the round's K (a tree drafted on the last verdict may be deeper) and to the room left in
+   * the target's context (the replica refuses a job past it); none if malformed.
+   */
   #takeTree(round: RoundInFlight, wire: DraftTree__Output): WireDraft | undefined {
     const sampled = this.request.sampling.temperature > 0 && wire.distributions.length > 0;
+    const room = this.services.model.contextLength - this.speculation.sequence.tokens.length;
     let tree: TokenTree;
     try {
-      tree = treePrefix(decodeTree(wire, sampled ? wire.distributions.map(fromWire) : undefined), round.plan.k);
+      const proposed = decodeTree(wire, sampled ? wire.distributions.map(fromWire) : undefined);
+      tree = treePrefix(proposed, round.plan.k, room);
     } catch (error) {
       this.services.logger.warn({ err: error, round: round.plan.round }, "malformed draft tree; round runs without it");
       this.extra.fallback_rounds++;

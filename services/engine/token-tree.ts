@@ -114,13 +114,14 @@ export function decodeTree(
 }
 
 /**
- * The tree's first nodes, up to the first one deeper than `maxDepth`: a tree no deeper than that, whose nodes keep
- * their numbers (a path through it is a path through the whole tree). For trees grown level by level (the model
- * drafter's) these are exactly the nodes down to `maxDepth`.
+ * The tree's first nodes, up to the first one deeper than `maxDepth` and at most `maxNodes`: a tree within both whose
+ * nodes keep their numbers (a path through it is a path through the whole tree). For trees grown level by level (the
+ * model drafter's) these are the nodes down to `maxDepth`, the shallowest first when `maxNodes` cuts.
  */
-export function treePrefix(tree: TokenTree, maxDepth: number): TokenTree {
-  const size = tree.depths.findIndex((depth) => depth > maxDepth);
-  if (size < 0) return tree;
+export function treePrefix(tree: TokenTree, maxDepth: number, maxNodes = tree.tokens.length): TokenTree {
+  const deeper = tree.depths.findIndex((depth) => depth > maxDepth);
+  const size = Math.min(deeper < 0 ? tree.tokens.length : deeper, Math.max(0, maxNodes));
+  if (size === tree.tokens.length) return tree;
   return {
     tokens: tree.tokens.subarray(0, size),
     parents: tree.parents.subarray(0, size),

@@ -163,6 +163,30 @@ describe("token trees through real draft and target processes", { timeout: 180_0
     );
   });
 
+  it("near the end of the context, a tree is cut to the room left and the request ends exactly", async () => {
+    const target = await OnnxCausalLM.load(MODEL);
+    try {
+      // Six tokens short of the context, a prompt where "10 11" was followed by seven different tokens: the n-gram
+      // drafter offers several continuations, more nodes than fit.
+      const prompt = [1];
+      for (let i = 0; prompt.length < target.info.contextLength - 8; i++) prompt.push(10, 11, 20 + (i % 7));
+      prompt.push(10, 11);
+      const expectedTokens = (await generate(target, prompt, { maxNewTokens: 16 })).tokens;
+      const result = await client.generate({
+        prompt,
+        max_tokens: 16,
+        drafter: "ngram",
+        k: 4,
+        tree: { width: 3, nodes: 12 },
+      });
+      assert.deepEqual(result.token_ids, expectedTokens);
+      assert.equal(result.finish_reason, "FINISH_REASON_CONTEXT_LENGTH");
+      assert.ok((result.stats?.draft_tokens ?? 0) > 0, "the n-gram drafter offered trees");
+    } finally {
+      await target.close();
+    }
+  });
+
   it("sampled output with trees equals the in-process engine's with the same seed", async () => {
     // A draft service that waits for the gateway's asks: a tree drafted on a verdict and cut to a smaller K near
     // max_tokens is not the tree a fresh ask of that K grows, so only this path is token for token the engine's.
