@@ -100,19 +100,20 @@ export class DraftCalls<S extends TableSequence> {
       const chains = admitted.filter(({ item }) => !item.tree);
       const trees = admitted.filter(({ item }) => item.tree);
       const { drafter } = served;
-      const [drafts, grown] = await Promise.all([
+      // One after the other: a drafter's model runs one forward at a time.
+      const drafts =
         chains.length > 0
-          ? drafter.propose(chains.map(({ item }) => ({ sequenceId: item.sequence.id, k: item.k })))
-          : [],
+          ? await drafter.propose(chains.map(({ item }) => ({ sequenceId: item.sequence.id, k: item.k })))
+          : [];
+      const grown =
         trees.length > 0 && isTreeDrafter(drafter)
-          ? drafter.proposeTrees(
+          ? await drafter.proposeTrees(
               trees.map(({ item }) => ({
                 sequenceId: item.sequence.id,
                 shape: { depth: item.k, width: item.tree?.width ?? 1, nodes: item.tree?.nodes ?? item.k },
               })),
             )
-          : [],
-      ]);
+          : [];
       const draftTimeMs = performance.now() - started;
       const common = { drafter: served.spec.name, draftTimeMs };
       chains.forEach(({ index, prefilled }, j) => {
