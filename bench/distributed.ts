@@ -1,7 +1,8 @@
 /**
  * Distributed speculative decoding benchmark (`npm run bench -- --mode distributed [--json] [--prompts N]
  * [--max-tokens N] [--repeats R] [--drafters int4,int4-x11m,ngram] [--k K | --adaptive] [--streams 1,2,4,8,16]
- * [--stream-tokens N] [--sweep-drafter NAME|none] [--no-inproc] [--draft-on-verdict]`).
+ * [--stream-tokens N] [--sweep-drafter NAME|none] [--no-inproc] [--draft-on-verdict] [--tree-width W] [--tree-nodes N]
+ * [--tree-adaptive]`).
  *
  * Starts the whole stack on the cost-scaled pair (redis-server, draft service, one target replica, gateway as real
  * processes, deploy/local-stack.ts) and stops it at the end. Through the gateway, with the SDK's streaming
@@ -9,9 +10,12 @@
  * - Per drafter: α, mean accepted per round, c, the measured speedup S over target-only decoding through the same
  *   stack (drafter "none": K = 0), the ideal S* from the run's own service-reported compute times (the in-process
  *   benchmark's formula), efficiency S/S*, and identical_output against in-process target-only greedy tokens; beside
- *   them the in-process benchmark's figures, measured in this run by its own code.
+ *   them the in-process benchmark's figures, measured in this run by its own code. Beside each drafter, `<drafter>/tree`:
+ *   the same drafter drafting token trees (--tree-width children per node, --tree-nodes nodes, K deep), with the same
+ *   fields plus nodes_per_round; for every entry, the ideal speedup projected for a verify whose cost does not grow
+ *   with the positions it scores (the batch-1 GPU case), labelled as a projection.
  * - Sampling mode (first drafter, temperature 0.8, top-p 0.95): bytes of draft distributions on the wire per round
- *   and per draft token, beside a dense float32 q; greedy rounds send none.
+ *   and per draft token, beside a dense float32 q; greedy rounds send none; and the bytes of its trees per round.
  * - Per-round overhead of the distributed path: round wall time at the gateway minus the draft compute and the target
  *   compute the services reported for that round (SpeculationStats.round_timings), p50/p99, with where it goes, and
  *   beside it the floor of the hops a round makes on this machine (bench/hop-floor.ts).
@@ -42,7 +46,13 @@ import { UsageMeter } from "./process-usage.ts";
 import { Progress } from "./progress.ts";
 import { storyPrompts } from "./prompts.ts";
 import { batchedDecode, machineInfo } from "./runtime.ts";
-import { DRAFTER_MODELS, idealSpeedup, run as runInProcess } from "./speculative.ts";
+import {
+  DRAFTER_MODELS,
+  FLAT_VERIFY_DEFINITION,
+  flatVerifyProjection,
+  idealSpeedup,
+  run as runInProcess,
+} from "./speculative.ts";
 import { mean, quantile, round, spread, sum } from "./stats.ts";
 import { bullmqFloor } from "./target-batching.ts";
 
@@ -53,6 +63,9 @@ const SETTLE_MS = 300;
 const SAMPLING = { temperature: 0.8, top_p: 0.95 } as const;
 /** Drafter name of target-only decoding through the gateway (K = 0). */
 const PLAIN = "none";
+/** Configuration name of a drafter's tree variant: `<drafter>/tree`. */
+const TREE_SUFFIX = "/tree";
+const treeVariant = (drafter: string) => `${drafter}${TREE_SUFFIX}`;
 
 const list = (text: string) => text.split(",").filter((item) => item.length > 0);
 const argsSchema = z.object({
@@ -76,11 +89,16 @@ const argsSchema = z.object({
   "no-inproc": z.boolean().default(false),
   /** The draft service drafts each round on the replica's verdict (SPECGATE_DRAFT_ON_VERDICT). */
   "draft-on-verdict": z.boolean().default(false),
+  /** Shape of the `<drafter>/tree` variants: children per node and nodes in all (K deep). */
+  "tree-width": z.coerce.number().int().positive().default(2),
+  "tree-nodes": z.coerce.number().int().positive().default(8),
+  /** The tree variants let the gateway pick, each round, the chain or the tree by measured rate. */
+  "tree-adaptive": z.boolean().default(false),
 });
 type Args = z.output<typeof argsSchema>;
 
 function parseOptions(argv: readonly string[]): Args {
-  const booleans = new Set(["adaptive", "no-inproc", "draft-on-verdict"]);
+  const booleans = new Set(["adaptive", "no-inproc", "draft-on-verdict", "tree-adaptive"]);
   const { values } = parseArgs({
     args: [...argv],
     options: Object.fromEntries(
@@ -285,6 +303,9 @@ function drafterFigures(runs: Runs, plainRuns: Runs, reference: readonly number[
     ),
     tokens_per_s: round(tokensPerS(spec), 1),
     mean_k: round(draftTokens / Math.max(1, allRounds), 2),
+    /** Draft tokens (tree nodes) the target scored per round: K for a chain that got its full draft. */
+    nodes_per_round: round(draftTokens / Math.max(1, allRounds), 2),
+    projected_speedup_flat_verify: round(flatVerifyProjection(tokens, rounds.length, stepMs, draftMs)),
     overhead: overheadBreakdown(runs.flat().flatMap(decodeRounds)),
   };
 }
@@ -457,6 +478,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
       target_only_identical_output: plainRuns.every((r, i) => r.every((one) => sameTokens(one.tokens, reference[i]))),
       target_step_ms: round(targetStepMs(plain)),
       target_only_ms_per_token: round(1000 / tokensPerS(plain)),
+      projection_definition: FLAT_VERIFY_DEFINITION,
       efficiency_definition:
         "S / S* = model compute time (draft + target, as the services report it) / wall time of the speculative decode at the client; S against target-only decoding through the same stack, S* with target-only decoding at its measured ms per token through the stack",
       inproc_target_only_tokens_per_s: inproc?.target_only_tokens_per_s ?? null,
@@ -488,14 +510,14 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
     };
     const summary = [
       `target-only through the gateway: ${json.target_only_tokens_per_s} tok/s (in-process ${json.inproc_target_only_tokens_per_s ?? "-"}); target step ${json.target_step_ms} ms, ${json.target_only_ms_per_token} ms per token through the stack`,
-      ...args.drafters.map((name) => {
-        const d = drafters[name];
-        return `${name}: alpha ${d.alpha}, acc/round ${d.mean_accepted_per_round}, c ${d.c}, S ${d.speedup}, S* ${d.ideal_speedup}, efficiency ${d.efficiency} (in-process ${d.inproc?.efficiency ?? "-"}), identical ${d.identical_output}`;
-      }),
+      ...Object.entries(drafters).map(
+        ([name, d]) =>
+          `${name}: alpha ${d.alpha}, tokens/round ${d.tokens_per_round}, nodes/round ${d.nodes_per_round}, c ${d.c}, S ${d.speedup}, S* ${d.ideal_speedup}, efficiency ${d.efficiency} (in-process ${d.inproc?.efficiency ?? "-"}), identical ${d.identical_output}; projection with a flat verify cost: S* ${d.projected_speedup_flat_verify}`,
+      ),
       `overhead per round: p50 ${json.overhead_ms_p50} ms, p99 ${json.overhead_ms_p99} ms; p50 parts: queue wait ${overhead.queue_wait_ms.p50}, result return ${overhead.result_return_ms.p50}, draft transport ${overhead.draft_transport_ms.p50}, gateway ${overhead.gateway_ms.p50} ms; empty BullMQ job ${bullmqFloorMs} ms, Redis PING ${redisPing.p50} ms`,
       processUsageLine(json.process_usage),
       `floor of a round's hops here: ${floor.floor_ms_p50} ms (push and reply through Redis ${floor.verify_hops_ms_p50}, proposal over a gRPC stream ${floor.proposal_hops_ms_p50} ms (bare TCP ${floor.proposal_tcp_hops_ms_p50}), between processes at rest); overhead above it ${json.overhead_above_floor_ms_p50} ms`,
-      `sampling (${samplingWire.drafter}, T ${samplingWire.temperature}): ${samplingWire.draft_distribution_bytes_per_round} bytes of draft distributions per round, ${samplingWire.draft_distribution_bytes_per_draft_token} per draft token (dense float32: ${samplingWire.dense_float32_bytes_per_draft_token}); greedy: ${samplingWire.greedy_draft_distribution_bytes} bytes`,
+      `sampling (${samplingWire.drafter}, T ${samplingWire.temperature}): ${samplingWire.draft_distribution_bytes_per_round} bytes of draft distributions per round, ${samplingWire.draft_distribution_bytes_per_draft_token} per draft token (dense float32: ${samplingWire.dense_float32_bytes_per_draft_token}); greedy: ${samplingWire.greedy_draft_distribution_bytes} bytes; trees: ${samplingWire.tree.draft_tree_bytes_per_round} bytes of tree per round (${samplingWire.tree.nodes_per_round} nodes)`,
       ...Object.entries(json.concurrency).map(
         ([n, f]) =>
           `${n} streams (plain): ${f.tokens_per_s} tok/s, ceiling ${f.ceiling_tokens_per_s}, ratio ${f.ratio}, batch ${f.mean_batch_size}, target busy ${f.target_busy_share}`,
@@ -518,6 +540,7 @@ async function inProcessFigures(args: Args): Promise<Record<string, unknown>> {
     ...["--repeats", String(args.repeats), "--drafters", args.drafters.join(","), "--k", String(args.k)],
     // The stack's draft service runs its models on one thread: the same here, so that c means the same.
     ...["--k-max", String(args["k-max"]), "--draft-threads", "1"],
+    ...["--tree-width", String(args["tree-width"]), "--tree-nodes", String(args["tree-nodes"])],
   ]);
   return report.json;
 }
@@ -538,16 +561,20 @@ async function startStack(args: Args): Promise<LocalStack> {
   });
 }
 
-/** The single-stream request of a prompt through one configuration (PLAIN: K = 0). */
-function streamInput(args: Args, prompt: number[], drafter: string, tag: string): GenerateInput {
+/** The single-stream request of a prompt through one configuration (PLAIN: K = 0; `<drafter>/tree`: trees). */
+function streamInput(args: Args, prompt: number[], config: string, tag: string): GenerateInput {
   const policy: Pick<GenerateInput, "k" | "k_max"> = args.adaptive
     ? { k: "adaptive", k_max: args["k-max"] }
     : { k: args.k };
+  const drafter = config.endsWith(TREE_SUFFIX) ? config.slice(0, -TREE_SUFFIX.length) : config;
   return {
     prompt,
     max_tokens: args["max-tokens"],
     drafter,
     ...(drafter === PLAIN ? { k: 0 } : policy),
+    ...(drafter !== config && {
+      tree: { width: args["tree-width"], nodes: args["tree-nodes"], adaptive: args["tree-adaptive"] },
+    }),
     tenant_id: "bench",
     request_id: tag,
   };
@@ -558,7 +585,7 @@ function streamInput(args: Args, prompt: number[], drafter: string, tag: string)
  * each process spends, and waits for a core, during the speculative runs.
  */
 async function singleStreamRuns(args: Args, client: SpecgateClient, stack: LocalStack, measured: number[][]) {
-  const configs = [PLAIN, ...args.drafters];
+  const configs = [PLAIN, ...args.drafters.flatMap((d) => [d, treeVariant(d)])];
   progress("warming up");
   for (const drafter of configs) await streamOnce(client, streamInput(args, measured[0], drafter, `warm-${drafter}`));
 
@@ -596,27 +623,42 @@ async function singleStreamRuns(args: Args, client: SpecgateClient, stack: Local
   return { runs, usage, usageRounds };
 }
 
-/** Sampling mode with the first drafter: it moves the draft's distributions over the wire (greedy moves tokens only). */
-async function samplingRuns(args: Args, client: SpecgateClient, measured: number[][]): Promise<StreamRun[]> {
+/**
+ * Sampling mode with the first drafter, chains and trees: it moves the draft's distributions over the wire (greedy
+ * moves tokens only), and the trees' nodes.
+ */
+async function samplingRuns(args: Args, client: SpecgateClient, measured: number[][]) {
   const sampler = args.drafters[0];
-  const sampled: StreamRun[] = [];
-  for (const [i, prompt] of measured.entries()) {
-    sampled.push(
-      await streamOnce(client, {
-        ...streamInput(args, prompt, sampler, `sampled-p${i}`),
-        ...SAMPLING,
-        seed: 1000 + i,
-      }),
-    );
-  }
-  progress(`sampling with ${sampler}: ${round(sum(sampled.map((r) => r.stats.rounds)))} rounds`);
-  return sampled;
+  const run = async (config: string) => {
+    const sampled: StreamRun[] = [];
+    for (const [i, prompt] of measured.entries()) {
+      sampled.push(
+        await streamOnce(client, {
+          ...streamInput(args, prompt, config, `sampled-p${i}-${config}`),
+          ...SAMPLING,
+          seed: 1000 + i,
+        }),
+      );
+    }
+    progress(`sampling with ${config}: ${round(sum(sampled.map((r) => r.stats.rounds)))} rounds`);
+    return sampled;
+  };
+  return { chains: await run(sampler), trees: await run(treeVariant(sampler)) };
 }
 
-/** Bytes of draft distributions on the wire in sampling mode, per round and per draft token, and in greedy mode. */
-function samplingWireFigures(args: Args, sampled: readonly StreamRun[], runs: Map<string, Runs>) {
+/**
+ * Bytes of draft distributions on the wire in sampling mode, per round and per draft token, and in greedy mode; and
+ * bytes of the trees sent per round in sampling mode.
+ */
+function samplingWireFigures(
+  args: Args,
+  { chains: sampled, trees }: Awaited<ReturnType<typeof samplingRuns>>,
+  runs: Map<string, Runs>,
+) {
   const sampler = args.drafters[0];
   const stats = sampled.map((r) => r.stats);
+  const treeStats = trees.map((r) => r.stats);
+  const treeRounds = sum(treeStats.map((s) => s.rounds));
   const rounds = sum(stats.map((s) => s.rounds));
   const draftTokens = sum(stats.map((s) => s.draft_tokens));
   const bytes = sum(stats.map((s) => Number(s.draft_distribution_bytes)));
@@ -636,10 +678,28 @@ function samplingWireFigures(args: Args, sampled: readonly StreamRun[], runs: Ma
     /** What a dense float32 q over the draft's vocabulary would take per draft token. */
     dense_float32_bytes_per_draft_token: draftVocab === undefined ? null : 4 * draftVocab,
     greedy_draft_distribution_bytes: greedyBytes,
+    /** The same requests drafting trees: their nodes carry no q (deterministic drafts), so only the tree moves. */
+    tree: {
+      shape: { width: args["tree-width"], nodes: args["tree-nodes"] },
+      rounds: treeRounds,
+      tokens_per_round: round(sum(treeStats.map((s) => s.generated_tokens)) / Math.max(1, treeRounds)),
+      nodes_per_round: round(sum(treeStats.map((s) => s.draft_tokens)) / Math.max(1, treeRounds), 2),
+      draft_tree_bytes_per_round: round(
+        sum(treeStats.map((s) => Number(s.draft_tree_bytes))) / Math.max(1, treeRounds),
+        1,
+      ),
+      draft_distribution_bytes_per_round: round(
+        sum(treeStats.map((s) => Number(s.draft_distribution_bytes))) / Math.max(1, treeRounds),
+        1,
+      ),
+    },
   };
 }
 
-/** Each drafter's figures through the stack, beside the in-process benchmark's own for the same policy. */
+/**
+ * Each drafter's figures through the stack, and its tree variant's, beside the in-process benchmark's own for the same
+ * policy (its `<drafter>/tree` for a tree variant).
+ */
 function drafterReports(
   args: Args,
   runs: Map<string, Runs>,
@@ -650,26 +710,38 @@ function drafterReports(
   const inprocDrafters = (inproc?.drafters ?? {}) as Record<string, Record<string, unknown>>;
   const policyName = args.adaptive ? "adaptive" : "fixed";
   return Object.fromEntries(
-    args.drafters.map((name) => {
-      const figures = drafterFigures(runs.get(name) as Runs, plainRuns, reference, args.repeats);
-      const own = inprocDrafters[name]?.[policyName] as Record<string, number> | undefined;
-      const report = {
-        model: DRAFTER_MODELS[name] ?? null,
-        ...figures,
-        inproc: own && {
-          alpha: own.alpha,
-          mean_accepted_per_round: own.mean_accepted_per_round,
-          c: own.c,
-          speedup: own.speedup,
-          ideal_speedup: own.ideal_speedup,
-          efficiency: own.efficiency,
-          identical_output: own.identical_output,
-          tokens_per_s: own.tokens_per_s,
-        },
-        efficiency_vs_inproc: own ? round(figures.efficiency / own.efficiency) : null,
-      };
-      return [name, report];
-    }),
+    args.drafters
+      .flatMap((drafter) => [drafter, treeVariant(drafter)])
+      .map((name) => {
+        const figures = drafterFigures(runs.get(name) as Runs, plainRuns, reference, args.repeats);
+        const isTree = name.endsWith(TREE_SUFFIX);
+        const own = (isTree ? inprocDrafters[name] : inprocDrafters[name]?.[policyName]) as
+          | Record<string, number>
+          | undefined;
+        const drafter = isTree ? name.slice(0, -TREE_SUFFIX.length) : name;
+        const report = {
+          model: DRAFTER_MODELS[drafter] ?? null,
+          ...(isTree && {
+            tree_shape: { width: args["tree-width"], nodes: args["tree-nodes"], adaptive: args["tree-adaptive"] },
+          }),
+          ...figures,
+          inproc: own && {
+            alpha: own.alpha,
+            mean_accepted_per_round: own.mean_accepted_per_round,
+            c: own.c,
+            speedup: own.speedup,
+            ideal_speedup: own.ideal_speedup,
+            efficiency: own.efficiency,
+            tokens_per_round: own.tokens_per_round,
+            nodes_per_round: own.nodes_per_round,
+            projected_speedup_flat_verify: own.projected_speedup_flat_verify,
+            identical_output: own.identical_output,
+            tokens_per_s: own.tokens_per_s,
+          },
+          efficiency_vs_inproc: own ? round(figures.efficiency / own.efficiency) : null,
+        };
+        return [name, report];
+      }),
   );
 }
 

@@ -227,6 +227,22 @@ export function idealSpeedup(generatedTokens: number, targetStepMs: number, veri
   return (generatedTokens * targetStepMs) / (verifyMs + draftMs);
 }
 
+/**
+ * A projection, not a measurement: S* where a verify forward costs one target step whatever the positions it scores
+ * (up to 64: the batch-1 GPU case), from the run's own acceptance (tokens per verify) and draft time.
+ */
+export function flatVerifyProjection(
+  generatedTokens: number,
+  verifies: number,
+  targetStepMs: number,
+  draftMs: number,
+): number {
+  return (generatedTokens * targetStepMs) / (verifies * targetStepMs + draftMs);
+}
+
+export const FLAT_VERIFY_DEFINITION =
+  "projection, not measured: the ideal speedup if verifying up to 64 positions cost what one does (batch-1 GPU), from this run's measured tokens per round and draft time: tokens x target step / (verify forwards x target step + draft time)";
+
 function figures(config: Config, baseline: Measured, targetStepMs: number, quietTargetStepMs: number) {
   const m = fastest(config.runs);
   const { stats } = m;
@@ -261,6 +277,9 @@ function figures(config: Config, baseline: Measured, targetStepMs: number, quiet
     ideal_speedup: round(ideal),
     efficiency: round(speedup / ideal),
     ideal_speedup_quiet: round(idealSpeedup(generated, quietTargetStepMs, quietModelMs, 0)),
+    projected_speedup_flat_verify: round(
+      flatVerifyProjection(generated, m.targetForwards.length, targetStepMs, draftForwardMs),
+    ),
     identical_output: identical,
     policy: config.policy,
     mean_k: round(stats.draft_tokens / Math.max(1, stats.rounds), 2),
@@ -446,6 +465,7 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         forward: round(baselineForwardMs, 1),
         other: round(baseline.decodeMs - baselineForwardMs, 1),
       },
+      projection_definition: FLAT_VERIFY_DEFINITION,
       default_policy: winner,
       best_drafter: best,
       drafters,
@@ -484,6 +504,9 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         ].join(" "),
       ),
       `default policy (higher total speedup): ${winner}; best drafter: ${best}`,
+      `projection (not measured), S* if verifying up to 64 positions cost one step: ${[...byConfig]
+        .map(([name, f]) => `${name} ${f.projected_speedup_flat_verify} (${f.nodes_per_round} nodes/round)`)
+        .join(", ")}`,
     ];
     return { summary, json };
   } finally {

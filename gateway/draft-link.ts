@@ -18,6 +18,7 @@ import type { DraftServerMessage__Output } from "../gen/specgate/v1/DraftServerM
 import type { Proposal__Output } from "../gen/specgate/v1/Proposal.ts";
 import type { ProposeRequest } from "../gen/specgate/v1/ProposeRequest.ts";
 import type { SamplingParams } from "../gen/specgate/v1/SamplingParams.ts";
+import type { TreeShape } from "../gen/specgate/v1/TreeShape.ts";
 import { DraftClient } from "../proto/load.ts";
 
 /** What the link needs to know of a sequence to (re-)open it on any stream. */
@@ -83,8 +84,9 @@ export class DraftLink {
 
   /**
    * Asks for up to k draft tokens after the sequence's history, and for `kNext` more on this round's verdict (0:
-   * none). Undefined when no proposal can be had (the caller runs the round without a draft). A proposal drafted on
-   * the verdict of the round before may hold more than k tokens.
+   * none); with `tree`, for token trees of that shape, k and kNext deep. Undefined when no proposal can be had (the
+   * caller runs the round without a draft). A proposal drafted on the verdict of the round before may hold more than k
+   * tokens, or be a tree or a chain whatever this round asks.
    */
   async propose(
     sequence: DraftedSequence,
@@ -92,6 +94,7 @@ export class DraftLink {
     k: number,
     kNext: number,
     traceContext: Record<string, string> = {},
+    tree?: TreeShape,
   ): Promise<Proposal__Output | undefined> {
     const early = this.#early.get(sequence.sequenceId);
     this.#early.delete(sequence.sequenceId);
@@ -106,6 +109,7 @@ export class DraftLink {
         history_length: sequence.history().length,
         trace_context: traceContext,
         k_next: kNext,
+        ...(tree && { tree }),
       };
       if (early?.round === round) {
         stream.write({ propose });
@@ -118,10 +122,21 @@ export class DraftLink {
     return undefined;
   }
 
-  /** Settles a round: the draft keeps `accepted` of its proposal and appends the target's tokens. */
-  accept(sequenceId: string, round: number, accepted: number, appended: readonly number[]): void {
+  /**
+   * Settles a round: the draft keeps `accepted` of its proposal (for a tree, the nodes of `path`) and appends the
+   * target's tokens.
+   */
+  accept(
+    sequenceId: string,
+    round: number,
+    accepted: number,
+    appended: readonly number[],
+    path: readonly number[] = [],
+  ): void {
     if (this.#openedOn.get(sequenceId) !== this.#generation || !this.#stream) return;
-    this.#stream.write({ accept: { sequence_id: sequenceId, round, accepted, appended: [...appended] } });
+    this.#stream.write({
+      accept: { sequence_id: sequenceId, round, accepted, appended: [...appended], path: [...path] },
+    });
   }
 
   /**

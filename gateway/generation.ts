@@ -9,6 +9,7 @@
  */
 import type { Logger } from "pino";
 import type { DraftDistribution, DraftDistribution__Output } from "../gen/specgate/v1/DraftDistribution.ts";
+import type { DraftTree, DraftTree__Output } from "../gen/specgate/v1/DraftTree.ts";
 import type { FinishReason__Output } from "../gen/specgate/v1/FinishReason.ts";
 import type { Proposal__Output } from "../gen/specgate/v1/Proposal.ts";
 import type { RoundTiming__Output } from "../gen/specgate/v1/RoundTiming.ts";
@@ -16,9 +17,12 @@ import type { SpeculationStats__Output } from "../gen/specgate/v1/SpeculationSta
 import type { VerifyJob } from "../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult__Output } from "../gen/specgate/v1/VerifyResult.ts";
 import { messageCodec } from "../proto/codec.ts";
+import { fromWire } from "../proto/draft-distribution.ts";
 import { type CostModel, createKPolicy } from "../services/engine/k-policy.ts";
 import { type RoundOutcome, type RoundPlan, SpeculativeSequence } from "../services/engine/round.ts";
 import { SequenceState } from "../services/engine/sequence.ts";
+import { decodeTree, encodeTree, type TokenTree, treePrefix } from "../services/engine/token-tree.ts";
+import { type Branching, FixedTreeShape, type TreeShaper } from "../services/engine/tree-policy.ts";
 import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
 import { injectIntoCarrier, type RequestTrace, type RoundTrace } from "../services/telemetry/index.ts";
 import type { DraftedSequence, DraftLink } from "./draft-link.ts";
@@ -38,6 +42,8 @@ export interface GenerationServices {
   readonly model: TargetModel;
   /** Measured draft and verify costs of a drafter/target pair, shared by its requests (adaptive K). */
   costs(drafter: string): CostModel;
+  /** The chain or `shape`, by measured tokens per ms of round: one policy per drafter and shape, shared by its requests. */
+  treeShaper(drafter: string, shape: Branching): TreeShaper;
   readonly logger: Logger;
 }
 
@@ -69,6 +75,7 @@ const FINISH_REASONS = {
 } as const;
 
 const distributionCodec = messageCodec<DraftDistribution, DraftDistribution__Output>("DraftDistribution");
+const treeCodec = messageCodec<DraftTree, DraftTree__Output>("DraftTree");
 
 function wireBytes(distributions: readonly DraftDistribution__Output[]): number {
   let bytes = 0;
@@ -106,7 +113,11 @@ export async function runGeneration(
       );
       const verified = performance.now();
       const { result } = verification;
-      const outcome = speculation.accept(current.plan, draft, { accepted: result.accepted, token: result.next_token });
+      const outcome = speculation.accept(current.plan, draft?.tree ? { tree: draft.tree } : draft, {
+        accepted: result.accepted,
+        token: result.next_token,
+        path: result.path,
+      });
       let upcoming: RoundInFlight | undefined;
       if (!speculation.sequence.finished) {
         signal.throwIfAborted();
@@ -148,10 +159,12 @@ interface RoundInFlight {
   readonly proposal: Promise<Proposal__Output | undefined> | undefined;
 }
 
-/** The part of a proposal a round uses, in wire form. */
+/** The part of a proposal a round uses, in wire form; a tree round's tree also as the engine reads it. */
 interface WireDraft {
   readonly tokens: number[];
   readonly distributions: DraftDistribution__Output[];
+  readonly tree?: TokenTree;
+  readonly wireTree?: DraftTree;
 }
 
 /** The round's timings, as the client receives them and the round's span carries them. */
@@ -181,6 +194,10 @@ class Generation {
   private readonly started = performance.now();
   private readonly costs: CostModel;
   private readonly drafted: DraftedSequence;
+  /** Chooses each round's tree shape or the chain, when the request asked for trees. */
+  private readonly shaper: TreeShaper | undefined;
+  /** The shape trees were last asked for: a tree drafted on a verdict has it even when this round asked for a chain. */
+  private treeShape: Branching | undefined;
   /** The statistics the services add to the engine's. */
   private readonly extra = {
     queue_time_ms: 0,
@@ -188,6 +205,7 @@ class Generation {
     fallback_rounds: 0,
     target_reprefills: 0,
     draft_distribution_bytes: 0,
+    draft_tree_bytes: 0,
     replicas: [] as string[],
     round_timings: [] as RoundTiming__Output[],
   };
@@ -217,7 +235,10 @@ class Generation {
       createKPolicy(request.kPolicy, this.costs),
       request.drafter === NO_DRAFTER
         ? undefined
-        : { rollBack: (outcome) => draft.accept(ids.sequenceId, outcome.round, outcome.accepted, [outcome.token]) },
+        : {
+            rollBack: (outcome) =>
+              draft.accept(ids.sequenceId, outcome.round, outcome.accepted, [outcome.token], outcome.path),
+          },
     );
     this.drafted = {
       sequenceId: ids.sequenceId,
@@ -225,21 +246,28 @@ class Generation {
       sampling: request.sampling,
       history: () => sequence.tokens,
     };
+    const { tree } = request;
+    this.shaper =
+      tree && (tree.adaptive ? services.treeShaper(request.drafter, tree.shape) : new FixedTreeShape(tree.shape));
   }
 
   startRound(): RoundInFlight {
     const plan = this.speculation.plan();
     const span = this.trace.startRound();
     const traceContext = injectIntoCarrier(span.context);
+    const branching = plan.k > 0 ? this.shaper?.choose() : undefined;
+    if (branching) this.treeShape = branching;
     return {
       plan,
       start: performance.now(),
       span,
       traceContext,
-      // The draft service drafts the next round on this round's verdict with the same K (the gateway's next ask may
-      // take fewer, or update it for the round after).
+      // The draft service drafts the next round on this round's verdict with the same K and shape (the gateway's next
+      // ask may take fewer, or update them for the round after).
       proposal:
-        plan.k > 0 ? this.services.draft.propose(this.drafted, plan.round, plan.k, plan.k, traceContext) : undefined,
+        plan.k > 0
+          ? this.services.draft.propose(this.drafted, plan.round, plan.k, plan.k, traceContext, branching)
+          : undefined,
     };
   }
 
@@ -249,12 +277,36 @@ class Generation {
       if (round.proposal) this.extra.fallback_rounds++;
       return undefined;
     }
+    if (proposal.tree && proposal.tree.tokens.length > 0) return this.#takeTree(round, proposal.tree);
     // A proposal drafted on the last verdict may hold more than this round asked for: its prefix is what a shorter
     // ask would have drafted (draws depend on the position only).
     const tokens = proposal.tokens.slice(0, round.plan.k);
     const distributions = this.request.sampling.temperature > 0 ? proposal.distributions.slice(0, tokens.length) : [];
     this.extra.draft_distribution_bytes += wireBytes(distributions);
     return { tokens, distributions };
+  }
+
+  /**
+   * A proposed tree, cut to the round's K (a tree drafted on the last verdict may be deeper) and to the room left in
+   * the target's context (the replica refuses a job past it); none if malformed.
+   */
+  #takeTree(round: RoundInFlight, wire: DraftTree__Output): WireDraft | undefined {
+    const sampled = this.request.sampling.temperature > 0 && wire.distributions.length > 0;
+    const room = this.services.model.contextLength - this.speculation.sequence.tokens.length;
+    let tree: TokenTree;
+    try {
+      const proposed = decodeTree(wire, sampled ? wire.distributions.map(fromWire) : undefined);
+      tree = treePrefix(proposed, round.plan.k, room);
+    } catch (error) {
+      this.services.logger.warn({ err: error, round: round.plan.round }, "malformed draft tree; round runs without it");
+      this.extra.fallback_rounds++;
+      return undefined;
+    }
+    const distributions = sampled ? wire.distributions.slice(0, tree.tokens.length) : [];
+    const wireTree = { ...encodeTree(tree), distributions };
+    this.extra.draft_distribution_bytes += wireBytes(distributions);
+    this.extra.draft_tree_bytes += treeCodec.encode(wireTree).length;
+    return { tokens: [], distributions: [], tree, wireTree };
   }
 
   verifyJob(round: RoundInFlight, draft: WireDraft | undefined, proposal: Proposal__Output | undefined): VerifyJob {
@@ -273,6 +325,7 @@ class Generation {
       deadline_unix_ms: this.deadlineUnixMs,
       model: this.services.model.name,
       draft_verdict_channel: proposal?.verdict_channel ?? "",
+      ...(draft?.wireTree && { draft_tree: draft.wireTree }),
     };
   }
 
@@ -291,9 +344,12 @@ class Generation {
     // Costs as adaptive K must weigh them here: round trips through gRPC and Redis. Rounds that (re)filled a cache
     // measure the prefill, not a verify step.
     if (outcome.round > 1 && !result.reprefilled) {
-      this.costs.recordRound(outcome.proposed, timing.draft_wait_ms, timing.verify_wait_ms);
+      // A tree is filed under its depth, the K the policy chooses (as generate.ts does).
+      this.costs.recordRound(outcome.depth ?? outcome.proposed, timing.draft_wait_ms, timing.verify_wait_ms);
     }
     const { committed } = outcome;
+    // The shape that ran, which a proposal drafted on the last verdict decides.
+    this.shaper?.observe(outcome.path ? this.treeShape : undefined, committed.tokens.length, timing.round_ms);
     if (committed.tokens.length > 0) {
       if (extra.time_to_first_token_ms === 0) extra.time_to_first_token_ms = performance.now() - this.started;
       this.onDelta({ token_ids: committed.tokens, text: committed.text, round: outcome.round });
@@ -305,6 +361,7 @@ class Generation {
       k: outcome.k,
       proposed: outcome.proposed,
       accepted: outcome.accepted,
+      bonus: result.bonus,
       nextToken: outcome.token,
       replica: replicaId,
       batchSize: timing.batch_size,

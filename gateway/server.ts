@@ -14,6 +14,7 @@ import type { ListModelsResponse } from "../gen/specgate/v1/ListModelsResponse.t
 import { gatewayService, SERVICE_NAMES } from "../proto/load.ts";
 import type { DrafterSpec } from "../services/config/drafter-list.ts";
 import { CostModel } from "../services/engine/k-policy.ts";
+import { AdaptiveTreeShape } from "../services/engine/tree-policy.ts";
 import {
   addStandardServices,
   bindServer,
@@ -171,9 +172,13 @@ function connectReplicas(
   };
 }
 
-/** What the round loop runs on, with one cost model per drafter shared by all its requests. */
-function generationServices(parts: Omit<GenerationServices, "costs">): GenerationServices {
+/**
+ * What the round loop runs on, with one cost model per drafter and one tree shape policy per drafter and shape, each
+ * shared by all their requests.
+ */
+function generationServices(parts: Omit<GenerationServices, "costs" | "treeShaper">): GenerationServices {
   const costModels = new Map<string, CostModel>();
+  const shapers = new Map<string, AdaptiveTreeShape>();
   return {
     ...parts,
     costs(drafter) {
@@ -183,6 +188,15 @@ function generationServices(parts: Omit<GenerationServices, "costs">): Generatio
         costModels.set(drafter, costs);
       }
       return costs;
+    },
+    treeShaper(drafter, { width, nodes }) {
+      const key = `${drafter}/${width}x${nodes}`;
+      let shaper = shapers.get(key);
+      if (!shaper) {
+        shaper = new AdaptiveTreeShape([{ width, nodes }]);
+        shapers.set(key, shaper);
+      }
+      return shaper;
     },
   };
 }

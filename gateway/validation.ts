@@ -11,6 +11,8 @@ import type { RelaxedAcceptance__Output } from "../gen/specgate/v1/RelaxedAccept
 import { enumNames } from "../proto/codec.ts";
 import type { KPolicyConfig } from "../services/engine/k-policy.ts";
 import { MAX_SEED } from "../services/engine/rng.ts";
+import { TREE_LIMITS } from "../services/engine/token-tree.ts";
+import type { Branching } from "../services/engine/tree-policy.ts";
 import {
   MAX_LABEL_CHARS,
   MAX_NAME_CHARS,
@@ -23,6 +25,8 @@ import {
 import { undecodableProblem } from "./undecodable.ts";
 
 export const NO_DRAFTER = "none";
+/** Children per tree node a request may ask for. */
+const MAX_TREE_WIDTH = 8;
 
 export interface ValidationContext {
   /** Target model name (requests may name it or leave `model` empty). */
@@ -62,8 +66,16 @@ export interface ValidRequest {
   readonly kPolicy: KPolicyConfig;
   readonly acceptance: AcceptanceMode__Output;
   readonly relaxed: RelaxedAcceptance__Output | null;
+  /** Draft token trees (K deep) instead of chains. */
+  readonly tree?: TreeRequest;
   readonly tenantId: string;
   readonly userId: string;
+}
+
+/** A request's trees: always this shape, or each round the chain or this shape by measured rate (`adaptive`). */
+export interface TreeRequest {
+  readonly shape: Branching;
+  readonly adaptive: boolean;
 }
 
 export class InvalidRequestError extends Error {
@@ -128,6 +140,20 @@ const NUMBER_RULES: readonly NumberRule[] = [
   },
   { field: "speculation.relaxed.epsilon", value: (r) => speculation(r)?.relaxed?.epsilon, min: 0, max: 1 },
   { field: "speculation.relaxed.delta", value: (r) => speculation(r)?.relaxed?.delta, min: 0 },
+  {
+    field: "speculation.tree.shape.width",
+    value: (r) => (speculation(r)?.tree ? (speculation(r)?.tree?.shape?.width ?? 0) : undefined),
+    integer: true,
+    min: 1,
+    max: MAX_TREE_WIDTH,
+  },
+  {
+    field: "speculation.tree.shape.nodes",
+    value: (r) => (speculation(r)?.tree ? (speculation(r)?.tree?.shape?.nodes ?? 0) : undefined),
+    integer: true,
+    min: 1,
+    max: TREE_LIMITS.maxNodes,
+  },
 ];
 
 function numberProblem(rule: NumberRule, value: number, ctx: ValidationContext): string | undefined {
@@ -244,6 +270,13 @@ function kPolicyOf(request: Request, drafter: string, ctx: ValidationContext, pr
   return { kind: "fixed", k: Math.min(ctx.defaultK, ctx.maxK) };
 }
 
+function treeOf(request: Request, lossless: boolean, problems: string[]): TreeRequest | undefined {
+  const tree = speculation(request)?.tree;
+  if (!tree) return undefined;
+  if (!lossless) problems.push("speculation.tree is verified with lossless acceptance only");
+  return { shape: { width: tree.shape?.width ?? 0, nodes: tree.shape?.nodes ?? 0 }, adaptive: tree.adaptive };
+}
+
 /** The request resolved, or InvalidRequestError listing every problem. `seed` is used when the request sets none. */
 export function validateRequest(request: Request, ctx: ValidationContext, seed: number): ValidRequest {
   const undecodable = undecodableProblem(request, "GenerateRequest");
@@ -273,9 +306,11 @@ export function validateRequest(request: Request, ctx: ValidationContext, seed: 
     problems.push(`unknown drafter ${quoted(drafter)}; available: ${[...ctx.drafters, NO_DRAFTER].join(", ")}`);
   }
   const kPolicy = kPolicyOf(request, drafter, ctx, problems);
+  const acceptance = speculation(request)?.acceptance ?? "ACCEPTANCE_MODE_UNSPECIFIED";
+  const lossless = acceptance === "ACCEPTANCE_MODE_UNSPECIFIED" || acceptance === "ACCEPTANCE_MODE_LOSSLESS";
+  const tree = treeOf(request, lossless, problems);
   if (problems.length > 0) throw new InvalidRequestError(problems);
   const wire = request.sampling;
-  const acceptance = speculation(request)?.acceptance ?? "ACCEPTANCE_MODE_UNSPECIFIED";
   return {
     prompt,
     maxNewTokens: request.max_tokens ?? ctx.defaultMaxTokens,
@@ -290,6 +325,7 @@ export function validateRequest(request: Request, ctx: ValidationContext, seed: 
     kPolicy,
     acceptance: acceptance === "ACCEPTANCE_MODE_UNSPECIFIED" ? "ACCEPTANCE_MODE_LOSSLESS" : acceptance,
     relaxed: speculation(request)?.relaxed ?? null,
+    ...(tree && { tree }),
     tenantId: request.tenant_id,
     userId: request.user_id,
   };

@@ -25,6 +25,11 @@ export interface GenerateInput {
   k?: number | "adaptive";
   k_min?: number;
   k_max?: number;
+  /**
+   * Draft token trees (K deep, `width` children per node, `nodes` in all) instead of chains; lossless only. `adaptive`:
+   * each round the gateway picks the chain or this shape, whichever has given more tokens per millisecond.
+   */
+  tree?: { width: number; nodes: number; adaptive?: boolean };
   /** "lossless" (default) or an opt-in LOSSY relaxed rule that changes the output distribution. */
   acceptance?: AcceptanceName;
   /** Parameters of the lossy rules: top-k agreement, typical acceptance thresholds. */
@@ -50,6 +55,10 @@ function speculationSettings(input: GenerateInput): SpeculationSettings {
   if (typeof input.k === "number") settings.fixed_k = input.k;
   else if (input.k === "adaptive" || input.k_min !== undefined || input.k_max !== undefined) {
     settings.adaptive = { min_k: input.k_min ?? 0, max_k: input.k_max ?? 0 };
+  }
+  if (input.tree) {
+    const { width, nodes, adaptive = false } = input.tree;
+    settings.tree = { shape: { width, nodes }, adaptive };
   }
   if (input.acceptance) settings.acceptance = ACCEPTANCE_MODES[input.acceptance];
   if (input.relaxed_top_k !== undefined || input.relaxed_epsilon !== undefined || input.relaxed_delta !== undefined) {

@@ -159,7 +159,7 @@ function speculationOf(body: Body): SpeculationSettings__Output | null {
   }
   const drafter = optionalString(spec, "drafter") ?? "";
   const k = field(spec, "k");
-  const settings = { drafter, acceptance: "ACCEPTANCE_MODE_UNSPECIFIED", relaxed: null } as const;
+  const settings = { drafter, acceptance: "ACCEPTANCE_MODE_UNSPECIFIED", relaxed: null, tree: null } as const;
   if (k === undefined) return settings;
   if (k === "adaptive") return { ...settings, length: "adaptive", adaptive: { min_k: 0, max_k: 0 } };
   if (typeof k !== "number" || !Number.isInteger(k) || k < 0) {

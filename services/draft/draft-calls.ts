@@ -5,8 +5,10 @@
  * sequences are in no known state and are dropped.
  */
 import { Batcher } from "../batching/batcher.ts";
+import { isTreeDrafter } from "../engine/drafter.ts";
 import type { SparseDistribution } from "../engine/sampling.ts";
-import { asDraftFailure, DraftFailure } from "./draft-failure.ts";
+import type { TokenTree } from "../engine/token-tree.ts";
+import { asDraftFailure, DraftFailure, invalidArgument } from "./draft-failure.ts";
 import type { ServedDrafter } from "./drafters.ts";
 import type { SequenceTable, TableSequence } from "./sequence-table.ts";
 
@@ -16,6 +18,8 @@ export interface ProposalResult {
   readonly tokens: number[];
   /** Sampling mode: the (quantised) q each token was drawn from. Empty when greedy. */
   readonly distributions: SparseDistribution[];
+  /** The proposed token tree, when one was asked for (then `tokens` is empty). */
+  readonly tree?: TokenTree;
   /** Wall time of the drafter call this proposal was part of (including a rebuild of the cache). */
   readonly draftTimeMs: number;
   /** The drafter cache was (re)built from the history for this proposal. */
@@ -25,6 +29,8 @@ export interface ProposalResult {
 interface ProposeItem<S> {
   readonly sequence: S;
   readonly k: number;
+  /** A tree k deep of this branching instead of a chain. */
+  readonly tree?: { readonly width: number; readonly nodes: number };
 }
 
 export class DraftCalls<S extends TableSequence> {
@@ -44,15 +50,15 @@ export class DraftCalls<S extends TableSequence> {
   }
 
   /**
-   * Proposes k tokens (k >= 1, within the drafter's context length) after the sequence's history, in the next call of
-   * its drafter; the sequence's cache is not evicted meanwhile.
+   * Proposes k tokens (k >= 1, within the drafter's context length) after the sequence's history, or a tree k deep of
+   * the given branching, in the next call of its drafter; the sequence's cache is not evicted meanwhile.
    */
-  async propose(sequence: S, k: number): Promise<ProposalResult> {
+  async propose(sequence: S, k: number, tree?: ProposeItem<S>["tree"]): Promise<ProposalResult> {
     const batcher = this.#batchers.get(sequence.served);
     if (!batcher) throw new Error(`no batch for drafter ${sequence.served.spec.name}`);
     sequence.busy = true;
     try {
-      return await batcher.submit({ sequence, k });
+      return await batcher.submit({ sequence, k, tree });
     } finally {
       sequence.busy = false;
     }
@@ -64,9 +70,14 @@ export class DraftCalls<S extends TableSequence> {
     const admitted: { index: number; item: ProposeItem<S>; prefilled: boolean }[] = [];
     let reserved = 0;
     for (const [index, item] of items.entries()) {
-      const { sequence, k } = item;
-      // After proposing, the cache holds the history and k − 1 draft tokens (the last one is never fed).
-      const bytesAfter = (sequence.history.length + k - 1) * served.kvBytesPerToken;
+      const { sequence, k, tree } = item;
+      if (tree && !isTreeDrafter(served.drafter)) {
+        results[index] = invalidArgument(`drafter ${served.spec.name} does not draft trees`);
+        continue;
+      }
+      // After proposing, the cache holds the history and k − 1 draft tokens (the last one is never fed), or for a tree
+      // at most the root and every node.
+      const bytesAfter = (sequence.history.length + (tree ? tree.nodes : k - 1)) * served.kvBytesPerToken;
       const need = Math.max(0, bytesAfter - this.table.cachedBytes(sequence));
       if (!this.table.reserve(need)) {
         results[index] = new DraftFailure(
@@ -86,21 +97,32 @@ export class DraftCalls<S extends TableSequence> {
       }
     }
     try {
-      if (admitted.length > 0) {
-        const drafts = await served.drafter.propose(
-          admitted.map(({ item }) => ({ sequenceId: item.sequence.id, k: item.k })),
-        );
-        const draftTimeMs = performance.now() - started;
-        admitted.forEach(({ index, prefilled }, j) => {
-          results[index] = {
-            drafter: served.spec.name,
-            tokens: drafts[j].tokens,
-            distributions: drafts[j].distributions ?? [],
-            draftTimeMs,
-            prefilled,
-          };
-        });
-      }
+      const chains = admitted.filter(({ item }) => !item.tree);
+      const trees = admitted.filter(({ item }) => item.tree);
+      const { drafter } = served;
+      // One after the other: a drafter's model runs one forward at a time.
+      const drafts =
+        chains.length > 0
+          ? await drafter.propose(chains.map(({ item }) => ({ sequenceId: item.sequence.id, k: item.k })))
+          : [];
+      const grown =
+        trees.length > 0 && isTreeDrafter(drafter)
+          ? await drafter.proposeTrees(
+              trees.map(({ item }) => ({
+                sequenceId: item.sequence.id,
+                shape: { depth: item.k, width: item.tree?.width ?? 1, nodes: item.tree?.nodes ?? item.k },
+              })),
+            )
+          : [];
+      const draftTimeMs = performance.now() - started;
+      const common = { drafter: served.spec.name, draftTimeMs };
+      chains.forEach(({ index, prefilled }, j) => {
+        const { tokens, distributions = [] } = drafts[j];
+        results[index] = { ...common, tokens, distributions, prefilled };
+      });
+      trees.forEach(({ index, prefilled }, j) => {
+        results[index] = { ...common, tokens: [], distributions: [], tree: grown[j], prefilled };
+      });
     } catch (error) {
       // After a failed drafter call its state for these sequences is unknown: drop their caches so that their next
       // proposal rebuilds them from the history.

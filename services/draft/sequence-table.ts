@@ -8,6 +8,7 @@
  */
 import type { SeededSampling } from "../../proto/sampling-params.ts";
 import { ByteCappedLru } from "../caching/byte-capped-lru.ts";
+import { isTreeDrafter } from "../engine/drafter.ts";
 import type { ServedDrafter } from "./drafters.ts";
 
 /** What the table needs of a sequence. */
@@ -127,6 +128,14 @@ export class SequenceTable<S extends TableSequence> {
    */
   commit(sequence: S, kept: number, appended: readonly number[]): void {
     if (sequence.cached) sequence.served.drafter.commit(sequence.id, kept, appended);
+  }
+
+  /** A tree round settled: the sequence's cache keeps the accepted `path` of its last tree, then takes `token`. */
+  commitPath(sequence: S, path: readonly number[], token: number): void {
+    if (!sequence.cached) return;
+    const { drafter } = sequence.served;
+    if (!isTreeDrafter(drafter)) throw new Error(`drafter ${sequence.served.spec.name} does not draft trees`);
+    drafter.commitPath(sequence.id, path, token);
   }
 
   /** Closes the sequence in its drafter (freeing its cache); the table keeps the history to rebuild it. */

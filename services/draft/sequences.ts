@@ -9,6 +9,8 @@
  * was done.
  */
 import type { SeededSampling } from "../../proto/sampling-params.ts";
+import { pathTokens, ROOT, type TokenTree, TREE_LIMITS } from "../engine/token-tree.ts";
+import type { Branching } from "../engine/tree-policy.ts";
 import { DraftCalls, type ProposalResult } from "./draft-calls.ts";
 import { asDraftFailure, DraftFailure, invalidArgument } from "./draft-failure.ts";
 import type { ServedDrafter } from "./drafters.ts";
@@ -33,6 +35,8 @@ export interface ProposeArgs {
   readonly kNext?: number;
   /** Trace context of the asking round, kept for a draft on its verdict (which belongs to that round's trace). */
   readonly traceContext?: Readonly<Record<string, string>>;
+  /** Draft token trees of this branching, k (and kNext) deep, instead of chains. */
+  readonly tree?: Branching;
 }
 
 /** The target's verdict on a round (DraftVerdict). */
@@ -41,6 +45,8 @@ export interface VerdictArgs {
   readonly round: number;
   readonly accepted: number;
   readonly nextToken: number;
+  /** A tree round's accepted nodes. */
+  readonly path: readonly number[];
 }
 
 /** A proposal drafted on a verdict: for round `round`, of the sequence's owner. */
@@ -60,6 +66,8 @@ export interface AcceptArgs {
   readonly round: number;
   readonly accepted: number;
   readonly appended: readonly number[];
+  /** A tree round's accepted nodes (then `appended` holds exactly the target's token). */
+  readonly path: readonly number[];
 }
 
 export interface SequenceCounters extends TableCounters {
@@ -73,9 +81,13 @@ interface Sequence extends TableSequence {
   /** The session (gateway stream) that opened it: the sequence ends with that session. */
   readonly owner: string;
   history: number[];
-  proposal: { readonly round: number; readonly tokens: number[] } | undefined;
-  /** K to draft on the verdict of the round proposed last (ProposeRequest.k_next), and that round's trace context. */
+  proposal: { readonly round: number; readonly tokens: number[]; readonly tree?: TokenTree } | undefined;
+  /**
+   * K to draft on the verdict of the round proposed last (ProposeRequest.k_next), the branching of its tree (undefined:
+   * a chain), and that round's trace context.
+   */
   kNext: number;
+  tree: Branching | undefined;
   traceContext: Readonly<Record<string, string>>;
   /**
    * Last round a verdict settled, and last round drafted on a verdict: the gateway's Accepts and Proposes up to them,
@@ -122,6 +134,7 @@ export class DraftSequences {
         history: [...args.tokens],
         proposal: undefined,
         kNext: 0,
+        tree: undefined,
         traceContext: {},
         verdictRound: 0,
         verdictDraftRound: 0,
@@ -139,8 +152,10 @@ export class DraftSequences {
     return this.#operations.run(args.sequenceId, async () => {
       const sequence = this.#require(args.sequenceId);
       checkRound(args.round, "propose");
+      if (args.tree) checkTree(args.tree, Math.max(args.k, args.kNext ?? 0));
       // Also from a Propose answered by a draft on the verdict: the latest word on the round after.
       sequence.kNext = args.kNext ?? 0;
+      sequence.tree = args.tree;
       sequence.traceContext = args.traceContext ?? {};
       if (args.round <= sequence.verdictDraftRound) return undefined;
       if (!(Number.isInteger(args.k) && args.k >= 1)) throw invalidArgument(`propose.k must be >= 1, got ${args.k}`);
@@ -165,7 +180,7 @@ export class DraftSequences {
       const sequence = this.#require(args.sequenceId);
       checkRound(args.round, "accept");
       if (args.round <= sequence.verdictRound) return;
-      this.#settle(sequence, args.round, args.accepted, args.appended);
+      this.#settle(sequence, args.round, args.accepted, args.appended, args.path);
     });
   }
 
@@ -179,7 +194,7 @@ export class DraftSequences {
       const sequence = this.#table.get(args.sequenceId);
       if (sequence?.proposal === undefined || sequence.proposal.round !== args.round) return undefined;
       const started = performance.now();
-      this.#settle(sequence, args.round, args.accepted, [args.nextToken]);
+      this.#settle(sequence, args.round, args.accepted, [args.nextToken], args.path);
       sequence.verdictRound = args.round;
       this.#verdicts++;
       const { kNext: k, owner, traceContext } = sequence;
@@ -244,15 +259,27 @@ export class DraftSequences {
       draftTimeMs: 0,
       prefilled: false,
     };
-    if (k > 0) result = await this.#calls.propose(sequence, k);
-    sequence.proposal = { round, tokens: result.tokens };
+    if (k > 0) result = await this.#calls.propose(sequence, k, sequence.tree);
+    sequence.proposal = { round, tokens: result.tokens, tree: result.tree };
     this.#proposals++;
-    this.#draftTokens += result.tokens.length;
+    this.#draftTokens += result.tree?.tokens.length ?? result.tokens.length;
     return result;
   }
 
-  #settle(sequence: Sequence, round: number, accepted: number, appended: readonly number[]): void {
-    const proposed = sequence.proposal?.round === round ? sequence.proposal.tokens : [];
+  #settle(
+    sequence: Sequence,
+    round: number,
+    accepted: number,
+    appended: readonly number[],
+    path: readonly number[],
+  ): void {
+    const proposal = sequence.proposal?.round === round ? sequence.proposal : undefined;
+    if (proposal?.tree) {
+      this.#settlePath(sequence, proposal.tree, accepted, appended, path);
+      return;
+    }
+    if (path.length > 0) throw invalidArgument(`accept.path is set but round ${round} proposed no tree`);
+    const proposed = proposal?.tokens ?? [];
     if (!(Number.isInteger(accepted) && accepted >= 0 && accepted <= proposed.length)) {
       throw invalidArgument(
         `accept.accepted ${accepted} is outside 0..${proposed.length} ` +
@@ -262,6 +289,32 @@ export class DraftSequences {
     const kept = sequence.history.length + accepted;
     this.#table.commit(sequence, kept, appended);
     sequence.history = sequence.history.concat(proposed.slice(0, accepted), appended);
+    sequence.proposal = undefined;
+    this.#table.put(sequence);
+  }
+
+  /** Settles a tree round: the history takes the tokens of the accepted path, then the target's token. */
+  #settlePath(
+    sequence: Sequence,
+    tree: TokenTree,
+    accepted: number,
+    appended: readonly number[],
+    path: readonly number[],
+  ): void {
+    if (accepted !== path.length || appended.length !== 1) {
+      throw invalidArgument(
+        `a tree round settles with accepted = len(path) and one appended token (got accepted ${accepted}, ` +
+          `${path.length} path nodes, ${appended.length} appended)`,
+      );
+    }
+    path.forEach((node, depth) => {
+      const parent = depth === 0 ? ROOT : path[depth - 1];
+      if (!(Number.isInteger(node) && node >= 0 && node < tree.tokens.length && tree.parents[node] === parent)) {
+        throw invalidArgument(`accept.path [${path.join(", ")}] does not descend the proposed tree from its root`);
+      }
+    });
+    this.#table.commitPath(sequence, path, appended[0]);
+    sequence.history = sequence.history.concat(pathTokens(tree, path), appended);
     sequence.proposal = undefined;
     this.#table.put(sequence);
   }
@@ -276,6 +329,18 @@ export class DraftSequences {
     }
     return sequence;
   }
+}
+
+/** A tree within what one verify forward takes (token-tree.ts TREE_LIMITS). */
+function checkTree(tree: Branching, depth: number): void {
+  const { maxNodes, maxDepth } = TREE_LIMITS;
+  if (!(Number.isInteger(tree.width) && tree.width >= 1)) {
+    throw invalidArgument(`propose.tree.width must be >= 1, got ${tree.width}`);
+  }
+  if (!(Number.isInteger(tree.nodes) && tree.nodes >= 1 && tree.nodes <= maxNodes)) {
+    throw invalidArgument(`propose.tree.nodes must lie in 1..${maxNodes}, got ${tree.nodes}`);
+  }
+  if (depth > maxDepth) throw invalidArgument(`a tree is at most ${maxDepth} deep; k ${depth} asks for more`);
 }
 
 /** Rounds count from 1: round 0 would pass for a round already settled or drafted on a verdict. */

@@ -13,6 +13,7 @@ import type { Proposal } from "../../gen/specgate/v1/Proposal.ts";
 import { toWire } from "../../proto/draft-distribution.ts";
 import { draftService, SERVICE_NAMES } from "../../proto/load.ts";
 import { seededSamplingFromWire } from "../../proto/sampling-params.ts";
+import { encodeTree } from "../engine/token-tree.ts";
 import { addStandardServices, bindServer, drain, setServing, withinGrace } from "../grpc/server.ts";
 import type { ProposalResult } from "./draft-calls.ts";
 import { asDraftFailure, DraftFailure } from "./draft-failure.ts";
@@ -153,6 +154,9 @@ export class DraftService {
       round,
       tokens: result.tokens,
       distributions: result.distributions.map(toWire),
+      ...(result.tree && {
+        tree: { ...encodeTree(result.tree), distributions: result.tree.distributions?.map(toWire) ?? [] },
+      }),
       draft_time_ms: result.draftTimeMs,
       prefilled: result.prefilled,
       verdict_channel: this.verdictChannel(),
@@ -238,6 +242,7 @@ export class DraftService {
               historyLength: propose.history_length,
               kNext: propose.k_next,
               traceContext: propose.trace_context,
+              ...(propose.tree && { tree: { width: propose.tree.width, nodes: propose.tree.nodes } }),
             });
           } catch (error) {
             for (const observer of this.#observers) observer(call, asDraftFailure(error));
@@ -257,6 +262,7 @@ export class DraftService {
             round: accept.round,
             accepted: accept.accepted,
             appended: accept.appended,
+            path: accept.path,
           });
           return;
         }

@@ -52,6 +52,7 @@ export async function listenForVerdicts(redisUrl: string, logger: Logger): Promi
       round: verdict.round,
       accepted: verdict.accepted,
       nextToken: verdict.next_token,
+      path: verdict.path,
     });
   });
   await subscribe();

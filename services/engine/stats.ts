@@ -25,6 +25,8 @@ export interface SpeculationStats {
   mean_accepted_per_round: number;
   /** generated_tokens / rounds (E in the speculative-decoding literature). */
   tokens_per_round: number;
+  /** draft_tokens / rounds: positions the target verified per round beside the root (a tree's nodes, a chain's K). */
+  nodes_per_round: number;
   /**
    * Per draft position i (0-based; for trees, depth i + 1): how many rounds proposed a token there, and how many of
    * those were accepted (vLLM's spec_decode_num_accepted_tokens_per_pos).
@@ -86,6 +88,7 @@ export function emptyStats(): RequestStats {
     alpha_per_token: 0,
     mean_accepted_per_round: 0,
     tokens_per_round: 0,
+    nodes_per_round: 0,
     proposed_per_position: [],
     accepted_per_position: [],
     acceptance_per_position: [],
@@ -103,6 +106,7 @@ function derive<T extends SpeculationStats>(stats: T): T {
   stats.alpha_per_token = ratio(stats.accepted_tokens, stats.accepted_tokens + stats.rejected_tokens);
   stats.mean_accepted_per_round = ratio(stats.accepted_tokens, stats.rounds);
   stats.tokens_per_round = ratio(stats.generated_tokens, stats.rounds);
+  stats.nodes_per_round = ratio(stats.draft_tokens, stats.rounds);
   stats.acceptance_per_position = stats.proposed_per_position.map((n, i) => ratio(stats.accepted_per_position[i], n));
   return stats;
 }

@@ -113,6 +113,23 @@ export function decodeTree(
   return tokenTree(wire.tokens, parents, distributions, limits);
 }
 
+/**
+ * The tree's first nodes, up to the first one deeper than `maxDepth` and at most `maxNodes`: a tree within both whose
+ * nodes keep their numbers (a path through it is a path through the whole tree). For trees grown level by level (the
+ * model drafter's) these are the nodes down to `maxDepth`, the shallowest first when `maxNodes` cuts.
+ */
+export function treePrefix(tree: TokenTree, maxDepth: number, maxNodes = tree.tokens.length): TokenTree {
+  const deeper = tree.depths.findIndex((depth) => depth > maxDepth);
+  const size = Math.min(deeper < 0 ? tree.tokens.length : deeper, Math.max(0, maxNodes));
+  if (size === tree.tokens.length) return tree;
+  return {
+    tokens: tree.tokens.subarray(0, size),
+    parents: tree.parents.subarray(0, size),
+    depths: tree.depths.subarray(0, size),
+    ...(tree.distributions && { distributions: tree.distributions.slice(0, size) }),
+  };
+}
+
 /** The children of a node (ROOT included), in node order. */
 export function children(tree: TokenTree, node: number): number[] {
   const found: number[] = [];

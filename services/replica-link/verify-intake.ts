@@ -160,8 +160,8 @@ export class VerifyIntake {
   ): void {
     const { result } = reply;
     if (result !== undefined && job.draft_verdict_channel !== "") {
-      const { sequence_id, round, accepted, next_token } = result;
-      this.#publish(job.draft_verdict_channel, encodeDraftVerdict({ sequence_id, round, accepted, next_token }));
+      const { sequence_id, round, accepted, next_token, path } = result;
+      this.#publish(job.draft_verdict_channel, encodeDraftVerdict({ sequence_id, round, accepted, next_token, path }));
     }
     if (job.reply_channel === "") return;
     taken.reply = { channel: job.reply_channel, message: encodeVerifyReply(reply) };

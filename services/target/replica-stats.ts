@@ -3,6 +3,7 @@ import type { TargetStats } from "../../gen/specgate/v1/TargetStats.ts";
 import { VerifyJobError } from "../replica-link/verify-errors.ts";
 import type { IntakeCounters } from "../replica-link/verify-intake.ts";
 import type { SequenceCache } from "./sequence-cache.ts";
+import { draftSize } from "./verify-job.ts";
 import type { BatchReport } from "./verify-round.ts";
 
 export class ReplicaStats {
@@ -31,7 +32,7 @@ export class ReplicaStats {
         return;
       }
       this.jobs++;
-      this.draftTokens += report.jobs[i].draft_tokens.length;
+      this.draftTokens += draftSize(report.jobs[i]);
       this.acceptedTokens += outcome.accepted ?? 0;
     });
   }

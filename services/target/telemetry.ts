@@ -7,6 +7,7 @@
 import { VerifyJobError } from "../replica-link/verify-errors.ts";
 import { type SpecgateMetrics, startVerifyBatch, type VerifyJobOutcome } from "../telemetry/index.ts";
 import type { TargetReplica } from "./target-replica.ts";
+import { draftSize } from "./verify-job.ts";
 
 export function instrumentReplica(replica: TargetReplica, metrics: SpecgateMetrics): void {
   const id = replica.replicaId;
@@ -21,7 +22,7 @@ export function instrumentReplica(replica: TargetReplica, metrics: SpecgateMetri
       const outcomes = new Array<VerifyJobOutcome>(report.jobs.length);
       report.outcomes.forEach((outcome, i) => {
         if (!(outcome instanceof VerifyJobError)) {
-          outcomes[i] = { proposed: report.jobs[i].draft_tokens.length, accepted: outcome.accepted ?? 0 };
+          outcomes[i] = { proposed: draftSize(report.jobs[i]), accepted: outcome.accepted ?? 0 };
         }
       });
       trace.end(outcomes);

@@ -8,6 +8,7 @@ import { fromWire } from "../../proto/draft-distribution.ts";
 import { seededSamplingFromWire } from "../../proto/sampling-params.ts";
 import type { SparseDistribution } from "../engine/sampling.ts";
 import type { VerifyJob as EngineVerifyJob } from "../engine/target-verifier.ts";
+import { decodeTree, type TokenTree } from "../engine/token-tree.ts";
 import type { AcceptanceMode } from "../engine/verify.ts";
 import { VerifyJobError } from "../replica-link/verify-errors.ts";
 import type { ModelInfo } from "../runtime/causal-lm.ts";
@@ -43,6 +44,11 @@ function checkTokens(job: VerifyJob__Output, what: string, tokens: readonly numb
   if (bad !== undefined) throw invalid(job, `${what} token ${bad} is outside the vocabulary [0, ${vocabSize})`);
 }
 
+/** Draft positions the job asks to verify: its draft tokens, or its tree's nodes. */
+export function draftSize(job: VerifyJob__Output): number {
+  return job.draft_tokens.length + (job.draft_tree?.tokens.length ?? 0);
+}
+
 /** The engine's round for `job`, or a VerifyJobError saying what is wrong with the job. */
 export function toEngineJob(
   job: VerifyJob__Output,
@@ -52,10 +58,6 @@ export function toEngineJob(
   if (job.history.length === 0) throw invalid(job, "history is empty (it holds at least the prompt)");
   checkTokens(job, "history", job.history, model.vocabSize);
   checkTokens(job, "draft", job.draft_tokens, model.vocabSize);
-  const length = job.history.length + job.draft_tokens.length;
-  if (length > model.contextLength) {
-    throw invalid(job, `history + draft is ${length} tokens, over the context length of ${model.contextLength}`);
-  }
   let sampling: ReturnType<typeof seededSamplingFromWire>;
   try {
     sampling = seededSamplingFromWire(job.sampling);
@@ -63,6 +65,11 @@ export function toEngineJob(
     throw invalid(job, (error as Error).message);
   }
   const acceptance = acceptanceOf(job);
+  const draftTree = treeOf(job, sampling.temperature > 0, acceptance, model.vocabSize);
+  const length = job.history.length + (draftTree?.tokens.length ?? job.draft_tokens.length);
+  if (length > model.contextLength) {
+    throw invalid(job, `history + draft is ${length} tokens, over the context length of ${model.contextLength}`);
+  }
   let draftDistributions: SparseDistribution[] | undefined;
   if (sampling.temperature > 0 && acceptance.kind === "lossless") {
     if (job.draft_distributions.length !== job.draft_tokens.length) {
@@ -71,11 +78,7 @@ export function toEngineJob(
         `lossless sampling needs one draft distribution per draft token (${job.draft_tokens.length}), got ${job.draft_distributions.length}`,
       );
     }
-    try {
-      draftDistributions = job.draft_distributions.map(fromWire);
-    } catch (error) {
-      throw invalid(job, (error as Error).message);
-    }
+    draftDistributions = distributionsOf(job, job.draft_distributions);
   }
   return {
     sequenceId: job.sequence_id,
@@ -83,10 +86,41 @@ export function toEngineJob(
     committedOffset: 0,
     draftTokens: job.draft_tokens,
     draftDistributions,
+    ...(draftTree && { draftTree }),
     sampling,
     acceptance,
     seed: sampling.seed,
   };
+}
+
+function distributionsOf(job: VerifyJob__Output, wire: VerifyJob__Output["draft_distributions"]): SparseDistribution[] {
+  try {
+    return wire.map(fromWire);
+  } catch (error) {
+    throw invalid(job, (error as Error).message);
+  }
+}
+
+/** The job's token tree, checked; undefined for a chain job (no tree, or an empty one). */
+function treeOf(
+  job: VerifyJob__Output,
+  sampling: boolean,
+  acceptance: AcceptanceMode,
+  vocabSize: number,
+): TokenTree | undefined {
+  const wire = job.draft_tree;
+  if (!wire || wire.tokens.length === 0) return undefined;
+  if (job.draft_tokens.length > 0) throw invalid(job, "draft_tree and draft_tokens are both set");
+  if (acceptance.kind !== "lossless") throw invalid(job, "a draft_tree is verified with lossless acceptance only");
+  checkTokens(job, "draft_tree", wire.tokens, vocabSize);
+  // Without distributions the nodes count as deterministic drafts (q = 1 on each token), which stays exact.
+  const distributions =
+    sampling && wire.distributions.length > 0 ? distributionsOf(job, wire.distributions) : undefined;
+  try {
+    return decodeTree(wire, distributions);
+  } catch (error) {
+    throw invalid(job, (error as Error).message);
+  }
 }
 
 /**

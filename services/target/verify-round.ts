@@ -8,11 +8,12 @@ import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
 import type { VerifyJob as EngineVerifyJob } from "../engine/target-verifier.ts";
 import { verifyOnTarget } from "../engine/target-verifier.ts";
+import { children, pathTokens, ROOT } from "../engine/token-tree.ts";
 import { nowUnixMs } from "../replica-link/clock.ts";
 import { VerifyJobError } from "../replica-link/verify-errors.ts";
 import { CacheCapacityError, ContextLengthError } from "../runtime/runtime-errors.ts";
 import type { SequenceCache } from "./sequence-cache.ts";
-import { checkAdmission, toEngineJob } from "./verify-job.ts";
+import { checkAdmission, draftSize, toEngineJob } from "./verify-job.ts";
 
 export type VerifyOutcome = VerifyResult | VerifyJobError;
 
@@ -92,7 +93,7 @@ export class VerifyRound {
     if (admitted.length > 0) {
       for (const a of admitted) {
         const kept = this.cache.prepare(a.job.sequence_id, a.job.history);
-        a.positions = a.job.history.length - kept + a.job.draft_tokens.length;
+        a.positions = a.job.history.length - kept + draftSize(a.job);
         a.reprefilled = a.job.round > 1 && kept < a.job.history.length - 1;
       }
       const bytes = admitted.reduce((sum, a) => sum + a.positions, 0) * this.cache.model.info.kvBytesPerToken;
@@ -122,15 +123,20 @@ export class VerifyRound {
       );
       const verifyTimeMs = performance.now() - started;
       admitted.forEach((a, i) => {
-        const { accepted, token } = verdicts[i];
-        const { job } = a;
-        this.cache.commit(job.sequence_id, job.history.concat(job.draft_tokens.slice(0, accepted)));
+        const verdict = verdicts[i];
+        const { accepted, token } = verdict;
+        const { job, round } = a;
+        const path = "path" in verdict ? verdict.path : undefined;
+        const tree = round.draftTree;
+        const kept = tree && path ? pathTokens(tree, path) : job.draft_tokens.slice(0, accepted);
+        this.cache.commit(job.sequence_id, job.history.concat(kept));
         outcomes[a.index] = {
           sequence_id: job.sequence_id,
           round: job.round,
           accepted,
           next_token: token,
-          bonus: accepted === job.draft_tokens.length,
+          bonus: tree && path ? children(tree, path.at(-1) ?? ROOT).length === 0 : accepted === job.draft_tokens.length,
+          path: path ? [...path] : [],
           replica_id: this.replicaId,
           batch_size: admitted.length,
           queue_wait_ms:

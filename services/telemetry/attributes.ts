@@ -44,7 +44,10 @@ export const ATTR = {
   k: "specgate.round.k",
   proposed: "specgate.round.proposed",
   accepted: "specgate.round.accepted",
-  /** 1-based draft position of the first rejected token; absent when every proposed token was accepted. */
+  /**
+   * 1-based draft position (for a tree, depth) of the first rejected token; absent when every proposed token was
+   * accepted (for a tree, when its accepted path reached a leaf).
+   */
   firstRejection: "specgate.round.first_rejection",
   nextToken: "specgate.round.next_token",
   /** `bonus` (all proposed tokens accepted) or `correction` (the target's token at the first rejection). */

@@ -22,27 +22,35 @@ const TOKENS_PER_ROUND = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16];
 const TOKENS_PER_REQUEST = [1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096];
 const BATCH = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64];
 
+/** Speculation counters carry vLLM's `spec_decode_*` names where they count the same thing. */
 export const METRICS = {
+  drafts: {
+    name: "specgate.spec_decode.num_drafts",
+    kind: "counter",
+    unit: "{round}",
+    description:
+      "Rounds that verified a draft (a chain or a token tree): mean acceptance length = 1 + accepted / drafts",
+  },
   draftTokensProposed: {
-    name: "specgate.draft.tokens.proposed",
+    name: "specgate.spec_decode.num_draft_tokens",
     kind: "counter",
     unit: "{token}",
     description: "Draft tokens proposed to the target for verification",
   },
   draftTokensAccepted: {
-    name: "specgate.draft.tokens.accepted",
+    name: "specgate.spec_decode.num_accepted_tokens",
     kind: "counter",
     unit: "{token}",
     description: "Draft tokens accepted by the target; divided by proposed this is the acceptance rate alpha",
   },
   positionProposed: {
-    name: "specgate.draft.position.proposed",
+    name: "specgate.spec_decode.num_draft_tokens_per_pos",
     kind: "counter",
     unit: "{token}",
     description: "Draft tokens proposed at each draft position (attribute specgate.draft.position, 1-based)",
   },
   positionAccepted: {
-    name: "specgate.draft.position.accepted",
+    name: "specgate.spec_decode.num_accepted_tokens_per_pos",
     kind: "counter",
     unit: "{token}",
     description: "Draft tokens accepted at each draft position (attribute specgate.draft.position, 1-based)",
@@ -192,6 +200,7 @@ const SECONDS_PER_MS = 1e-3;
 
 export class SpecgateMetrics {
   private readonly counters: Record<
+    | "drafts"
     | "draftTokensProposed"
     | "draftTokensAccepted"
     | "positionProposed"
@@ -230,6 +239,7 @@ export class SpecgateMetrics {
     const gauge = (d: MetricDefinition) =>
       meter.createObservableGauge(d.name, { unit: d.unit, description: d.description });
     this.counters = {
+      drafts: counter(METRICS.drafts),
       draftTokensProposed: counter(METRICS.draftTokensProposed),
       draftTokensAccepted: counter(METRICS.draftTokensAccepted),
       positionProposed: counter(METRICS.positionProposed),
@@ -272,6 +282,7 @@ export class SpecgateMetrics {
   recordRequest(labels: RequestLabels, request: FinishedRequest): void {
     const { all, modelPair } = this.attributesOf(labels);
     const { stats } = request;
+    this.counters.drafts.add((stats.k_per_round ?? []).filter((k) => k > 0).length, all);
     this.counters.draftTokensProposed.add(stats.draft_tokens, all);
     this.counters.draftTokensAccepted.add(stats.accepted_tokens, all);
     const proposed = stats.proposed_per_position ?? [];

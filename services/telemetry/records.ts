@@ -18,10 +18,15 @@ export interface VerifiedRound {
   round: number;
   /** Speculation length asked of the drafter this round (0: plain decoding). */
   k: number;
-  /** Draft tokens actually proposed (at most k; fewer when the drafter has nothing to offer). */
+  /** Draft tokens actually proposed (at most k; fewer when the drafter has nothing to offer); a tree's nodes. */
   proposed: number;
-  /** Leading draft tokens the target accepted. */
+  /** Leading draft tokens the target accepted (a tree's accepted path). */
   accepted: number;
+  /**
+   * The target's token came after every proposed token was accepted (for a tree: after its path reached a leaf).
+   * Absent: accepted = proposed decides.
+   */
+  bonus?: boolean;
   /** The target's token appended after the accepted prefix (correction, or bonus when all were accepted). */
   nextToken: number;
   /** Replica that verified the round. */
@@ -47,6 +52,8 @@ export interface ReturnedStats {
   generated_tokens: number;
   draft_tokens: number;
   accepted_tokens: number;
+  /** K of each round in order (0: the round verified no draft). */
+  k_per_round?: readonly number[];
   /** Index i: rounds that proposed a token at draft position i (0-based), and rounds whose token there was accepted. */
   proposed_per_position?: readonly number[];
   accepted_per_position?: readonly number[];
@@ -71,8 +78,12 @@ export interface FinishedRequest {
 }
 
 /** 1-based position of the first rejected draft token, or undefined when all proposed tokens were accepted. */
-export function firstRejection(round: Pick<VerifiedRound, "proposed" | "accepted">): number | undefined {
-  return round.accepted < round.proposed ? round.accepted + 1 : undefined;
+export function firstRejection(round: Pick<VerifiedRound, "proposed" | "accepted" | "bonus">): number | undefined {
+  return isBonus(round) ? undefined : round.accepted + 1;
+}
+
+export function isBonus(round: Pick<VerifiedRound, "proposed" | "accepted" | "bonus">): boolean {
+  return round.bonus ?? round.accepted >= round.proposed;
 }
 
 /** Time per output token after the first (the usual TPOT); undefined with fewer than two tokens or no timings. */

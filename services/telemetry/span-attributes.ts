@@ -3,7 +3,7 @@
  */
 import type { Attributes, AttributeValue } from "@opentelemetry/api";
 import { ATTR, statAttribute } from "./attributes.ts";
-import { type FinishedRequest, firstRejection, type RequestLabels, type VerifiedRound } from "./records.ts";
+import { type FinishedRequest, firstRejection, isBonus, type RequestLabels, type VerifiedRound } from "./records.ts";
 
 export function roundAttributes(round: VerifiedRound): Attributes {
   const attributes: Attributes = {
@@ -12,7 +12,7 @@ export function roundAttributes(round: VerifiedRound): Attributes {
     [ATTR.proposed]: round.proposed,
     [ATTR.accepted]: round.accepted,
     [ATTR.nextToken]: round.nextToken,
-    [ATTR.nextTokenKind]: round.accepted === round.proposed ? "bonus" : "correction",
+    [ATTR.nextTokenKind]: isBonus(round) ? "bonus" : "correction",
     [ATTR.replica]: round.replica,
     [ATTR.batchSize]: round.batchSize,
     [ATTR.reprefilled]: round.reprefilled,

@@ -403,6 +403,59 @@ describe("draft service", () => {
     await session.end();
   });
 
+  test("trees: proposals equal the engine's trees through path settlements; bad shapes and paths are refused", async () => {
+    const session = new Session(served.client);
+    const sampling = { temperature: 0, seed: 3 };
+    const shape = { width: 2, nodes: 6 };
+    const inProcess = new ModelDrafter(reference, "tiny");
+    await inProcess.open({ sequenceId: "t", history: PROMPT, sampling: { temperature: 0, seed: 3 }, seed: 3 });
+    session.send({ open: { sequence_id: "t", drafter: "tiny", tokens: PROMPT, sampling } });
+    let historyLength = PROMPT.length;
+    for (let round = 1; round <= 4; round++) {
+      session.send({ propose: { sequence_id: "t", round, k: 3, history_length: historyLength, tree: shape } });
+      const proposal = (await session.next("t")).proposal;
+      assert.ok(proposal?.tree, `round ${round} proposes a tree`);
+      assert.deepEqual(proposal.tokens, []);
+      const [expected] = await inProcess.proposeTrees([{ sequenceId: "t", shape: { depth: 3, ...shape } }]);
+      assert.deepEqual(proposal.tree.tokens, Array.from(expected.tokens), `round ${round} tokens`);
+      assert.deepEqual(
+        proposal.tree.parents,
+        Array.from(expected.parents, (p) => p + 1),
+        `round ${round} parents`,
+      );
+      // A path as deep as the round allows (the last node's ancestors), then the target's token.
+      const path: number[] = [];
+      for (let node = expected.tokens.length - 1; node >= 0; node = expected.parents[node]) path.unshift(node);
+      const kept = path.slice(0, round % 3);
+      const token = (round * 7) % VOCAB;
+      session.send({ accept: { sequence_id: "t", round, accepted: kept.length, appended: [token], path: kept } });
+      inProcess.commitPath("t", kept, token);
+      historyLength += kept.length + 1;
+    }
+    inProcess.close("t");
+
+    const errorOf = async (message: DraftClientMessage) => {
+      session.send(message);
+      const reply = await session.next("t");
+      assert.equal(reply.message, "error", `expected an error for ${JSON.stringify(message)}`);
+      assert.equal(reply.error?.code, "DRAFT_ERROR_INVALID_ARGUMENT");
+      return reply.error?.message ?? "";
+    };
+    const propose = { sequence_id: "t", round: 5, k: 3, history_length: historyLength };
+    assert.match(await errorOf({ propose: { ...propose, tree: { width: 0, nodes: 6 } } }), /tree\.width must be >= 1/);
+    assert.match(await errorOf({ propose: { ...propose, tree: { width: 2, nodes: 64 } } }), /tree\.nodes must lie/);
+    session.send({ propose: { ...propose, tree: shape } });
+    assert.ok((await session.next("t")).proposal?.tree);
+    const accept = { sequence_id: "t", round: 5, appended: [4] };
+    assert.match(await errorOf({ accept: { ...accept, accepted: 1, path: [99] } }), /does not descend/);
+    assert.match(await errorOf({ accept: { ...accept, accepted: 2, path: [0] } }), /accepted = len\(path\)/);
+    session.send({ accept: { ...accept, accepted: 0, path: [] } });
+    // A path on a round that proposed a chain is refused too.
+    assert.equal((await session.propose("t", 6, 2, historyLength + 1)).tokens.length, 2);
+    assert.match(await errorOf({ accept: { ...accept, round: 6, accepted: 1, path: [0] } }), /proposed no tree/);
+    await session.end();
+  });
+
   test("proposals stop at the drafter's context length", async () => {
     const session = new Session(served.client);
     const long = Array.from({ length: 63 }, (_, i) => (i * 5) % VOCAB);

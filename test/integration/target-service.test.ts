@@ -246,7 +246,7 @@ describe("target replica process", () => {
       const verified = replies[2].result;
       assert.ok(verified);
       assert.deepEqual(verdicts, [
-        { sequence_id: "drafted", round: 4, accepted: verified.accepted, next_token: verified.next_token },
+        { sequence_id: "drafted", round: 4, accepted: verified.accepted, next_token: verified.next_token, path: [] },
       ]);
 
       // A message that is not a job is logged and ignored; the replica keeps serving.

@@ -85,8 +85,8 @@ describe("OTLP/HTTP JSON export of a request to a real receiver", { timeout: 60_
 
     const scraped = await scrape(gateway.info.metricsUrl as string);
     const acme = { specgate_tenant: "acme", gen_ai_request_model: "stories260k", specgate_drafter: "int4" };
-    assert.equal(sumSamples(scraped, "specgate_draft_tokens_proposed_total", acme), 14);
-    assert.equal(sumSamples(scraped, "specgate_draft_tokens_accepted_total", acme), 7);
+    assert.equal(sumSamples(scraped, "specgate_spec_decode_num_draft_tokens_total", acme), 14);
+    assert.equal(sumSamples(scraped, "specgate_spec_decode_num_accepted_tokens_total", acme), 7);
     assert.equal(sumSamples(scraped, "specgate_verify_batch_size_count", { specgate_replica: "0" }), SCRIPT.length);
     assert.equal(sumSamples(scraped, "target_info", { service_name: "specgate-gateway" }), 1);
 
@@ -118,7 +118,11 @@ describe("OTLP/HTTP JSON export of a request to a real receiver", { timeout: 60_
     assert.deepEqual(new Set(batches.flatMap((batch) => batch.links.map((link) => link.spanId))), roundIds);
 
     const metricNames = new Set(receiver.metrics().map((metric) => metric.name));
-    for (const name of ["specgate.draft.tokens.proposed", "specgate.draft.tokens.accepted", "specgate.round.k"]) {
+    for (const name of [
+      "specgate.spec_decode.num_draft_tokens",
+      "specgate.spec_decode.num_accepted_tokens",
+      "specgate.round.k",
+    ]) {
       assert.ok(metricNames.has(name), name);
     }
   });
@@ -160,7 +164,7 @@ test("three services at once, one per OTLP protocol, each under its own service.
       received("http/json", "traces", "specgate-target"),
   );
   assert.ok(received("grpc", "traces", "specgate.alpha"), "request attributes travel over OTLP/gRPC");
-  assert.ok(received("grpc", "metrics", "specgate.draft.tokens.accepted"));
+  assert.ok(received("grpc", "metrics", "specgate.spec_decode.num_accepted_tokens"));
   assert.ok(received("http/protobuf", "metrics", "specgate.verify.batch.size"));
   assert.deepEqual(
     receiver.spans().map((span) => [span.service, span.name]),

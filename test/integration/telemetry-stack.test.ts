@@ -220,8 +220,8 @@ describe("telemetry of the real stack", { timeout: 300_000 }, () => {
       const proposed = mine.reduce((total, request) => total + request.stats.draft_tokens, 0);
       const accepted = mine.reduce((total, request) => total + request.stats.accepted_tokens, 0);
       const labels = { specgate_tenant: tenant };
-      const scrapedProposed = sumSamples(scraped, "specgate_draft_tokens_proposed_total", labels);
-      const scrapedAccepted = sumSamples(scraped, "specgate_draft_tokens_accepted_total", labels);
+      const scrapedProposed = sumSamples(scraped, "specgate_spec_decode_num_draft_tokens_total", labels);
+      const scrapedAccepted = sumSamples(scraped, "specgate_spec_decode_num_accepted_tokens_total", labels);
       assert.equal(scrapedProposed, proposed, `${tenant}: proposed`);
       assert.equal(scrapedAccepted, accepted, `${tenant}: accepted`);
       assert.ok(proposed > 0);

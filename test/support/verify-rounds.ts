@@ -8,9 +8,11 @@ import type { SamplingParams as WireSampling } from "../../gen/specgate/v1/Sampl
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult__Output } from "../../gen/specgate/v1/VerifyResult.ts";
 import { quantise, toWire } from "../../proto/draft-distribution.ts";
-import type { Drafter } from "../../services/engine/drafter.ts";
+import { type Draft, type Drafter, isTreeDrafter } from "../../services/engine/drafter.ts";
 import type { SamplingParams } from "../../services/engine/sampling.ts";
 import { verifyOnTarget } from "../../services/engine/target-verifier.ts";
+import { encodeTree, pathTokens, type TokenTree } from "../../services/engine/token-tree.ts";
+import type { Branching } from "../../services/engine/tree-policy.ts";
 import type { CausalLM } from "../../services/runtime/causal-lm.ts";
 
 export interface ScriptedSequence {
@@ -20,13 +22,16 @@ export interface ScriptedSequence {
   readonly sampling: { temperature: number; topK?: number; topP?: number; seed: number };
   readonly drafter: Drafter;
   readonly k: number;
+  /** Draft token trees K deep of this branching instead of chains (the drafter must draft trees). */
+  readonly tree?: Branching;
 }
 
 export interface RoundPair {
   readonly sequenceId: string;
   readonly round: number;
-  readonly distributed: { accepted: number; token: number };
-  readonly inProcess: { accepted: number; token: number };
+  /** `path`: a tree round's accepted nodes ([] for chains). */
+  readonly distributed: { accepted: number; token: number; path: number[] };
+  readonly inProcess: { accepted: number; token: number; path: number[] };
   readonly result: VerifyResult__Output;
 }
 
@@ -43,6 +48,16 @@ function wireSampling(s: ScriptedSequence["sampling"]): WireSampling {
 
 /** A drafter option that makes model drafters sample from the quantised q that travels on the wire. */
 export const WIRE_QUANTISED = { quantise };
+
+const NO_DRAFT: Draft = { tokens: [] };
+
+/** A sequence's proposal for the round: a chain, or a tree when the sequence drafts trees. */
+async function propose(s: ScriptedSequence): Promise<{ draft: Draft; tree?: TokenTree }> {
+  if (!s.tree) return { draft: (await s.drafter.propose([{ sequenceId: s.sequenceId, k: s.k }]))[0] };
+  if (!isTreeDrafter(s.drafter)) throw new TypeError(`drafter ${s.drafter.name} does not draft trees`);
+  const [tree] = await s.drafter.proposeTrees([{ sequenceId: s.sequenceId, shape: { depth: s.k, ...s.tree } }]);
+  return { draft: NO_DRAFT, tree };
+}
 
 /**
  * Runs `rounds` rounds of every sequence, all sequences' jobs of a round handed to `path` together. `reference` is
@@ -68,21 +83,25 @@ export async function runScriptedRounds(
   }
   try {
     for (let round = 1; round <= rounds; round++) {
-      const drafts = await Promise.all(sequences.map((s) => s.drafter.propose([{ sequenceId: s.sequenceId, k: s.k }])));
-      const jobs: VerifyJob[] = sequences.map((s, i) => ({
-        sequence_id: s.sequenceId,
-        request_id: `request-${s.sequenceId}`,
-        round,
-        history: histories.get(s.sequenceId),
-        draft_tokens: drafts[i][0].tokens,
-        draft_distributions: (drafts[i][0].distributions ?? []).map((q) => toWire(quantise(q))),
-        sampling: wireSampling(s.sampling),
-        model,
-      }));
+      const drafts = await Promise.all(sequences.map((s) => propose(s)));
+      const jobs: VerifyJob[] = sequences.map((s, i) => {
+        const { draft, tree } = drafts[i];
+        return {
+          sequence_id: s.sequenceId,
+          request_id: `request-${s.sequenceId}`,
+          round,
+          history: histories.get(s.sequenceId),
+          draft_tokens: draft.tokens,
+          draft_distributions: (draft.distributions ?? []).map((q) => toWire(quantise(q))),
+          ...(tree && { draft_tree: encodeTree(tree) }),
+          sampling: wireSampling(s.sampling),
+          model,
+        };
+      });
       const results = await path(jobs);
       for (const [i, s] of sequences.entries()) {
         const history = histories.get(s.sequenceId) as number[];
-        const draft = drafts[i][0];
+        const { draft, tree } = drafts[i];
         const [inProcess] = await verifyOnTarget(reference, [
           {
             sequenceId: s.sequenceId,
@@ -90,6 +109,7 @@ export async function runScriptedRounds(
             committedOffset: 0,
             draftTokens: draft.tokens,
             draftDistributions: draft.distributions?.map(quantise),
+            ...(tree && { draftTree: tree }),
             sampling: {
               temperature: s.sampling.temperature,
               topK: s.sampling.topK,
@@ -104,10 +124,19 @@ export async function runScriptedRounds(
         pairs.push({
           sequenceId: s.sequenceId,
           round,
-          distributed: { accepted: result.accepted, token: result.next_token },
-          inProcess: { accepted: inProcess.accepted, token: inProcess.token },
+          distributed: { accepted: result.accepted, token: result.next_token, path: result.path },
+          inProcess: {
+            accepted: inProcess.accepted,
+            token: inProcess.token,
+            path: "path" in inProcess ? [...inProcess.path] : [],
+          },
           result,
         });
+        if (tree && isTreeDrafter(s.drafter)) {
+          history.push(...pathTokens(tree, result.path), result.next_token);
+          s.drafter.commitPath(s.sequenceId, result.path, result.next_token);
+          continue;
+        }
         const length = history.length + result.accepted;
         history.push(...draft.tokens.slice(0, result.accepted), result.next_token);
         s.drafter.commit(s.sequenceId, length, [result.next_token]);

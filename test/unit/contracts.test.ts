@@ -71,6 +71,7 @@ describe("verify queue payloads", () => {
     // Decoded messages name the set member of each (synthetic) oneof, as the gRPC loader does.
     sampling: { ...job.sampling, _top_p: "top_p", _seed: "seed" },
     relaxed: { top_k: 0, epsilon: 0.3, delta: 0.09 },
+    draft_tree: null,
   };
 
   it("round-trips a VerifyJob through BullMQ-safe job data", () => {
@@ -86,8 +87,16 @@ describe("verify queue payloads", () => {
     assert.equal(job.draft_verdict_channel, "specgate:draft-verdict:draft-a");
     const failure = decodeVerifyReply(encodeVerifyReply({ job_id: "j", failure: "DEADLINE_EXCEEDED: too late" }));
     assert.deepEqual([failure.job_id, failure.result, failure.failure], ["j", null, "DEADLINE_EXCEEDED: too late"]);
-    const verdict = { sequence_id: "req-1", round: 4, accepted: 2, next_token: 9 };
+    const verdict = { sequence_id: "req-1", round: 4, accepted: 2, next_token: 9, path: [0, 2] };
     assert.deepEqual(decodeDraftVerdict(encodeDraftVerdict(verdict)), verdict);
+  });
+
+  it("round-trips a tree job's tree and its verdict's path", () => {
+    const tree = { tokens: [5, 6, 7], parents: [0, 0, 2], distributions: [q, q, q] };
+    const treeJob = { ...job, draft_tokens: [], draft_distributions: [], draft_tree: tree };
+    assert.deepEqual(decodeVerifyPush(encodeVerifyPush(treeJob)).draft_tree, tree);
+    const result = { sequence_id: "req-1", round: 4, accepted: 2, next_token: 9, path: [1, 2] };
+    assert.deepEqual(decodeVerifyResult(encodeVerifyResult(result)).path, [1, 2]);
   });
 
   it("fills defaults and keeps optional presence when decoding a sparse job", () => {
@@ -112,6 +121,7 @@ describe("verify queue payloads", () => {
       verify_time_ms: 12.75,
       reprefilled: false,
       positions: 3,
+      path: [],
     };
     assert.deepEqual(decodeVerifyResult(encodeVerifyResult(result)), result);
     const announcement = {

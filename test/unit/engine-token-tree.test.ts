@@ -12,6 +12,7 @@ import {
   ROOT,
   TREE_LIMITS,
   tokenTree,
+  treePrefix,
 } from "../../services/engine/token-tree.ts";
 
 // root → 0 (5), 1 (7); 0 → 2 (3), 3 (4); 1 → 4 (9); 2 → 5 (2)
@@ -28,6 +29,17 @@ describe("token tree", () => {
     assert.deepEqual(pathTo(tree, 5), [0, 2, 5]);
     assert.deepEqual(pathTo(tree, ROOT), []);
     assert.deepEqual(pathTokens(tree, [0, 2, 5]), [5, 3, 2]);
+  });
+
+  it("cuts a tree to a depth and a node budget, keeping node numbers", () => {
+    const tree = tokenTree(tokens, parents);
+    assert.equal(treePrefix(tree, 3), tree);
+    const shallow = treePrefix(tree, 2);
+    assert.deepEqual([...shallow.tokens], [5, 7, 3, 4, 9]);
+    assert.deepEqual(pathTo(shallow, 4), [1, 4], "a path keeps its node numbers");
+    assert.deepEqual([...treePrefix(tree, 3, 3).parents], [ROOT, ROOT, 0]);
+    assert.deepEqual([...treePrefix(tree, 1).depths], [1, 1]);
+    assert.equal(treePrefix(tree, 3, 0).tokens.length, 0);
   });
 
   it("makes a chain the tree whose node i has parent i − 1", () => {

@@ -77,6 +77,7 @@ describe("OpenAI request bodies → GenerateRequest", () => {
         drafter: "ngram",
         acceptance: "ACCEPTANCE_MODE_UNSPECIFIED",
         relaxed: null,
+        tree: null,
         length: "fixed_k",
         fixed_k: 3,
       },

@@ -148,6 +148,28 @@ describe("gateway request validation", () => {
     assert.match(problemsOf(request), /speculation.acceptance 9 is not a value of AcceptanceMode/);
   });
 
+  it("takes a tree shape, and rejects one out of bounds or with lossy acceptance", () => {
+    const tree = { width: 2, nodes: 8 };
+    assert.deepEqual(validateRequest(received({ prompt: "Hi", tree }), ctx, 1).tree, { shape: tree, adaptive: false });
+    assert.deepEqual(validateRequest(received({ prompt: "Hi", tree: { ...tree, adaptive: true } }), ctx, 1).tree, {
+      shape: tree,
+      adaptive: true,
+    });
+    assert.equal(validateRequest(received({ prompt: "Hi" }), ctx, 1).tree, undefined);
+    assert.match(
+      problems({ prompt: "Hi", tree: { width: 0, nodes: 8 } }),
+      /speculation\.tree\.shape\.width must be at least 1, got 0/,
+    );
+    assert.match(
+      problems({ prompt: "Hi", tree: { width: 2, nodes: 64 } }),
+      /speculation\.tree\.shape\.nodes must be at most 63, got 64/,
+    );
+    assert.match(
+      problems({ prompt: "Hi", tree, acceptance: "lossy-typical" }),
+      /speculation\.tree is verified with lossless acceptance only/,
+    );
+  });
+
   it("reports every problem at once", () => {
     const message = problems({ prompt: "", max_tokens: -1, temperature: -1, drafter: "x" });
     for (const part of [/prompt is empty/, /max_tokens/, /temperature/, /unknown drafter/]) assert.match(message, part);

@@ -113,6 +113,45 @@ describe("VerifyRound", () => {
     );
   });
 
+  test("tree jobs batched with chain jobs: verdicts and paths equal the engine's, caches compacted to the path", async () => {
+    const { path, reports, target } = await roundUnderTest();
+    const chains = mixedSequences("chain");
+    const trees: ScriptedSequence[] = [0, 0.8].flatMap((temperature) =>
+      [selfDraft, otherDraft].map((model, i) => ({
+        sequenceId: `tree-${i}-t${temperature}`,
+        prompt: [1, 7 + i, 9, 21],
+        sampling: { temperature, seed: 77 + i },
+        drafter: new ModelDrafter(model, `tree-${i}`),
+        k: 3,
+        tree: { width: 2, nodes: 6 },
+      })),
+    );
+    const pairs = await runScriptedRounds(reference, [...chains, ...trees], 6, async (jobs) => {
+      const results = await path(jobs);
+      // Every cache holds exactly the history, the accepted path and nothing of the rejected nodes.
+      for (const [i, job] of jobs.entries()) {
+        const length = (job.history?.length ?? 0) + results[i].accepted;
+        assert.equal(target.sequenceLength(job.sequence_id as string), length, `${job.sequence_id} cache length`);
+      }
+      return results;
+    });
+    assertSameVerdicts(pairs);
+    assert.ok(
+      reports.every((r) => r.size === chains.length + trees.length),
+      "chains and trees in one forward",
+    );
+    const treeRounds = pairs.filter((p) => p.sequenceId.startsWith("tree-"));
+    assert.ok(treeRounds.every((p) => p.result.path.length === p.result.accepted));
+    assert.ok(
+      pairs.every((p) => !p.result.reprefilled),
+      "the replica knows what its compacted caches hold",
+    );
+    assert.ok(
+      treeRounds.some((p) => p.result.accepted >= 2),
+      "some tree rounds accept a path of two or more",
+    );
+  });
+
   test("released and rebuilt caches give the same verdicts (re-prefill from the history)", async () => {
     const { path, cache, reports } = await roundUnderTest();
     const sequences = mixedSequences("cold");
@@ -164,6 +203,16 @@ describe("VerifyRound", () => {
       { ...good, sequence_id: "no-seed", sampling: { temperature: 0 } },
       { ...good, sequence_id: "long", history: Array.from({ length: CONTEXT }, () => 1) },
       { ...good, sequence_id: "empty", history: [] },
+      { ...good, sequence_id: "tree-order", draft_tokens: [], draft_tree: { tokens: [4, 5], parents: [2, 0] } },
+      { ...good, sequence_id: "tree-and-chain", draft_tree: { tokens: [4], parents: [0] } },
+      {
+        ...good,
+        sequence_id: "tree-lossy",
+        draft_tokens: [],
+        draft_tree: { tokens: [4], parents: [0] },
+        acceptance: "ACCEPTANCE_MODE_LOSSY_TOP_K",
+      },
+      { ...good, sequence_id: "tree-token", draft_tokens: [], draft_tree: { tokens: [VOCAB], parents: [0] } },
     ]);
     const codes = outcomes.map((o) => (o instanceof VerifyJobError ? o.code : "OK"));
     assert.deepEqual(codes, [
@@ -175,8 +224,16 @@ describe("VerifyRound", () => {
       "INVALID_ARGUMENT",
       "INVALID_ARGUMENT",
       "INVALID_ARGUMENT",
+      "INVALID_ARGUMENT",
+      "INVALID_ARGUMENT",
+      "INVALID_ARGUMENT",
+      "INVALID_ARGUMENT",
     ]);
     assert.match((outcomes[1] as VerifyJobError).message, /outside the vocabulary/);
+    assert.match((outcomes[8] as VerifyJobError).message, /parent slot 2/);
+    assert.match((outcomes[9] as VerifyJobError).message, /both set/);
+    assert.match((outcomes[10] as VerifyJobError).message, /lossless acceptance only/);
+    assert.match((outcomes[11] as VerifyJobError).message, /draft_tree token 64 is outside/);
     assert.match((outcomes[4] as VerifyJobError).message, /one draft distribution per draft token/);
     assert.equal(reports.at(-1)?.size, 1, "only the good job reached the forward");
   });

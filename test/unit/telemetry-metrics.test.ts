@@ -73,21 +73,23 @@ test("every defined metric is exported under its Prometheus name, and only those
 test("acceptance by tenant and model pair equals accepted / proposed of the requests recorded", async () => {
   const { scrape, provider } = await recordEverything();
   const pair = { specgate_tenant: "acme", gen_ai_request_model: "stories260k", specgate_drafter: "int4" };
-  const proposed = sumSamples(scrape, "specgate_draft_tokens_proposed_total", pair);
-  const accepted = sumSamples(scrape, "specgate_draft_tokens_accepted_total", pair);
+  const proposed = sumSamples(scrape, "specgate_spec_decode_num_draft_tokens_total", pair);
+  const accepted = sumSamples(scrape, "specgate_spec_decode_num_accepted_tokens_total", pair);
   assert.equal(proposed, 14);
   assert.equal(accepted, 7);
-  assert.equal(sumSamples(scrape, "specgate_draft_tokens_accepted_total", { specgate_tenant: "globex" }), 1);
+  // vLLM's mean acceptance length, 1 + accepted / drafts, from a scrape: 4 rounds, each with a draft.
+  assert.equal(sumSamples(scrape, "specgate_spec_decode_num_drafts_total", pair), 4);
+  assert.equal(sumSamples(scrape, "specgate_spec_decode_num_accepted_tokens_total", { specgate_tenant: "globex" }), 1);
   // Per position (1-based), by model pair across tenants: acme [4,4,4,2]/[3,2,1,1] twice (initech's failed request has
   // the same statistics) plus globex [1,1]/[1,0].
   const perPosition = (name: string, position: number) =>
     sumSamples(scrape, name, { specgate_drafter: "int4", specgate_draft_position: String(position) });
   assert.deepEqual(
-    [1, 2, 3, 4].map((p) => perPosition("specgate_draft_position_proposed_total", p)),
+    [1, 2, 3, 4].map((p) => perPosition("specgate_spec_decode_num_draft_tokens_per_pos_total", p)),
     [9, 9, 8, 4],
   );
   assert.deepEqual(
-    [1, 2, 3, 4].map((p) => perPosition("specgate_draft_position_accepted_total", p)),
+    [1, 2, 3, 4].map((p) => perPosition("specgate_spec_decode_num_accepted_tokens_per_pos_total", p)),
     [7, 4, 2, 2],
   );
   // Acceptance length and K per round.

@@ -11,6 +11,7 @@ import {
   injectIntoMetadata,
 } from "../../services/telemetry/propagation.ts";
 import { ROUND_EVENT_NAME, ROUND_SPAN_NAME, startRequestTrace } from "../../services/telemetry/request-trace.ts";
+import { roundAttributes } from "../../services/telemetry/span-attributes.ts";
 import { startTelemetry, type Telemetry } from "../../services/telemetry/start.ts";
 import {
   DEQUEUED_EVENT_NAME,
@@ -272,4 +273,15 @@ test("telemetry runs once per process and can start again after shutdown", async
   await processor.forceFlush();
   assert.equal(exporter.getFinishedSpans().length, 1);
   await second.shutdown();
+});
+
+test("a tree round's span: bonus when its path reached a leaf, else the depth of the first rejection", () => {
+  // Six nodes, a path of two: whether that path ended at a leaf is the replica's word (VerifyResult.bonus).
+  const round = { ...scriptedRound(0), k: 3, proposed: 6, accepted: 2 };
+  const leaf = roundAttributes({ ...round, bonus: true });
+  assert.equal(leaf[ATTR.nextTokenKind], "bonus");
+  assert.equal(leaf[ATTR.firstRejection], undefined);
+  const inner = roundAttributes({ ...round, bonus: false });
+  assert.equal(inner[ATTR.nextTokenKind], "correction");
+  assert.equal(inner[ATTR.firstRejection], 3);
 });
