@@ -18,6 +18,7 @@ import { generate } from "../../services/engine/generate.ts";
 import { ModelDrafter } from "../../services/engine/model-drafter.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
 import type { Tokenizer } from "../../services/runtime/tokenizer/tokenizer.ts";
+import { inParallel } from "../support/in-parallel.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
 import { targetOnlyOutputs } from "../support/target-only.ts";
@@ -36,17 +37,6 @@ async function until(condition: () => Promise<boolean>, what: string, timeoutMs 
     if (Date.now() > giveUp) assert.fail(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-}
-
-/** Runs `task` for 0..count-1, at most `width` at once; results in index order. */
-async function inParallel<T>(count: number, width: number, task: (i: number) => Promise<T>): Promise<T[]> {
-  const results: T[] = [];
-  let next = 0;
-  const lane = async () => {
-    for (let i = next++; i < count; i = next++) results[i] = await task(i);
-  };
-  await Promise.all(Array.from({ length: width }, lane));
-  return results;
 }
 
 /** Rounds that verified a tree (more nodes than its depth) show up as more draft tokens than the K asked. */

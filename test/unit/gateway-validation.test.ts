@@ -18,22 +18,27 @@ function received(input: GenerateInput): GenerateRequest__Output {
   return codec.decode(codec.encode(toGenerateRequest(input)));
 }
 
+/** A gateway's validation settings for the stories260k model, int4 and n-gram drafters. */
+async function storiesContext(): Promise<ValidationContext> {
+  const tokenizer = await loadTokenizer(join(MODELS_ROOT, "stories260k"));
+  return {
+    model: "stories260k",
+    contextLength: 512,
+    vocabSize: tokenizer.vocabSize,
+    encode: (text) => tokenizer.encode(text, { bos: true }),
+    drafters: ["int4", "ngram"],
+    defaultDrafter: "int4",
+    defaultK: "adaptive",
+    maxK: 8,
+    defaultMaxTokens: 64,
+    maxTokensLimit: 1000,
+  };
+}
+
 describe("gateway request validation", () => {
   let ctx: ValidationContext;
   before(async () => {
-    const tokenizer = await loadTokenizer(join(MODELS_ROOT, "stories260k"));
-    ctx = {
-      model: "stories260k",
-      contextLength: 512,
-      vocabSize: tokenizer.vocabSize,
-      encode: (text) => tokenizer.encode(text, { bos: true }),
-      drafters: ["int4", "ngram"],
-      defaultDrafter: "int4",
-      defaultK: "adaptive",
-      maxK: 8,
-      defaultMaxTokens: 64,
-      maxTokensLimit: 1000,
-    };
+    ctx = await storiesContext();
   });
 
   const problems = (input: GenerateInput) => problemsOf(received(input));
@@ -179,19 +184,7 @@ describe("gateway request validation", () => {
 describe("gateway request validation, field by field", () => {
   let ctx: ValidationContext;
   before(async () => {
-    const tokenizer = await loadTokenizer(join(MODELS_ROOT, "stories260k"));
-    ctx = {
-      model: "stories260k",
-      contextLength: 512,
-      vocabSize: tokenizer.vocabSize,
-      encode: (text) => tokenizer.encode(text, { bos: true }),
-      drafters: ["int4", "ngram"],
-      defaultDrafter: "int4",
-      defaultK: "adaptive",
-      maxK: 8,
-      defaultMaxTokens: 64,
-      maxTokensLimit: 1000,
-    };
+    ctx = await storiesContext();
   });
 
   /** A valid request changed by `edit`, as the gateway receives it (through the wire encoding). */
