@@ -795,6 +795,22 @@ describe("Kubernetes manifests", () => {
         }
       });
 
+      it("lets the gateway reserve the KV memory of one target replica's cache, as the replicas are set", async () => {
+        const cacheBytes = new Map<string, number>();
+        for (const workload of workloads(objects)) {
+          for (const container of (podSpecs(workload)[0].containers ?? []) as JsonObject[]) {
+            const running = k8sContainerFor(objects, overlay, workload, container.name as string);
+            const facts = running && (await startFacts(running));
+            if (facts?.entry === "services/target/main.ts") cacheBytes.set("target", Number(facts.config.cacheBytes));
+            if (facts?.entry === "gateway/main.ts") {
+              cacheBytes.set("gateway", Number(facts.config.kvBudgetBytes || facts.config.targetCacheBytes));
+            }
+          }
+        }
+        assert.ok(cacheBytes.has("target") && cacheBytes.has("gateway"), "both found");
+        assert.equal(cacheBytes.get("gateway"), cacheBytes.get("target"));
+      });
+
       it(`uses the ${overlay === "gpu" ? "CUDA" : "CPU"} provider and image, one GPU per target replica on GPU`, async () => {
         for (const workload of workloads(objects)) {
           for (const container of (podSpecs(workload)[0].containers ?? []) as JsonObject[]) {
