@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { storyPrompts } from "../../bench/prompts.ts";
 import type { TreeDrafter } from "../../services/engine/drafter.ts";
 import { generateBatch } from "../../services/engine/generate.ts";
 import type { KPolicyConfig } from "../../services/engine/k-policy.ts";
@@ -35,11 +36,15 @@ before(async () => {
   draft = await OnnxCausalLM.load(modelDir("stories260k-int4"));
   const tokenizer = await loadTokenizer(modelDir("stories260k"));
   const words = STORY.split(" ");
-  // 24 prompts: story openings of growing length and sentences cut mid-way, some with repeats for prompt lookup.
-  prompts = Array.from({ length: 24 }, (_, i) => {
-    const text = words.slice(i % 6, 3 + i * 2).join(" ");
-    return tokenizer.encode(i % 3 === 2 ? `${text} ${text}` : text);
-  });
+  // 50 prompts: 24 story openings of growing length and sentences cut mid-way, some with repeats for prompt lookup,
+  // and the benchmarks' first 26 story openings.
+  prompts = [
+    ...Array.from({ length: 24 }, (_, i) => {
+      const text = words.slice(i % 6, 3 + i * 2).join(" ");
+      return tokenizer.encode(i % 3 === 2 ? `${text} ${text}` : text);
+    }),
+    ...storyPrompts(26).map((text) => tokenizer.encode(text)),
+  ];
 });
 
 after(async () => {
@@ -63,7 +68,7 @@ const shapes: [KPolicyConfig, { width: number; nodes: number }][] = [
 ];
 
 describe("tree speculation on stories260k", () => {
-  test("greedy output with trees equals target-only output on 24 prompts × 32 tokens", async () => {
+  test("greedy output with trees equals target-only output on 50 prompts × 32 tokens", async () => {
     const reference = await generateBatch(
       target,
       prompts.map((prompt) => ({ prompt, maxNewTokens: 32, eosTokenId: null })),
