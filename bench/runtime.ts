@@ -1,7 +1,8 @@
 /**
  * `npm run bench:runtime [-- --json] [--model NAME] [--tokens N] [--repeats R] [--pairs P]`: figures of the model runtime on the
  * cost-scaled target: batch-1 greedy decode speed and step latency, the cost of scoring K+1 positions in one step
- * relative to one, batched decode throughput, the copy overhead of assembling batches, and the same greedy decode run
+ * relative to one, batched decode throughput, the copy overhead of assembling batches, a prompt's prefill batched among
+ * decode rows against the two run apart, and the same greedy decode run
  * by transformers.js on the same ONNX file. Progress goes to stderr; the last line of stdout is one JSON object.
  * Headline figures are medians over repeats; `*_spread` gives min/median and `*_best` the figures from the fastest
  * samples, which are what the machine itself costs when other processes share it.
@@ -135,6 +136,45 @@ export async function batchedDecode(
   };
 }
 
+/** Decode rows of the prefill figure: a chain of K = 4 each, over `PREFILL_DECODE_CONTEXT` cached tokens. */
+const PREFILL_DECODE_ROWS = 8;
+const PREFILL_DECODE_CONTEXT = 40;
+const PREFILL_PROMPT_TOKENS = 250;
+
+/**
+ * A new prompt's prefill arriving among decode rows, as a replica batches them: one forward holding both, against the
+ * same work as two forwards (the decode rows, then the prompt). The runtime splits such a forward into runs of
+ * similar lengths (batch-plan.ts planRuns), so the ratio stays near 1; padded into one run, every decode row would
+ * score the prompt's 250 positions.
+ */
+async function prefillAmongDecode(lm: OnnxCausalLM, prompt: readonly number[], repeats: number) {
+  const mixed: number[] = [];
+  const apart: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    for (const together of r % 2 === 0 ? [true, false] : [false, true]) {
+      const ids = Array.from({ length: PREFILL_DECODE_ROWS }, (_, i) => `bench-prefill-${r}-${together}-${i}`);
+      const promptId = `bench-prefill-${r}-${together}-prompt`;
+      await lm.forward(
+        ids.map((sequenceId) => ({ sequenceId, tokens: contextTokens(prompt, PREFILL_DECODE_CONTEXT) })),
+      );
+      const decode = ids.map((sequenceId) => ({ sequenceId, tokens: prompt.slice(0, 5) }));
+      const prefill = { sequenceId: promptId, tokens: contextTokens(prompt, PREFILL_PROMPT_TOKENS) };
+      const { ms } = await timed(async () => {
+        if (together) await lm.forward([...decode, prefill]);
+        else {
+          await lm.forward(decode);
+          await lm.forward([prefill]);
+        }
+      });
+      (together ? mixed : apart).push(ms);
+      for (const id of [...ids, promptId]) lm.release(id);
+    }
+  }
+  const mixedMs = spread(mixed);
+  const apartMs = spread(apart);
+  return { mixed_ms: mixedMs, apart_ms: apartMs, ratio: round(mixedMs.median / apartMs.median) };
+}
+
 /** Wraps a session's run to sum the time spent inside it: the rest of a decode is the runtime's own JS work. */
 function timeRuns(session: { run: (...args: never[]) => Promise<unknown> }): { ms: number } {
   const total = { ms: 0 };
@@ -240,6 +280,9 @@ async function main(): Promise<void> {
   progress("verify cost: K+1 positions in one step");
   const verify = await verifyCostRatio(lm, prompt, args.repeats * VERIFY_ROUNDS_PER_REPEAT);
 
+  progress(`a ${PREFILL_PROMPT_TOKENS}-token prefill among ${PREFILL_DECODE_ROWS} decode rows`);
+  const prefill = await prefillAmongDecode(lm, prompt, args.repeats);
+
   const batched: Record<number, number> = {};
   const batchedBest: Record<number, number> = {};
   const batchedDetail: Record<number, unknown> = {};
@@ -282,6 +325,10 @@ async function main(): Promise<void> {
     batched_tokens_per_s: batched,
     batched_tokens_per_s_best: batchedBest,
     batched_detail: batchedDetail,
+    prefill_among_decode: {
+      definition: `one forward of ${PREFILL_DECODE_ROWS} decode rows (5 tokens each over ${PREFILL_DECODE_CONTEXT} cached) and a ${PREFILL_PROMPT_TOKENS}-token prompt, against the same as two forwards; ratio of medians`,
+      ...prefill,
+    },
     transformersjs_tokens_per_s: theirSpeed.median,
     transformersjs_tokens_per_s_spread: theirSpeed,
     ratio_vs_transformersjs: pairRatios.median,

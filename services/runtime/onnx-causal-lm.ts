@@ -3,7 +3,15 @@
  * cache per sequence and any number of sequences appended to in one batched session run.
  */
 import { InferenceSession, Tensor } from "onnxruntime-node";
-import { assemblePast, type BatchItem, type BatchPlan, batchInputs, planBatch, runsAfter } from "./batch-plan.ts";
+import {
+  assemblePast,
+  type BatchItem,
+  type BatchPlan,
+  batchInputs,
+  planBatch,
+  planRuns,
+  runsAfter,
+} from "./batch-plan.ts";
 import type { CausalLM, ForwardRequest, ModelInfo, TreeAttention } from "./causal-lm.ts";
 import { type DecoderLayout, decoderLayout } from "./decoder-layout.ts";
 import { KvBlock, KvCacheStore } from "./kv-cache.ts";
@@ -159,8 +167,11 @@ export class OnnxCausalLM implements CausalLM {
     const results: Float32Array[] = batch.map(() => new Float32Array(0));
     const work = batch.flatMap((request, index) => (request.tokens.length > 0 ? [{ request, index }] : []));
     if (work.length === 0) return results;
-    // Without position_ids the graph cannot be told where a padded row's tokens sit, so each sequence runs alone.
-    const groups = this.layout.hasPositionIds ? [work] : work.map((entry) => [entry]);
+    // Without position_ids the graph cannot be told where a padded row's tokens sit, so each sequence runs alone;
+    // with them, rows of very different lengths (a prefill among decode rows) run apart rather than padded alike.
+    const groups = this.layout.hasPositionIds
+      ? planRuns(work.map((entry) => entry.request.tokens.length)).map((run) => run.map((i) => work[i]))
+      : work.map((entry) => [entry]);
     for (const group of groups) {
       const logits = await this.#run(
         group.map((entry) => entry.request),
