@@ -251,6 +251,58 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     assert.equal(deltas.map((d) => d.content ?? "").join(""), grpc.text);
   });
 
+  it("speculation.tree drafts token trees: greedy output equals target-only, whole and streamed", async () => {
+    const prompts = [PROMPT, "The little dog", "Lily and Ben went to the park"];
+    const tree = { width: 2, nodes: 8 };
+    let branched = false;
+    for (const prompt of prompts) {
+      const only = await grpcClient.generate({ prompt, max_tokens: MAX_TOKENS, drafter: "none" });
+      for (const adaptive of [false, true]) {
+        const params = {
+          model: MODEL,
+          prompt,
+          max_tokens: MAX_TOKENS,
+          temperature: 0,
+          return_token_ids: true,
+          speculation: { drafter: "int4", k: 4, tree: { ...tree, adaptive } },
+        };
+        const whole = (await openai.completions.create(
+          params as OpenAI.CompletionCreateParamsNonStreaming,
+        )) as Extended<OpenAI.Completion>;
+        assert.deepEqual((whole.choices[0] as OpenAI.CompletionChoice & WithIds).token_ids, only.token_ids, prompt);
+        checkSpeculation(whole.speculation, "int4");
+        // A chain of K = 4 proposes at most 4 tokens a round: more is a tree's branches.
+        branched ||= whole.speculation.draft_tokens > 4 * whole.speculation.rounds;
+        const streamed: number[] = [];
+        for await (const chunk of await openai.completions.create({
+          ...params,
+          stream: true,
+        } as OpenAI.CompletionCreateParamsStreaming)) {
+          streamed.push(
+            ...(((chunk as OpenAI.Completion).choices[0] as Partial<WithIds> | undefined)?.token_ids ?? []),
+          );
+        }
+        assert.deepEqual(streamed, only.token_ids, `${prompt}, streamed`);
+      }
+    }
+    assert.ok(branched, "rounds verified trees, not chains");
+    // The gateway's own validation judges the shape, as over gRPC.
+    const wide = await refused(
+      openai.completions.create({
+        model: MODEL,
+        prompt: PROMPT,
+        speculation: { tree: { width: 9, nodes: 6 } },
+      } as never),
+      400,
+    );
+    assert.match(wide.message, /speculation\.tree\.shape\.width/);
+    const noNodes = await refused(
+      openai.completions.create({ model: MODEL, prompt: PROMPT, speculation: { tree: { width: 2 } } } as never),
+      400,
+    );
+    assert.match(noNodes.message, /speculation\.tree\.shape\.nodes must be at least 1/);
+  });
+
   it("streams server-sent events exactly as OpenAI frames them", async () => {
     const response = await fetch(`${open.http.url}/completions`, {
       method: "POST",
