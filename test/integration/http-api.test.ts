@@ -330,6 +330,34 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     }
   });
 
+  it("a stream that fails after its first chunks ends with an error event, then [DONE]", async () => {
+    // Plain decoding of many tokens outlasts the deadline by seconds; the first tokens come well before it.
+    const response = await fetch(`${open.http.url}/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-timeout-ms": "800" },
+      body: JSON.stringify({ prompt: PROMPT, max_tokens: LONG, stream: true, speculation: { drafter: "none" } }),
+    });
+    assert.equal(response.status, 200, "the status line went out before the failure");
+    const body = await response.text();
+    assert.ok(body.endsWith("\n\n"), "every event ends with a blank line");
+    const events = body.slice(0, -2).split("\n\n");
+    for (const event of events) assert.match(event, /^data: [^\n]+$/, "one data line per event, nothing else");
+    assert.equal(events.at(-1), "data: [DONE]", "the stream still ends with [DONE]");
+    const bodies = events.slice(0, -1).map((event) => JSON.parse(event.slice("data: ".length)));
+    const error = bodies.at(-1) as OpenAiErrorBody;
+    assert.deepEqual(Object.keys(error), ["error"], "the error event carries the error alone");
+    assert.equal(error.error.type, "timeout_error");
+    assert.equal(error.error.code, "deadline_exceeded");
+    const chunks = bodies.slice(0, -1);
+    assert.ok(chunks.length > 0, "text chunks came before the failure");
+    for (const chunk of chunks) {
+      assert.equal(chunk.object, "text_completion");
+      assert.equal(chunk.choices[0].finish_reason, null, "no chunk claims the completion finished");
+    }
+    assert.ok(chunks.map((c) => c.choices[0].text).join("").length > 0);
+    await until(() => open.gateway.admission.inFlight === 0, "the failed request to end");
+  });
+
   it("a traceparent header makes the request's span a child of the caller's", async () => {
     spans.reset();
     const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
