@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { request as httpsRequest, type RequestOptions } from "node:https";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
+import { SpanStatusCode } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import OpenAI from "openai";
 import { pino } from "pino";
@@ -331,6 +332,7 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
   });
 
   it("a stream that fails after its first chunks ends with an error event, then [DONE]", async () => {
+    spans.reset();
     // Plain decoding of many tokens outlasts the deadline by seconds; the first tokens come well before it.
     const response = await fetch(`${open.http.url}/completions`, {
       method: "POST",
@@ -356,6 +358,11 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     }
     assert.ok(chunks.map((c) => c.choices[0].text).join("").length > 0);
     await until(() => open.gateway.admission.inFlight === 0, "the failed request to end");
+    // The span says what the client saw (200) and that the server failed the request all the same.
+    const span = spans.getFinishedSpans().find((s) => s.name === "POST /v1/completions");
+    assert.equal(span?.attributes[ATTR.httpStatus], 200);
+    assert.equal(span?.attributes[ATTR.errorType], "DEADLINE_EXCEEDED");
+    assert.equal(span?.status.code, SpanStatusCode.ERROR);
   });
 
   it("a traceparent header makes the request's span a child of the caller's", async () => {
@@ -372,6 +379,12 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     assert.ok(span, "the request has a span");
     assert.equal(span.spanContext().traceId, traceId);
     assert.equal(span.parentSpanContext?.spanId, parentId);
+    // HTTP's conventions, not gRPC's.
+    assert.equal(span.attributes[ATTR.httpMethod], "POST");
+    assert.equal(span.attributes[ATTR.httpRoute], "/v1/completions");
+    assert.equal(span.attributes[ATTR.httpStatus], 200);
+    assert.equal(span.attributes[ATTR.rpcSystem], undefined);
+    assert.equal(span.attributes[ATTR.rpcMethod], undefined);
   });
 
   it("a client that aborts its stream cancels the request", async () => {
@@ -384,7 +397,7 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     }
     await until(() => open.gateway.admission.inFlight === 0, "the aborted request to end");
     const span = spans.getFinishedSpans().find((s) => s.name === "POST /v1/completions");
-    assert.equal(span?.attributes[ATTR.rpcStatus], "CANCELLED", "the request ended as cancelled, not finished");
+    assert.equal(span?.attributes[ATTR.requestStatus], "CANCELLED", "the request ended as cancelled, not finished");
     await until(cachesIdle, "the draft and target caches to be released");
   });
 
@@ -400,7 +413,8 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     await assert.rejects(whole, OpenAI.APIUserAbortError);
     await until(() => open.gateway.admission.inFlight === 0, "the abandoned request to end");
     const span = spans.getFinishedSpans().find((s) => s.name === "POST /v1/completions");
-    assert.equal(span?.attributes[ATTR.rpcStatus], "CANCELLED");
+    assert.equal(span?.attributes[ATTR.requestStatus], "CANCELLED");
+    assert.equal(span?.attributes[ATTR.httpStatus], 499, "the status a whole completion would have been answered with");
     await until(cachesIdle, "the draft and target caches to be released");
   });
 
