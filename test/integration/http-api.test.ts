@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { request as httpsRequest, type RequestOptions } from "node:https";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { SpanStatusCode } from "@opentelemetry/api";
+import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import OpenAI from "openai";
 import { pino } from "pino";
@@ -237,8 +237,12 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
       max_completion_tokens: MAX_TOKENS,
       speculation: { drafter: "ngram", k: 3 },
     };
+    spans.reset();
     const whole = (await openai.chat.completions.create(params)) as Extended<OpenAI.ChatCompletion>;
     assert.equal(whole.object, "chat.completion");
+    const span = spans.getFinishedSpans().find((s) => s.kind === SpanKind.SERVER);
+    assert.equal(span?.name, "POST /v1/chat/completions", "the span is named by the route served");
+    assert.equal(span?.attributes[ATTR.httpRoute], "/v1/chat/completions");
     assert.deepEqual(whole.choices[0].message.role, "assistant");
     assert.equal(whole.choices[0].message.content, grpc.text);
     checkSpeculation(whole.speculation, "ngram");
