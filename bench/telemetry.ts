@@ -99,7 +99,7 @@ function runRequest(telemetry: Telemetry | undefined, rounds: number, spinPerRou
     return;
   }
   const request = startRequestTrace({
-    method: "specgate.v1.Gateway/Generate",
+    transport: { protocol: "grpc", method: "specgate.v1.Gateway/Generate" },
     labels: LABELS,
     metrics: telemetry.metrics,
     roundSpans,

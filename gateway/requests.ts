@@ -12,7 +12,13 @@ import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest
 import { RETRY_PUSHBACK_TRAILER } from "../sdk/errors.ts";
 import { randomSeed } from "../services/engine/rng.ts";
 import { VerifyJobError } from "../services/replica-link/verify-errors.ts";
-import { type RequestTrace, type SpecgateMetrics, startRequestTrace } from "../services/telemetry/index.ts";
+import {
+  type RequestTrace,
+  type RequestTransport,
+  requestSpanName,
+  type SpecgateMetrics,
+  startRequestTrace,
+} from "../services/telemetry/index.ts";
 import { type Admission, AdmissionRefused, type Admitted } from "./admission.ts";
 import type { ApiKeys } from "./api-keys.ts";
 import { identifyCaller } from "./authentication.ts";
@@ -30,8 +36,10 @@ import {
 
 /** One request as a transport hands it over. */
 export interface IncomingRequest {
-  /** The request span's name: the gRPC method, or the HTTP method and route. */
-  readonly method: string;
+  /** The gRPC method, or the HTTP method and route: the request's span and duration metric. */
+  readonly transport: RequestTransport;
+  /** HTTP only: the response status when `error` ends the request (a stream's 200 has gone out before it runs). */
+  httpStatusOf?(error: unknown): number;
   readonly request: GenerateRequest__Output;
   /** The `authorization` values the call carried (gRPC metadata or HTTP headers). */
   readonly authorization: readonly string[];
@@ -110,7 +118,6 @@ export class GatewayRequests {
    * refuses it, nothing held then.
    */
   async start(incoming: IncomingRequest): Promise<StartedRequest> {
-    const { method } = incoming;
     // Malformed or oversized calls are refused before the key check and admission: nothing of theirs is looked at.
     const problems = [...(incoming.problems ?? []), ...shapeProblems(incoming.request)];
     if (problems.length > 0) throw new InvalidRequestError(problems);
@@ -142,7 +149,8 @@ export class GatewayRequests {
       log.info({ code: grpc.status[status.code], details: status.details }, "request ended early");
       throw controller.signal.aborted ? controller.signal.reason : error;
     }
-    const trace = this.#trace(method, incoming.parent, valid);
+    const trace = this.#trace(incoming.transport, incoming.parent, valid);
+    const http = incoming.transport.protocol === "http";
     return {
       requestId,
       valid,
@@ -162,6 +170,7 @@ export class GatewayRequests {
             inputTokens: outcome.promptTokens,
             finishReason: outcome.finishReason.replace("FINISH_REASON_", "").toLowerCase(),
             status: "OK",
+            ...(http && { httpStatusCode: 200 }),
           });
           log.info(
             {
@@ -182,6 +191,7 @@ export class GatewayRequests {
             inputTokens: 0,
             finishReason: "error",
             status: grpc.status[status.code],
+            ...(incoming.httpStatusOf && { httpStatusCode: incoming.httpStatusOf(reason) }),
           });
           if (status.code === grpc.status.INTERNAL) log.error({ err: reason }, "request failed");
           else log.info({ code: grpc.status[status.code], details: status.details }, "request ended early");
@@ -208,7 +218,7 @@ export class GatewayRequests {
     const identity = identifyCaller(this.context.apiKeys, incoming.authorization, incoming.request.tenant_id);
     if (!identity.ok) {
       this.context.logger.info(
-        { method: incoming.method, code: grpc.status[identity.code], details: identity.message },
+        { method: requestSpanName(incoming.transport), code: grpc.status[identity.code], details: identity.message },
         "call refused",
       );
       throw new Aborted(identity.code, identity.message);
@@ -216,9 +226,9 @@ export class GatewayRequests {
     return identity.tenant;
   }
 
-  #trace(method: string, parent: Context, valid: ValidRequest): RequestTrace {
+  #trace(transport: RequestTransport, parent: Context, valid: ValidRequest): RequestTrace {
     return startRequestTrace({
-      method,
+      transport,
       parent,
       labels: { tenant: valid.tenantId, model: this.context.model.name, drafter: valid.drafter },
       parameters: {

@@ -263,7 +263,7 @@ function gatewayHandlers(
     model: model.name,
   });
   const incoming = (method: string, call: RequestCall): IncomingRequest => ({
-    method: `${SERVICE_NAMES.gateway}/${method}`,
+    transport: { protocol: "grpc", method: `${SERVICE_NAMES.gateway}/${method}` },
     request: call.request,
     authorization: call.metadata.get("authorization").map(String),
     parent: extractFromMetadata(call.metadata),

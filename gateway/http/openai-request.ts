@@ -73,19 +73,22 @@ function field(body: Body, name: string): unknown {
   return value === null ? undefined : value;
 }
 
-function optionalNumber(body: Body, name: string, integer = false): number | undefined {
+/** `parent`: where `body` sits in the request (`speculation.tree`), for the error's param; "" for the top level. */
+function optionalNumber(body: Body, name: string, integer = false, parent = ""): number | undefined {
   const value = field(body, name);
   if (value === undefined) return undefined;
   if (typeof value !== "number" || (integer && !Number.isInteger(value))) {
-    throw invalidField(name, `${name} must be ${integer ? "an integer" : "a number"}, got ${describe(value)}`);
+    const param = parent === "" ? name : `${parent}.${name}`;
+    throw invalidField(param, `${param} must be ${integer ? "an integer" : "a number"}, got ${describe(value)}`);
   }
   return value;
 }
 
-function optionalBoolean(body: Body, name: string): boolean | undefined {
+function optionalBoolean(body: Body, name: string, parent = ""): boolean | undefined {
   const value = field(body, name);
   if (value !== undefined && typeof value !== "boolean") {
-    throw invalidField(name, `${name} must be true or false, got ${describe(value)}`);
+    const param = parent === "" ? name : `${parent}.${name}`;
+    throw invalidField(param, `${param} must be true or false, got ${describe(value)}`);
   }
   return value;
 }
@@ -128,6 +131,18 @@ function stopOf(body: Body): string[] {
   throw invalidField("stop", `stop must be a string or an array of strings, got ${describe(value)}`);
 }
 
+const SPECULATION_FIELDS = ["drafter", "k", "tree"];
+const TREE_FIELDS = ["width", "nodes", "adaptive"];
+
+/** Refuses any field of the object at `param` but `known`. */
+function onlyKnown(object: Body, param: string, known: readonly string[]): void {
+  for (const name of Object.keys(object)) {
+    if (!known.includes(name)) {
+      throw invalidField(`${param}.${name}`, `unknown field "${param}.${name}" (known: ${known.join(", ")})`);
+    }
+  }
+}
+
 function streamOptionsOf(body: Body, stream: boolean): boolean {
   const value = field(body, "stream_options");
   if (value === undefined) return false;
@@ -136,15 +151,30 @@ function streamOptionsOf(body: Body, stream: boolean): boolean {
     throw invalidField("stream_options", `stream_options must be an object, got ${describe(value)}`);
   }
   const options = value as Body;
-  for (const name of Object.keys(options)) {
-    if (name !== "include_usage") {
-      throw invalidField(`stream_options.${name}`, `unknown field "stream_options.${name}"`);
-    }
-  }
+  onlyKnown(options, "stream_options", ["include_usage"]);
   return optionalBoolean(options, "include_usage") ?? false;
 }
 
-/** The `speculation` extension: `{"drafter": NAME, "k": N | "adaptive"}`, both optional. */
+/**
+ * `speculation.tree`: `{"width": W, "nodes": N, "adaptive": bool}`, gRPC's TreeSpeculation with its shape flattened.
+ * Absent width or nodes read as 0, which the gateway's validation refuses with its ranges, as it does over gRPC.
+ */
+function treeOf(spec: Body): SpeculationSettings__Output["tree"] {
+  const value = field(spec, "tree");
+  if (value === undefined) return null;
+  if (typeof value !== "object" || Array.isArray(value)) {
+    throw invalidField("speculation.tree", `speculation.tree must be an object such as {"width": 2, "nodes": 6}`);
+  }
+  const tree = value as Body;
+  onlyKnown(tree, "speculation.tree", TREE_FIELDS);
+  const size = (name: string) => optionalNumber(tree, name, false, "speculation.tree") ?? 0;
+  return {
+    shape: { width: size("width"), nodes: size("nodes") },
+    adaptive: optionalBoolean(tree, "adaptive", "speculation.tree") ?? false,
+  };
+}
+
+/** The `speculation` extension: `{"drafter": NAME, "k": N | "adaptive", "tree": {...}}`, all optional. */
 function speculationOf(body: Body): SpeculationSettings__Output | null {
   const value = field(body, "speculation");
   if (value === undefined) return null;
@@ -152,14 +182,10 @@ function speculationOf(body: Body): SpeculationSettings__Output | null {
     throw invalidField("speculation", `speculation must be an object such as {"drafter": "int4", "k": 4}`);
   }
   const spec = value as Body;
-  for (const name of Object.keys(spec)) {
-    if (name !== "drafter" && name !== "k") {
-      throw invalidField(`speculation.${name}`, `unknown field "speculation.${name}" (known: drafter, k)`);
-    }
-  }
+  onlyKnown(spec, "speculation", SPECULATION_FIELDS);
   const drafter = optionalString(spec, "drafter") ?? "";
   const k = field(spec, "k");
-  const settings = { drafter, acceptance: "ACCEPTANCE_MODE_UNSPECIFIED", relaxed: null, tree: null } as const;
+  const settings = { drafter, acceptance: "ACCEPTANCE_MODE_UNSPECIFIED", relaxed: null, tree: treeOf(spec) } as const;
   if (k === undefined) return settings;
   if (k === "adaptive") return { ...settings, length: "adaptive", adaptive: { min_k: 0, max_k: 0 } };
   if (typeof k !== "number" || !Number.isInteger(k) || k < 0) {

@@ -90,7 +90,8 @@ export function httpRoutes({ gateway, model: served, chatTemplate }: HttpApiCont
     const deadlineMs = deadlineOf(c);
     const signal = c.req.raw.signal;
     const started = await gateway.requests.start({
-      method: `POST ${c.req.path}`,
+      transport: { protocol: "http", method: c.req.method, route: c.req.routePath },
+      httpStatusOf: (error) => (stream ? 200 : httpFailure(error).status),
       request: { ...request, tenant_id: c.req.header(TENANT_HEADER) ?? "" },
       authorization: authorization(c),
       parent: extractFromCarrier(

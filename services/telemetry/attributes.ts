@@ -1,10 +1,14 @@
 /**
  * Attribute names used on specgate's spans and metrics, in one place so that spans, metrics, dashboards and tests
- * agree. OpenTelemetry semantic conventions are used where one exists (gRPC: `rpc.*`; generative AI: `gen_ai.*`,
- * whose names are copied here because the package only ships them as incubating); the rest is `specgate.*`.
+ * agree. OpenTelemetry semantic conventions are used where one exists (gRPC: `rpc.*`; HTTP: `http.*`; generative AI:
+ * `gen_ai.*`, whose names are copied here because the package only ships them as incubating); the rest is
+ * `specgate.*`.
  */
 import {
   ATTR_ERROR_TYPE,
+  ATTR_HTTP_REQUEST_METHOD,
+  ATTR_HTTP_RESPONSE_STATUS_CODE,
+  ATTR_HTTP_ROUTE,
   ATTR_RPC_METHOD,
   ATTR_RPC_STATUS_CODE,
   ATTR_RPC_SYSTEM_NAME,
@@ -16,6 +20,11 @@ export const ATTR = {
   rpcMethod: ATTR_RPC_METHOD,
   rpcStatus: ATTR_RPC_STATUS_CODE,
   errorType: ATTR_ERROR_TYPE,
+
+  // HTTP semantic conventions (the OpenAI-compatible API)
+  httpMethod: ATTR_HTTP_REQUEST_METHOD,
+  httpRoute: ATTR_HTTP_ROUTE,
+  httpStatus: ATTR_HTTP_RESPONSE_STATUS_CODE,
 
   // generative AI semantic conventions
   genAiOperation: "gen_ai.operation.name",

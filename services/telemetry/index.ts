@@ -10,7 +10,13 @@ export {
   type TraceCarrier,
 } from "./propagation.ts";
 export type { FinishedRequest, RequestLabels, ReturnedStats, VerifiedRound } from "./records.ts";
-export { type RequestTrace, type RoundTrace, startRequestTrace } from "./request-trace.ts";
+export {
+  type RequestTrace,
+  type RequestTransport,
+  type RoundTrace,
+  requestSpanName,
+  startRequestTrace,
+} from "./request-trace.ts";
 export type { RequestParameters } from "./span-attributes.ts";
 export { type ServiceName, startTelemetry, type Telemetry, type TelemetryOptions } from "./start.ts";
 export { startVerifyBatch, type VerifyBatchTrace, type VerifyJobOutcome, type VerifyJobTrace } from "./verify-trace.ts";

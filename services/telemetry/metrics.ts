@@ -3,7 +3,10 @@
  * functions the services call. Services never touch instruments directly.
  */
 import type { Attributes, Counter, Histogram, Meter, ObservableGauge, ObservableResult } from "@opentelemetry/api";
-import { METRIC_RPC_SERVER_CALL_DURATION } from "@opentelemetry/semantic-conventions";
+import {
+  METRIC_HTTP_SERVER_REQUEST_DURATION,
+  METRIC_RPC_SERVER_CALL_DURATION,
+} from "@opentelemetry/semantic-conventions";
 import { ATTR, RPC_SYSTEM_GRPC } from "./attributes.ts";
 import { type FinishedRequest, type RequestLabels, timePerOutputTokenMs, type VerifiedRound } from "./records.ts";
 
@@ -116,6 +119,14 @@ export const METRICS = {
     description: "Duration of incoming gRPC calls",
     buckets: SECONDS,
   },
+  httpServerDuration: {
+    name: METRIC_HTTP_SERVER_REQUEST_DURATION,
+    kind: "histogram",
+    unit: "s",
+    description: "Duration of incoming HTTP requests (the OpenAI-compatible API's generation requests)",
+    // The gRPC calls' buckets rather than HTTP's advice: the same requests, compared on one panel.
+    buckets: SECONDS,
+  },
   verifyQueueWait: {
     name: "specgate.verify.queue.wait",
     kind: "histogram",
@@ -218,6 +229,7 @@ export class SpecgateMetrics {
     | "timePerOutputToken"
     | "tokenUsage"
     | "rpcServerDuration"
+    | "httpServerDuration"
     | "verifyQueueWait"
     | "verifyBatchSize"
     | "verifyBatchDuration",
@@ -256,6 +268,7 @@ export class SpecgateMetrics {
       timePerOutputToken: histogram(METRICS.timePerOutputToken),
       tokenUsage: histogram(METRICS.tokenUsage),
       rpcServerDuration: histogram(METRICS.rpcServerDuration),
+      httpServerDuration: histogram(METRICS.httpServerDuration),
       verifyQueueWait: histogram(METRICS.verifyQueueWait),
       verifyBatchSize: histogram(METRICS.verifyBatchSize),
       verifyBatchDuration: histogram(METRICS.verifyBatchDuration),
@@ -322,6 +335,21 @@ export class SpecgateMetrics {
       [ATTR.rpcSystem]: RPC_SYSTEM_GRPC,
       [ATTR.rpcMethod]: method,
       [ATTR.rpcStatus]: status,
+    });
+  }
+
+  /** One HTTP generation request: `error.type` only for server failures, as HTTP's conventions ask. */
+  recordHttpRequest(
+    request: { method: string; route: string },
+    statusCode: number,
+    errorType: string | undefined,
+    durationMs: number,
+  ): void {
+    this.histograms.httpServerDuration.record(durationMs * SECONDS_PER_MS, {
+      [ATTR.httpMethod]: request.method,
+      [ATTR.httpRoute]: request.route,
+      [ATTR.httpStatus]: statusCode,
+      ...(errorType !== undefined && { [ATTR.errorType]: errorType }),
     });
   }
 

@@ -73,8 +73,13 @@ export interface FinishedRequest {
   inputTokens: number;
   /** Engine finish reason (`length`, `eos`, `stop`, `context_length`); `error` when the request did not finish. */
   finishReason: string;
-  /** gRPC status name the client saw: `OK`, `CANCELLED`, `DEADLINE_EXCEEDED`, ... */
+  /**
+   * gRPC status name of the outcome: `OK`, `CANCELLED`, `DEADLINE_EXCEEDED`, ... (over HTTP, the status the gateway
+   * ended the request with, whatever HTTP status said it).
+   */
   status: string;
+  /** The HTTP response's status, for a request that came over HTTP (200 for a stream, even one that failed). */
+  httpStatusCode?: number;
 }
 
 /** 1-based position of the first rejected draft token, or undefined when all proposed tokens were accepted. */

@@ -1,10 +1,19 @@
 /**
- * The trace of one generation request at the gateway: a gRPC server span carrying the request's totals, and its
- * rounds. Rounds are recorded either as child spans (the draft and verify work of a round then nests under it) or as
- * events on the request span; `bench/telemetry.ts` measures both and ROUND_SPANS holds the decision.
+ * The trace of one generation request at the gateway: a server span carrying the request's totals, named and
+ * labelled by OpenTelemetry's conventions for the transport that brought it (gRPC or HTTP), and its rounds. Rounds are
+ * recorded either as child spans (the draft and verify work of a round then nests under it) or as events on the
+ * request span; `bench/telemetry.ts` measures both and ROUND_SPANS holds the decision.
  * Each round and the request are also recorded in the metrics, from the same records, so traces and scrapes agree.
  */
-import { type Context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import {
+  type Attributes,
+  type Context,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from "@opentelemetry/api";
 import { ATTR, GEN_AI_OPERATION_TEXT_COMPLETION, RPC_SYSTEM_GRPC, TELEMETRY_SCOPE } from "./attributes.ts";
 import type { SpecgateMetrics } from "./metrics.ts";
 import type { FinishedRequest, RequestLabels, VerifiedRound } from "./records.ts";
@@ -22,7 +31,10 @@ export const ROUND_SPANS = true;
 export const ROUND_SPAN_NAME = "specgate.round";
 export const ROUND_EVENT_NAME = "specgate.round";
 
-/** gRPC codes a server reports as span errors (OpenTelemetry gRPC conventions); client faults stay unset. */
+/**
+ * gRPC codes a server reports as span errors (OpenTelemetry gRPC conventions); client faults stay unset. Over HTTP
+ * these codes are 5xx answers, or a stream that failed after its 200.
+ */
 const SERVER_ERROR_STATUSES = new Set([
   "UNKNOWN",
   "DEADLINE_EXCEEDED",
@@ -32,9 +44,26 @@ const SERVER_ERROR_STATUSES = new Set([
   "DATA_LOSS",
 ]);
 
+/** How a request came: its span's name and attributes, and the duration metric it is recorded in. */
+export type RequestTransport =
+  /** `method`: fully qualified, e.g. `specgate.v1.Gateway/GenerateStream`: the span name and `rpc.method`. */
+  | { readonly protocol: "grpc"; readonly method: string }
+  /** `method` and `route` (`POST`, `/v1/completions`): the span name is both, as HTTP's conventions name it. */
+  | { readonly protocol: "http"; readonly method: string; readonly route: string };
+
+/** The request span's name. */
+export function requestSpanName(transport: RequestTransport): string {
+  return transport.protocol === "grpc" ? transport.method : `${transport.method} ${transport.route}`;
+}
+
+function transportAttributes(transport: RequestTransport): Attributes {
+  return transport.protocol === "grpc"
+    ? { [ATTR.rpcSystem]: RPC_SYSTEM_GRPC, [ATTR.rpcMethod]: transport.method }
+    : { [ATTR.httpMethod]: transport.method, [ATTR.httpRoute]: transport.route };
+}
+
 export interface RequestTraceOptions {
-  /** Fully qualified gRPC method, e.g. `specgate.v1.Gateway/GenerateStream`: the span name and `rpc.method`. */
-  method: string;
+  transport: RequestTransport;
   /** Context extracted from the incoming call's metadata (extractFromMetadata); a new trace when absent. */
   parent?: Context;
   labels: RequestLabels;
@@ -58,18 +87,17 @@ export interface RequestTrace {
 }
 
 export function startRequestTrace(options: RequestTraceOptions): RequestTrace {
-  const { method, labels, metrics } = options;
+  const { transport, labels, metrics } = options;
   const parent = options.parent ?? ROOT_CONTEXT;
   const startedAt = performance.now();
   const tracer = trace.getTracer(TELEMETRY_SCOPE);
-  const span = tracer.startSpan(method, { kind: SpanKind.SERVER }, parent);
+  const span = tracer.startSpan(requestSpanName(transport), { kind: SpanKind.SERVER }, parent);
   const recording = span.isRecording();
   // With tracing off the span is a no-op: skip building attributes and contexts altogether.
   const requestContext = recording ? trace.setSpan(parent, span) : parent;
   if (recording) {
     span.setAttributes({
-      [ATTR.rpcSystem]: RPC_SYSTEM_GRPC,
-      [ATTR.rpcMethod]: method,
+      ...transportAttributes(transport),
       [ATTR.genAiOperation]: GEN_AI_OPERATION_TEXT_COMPLETION,
       ...requestLabelAttributes(labels),
       ...requestParameterAttributes(options.parameters ?? {}),
@@ -115,17 +143,45 @@ export function startRequestTrace(options: RequestTraceOptions): RequestTrace {
         roundSpan.end();
       }
       openRounds.clear();
-      if (recording) endServerSpan(span, request);
+      const errorType = serverErrorType(transport, request);
+      if (recording) endServerSpan(span, transport, request, errorType);
       metrics?.recordRequest(labels, request);
-      metrics?.recordRpc(method, request.status, performance.now() - startedAt);
+      const durationMs = performance.now() - startedAt;
+      if (transport.protocol === "grpc") metrics?.recordRpc(transport.method, request.status, durationMs);
+      else metrics?.recordHttpRequest(transport, httpStatusCode(request), errorType, durationMs);
     },
   };
 }
 
-function endServerSpan(span: Span, request: FinishedRequest): void {
+/** The HTTP response's status; a caller that did not say gets the status an OK or a failed request would have. */
+function httpStatusCode(request: FinishedRequest): number {
+  return request.httpStatusCode ?? (request.status === "OK" ? 200 : 500);
+}
+
+/**
+ * `error.type` of a request the server failed, undefined otherwise. HTTP's conventions use the 5xx status code; a
+ * stream that failed after its 200 has no such code, so its gRPC status names the error.
+ */
+function serverErrorType(transport: RequestTransport, request: FinishedRequest): string | undefined {
+  if (transport.protocol === "http" && httpStatusCode(request) >= 500) return String(httpStatusCode(request));
+  return SERVER_ERROR_STATUSES.has(request.status) ? request.status : undefined;
+}
+
+function endServerSpan(
+  span: Span,
+  transport: RequestTransport,
+  request: FinishedRequest,
+  errorType: string | undefined,
+): void {
   span.setAttributes(finishedRequestAttributes(request));
-  if (SERVER_ERROR_STATUSES.has(request.status)) {
-    span.setAttribute(ATTR.errorType, request.status);
+  // Over HTTP the gateway's own outcome stays readable beside the status code, under the requests counter's name.
+  span.setAttributes(
+    transport.protocol === "grpc"
+      ? { [ATTR.rpcStatus]: request.status }
+      : { [ATTR.httpStatus]: httpStatusCode(request), [ATTR.requestStatus]: request.status },
+  );
+  if (errorType !== undefined) {
+    span.setAttribute(ATTR.errorType, errorType);
     span.setStatus({ code: SpanStatusCode.ERROR, message: request.status });
   }
   span.end();

@@ -63,7 +63,8 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 
 /**
  * Every field of the returned statistics as `specgate.<field>`; a list of records (one per round, say) becomes one
- * list per record field, `specgate.<field>.<key>`, since attributes cannot nest. Plus outcome and gen_ai token usage.
+ * list per record field, `specgate.<field>.<key>`, since attributes cannot nest. Plus finish reason and gen_ai token
+ * usage; the status is the transport's (request-trace.ts).
  */
 export function finishedRequestAttributes(request: FinishedRequest): Attributes {
   const attributes: Attributes = {};
@@ -83,6 +84,5 @@ export function finishedRequestAttributes(request: FinishedRequest): Attributes 
   attributes[ATTR.outputTokens] = request.stats.generated_tokens;
   attributes[ATTR.finishReason] = request.finishReason;
   attributes[ATTR.finishReasons] = [request.finishReason];
-  attributes[ATTR.rpcStatus] = request.status;
   return attributes;
 }

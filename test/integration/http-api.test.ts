@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { request as httpsRequest, type RequestOptions } from "node:https";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
+import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import OpenAI from "openai";
 import { pino } from "pino";
@@ -236,8 +237,12 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
       max_completion_tokens: MAX_TOKENS,
       speculation: { drafter: "ngram", k: 3 },
     };
+    spans.reset();
     const whole = (await openai.chat.completions.create(params)) as Extended<OpenAI.ChatCompletion>;
     assert.equal(whole.object, "chat.completion");
+    const span = spans.getFinishedSpans().find((s) => s.kind === SpanKind.SERVER);
+    assert.equal(span?.name, "POST /v1/chat/completions", "the span is named by the route served");
+    assert.equal(span?.attributes[ATTR.httpRoute], "/v1/chat/completions");
     assert.deepEqual(whole.choices[0].message.role, "assistant");
     assert.equal(whole.choices[0].message.content, grpc.text);
     checkSpeculation(whole.speculation, "ngram");
@@ -249,6 +254,58 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     }
     assert.equal(deltas[0].role, "assistant");
     assert.equal(deltas.map((d) => d.content ?? "").join(""), grpc.text);
+  });
+
+  it("speculation.tree drafts token trees: greedy output equals target-only, whole and streamed", async () => {
+    const prompts = [PROMPT, "The little dog", "Lily and Ben went to the park"];
+    const tree = { width: 2, nodes: 8 };
+    let branched = false;
+    for (const prompt of prompts) {
+      const only = await grpcClient.generate({ prompt, max_tokens: MAX_TOKENS, drafter: "none" });
+      for (const adaptive of [false, true]) {
+        const params = {
+          model: MODEL,
+          prompt,
+          max_tokens: MAX_TOKENS,
+          temperature: 0,
+          return_token_ids: true,
+          speculation: { drafter: "int4", k: 4, tree: { ...tree, adaptive } },
+        };
+        const whole = (await openai.completions.create(
+          params as OpenAI.CompletionCreateParamsNonStreaming,
+        )) as Extended<OpenAI.Completion>;
+        assert.deepEqual((whole.choices[0] as OpenAI.CompletionChoice & WithIds).token_ids, only.token_ids, prompt);
+        checkSpeculation(whole.speculation, "int4");
+        // A chain of K = 4 proposes at most 4 tokens a round: more is a tree's branches.
+        branched ||= whole.speculation.draft_tokens > 4 * whole.speculation.rounds;
+        const streamed: number[] = [];
+        for await (const chunk of await openai.completions.create({
+          ...params,
+          stream: true,
+        } as OpenAI.CompletionCreateParamsStreaming)) {
+          streamed.push(
+            ...(((chunk as OpenAI.Completion).choices[0] as Partial<WithIds> | undefined)?.token_ids ?? []),
+          );
+        }
+        assert.deepEqual(streamed, only.token_ids, `${prompt}, streamed`);
+      }
+    }
+    assert.ok(branched, "rounds verified trees, not chains");
+    // The gateway's own validation judges the shape, as over gRPC.
+    const wide = await refused(
+      openai.completions.create({
+        model: MODEL,
+        prompt: PROMPT,
+        speculation: { tree: { width: 9, nodes: 6 } },
+      } as never),
+      400,
+    );
+    assert.match(wide.message, /speculation\.tree\.shape\.width/);
+    const noNodes = await refused(
+      openai.completions.create({ model: MODEL, prompt: PROMPT, speculation: { tree: { width: 2 } } } as never),
+      400,
+    );
+    assert.match(noNodes.message, /speculation\.tree\.shape\.nodes must be at least 1/);
   });
 
   it("streams server-sent events exactly as OpenAI frames them", async () => {
@@ -278,6 +335,40 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     }
   });
 
+  it("a stream that fails after its first chunks ends with an error event, then [DONE]", async () => {
+    spans.reset();
+    // Plain decoding of many tokens outlasts the deadline by seconds; the first tokens come well before it.
+    const response = await fetch(`${open.http.url}/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-timeout-ms": "800" },
+      body: JSON.stringify({ prompt: PROMPT, max_tokens: LONG, stream: true, speculation: { drafter: "none" } }),
+    });
+    assert.equal(response.status, 200, "the status line went out before the failure");
+    const body = await response.text();
+    assert.ok(body.endsWith("\n\n"), "every event ends with a blank line");
+    const events = body.slice(0, -2).split("\n\n");
+    for (const event of events) assert.match(event, /^data: [^\n]+$/, "one data line per event, nothing else");
+    assert.equal(events.at(-1), "data: [DONE]", "the stream still ends with [DONE]");
+    const bodies = events.slice(0, -1).map((event) => JSON.parse(event.slice("data: ".length)));
+    const error = bodies.at(-1) as OpenAiErrorBody;
+    assert.deepEqual(Object.keys(error), ["error"], "the error event carries the error alone");
+    assert.equal(error.error.type, "timeout_error");
+    assert.equal(error.error.code, "deadline_exceeded");
+    const chunks = bodies.slice(0, -1);
+    assert.ok(chunks.length > 0, "text chunks came before the failure");
+    for (const chunk of chunks) {
+      assert.equal(chunk.object, "text_completion");
+      assert.equal(chunk.choices[0].finish_reason, null, "no chunk claims the completion finished");
+    }
+    assert.ok(chunks.map((c) => c.choices[0].text).join("").length > 0);
+    await until(() => open.gateway.admission.inFlight === 0, "the failed request to end");
+    // The span says what the client saw (200) and that the server failed the request all the same.
+    const span = spans.getFinishedSpans().find((s) => s.name === "POST /v1/completions");
+    assert.equal(span?.attributes[ATTR.httpStatus], 200);
+    assert.equal(span?.attributes[ATTR.errorType], "DEADLINE_EXCEEDED");
+    assert.equal(span?.status.code, SpanStatusCode.ERROR);
+  });
+
   it("a traceparent header makes the request's span a child of the caller's", async () => {
     spans.reset();
     const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -292,6 +383,12 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     assert.ok(span, "the request has a span");
     assert.equal(span.spanContext().traceId, traceId);
     assert.equal(span.parentSpanContext?.spanId, parentId);
+    // HTTP's conventions, not gRPC's.
+    assert.equal(span.attributes[ATTR.httpMethod], "POST");
+    assert.equal(span.attributes[ATTR.httpRoute], "/v1/completions");
+    assert.equal(span.attributes[ATTR.httpStatus], 200);
+    assert.equal(span.attributes[ATTR.rpcSystem], undefined);
+    assert.equal(span.attributes[ATTR.rpcMethod], undefined);
   });
 
   it("a client that aborts its stream cancels the request", async () => {
@@ -304,7 +401,7 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     }
     await until(() => open.gateway.admission.inFlight === 0, "the aborted request to end");
     const span = spans.getFinishedSpans().find((s) => s.name === "POST /v1/completions");
-    assert.equal(span?.attributes[ATTR.rpcStatus], "CANCELLED", "the request ended as cancelled, not finished");
+    assert.equal(span?.attributes[ATTR.requestStatus], "CANCELLED", "the request ended as cancelled, not finished");
     await until(cachesIdle, "the draft and target caches to be released");
   });
 
@@ -320,7 +417,8 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
     await assert.rejects(whole, OpenAI.APIUserAbortError);
     await until(() => open.gateway.admission.inFlight === 0, "the abandoned request to end");
     const span = spans.getFinishedSpans().find((s) => s.name === "POST /v1/completions");
-    assert.equal(span?.attributes[ATTR.rpcStatus], "CANCELLED");
+    assert.equal(span?.attributes[ATTR.requestStatus], "CANCELLED");
+    assert.equal(span?.attributes[ATTR.httpStatus], 499, "the status a whole completion would have been answered with");
     await until(cachesIdle, "the draft and target caches to be released");
   });
 

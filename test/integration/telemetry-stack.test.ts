@@ -1,17 +1,20 @@
 /**
  * Telemetry of the real stack (redis-server, draft service, two target replicas, gateway as processes, exporting
  * OTLP/HTTP JSON to a receiver on loopback): each request is one connected trace whose attributes equal the statistics
- * the client received; per-tenant acceptance scraped from the gateway equals the figure computed from the responses;
- * and every metric and label the Grafana dashboards query is really exported by the running services.
+ * the client received; a request over the HTTP API has a span by HTTP's conventions (and a duration in
+ * http.server.request.duration, not in the gRPC calls'); per-tenant acceptance scraped from the gateway equals the
+ * figure computed from the responses; and every metric and label the Grafana dashboards query is really exported by
+ * the running services.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { type LocalStack, startLocalStack } from "../../deploy/local-stack.ts";
+import type { SpeculationSummary } from "../../gateway/http/responses.ts";
 import type { SpeculationStats__Output } from "../../gen/specgate/v1/SpeculationStats.ts";
 import type { Usage__Output } from "../../gen/specgate/v1/Usage.ts";
 import { SpecgateClient } from "../../sdk/index.ts";
-import { ATTR } from "../../services/telemetry/attributes.ts";
+import { ATTR, statAttribute } from "../../services/telemetry/attributes.ts";
 import { parsePrometheusText, type Scrape, sumSamples } from "../../services/telemetry/prometheus-text.ts";
 import { ROUND_SPAN_NAME } from "../../services/telemetry/request-trace.ts";
 import { VERIFY_BATCH_SPAN_NAME, VERIFY_JOB_SPAN_NAME } from "../../services/telemetry/verify-trace.ts";
@@ -48,10 +51,19 @@ async function scrape(url: string): Promise<Scrape> {
   return parsePrometheusText(await response.text());
 }
 
+/** The request sent to the OpenAI-compatible HTTP API, and what its response said. */
+interface SentOverHttp {
+  traceId: string;
+  clientSpanId: string;
+  speculation: SpeculationSummary;
+  usage: { prompt_tokens: number; completion_tokens: number };
+}
+
 describe("telemetry of the real stack", { timeout: 300_000 }, () => {
   let receiver: OtlpReceiver;
   let stack: LocalStack;
   const sent: Sent[] = [];
+  let overHttp: SentOverHttp;
 
   before(async () => {
     receiver = await OtlpReceiver.start();
@@ -100,6 +112,23 @@ describe("telemetry of the real stack", { timeout: 300_000 }, () => {
     } finally {
       client.close();
     }
+    const traceId = randomBytes(16).toString("hex");
+    const clientSpanId = randomBytes(8).toString("hex");
+    const response = await fetch(`${stack.httpUrl}/completions`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        traceparent: `00-${traceId}-${clientSpanId}-01`,
+        "x-tenant-id": "initech",
+      },
+      body: JSON.stringify({ prompt: "Once upon a time", max_tokens: 24, speculation: { drafter: "int4" } }),
+    });
+    assert.equal(response.status, 200);
+    overHttp = {
+      traceId,
+      clientSpanId,
+      ...((await response.json()) as Omit<SentOverHttp, "traceId" | "clientSpanId">),
+    };
   });
 
   after(async () => {
@@ -210,6 +239,45 @@ describe("telemetry of the real stack", { timeout: 300_000 }, () => {
         );
       });
     }
+  });
+
+  test("an HTTP request's trace follows HTTP's conventions, its rounds nested as a gRPC request's", async () => {
+    const spansOf = () => receiver.spans().filter((span) => span.traceId === overHttp.traceId);
+    const rounds = () => spansOf().filter((span) => span.name === ROUND_SPAN_NAME);
+    await receiver.waitFor(
+      () =>
+        spansOf().some((span) => span.name === "POST /v1/completions") &&
+        rounds().length === overHttp.speculation.rounds,
+      60_000,
+    );
+    const [requestSpan] = spansOf().filter((span) => span.name === "POST /v1/completions");
+    assert.equal(requestSpan.service, "specgate-gateway");
+    assert.equal(requestSpan.parentSpanId, overHttp.clientSpanId, "the client's traceparent is honoured");
+    const attributes = requestSpan.attributes;
+    assert.equal(attributes[ATTR.httpMethod], "POST");
+    assert.equal(attributes[ATTR.httpRoute], "/v1/completions");
+    assert.equal(attributes[ATTR.httpStatus], 200);
+    assert.equal(attributes[ATTR.requestStatus], "OK");
+    for (const grpcOnly of [ATTR.rpcSystem, ATTR.rpcMethod, ATTR.rpcStatus]) {
+      assert.equal(attributes[grpcOnly], undefined, `no ${grpcOnly} on an HTTP request's span`);
+    }
+    assert.equal(attributes[ATTR.tenant], "initech");
+    assert.equal(attributes[statAttribute("rounds")], overHttp.speculation.rounds);
+    assert.equal(attributes[statAttribute("draft_tokens")], overHttp.speculation.draft_tokens);
+    assert.equal(attributes[statAttribute("accepted_tokens")], overHttp.speculation.accepted_tokens);
+    assert.equal(attributes[ATTR.inputTokens], overHttp.usage.prompt_tokens);
+    assert.equal(attributes[ATTR.outputTokens], overHttp.usage.completion_tokens);
+    for (const round of rounds()) assert.equal(round.parentSpanId, requestSpan.spanId);
+
+    const gateway = stack.services.find((service) => service.name === "gateway");
+    const scraped = await scrape(gateway?.metricsUrl as string);
+    const route = { http_request_method: "POST", http_route: "/v1/completions", http_response_status_code: "200" };
+    assert.equal(sumSamples(scraped, "http_server_request_duration_count", route), 1);
+    assert.equal(
+      sumSamples(scraped, "rpc_server_call_duration_count", { rpc_method: "POST /v1/completions" }),
+      0,
+      "an HTTP request is not a gRPC call",
+    );
   });
 
   test("per-tenant acceptance from the gateway's Prometheus endpoint equals the figure from the responses", async () => {

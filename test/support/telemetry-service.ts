@@ -18,7 +18,7 @@ const telemetry = await startTelemetry({ serviceName, metrics: { port: Number(pr
 let traceId = "";
 if (serviceName === "specgate-gateway") {
   const request = startRequestTrace({
-    method: "specgate.v1.Gateway/Generate",
+    transport: { protocol: "grpc", method: "specgate.v1.Gateway/Generate" },
     labels: LABELS,
     metrics: telemetry.metrics,
   });

@@ -95,6 +95,16 @@ describe("OpenAI request bodies → GenerateRequest", () => {
     assert.equal(ids.speculation?.length, "adaptive");
     assert.deepEqual(ids.sampling, { temperature: 0, top_k: 0 }, "greedy unless asked");
     assert.equal(ids.max_tokens, undefined, "the gateway's default");
+    const tree = completionRequest({
+      prompt: "x",
+      speculation: { k: 3, tree: { width: 2, nodes: 6, adaptive: true } },
+    });
+    assert.deepEqual(tree.generate.speculation?.tree, { shape: { width: 2, nodes: 6 }, adaptive: true });
+    // Sizes left out read as 0, for the gateway's validation to refuse with its ranges, as over gRPC.
+    assert.deepEqual(completionRequest({ prompt: "x", speculation: { tree: {} } }).generate.speculation?.tree, {
+      shape: { width: 0, nodes: 0 },
+      adaptive: false,
+    });
   });
 
   it("refuses what it does not serve, naming the field", () => {
@@ -114,7 +124,11 @@ describe("OpenAI request bodies → GenerateRequest", () => {
       [{ prompt: "x", stream: "yes" }, "stream", /true or false/],
       [{ prompt: "x", stream_options: { include_usage: true } }, "stream_options", /only allowed when stream/],
       [{ prompt: "x", speculation: { k: -1 } }, "speculation.k", /integer >= 0/],
-      [{ prompt: "x", speculation: { tree: true } }, "speculation.tree", /unknown/],
+      [{ prompt: "x", speculation: { k: 3, depth: 2 } }, "speculation.depth", /unknown field.*known: drafter, k, tree/],
+      [{ prompt: "x", speculation: { tree: true } }, "speculation.tree", /must be an object/],
+      [{ prompt: "x", speculation: { tree: { width: "2" } } }, "speculation.tree.width", /must be a number/],
+      [{ prompt: "x", speculation: { tree: { adaptive: 1 } } }, "speculation.tree.adaptive", /true or false/],
+      [{ prompt: "x", speculation: { tree: { shape: {} } } }, "speculation.tree.shape", /unknown field/],
     ];
     for (const [body, param, message] of cases) {
       const error = refusal(() => completionRequest(body));

@@ -42,6 +42,9 @@ async function recordEverything(): Promise<{ scrape: Scrape; provider: MeterProv
     { ...scriptedRequest("DEADLINE_EXCEEDED"), finishReason: "error" },
   );
   metrics.recordRpc("specgate.v1.Gateway/Generate", "OK", 40);
+  const completions = { method: "POST", route: "/v1/completions" };
+  metrics.recordHttpRequest(completions, 200, undefined, 30);
+  metrics.recordHttpRequest(completions, 503, "503", 5);
   metrics.recordVerifyBatch("0", { queueWaitsMs: [1, 3, 5], durationMs: 12 });
   metrics.recordKvEvictions("draft", "0", 2);
   let cacheBytes = 1024;
@@ -131,6 +134,18 @@ test("round time split, latencies, requests by status, batches, caches", async (
       rpc_status_code: "OK",
     }),
     1,
+  );
+  const route = { http_request_method: "POST", http_route: "/v1/completions" };
+  assert.equal(sumSamples(scrape, "http_server_request_duration_count", route), 2);
+  close(sumSamples(scrape, "http_server_request_duration_sum", { ...route, http_response_status_code: "200" }), 0.03);
+  assert.equal(
+    sumSamples(scrape, "http_server_request_duration_count", { http_response_status_code: "503", error_type: "503" }),
+    1,
+  );
+  assert.equal(
+    scrape.samples.some((sample) => sample.name.startsWith("rpc_") && sample.labels.http_route !== undefined),
+    false,
+    "HTTP requests are not counted as gRPC calls",
   );
   assert.equal(sumSamples(scrape, "specgate_verify_batch_size_sum", { specgate_replica: "0" }), 3);
   assert.equal(sumSamples(scrape, "specgate_verify_queue_wait_count", { specgate_replica: "0" }), 3);

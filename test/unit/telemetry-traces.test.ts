@@ -28,6 +28,7 @@ import {
 } from "../support/telemetry-fixtures.ts";
 
 const METHOD = "specgate.v1.Gateway/Generate";
+const GRPC = { protocol: "grpc", method: METHOD } as const;
 const NO_METRICS_ENDPOINT = { OTEL_METRICS_EXPORTER: "none" };
 
 function byName(spans: ReadableSpan[], name: string): ReadableSpan[] {
@@ -63,7 +64,7 @@ describe("with tracing on (in-memory exporter)", () => {
     assert.match(String(metadata.get("traceparent")[0]), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
 
     const request = startRequestTrace({
-      method: METHOD,
+      transport: GRPC,
       parent: extractFromMetadata(metadata),
       labels: LABELS,
       parameters: { maxTokens: 32, temperature: 0, seed: 7 },
@@ -162,7 +163,7 @@ describe("with tracing on (in-memory exporter)", () => {
   });
 
   test("rounds as events on the request span", async () => {
-    const request = startRequestTrace({ method: METHOD, labels: LABELS, roundSpans: false });
+    const request = startRequestTrace({ transport: GRPC, labels: LABELS, roundSpans: false });
     for (let i = 0; i < SCRIPT.length; i++) {
       const round = request.startRound();
       assert.equal(
@@ -186,7 +187,7 @@ describe("with tracing on (in-memory exporter)", () => {
   });
 
   test("a round cut short ends with its request, marked abandoned", async () => {
-    const request = startRequestTrace({ method: METHOD, labels: LABELS, roundSpans: true });
+    const request = startRequestTrace({ transport: GRPC, labels: LABELS, roundSpans: true });
     request.startRound().end(scriptedRound(0));
     request.startRound();
     request.end(scriptedRequest("CANCELLED"));
@@ -199,7 +200,7 @@ describe("with tracing on (in-memory exporter)", () => {
 
   test("a round started before the previous one ended is still marked abandoned when the request is cut short", async () => {
     // The gateway's order: round 2 starts (its proposal request leaves) before round 1 has streamed and ended.
-    const request = startRequestTrace({ method: METHOD, labels: LABELS, roundSpans: true });
+    const request = startRequestTrace({ transport: GRPC, labels: LABELS, roundSpans: true });
     const first = request.startRound();
     request.startRound();
     first.end(scriptedRound(0));
@@ -219,10 +220,38 @@ describe("with tracing on (in-memory exporter)", () => {
       ["CANCELLED", SpanStatusCode.UNSET],
     ] as const) {
       exporter.reset();
-      startRequestTrace({ method: METHOD, labels: LABELS }).end(scriptedRequest(status));
+      startRequestTrace({ transport: GRPC, labels: LABELS }).end(scriptedRequest(status));
       const [span] = await finishedSpans();
       assert.equal(span.status.code, code, status);
       assert.equal(span.attributes[ATTR.rpcStatus], status);
+    }
+  });
+
+  test("an HTTP request's span follows HTTP's conventions: method and route, status code, 5xx or failed stream as errors", async () => {
+    const http = { protocol: "http", method: "POST", route: "/v1/completions" } as const;
+    for (const [status, httpStatusCode, errorType] of [
+      ["OK", 200, undefined],
+      ["INVALID_ARGUMENT", 400, undefined],
+      ["CANCELLED", 499, undefined],
+      ["UNAVAILABLE", 503, "503"],
+      // A stream's 200 went out before its deadline passed: the gRPC status names the error.
+      ["DEADLINE_EXCEEDED", 200, "DEADLINE_EXCEEDED"],
+    ] as const) {
+      exporter.reset();
+      startRequestTrace({ transport: http, labels: LABELS }).end({ ...scriptedRequest(status), httpStatusCode });
+      const [span] = await finishedSpans();
+      assert.equal(span.name, "POST /v1/completions");
+      assert.equal(span.kind, SpanKind.SERVER);
+      assert.equal(span.attributes[ATTR.httpMethod], "POST");
+      assert.equal(span.attributes[ATTR.httpRoute], "/v1/completions");
+      assert.equal(span.attributes[ATTR.httpStatus], httpStatusCode);
+      assert.equal(span.attributes[ATTR.requestStatus], status);
+      assert.equal(span.attributes[ATTR.errorType], errorType, status);
+      assert.equal(span.status.code, errorType === undefined ? SpanStatusCode.UNSET : SpanStatusCode.ERROR, status);
+      for (const grpcOnly of [ATTR.rpcSystem, ATTR.rpcMethod, ATTR.rpcStatus]) {
+        assert.equal(span.attributes[grpcOnly], undefined, `no ${grpcOnly} on an HTTP span`);
+      }
+      assert.equal(span.attributes[ATTR.genAiOperation], "text_completion");
     }
   });
 });
@@ -240,7 +269,7 @@ describe("with tracing off (no exporter configured)", () => {
 
   test("spans are no-ops and nothing is propagated", () => {
     assert.equal(telemetry.tracing, false);
-    const request = startRequestTrace({ method: METHOD, labels: LABELS });
+    const request = startRequestTrace({ transport: GRPC, labels: LABELS });
     assert.equal(trace.getSpan(request.context), undefined);
     const round = request.startRound();
     assert.deepEqual(injectIntoCarrier(round.context), {});
@@ -269,7 +298,7 @@ test("telemetry runs once per process and can start again after shutdown", async
     env: NO_METRICS_ENDPOINT,
     spanProcessors: [processor],
   });
-  startRequestTrace({ method: METHOD, labels: LABELS }).end(scriptedRequest());
+  startRequestTrace({ transport: GRPC, labels: LABELS }).end(scriptedRequest());
   await processor.forceFlush();
   assert.equal(exporter.getFinishedSpans().length, 1);
   await second.shutdown();
