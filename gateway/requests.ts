@@ -145,9 +145,11 @@ export class GatewayRequests {
       });
     } catch (error) {
       finish();
-      const status = requestStatus(controller.signal.aborted ? controller.signal.reason : error);
+      // Aborted while queued (client gone, deadline, drain): that, not the admission's rejection, is the outcome.
+      const reason = controller.signal.aborted ? controller.signal.reason : error;
+      const status = requestStatus(reason);
       log.info({ code: grpc.status[status.code], details: status.details }, "request ended early");
-      throw controller.signal.aborted ? controller.signal.reason : error;
+      throw reason;
     }
     const trace = this.#trace(incoming.transport, incoming.parent, valid);
     const http = incoming.transport.protocol === "http";
