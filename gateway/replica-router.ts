@@ -2,7 +2,9 @@
  * Routing of verify rounds to target replicas. A sequence sticks to the replica that holds its cache (affinity); a
  * new sequence goes to the live replica with the fewest sequences. When a replica dies (its announcement expires),
  * fails a round with UNAVAILABLE, or does not answer within `verifyTimeoutMs`, the round is re-sent to another
- * replica; the job carries the full history, so the new replica re-prefills and the result is the same. A replica
+ * replica; the job sent there carries the full history, so the new replica re-prefills and the result is the same.
+ * Otherwise a job carries only the history after the prefix its replica holds (held-prefixes.ts); a replica that
+ * answers history_needed gets the round again with the full history. A replica
  * that announces itself again after it was lost (restarted, or its announcement went with Redis's data) counts as a
  * new one. A round that timed out with no other replica to take it is re-sent once to the same one, still announced:
  * Redis may have lost the job (a restart without persistence) while the replica is fine.
@@ -19,6 +21,7 @@ import { abortable } from "../services/replica-link/abortable.ts";
 import { type ReplicaWatch, watchReplicas } from "../services/replica-link/announcements.ts";
 import type { VerifyClient } from "../services/replica-link/verify-client.ts";
 import { VerifyJobError } from "../services/replica-link/verify-errors.ts";
+import { HeldPrefixes } from "./held-prefixes.ts";
 
 /** No replica could verify the round (none announced, or all failed it). Answered as UNAVAILABLE. */
 export class NoReplicaError extends Error {
@@ -44,6 +47,7 @@ export interface ReplicaRouterOptions {
 export class ReplicaRouter {
   readonly #replicas = new Map<string, Replica>();
   readonly #affinity = new Map<string, string>();
+  readonly #held = new HeldPrefixes();
   /** Per sequence, its last verify job's settlement. */
   readonly #settling = new Map<string, Promise<void>>();
   readonly #watch: ReplicaWatch;
@@ -114,7 +118,11 @@ export class ReplicaRouter {
       const timeout = AbortSignal.timeout(this.#options.verifyTimeoutMs);
       // The request's own abort does not reach the job: a cancelled request stops waiting at once, but its job is
       // left to settle (or time out) so that `release` can free the cache after the job, never before it.
-      const attempt = this.#options.verifyClient.verify(replicaId, job, timeout);
+      const attempt = this.#options.verifyClient.verify(
+        replicaId,
+        this.#held.jobFor(sequenceId, replicaId, job),
+        timeout,
+      );
       const settled = attempt.then(
         () => undefined,
         () => undefined,
@@ -122,6 +130,12 @@ export class ReplicaRouter {
       this.#settling.set(sequenceId, settled);
       try {
         const result = await abortable(attempt, signal);
+        if (result.history_needed) {
+          this.#options.logger.debug({ sequenceId, replica: replicaId }, "replica lacks the held prefix; full history");
+          this.#held.missed(sequenceId);
+          continue;
+        }
+        this.#held.verified(sequenceId, replicaId, job, result);
         return { result, replicaId };
       } catch (error) {
         signal.throwIfAborted();
@@ -149,6 +163,7 @@ export class ReplicaRouter {
   async release(sequenceId: string): Promise<void> {
     await this.#settling.get(sequenceId);
     this.#settling.delete(sequenceId);
+    this.#held.forget(sequenceId);
     const replicaId = this.#affinity.get(sequenceId);
     this.#unassign(sequenceId);
     const replica = replicaId === undefined ? undefined : this.#replicas.get(replicaId);

@@ -4,7 +4,8 @@
  * module, so names and encodings cannot drift apart.
  *
  * - Each replica consumes its own queue `verify-<replicaId>` under the BullMQ prefix `specgate`: a sequence's jobs go
- *   to the replica holding its cache (affinity); any replica can still serve any job (re-prefill from the history).
+ *   to the replica holding its cache (affinity); any replica can still serve a job with the full history (it
+ *   re-prefills from it).
  * - Job data is `{ verifyJob: base64(VerifyJob) }` under the job name `verify`; the job's return value is
  *   base64(VerifyResult). Base64 because BullMQ stores job data and results as JSON.
  * - Pub/sub shortcuts beside the queue (target.proto explains them): the gateway publishes each job, raw VerifyJob

@@ -159,7 +159,8 @@ export class VerifyIntake {
     reply: { job_id: string; result?: VerifyResult; failure?: string },
   ): void {
     const { result } = reply;
-    if (result !== undefined && job.draft_verdict_channel !== "") {
+    // A history_needed answer verified nothing: the draft hears the verdict of the round sent again.
+    if (result !== undefined && !result.history_needed && job.draft_verdict_channel !== "") {
       const { sequence_id, round, accepted, next_token, path } = result;
       this.#publish(job.draft_verdict_channel, encodeDraftVerdict({ sequence_id, round, accepted, next_token, path }));
     }

@@ -13,6 +13,8 @@ export class ReplicaStats {
   /** Jobs failed (bad job, deadline, wrong model, failed forward). */
   failedJobs = 0;
   reprefills = 0;
+  /** Jobs answered history_needed (not counted in `jobs`). */
+  historyNeeded = 0;
   draftTokens = 0;
   acceptedTokens = 0;
   /** Tokens scored by forwards (uncached history + draft tokens). */
@@ -29,6 +31,10 @@ export class ReplicaStats {
     report.outcomes.forEach((outcome, i) => {
       if (outcome instanceof VerifyJobError) {
         this.failedJobs++;
+        return;
+      }
+      if (outcome.history_needed) {
+        this.historyNeeded++;
         return;
       }
       this.jobs++;
@@ -57,6 +63,7 @@ export class ReplicaStats {
       max_wait_ms: replica.maxWaitMs,
       jobs_from_queue: intake.jobsFromQueue,
       replies_repeated: intake.repliesRepeated,
+      history_needed: this.historyNeeded,
     };
   }
 }

@@ -67,6 +67,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
         ms: Number(report.durationMs.toFixed(3)),
         positions: report.positions,
         reprefills: report.reprefills,
+        historyNeeded: report.historyNeeded,
         evicted: report.evicted,
       },
       "verified batch",

@@ -10,6 +10,7 @@ import type { SparseDistribution } from "../engine/sampling.ts";
 import type { VerifyJob as EngineVerifyJob } from "../engine/target-verifier.ts";
 import { decodeTree, type TokenTree } from "../engine/token-tree.ts";
 import type { AcceptanceMode } from "../engine/verify.ts";
+import { type PrefixHash, fromWire as prefixFromWire } from "../replica-link/held-prefix.ts";
 import { VerifyJobError } from "../replica-link/verify-errors.ts";
 import type { ModelInfo } from "../runtime/causal-lm.ts";
 
@@ -49,13 +50,24 @@ export function draftSize(job: VerifyJob__Output): number {
   return job.draft_tokens.length + (job.draft_tree?.tokens.length ?? 0);
 }
 
+/** The prefix the job says the replica's cache holds (its history follows it), or undefined: a full history. */
+export function heldPrefixOf(job: VerifyJob__Output): PrefixHash | undefined {
+  return job.held_prefix && job.held_prefix.length > 0 ? prefixFromWire(job.held_prefix) : undefined;
+}
+
+/** Tokens of the sequence before the job's draft: its held prefix and the history it carries. */
+export function historyLength(job: VerifyJob__Output): number {
+  return (heldPrefixOf(job)?.length ?? 0) + job.history.length;
+}
+
 /** The engine's round for `job`, or a VerifyJobError saying what is wrong with the job. */
 export function toEngineJob(
   job: VerifyJob__Output,
   model: Pick<ModelInfo, "vocabSize" | "contextLength">,
 ): EngineVerifyJob {
   if (job.sequence_id.length === 0) throw invalid(job, "sequence_id is empty");
-  if (job.history.length === 0) throw invalid(job, "history is empty (it holds at least the prompt)");
+  if (job.history.length === 0)
+    throw invalid(job, "history is empty (it holds at least the prompt, or a token after the held prefix)");
   checkTokens(job, "history", job.history, model.vocabSize);
   checkTokens(job, "draft", job.draft_tokens, model.vocabSize);
   let sampling: ReturnType<typeof seededSamplingFromWire>;
@@ -66,7 +78,7 @@ export function toEngineJob(
   }
   const acceptance = acceptanceOf(job);
   const draftTree = treeOf(job, sampling.temperature > 0, acceptance, model.vocabSize);
-  const length = job.history.length + (draftTree?.tokens.length ?? job.draft_tokens.length);
+  const length = historyLength(job) + (draftTree?.tokens.length ?? job.draft_tokens.length);
   if (length > model.contextLength) {
     throw invalid(job, `history + draft is ${length} tokens, over the context length of ${model.contextLength}`);
   }
@@ -83,7 +95,7 @@ export function toEngineJob(
   return {
     sequenceId: job.sequence_id,
     committed: job.history,
-    committedOffset: 0,
+    committedOffset: heldPrefixOf(job)?.length ?? 0,
     draftTokens: job.draft_tokens,
     draftDistributions,
     ...(draftTree && { draftTree }),

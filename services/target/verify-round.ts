@@ -1,6 +1,7 @@
 /**
  * One batched verify over the jobs of many sequences: bring each sequence's cache to the longest prefix of its job's
- * history it holds (re-prefilling from the history when it holds none), score every sequence's uncached history and
+ * history it holds (re-prefilling from the history when it holds none; a job naming a held prefix the cache does not
+ * hold is answered history_needed instead, before the forward), score every sequence's uncached history and
  * draft tokens in ONE forward, apply the acceptance rule per sequence (the engine's verifyOnTarget, the very code the
  * in-process loop runs), trim each cache to the accepted length, and produce one VerifyResult (or error) per job.
  */
@@ -13,7 +14,7 @@ import { nowUnixMs } from "../replica-link/clock.ts";
 import { VerifyJobError } from "../replica-link/verify-errors.ts";
 import { CacheCapacityError, ContextLengthError } from "../runtime/runtime-errors.ts";
 import type { SequenceCache } from "./sequence-cache.ts";
-import { checkAdmission, draftSize, toEngineJob } from "./verify-job.ts";
+import { checkAdmission, draftSize, heldPrefixOf, historyLength, toEngineJob } from "./verify-job.ts";
 
 export type VerifyOutcome = VerifyResult | VerifyJobError;
 
@@ -30,6 +31,8 @@ export interface BatchReport {
   /** Positions the forward scored over all sequences. */
   readonly positions: number;
   readonly reprefills: number;
+  /** Jobs answered history_needed. */
+  readonly historyNeeded: number;
   /** Idle sequences evicted to make room for this batch. */
   readonly evicted: number;
 }
@@ -73,7 +76,7 @@ export class VerifyRound {
     const startedAtUnixMs = nowUnixMs();
     const started = performance.now();
     const outcomes = new Array<VerifyOutcome>(jobs.length);
-    const admitted: Admitted[] = [];
+    let admitted: Admitted[] = [];
     const seen = new Set<string>();
     jobs.forEach((job, index) => {
       try {
@@ -89,13 +92,14 @@ export class VerifyRound {
       }
     });
 
+    const historyNeeded = admitted.filter((a) => !this.#prepare(a));
+    for (const a of historyNeeded) {
+      const { sequence_id, round } = a.job;
+      outcomes[a.index] = { sequence_id, round, replica_id: this.replicaId, history_needed: true };
+    }
+    if (historyNeeded.length > 0) admitted = admitted.filter((a) => !historyNeeded.includes(a));
     let evicted = 0;
     if (admitted.length > 0) {
-      for (const a of admitted) {
-        const kept = this.cache.prepare(a.job.sequence_id, a.job.history);
-        a.positions = a.job.history.length - kept + draftSize(a.job);
-        a.reprefilled = a.job.round > 1 && kept < a.job.history.length - 1;
-      }
       const bytes = admitted.reduce((sum, a) => sum + a.positions, 0) * this.cache.model.info.kvBytesPerToken;
       evicted = this.cache.makeRoom(bytes, seen).length;
       await this.#run(admitted, outcomes, started);
@@ -109,10 +113,26 @@ export class VerifyRound {
       durationMs: performance.now() - started,
       positions: admitted.reduce((sum, a) => sum + a.positions, 0),
       reprefills: admitted.filter((a) => a.reprefilled).length,
+      historyNeeded: historyNeeded.length,
       evicted,
     };
     for (const end of ends) end?.(report);
     return outcomes;
+  }
+
+  /**
+   * Brings the sequence's cache to what the job builds on and counts the positions to score; false when the job names
+   * a held prefix the cache does not hold.
+   */
+  #prepare(a: Admitted): boolean {
+    const { job } = a;
+    const held = heldPrefixOf(job);
+    if (held !== undefined && !this.cache.holds(job.sequence_id, held)) return false;
+    const length = historyLength(job);
+    const kept = held?.length ?? this.cache.prepare(job.sequence_id, job.history);
+    a.positions = length - kept + draftSize(job);
+    a.reprefilled = job.round > 1 && kept < length - 1;
+    return true;
   }
 
   async #run(admitted: readonly Admitted[], outcomes: VerifyOutcome[], started: number): Promise<void> {
@@ -129,7 +149,8 @@ export class VerifyRound {
         const path = "path" in verdict ? verdict.path : undefined;
         const tree = round.draftTree;
         const kept = tree && path ? pathTokens(tree, path) : job.draft_tokens.slice(0, accepted);
-        this.cache.commit(job.sequence_id, job.history.concat(kept));
+        // The cache record the round extends: its held prefix, or nothing (a full history).
+        this.cache.commit(job.sequence_id, round.committedOffset, job.history.concat(kept));
         outcomes[a.index] = {
           sequence_id: job.sequence_id,
           round: job.round,

@@ -65,6 +65,8 @@ describe("verify queue payloads", () => {
     job_id: "7c4f2b9e-job",
     reply_channel: "specgate:verify-reply:gateway-a",
     draft_verdict_channel: draftVerdictChannel("draft-a"),
+    // Hash lanes above 2^31 come back unsigned.
+    held_prefix: { length: 40, hash_high: 0xdeadbeef, hash_low: 7 },
   };
   const decodedJob = {
     ...job,
@@ -122,6 +124,7 @@ describe("verify queue payloads", () => {
       reprefilled: false,
       positions: 3,
       path: [],
+      history_needed: false,
     };
     assert.deepEqual(decodeVerifyResult(encodeVerifyResult(result)), result);
     const announcement = {

@@ -1,13 +1,14 @@
 /**
  * The target's batched verify round on real ONNX models (tiny random Llamas built on the fly): its verdicts equal the
  * engine's in-process verification of the same rounds, whatever the cache holds (warm, released, evicted, built from
- * another history); bad jobs fail alone with a status; a batch that cannot run fails every job in it.
+ * another history), also for jobs carrying only the history after a held prefix; bad jobs fail alone with a status; a batch that cannot run fails every job in it.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { HeldPrefixes } from "../../gateway/held-prefixes.ts";
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult__Output } from "../../gen/specgate/v1/VerifyResult.ts";
 import { decodeVerifyJob, decodeVerifyResult, encodeVerifyJob, encodeVerifyResult } from "../../proto/verify-queue.ts";
@@ -188,6 +189,72 @@ describe("VerifyRound", () => {
     );
     assert.equal(result.positions, forked.history.length - 3 + 1, "kept the 3 common tokens, scored the rest");
     assert.equal(result.reprefilled, true);
+  });
+
+  test("jobs carrying only the history after a held prefix: same verdicts; a prefix not held is answered history_needed", async () => {
+    const { verify, cache, reports } = await roundUnderTest();
+    const held = new HeldPrefixes();
+    const sequences = mixedSequences("delta");
+    const sent: VerifyJob[] = [];
+    let round = 0;
+    // As the gateway's router does: each job as a delta when the prefix is known, sent again in full on history_needed.
+    const deltas = async (jobs: VerifyJob[]): Promise<VerifyResult__Output[]> => {
+      // Every third batch finds its caches released (as after an eviction or a restart).
+      if (++round % 3 === 0) cache.release(jobs.map((j) => j.sequence_id as string));
+      const results: VerifyResult__Output[] = [];
+      for (const job of jobs) {
+        const id = job.sequence_id as string;
+        const delta = held.jobFor(id, "replica-test", job);
+        sent.push(delta);
+        let [outcome] = await verify([delta]);
+        if (!(outcome instanceof VerifyJobError) && outcome.history_needed) {
+          held.missed(id);
+          [outcome] = await verify([job]);
+        }
+        if (outcome instanceof VerifyJobError) throw outcome;
+        held.verified(id, "replica-test", job, outcome);
+        results.push(outcome);
+      }
+      return results;
+    };
+    const pairs = await runScriptedRounds(reference, sequences, 7, deltas);
+    assertSameVerdicts(pairs);
+    const needed = reports.reduce((sum, r) => sum + r.historyNeeded, 0);
+    assert.equal(needed, 2 * sequences.length, "rounds 3 and 6 of each sequence found no cache");
+    const later = sent.filter((j) => j.round !== undefined && j.round > 1 && j.held_prefix);
+    assert.ok(later.length >= 4 * sequences.length, `${later.length} jobs went as deltas`);
+    assert.ok(
+      later.every((j) => (j.history?.length ?? 0) === 1),
+      "a delta carries the target's last token only",
+    );
+    for (const p of pairs) {
+      assert.equal(p.result.reprefilled, p.round % 3 === 0, `round ${p.round} re-prefilled`);
+    }
+  });
+
+  test("a held prefix of the wrong length or hash is not trusted", async () => {
+    const { verify } = await roundUnderTest();
+    const sampling = { temperature: 0, seed: 1 };
+    const history = [1, 2, 3, 4, 5, 6];
+    const [first] = await verify([{ sequence_id: "claim", round: 1, history, draft_tokens: [7], sampling }]);
+    assert.ok(!(first instanceof VerifyJobError));
+    const held = new HeldPrefixes();
+    held.verified("claim", "r", { history }, first);
+    const next = [...history, ...(first.accepted ? [7] : []), first.next_token];
+    const honest = held.jobFor("claim", "r", { sequence_id: "claim", round: 2, history: next, sampling });
+    assert.ok(honest.held_prefix);
+    const { length, hash_high, hash_low } = honest.held_prefix;
+    const forged = [
+      { length: (length ?? 0) - 1, hash_high, hash_low },
+      { length, hash_high: ((hash_high ?? 0) + 1) >>> 0, hash_low },
+      { length, hash_high, hash_low: ((hash_low ?? 0) ^ 1) >>> 0 },
+    ];
+    for (const held_prefix of forged) {
+      const [outcome] = await verify([{ ...honest, held_prefix }]);
+      assert.ok(!(outcome instanceof VerifyJobError) && outcome.history_needed, JSON.stringify(held_prefix));
+    }
+    const [outcome] = await verify([honest]);
+    assert.ok(!(outcome instanceof VerifyJobError) && !outcome.history_needed && outcome.positions === 1);
   });
 
   test("bad jobs fail alone with a status; the rest of the batch is verified", async () => {
