@@ -24,7 +24,7 @@ import {
   TARGET_CACHE_BYTES_SETTING,
   TARGET_MODEL_SETTING,
 } from "../services/config/shared-settings.ts";
-import type { ServerTlsFiles } from "../services/grpc/server.ts";
+import { type ClientTlsFiles, type ServerTlsFiles, serverTlsFiles } from "../services/grpc/tls.ts";
 import { DEFAULT_STANDBY_MS } from "../services/replica-link/verify-client.ts";
 import { NO_DRAFTER } from "./validation.ts";
 
@@ -58,6 +58,24 @@ export const GATEWAY_SETTINGS = {
     env: "SPECGATE_DRAFT_ADDRESS",
     schema: z.string().min(1).default("127.0.0.1:50052"),
     help: "host:port of the draft service",
+  },
+  draftTlsCa: {
+    flag: "draft-tls-ca",
+    env: "SPECGATE_DRAFT_TLS_CA",
+    schema: z.string().min(1).optional(),
+    help: "PEM CA that signed the draft service's certificate: reach it over TLS; unset: plaintext",
+  },
+  draftTlsCert: {
+    flag: "draft-tls-cert",
+    env: "SPECGATE_DRAFT_TLS_CLIENT_CERT",
+    schema: z.string().min(1).optional(),
+    help: "PEM certificate the gateway presents to a draft service that requires client certificates (mutual TLS)",
+  },
+  draftTlsKey: {
+    flag: "draft-tls-key",
+    env: "SPECGATE_DRAFT_TLS_CLIENT_KEY",
+    schema: z.string().min(1).optional(),
+    help: "PEM private key of --draft-tls-cert",
   },
   drafters: {
     ...DRAFTERS_SETTING,
@@ -184,19 +202,27 @@ export type GatewayConfig = ConfigOf<typeof GATEWAY_SETTINGS>;
 export function gatewayTlsFiles(
   config: Partial<Pick<GatewayConfig, "tlsCert" | "tlsKey" | "tlsClientCa">>,
 ): ServerTlsFiles | undefined {
-  const { tlsCert, tlsKey, tlsClientCa } = config;
-  if (tlsCert === undefined && tlsKey === undefined) {
-    if (tlsClientCa !== undefined) {
-      throw new TypeError("--tls-client-ca / $SPECGATE_TLS_CLIENT_CA needs TLS: set --tls-cert and --tls-key too");
+  return serverTlsFiles(
+    { cert: config.tlsCert, key: config.tlsKey, clientCa: config.tlsClientCa },
+    { cert: GATEWAY_SETTINGS.tlsCert, key: GATEWAY_SETTINGS.tlsKey, clientCa: GATEWAY_SETTINGS.tlsClientCa },
+  );
+}
+
+/** How the gateway reaches the draft service: TLS files when a CA is set (undefined: plaintext on a trusted network). */
+export function draftTlsFiles(
+  config: Partial<Pick<GatewayConfig, "draftTlsCa" | "draftTlsCert" | "draftTlsKey">>,
+): ClientTlsFiles | undefined {
+  const { draftTlsCa, draftTlsCert, draftTlsKey } = config;
+  if (draftTlsCa === undefined) {
+    if (draftTlsCert !== undefined || draftTlsKey !== undefined) {
+      throw new TypeError("--draft-tls-cert / --draft-tls-key need TLS to the draft service: set --draft-tls-ca too");
     }
     return undefined;
   }
-  if (tlsCert === undefined || tlsKey === undefined) {
-    throw new TypeError(
-      "TLS needs both --tls-cert / $SPECGATE_TLS_CERT and --tls-key / $SPECGATE_TLS_KEY; only one is set",
-    );
+  if ((draftTlsCert === undefined) !== (draftTlsKey === undefined)) {
+    throw new TypeError("a client certificate for the draft service needs both --draft-tls-cert and --draft-tls-key");
   }
-  return { certFile: tlsCert, keyFile: tlsKey, clientCaFile: tlsClientCa };
+  return { caFile: draftTlsCa, certFile: draftTlsCert, keyFile: draftTlsKey };
 }
 
 /**
@@ -232,12 +258,16 @@ export function checkVerifyTimings(config: Pick<GatewayConfig, "verifyStandbyMs"
 export function parseGatewayConfig(input: Record<string, unknown>): GatewayConfig {
   const config = parseConfig(GATEWAY_SETTINGS, input, "gateway");
   gatewayTlsFiles(config);
+  draftTlsFiles(config);
   return config;
 }
 
 export function loadGatewayConfig(argv: readonly string[], env: NodeJS.ProcessEnv): GatewayConfig | undefined {
   const config = loadConfig(GATEWAY_SETTINGS, argv, env, "gateway");
-  if (config !== undefined) gatewayTlsFiles(config);
+  if (config !== undefined) {
+    gatewayTlsFiles(config);
+    draftTlsFiles(config);
+  }
   return config;
 }
 

@@ -37,6 +37,8 @@ export interface DraftLinkOptions {
   /** Least time between attempts to open a new stream after a failure. */
   readonly retryMs: number;
   readonly logger: Logger;
+  /** TLS to the draft service (default: plaintext, for loopback or a network the cluster's policies close). */
+  readonly credentials?: grpc.ChannelCredentials;
 }
 
 type Stream = grpc.ClientDuplexStream<DraftClientMessage, DraftServerMessage__Output>;
@@ -69,7 +71,7 @@ export class DraftLink {
 
   constructor(options: DraftLinkOptions) {
     this.#options = options;
-    this.#stub = new DraftClient(options.address, grpc.credentials.createInsecure());
+    this.#stub = new DraftClient(options.address, options.credentials ?? grpc.credentials.createInsecure());
   }
 
   /** The channel to the draft service, for its unary RPCs (Stats, Release). */

@@ -15,14 +15,8 @@ import { gatewayService, SERVICE_NAMES } from "../proto/load.ts";
 import type { DrafterSpec } from "../services/config/drafter-list.ts";
 import { CostModel } from "../services/engine/k-policy.ts";
 import { AdaptiveTreeShape } from "../services/engine/tree-policy.ts";
-import {
-  addStandardServices,
-  bindServer,
-  drain,
-  serverTlsCredentials,
-  setServing,
-  withinGrace,
-} from "../services/grpc/server.ts";
+import { addStandardServices, bindServer, drain, setServing, withinGrace } from "../services/grpc/server.ts";
+import { clientTlsCredentials, serverTlsCredentials } from "../services/grpc/tls.ts";
 import { VerifyClient } from "../services/replica-link/verify-client.ts";
 import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
 import { extractFromMetadata, type SpecgateMetrics } from "../services/telemetry/index.ts";
@@ -32,6 +26,7 @@ import { identifyCall } from "./authentication.ts";
 import { abortWithCall } from "./call-abort.ts";
 import {
   checkVerifyTimings,
+  draftTlsFiles,
   type GatewayConfig,
   gatewayTlsFiles,
   offeredDrafters,
@@ -89,7 +84,14 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   checkVerifyTimings(config);
 
   const replicas = connectReplicas(config, model, logger);
-  const draft = new DraftLink({ address: config.draftAddress, proposeTimeoutMs: 2000, retryMs: 1000, logger });
+  const draftTls = draftTlsFiles(config);
+  const draft = new DraftLink({
+    address: config.draftAddress,
+    proposeTimeoutMs: 2000,
+    retryMs: 1000,
+    logger,
+    credentials: draftTls && clientTlsCredentials(draftTls),
+  });
   const admission = new Admission({
     maxInFlight: config.maxInFlight,
     maxInFlightPerTenant: config.maxInFlightPerTenant || Number.POSITIVE_INFINITY,

@@ -7,7 +7,7 @@ import { createServer as createHttpServer, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
-import { readServerTls, type ServerTlsFiles } from "../../services/grpc/server.ts";
+import { readServerTls, type ServerTlsFiles } from "../../services/grpc/tls.ts";
 import { type HttpApiContext, httpRoutes } from "./routes.ts";
 
 export interface HttpApiOptions extends HttpApiContext {

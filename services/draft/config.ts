@@ -24,6 +24,7 @@ import {
   REDIS_URL_SETTING,
   THREAD_SPINNING_SETTING,
 } from "../config/shared-settings.ts";
+import { type ServerTlsFiles, serverTlsFiles } from "../grpc/tls.ts";
 
 export const DRAFT_SETTINGS = {
   host: {
@@ -33,6 +34,24 @@ export const DRAFT_SETTINGS = {
     help: "address to listen on",
   },
   port: { flag: "port", env: "SPECGATE_DRAFT_PORT", schema: port(50052), help: "gRPC port (0: a free one)" },
+  tlsCert: {
+    flag: "tls-cert",
+    env: "SPECGATE_DRAFT_TLS_CERT",
+    schema: z.string().min(1).optional(),
+    help: "PEM certificate chain: serve TLS (with --tls-key; the gateway then needs --draft-tls-ca); unset: plaintext",
+  },
+  tlsKey: {
+    flag: "tls-key",
+    env: "SPECGATE_DRAFT_TLS_KEY",
+    schema: z.string().min(1).optional(),
+    help: "PEM private key of --tls-cert",
+  },
+  tlsClientCa: {
+    flag: "tls-client-ca",
+    env: "SPECGATE_DRAFT_TLS_CLIENT_CA",
+    schema: z.string().min(1).optional(),
+    help: "PEM CA: mutual TLS, only clients (the gateways) presenting a certificate it signed are served",
+  },
   modelsDir: MODELS_DIR_SETTING,
   drafters: DRAFTERS_SETTING,
   cacheBytes: {
@@ -71,6 +90,16 @@ export const DRAFT_SETTINGS = {
 } satisfies Settings;
 
 export type DraftConfig = ConfigOf<typeof DRAFT_SETTINGS>;
+
+/** The draft service's TLS files (undefined: plaintext); throws when they do not make a whole. */
+export function draftServerTlsFiles(
+  config: Partial<Pick<DraftConfig, "tlsCert" | "tlsKey" | "tlsClientCa">>,
+): ServerTlsFiles | undefined {
+  return serverTlsFiles(
+    { cert: config.tlsCert, key: config.tlsKey, clientCa: config.tlsClientCa },
+    { cert: DRAFT_SETTINGS.tlsCert, key: DRAFT_SETTINGS.tlsKey, clientCa: DRAFT_SETTINGS.tlsClientCa },
+  );
+}
 
 /** Validates a configuration given as an object (tests, embedding), filling in the defaults. */
 export function parseDraftConfig(input: Record<string, unknown>): DraftConfig {

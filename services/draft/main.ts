@@ -4,7 +4,7 @@
  */
 import { pino } from "pino";
 import { runService } from "../lifecycle/run-service.ts";
-import { draftHelp, loadDraftConfig, servedDrafters, verdictRedisUrl } from "./config.ts";
+import { draftHelp, draftServerTlsFiles, loadDraftConfig, servedDrafters, verdictRedisUrl } from "./config.ts";
 import { loadDrafters } from "./drafters.ts";
 import { startDraftServer } from "./server.ts";
 import { draftMetricsEvents, instrumentDraftService } from "./telemetry.ts";
@@ -13,7 +13,10 @@ await runService({
   name: "draft service",
   load(argv, env) {
     const config = loadDraftConfig(argv, env);
-    if (config !== undefined) verdictRedisUrl(config);
+    if (config !== undefined) {
+      verdictRedisUrl(config);
+      draftServerTlsFiles(config);
+    }
     return config;
   },
   help: draftHelp,
@@ -37,6 +40,7 @@ await runService({
       logger,
       redisUrl: verdictRedisUrl(config),
       events: draftMetricsEvents(telemetry.metrics),
+      tls: draftServerTlsFiles(config),
     });
     instrumentDraftService(server.service, telemetry.metrics);
     return {
@@ -44,6 +48,8 @@ await runService({
         message: "draft service listening",
         fields: {
           address: server.address,
+          transport:
+            config.tlsCert === undefined ? "plaintext" : config.tlsClientCa === undefined ? "tls" : "mutual-tls",
           drafters: config.drafters,
           cacheBytes: config.cacheBytes,
           draftOnVerdict: config.draftOnVerdict,

@@ -15,6 +15,7 @@ import { draftService, SERVICE_NAMES } from "../../proto/load.ts";
 import { seededSamplingFromWire } from "../../proto/sampling-params.ts";
 import { encodeTree } from "../engine/token-tree.ts";
 import { addStandardServices, bindServer, drain, setServing, withinGrace } from "../grpc/server.ts";
+import { type ServerTlsFiles, serverTlsCredentials } from "../grpc/tls.ts";
 import type { ProposalResult } from "./draft-calls.ts";
 import { asDraftFailure, DraftFailure } from "./draft-failure.ts";
 import type { ServedDrafter } from "./drafters.ts";
@@ -307,6 +308,8 @@ export interface DraftServerOptions {
    * service drafts on Propose alone.
    */
   readonly redisUrl?: string;
+  /** Serve TLS from these files (mutual TLS with a client CA); default plaintext. */
+  readonly tls?: ServerTlsFiles;
 }
 
 export interface RunningDraftServer {
@@ -333,7 +336,7 @@ export async function startDraftServer(options: DraftServerOptions): Promise<Run
   const server = new grpc.Server();
   server.addService(draftService, service.handlers());
   const health = addStandardServices(server, [SERVICE_NAMES.draft]);
-  const port = await bindServer(server, options.host, options.port);
+  const port = await bindServer(server, options.host, options.port, options.tls && serverTlsCredentials(options.tls));
   setServing(health, SERVICE_NAMES.draft, true);
   let stopping: Promise<void> | undefined;
   return {

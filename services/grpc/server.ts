@@ -2,52 +2,10 @@
  * What every specgate gRPC server (gateway, draft, target) does the same way: bind, serve the standard health and
  * reflection services, and drain on shutdown.
  */
-import { readFileSync } from "node:fs";
-import { createSecureContext } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { packageDefinition } from "../../proto/load.ts";
-
-/** PEM files of a TLS server: its certificate chain and key, and for mutual TLS the CA its clients must chain to. */
-export interface ServerTlsFiles {
-  readonly certFile: string;
-  readonly keyFile: string;
-  /** Set: every client must present a certificate signed by this CA (mutual TLS). */
-  readonly clientCaFile?: string;
-}
-
-function readPem(path: string, what: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (error) {
-    throw new Error(`cannot read the ${what} ${path}: ${(error as Error).message}`);
-  }
-}
-
-/** The PEM files' contents, read and checked once at start-up (a server would only fail later, without naming them). */
-export function readServerTls(files: ServerTlsFiles): { cert: Buffer; key: Buffer; clientCa: Buffer | undefined } {
-  const clientCa = files.clientCaFile === undefined ? undefined : readPem(files.clientCaFile, "client CA file");
-  const cert = readPem(files.certFile, "TLS certificate file");
-  const key = readPem(files.keyFile, "TLS key file");
-  try {
-    createSecureContext({ cert, key, ca: clientCa });
-  } catch (error) {
-    const named = [files.certFile, files.keyFile, ...(files.clientCaFile ? [files.clientCaFile] : [])].join(", ");
-    throw new Error(`the TLS files ${named} are not a usable PEM certificate and key: ${(error as Error).message}`);
-  }
-  return { cert, key, clientCa };
-}
-
-/** gRPC server credentials from PEM files (readServerTls). */
-export function serverTlsCredentials(files: ServerTlsFiles): grpc.ServerCredentials {
-  const { cert, key, clientCa } = readServerTls(files);
-  return grpc.ServerCredentials.createSsl(
-    clientCa ?? null,
-    [{ cert_chain: cert, private_key: key }],
-    clientCa !== undefined,
-  );
-}
 
 /**
  * Binds `host:port` (port 0: a free one) and resolves with the bound port; TLS when credentials are given, plaintext

@@ -9,7 +9,8 @@ import type { GatewayHandlers } from "../../gen/specgate/v1/Gateway.ts";
 import type { GenerateRequest__Output } from "../../gen/specgate/v1/GenerateRequest.ts";
 import { gatewayService } from "../../proto/load.ts";
 import { SpecgateClient, SpecgateError } from "../../sdk/index.ts";
-import { bindServer, serverTlsCredentials } from "../../services/grpc/server.ts";
+import { bindServer } from "../../services/grpc/server.ts";
+import { serverTlsCredentials } from "../../services/grpc/tls.ts";
 import { makeTestCertificates } from "../support/tls.ts";
 
 type Behaviour = (

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
+  draftTlsFiles,
   GATEWAY_SETTINGS,
   gatewayTlsFiles,
   parseGatewayConfig,
@@ -8,6 +9,7 @@ import {
 } from "../../gateway/config.ts";
 import { isLoopbackHost } from "../../sdk/loopback.ts";
 import { loadConfig } from "../../services/config/settings.ts";
+import { DRAFT_SETTINGS, draftServerTlsFiles } from "../../services/draft/config.ts";
 
 describe("gateway transport settings", () => {
   it("reads TLS files, API keys and the per-tenant cap from the environment", () => {
@@ -50,6 +52,44 @@ describe("gateway transport settings", () => {
       keyFile: "k.pem",
       clientCaFile: undefined,
     });
+  });
+
+  it("reaches the draft service over TLS when given its CA, with a client certificate for mutual TLS", () => {
+    assert.equal(draftTlsFiles({}), undefined, "plaintext by default");
+    assert.deepEqual(draftTlsFiles({ draftTlsCa: "ca.pem" }), {
+      caFile: "ca.pem",
+      certFile: undefined,
+      keyFile: undefined,
+    });
+    assert.deepEqual(draftTlsFiles({ draftTlsCa: "ca.pem", draftTlsCert: "c.pem", draftTlsKey: "k.pem" }), {
+      caFile: "ca.pem",
+      certFile: "c.pem",
+      keyFile: "k.pem",
+    });
+    assert.throws(() => draftTlsFiles({ draftTlsCert: "c.pem", draftTlsKey: "k.pem" }), /set --draft-tls-ca too/);
+    assert.throws(() => draftTlsFiles({ draftTlsCa: "ca.pem", draftTlsCert: "c.pem" }), /needs both/);
+    assert.throws(() => parseGatewayConfig({ draftTlsKey: "k.pem" }), /--draft-tls-ca/, "checked with the config");
+  });
+
+  it("serves the draft service over TLS from its own settings, refusing halves", () => {
+    const config = loadConfig(
+      DRAFT_SETTINGS,
+      [],
+      {
+        SPECGATE_DRAFT_TLS_CERT: "/tls/d.crt",
+        SPECGATE_DRAFT_TLS_KEY: "/tls/d.key",
+        SPECGATE_DRAFT_TLS_CLIENT_CA: "/ca",
+      },
+      "draft service",
+    );
+    assert.ok(config);
+    assert.deepEqual(draftServerTlsFiles(config), {
+      certFile: "/tls/d.crt",
+      keyFile: "/tls/d.key",
+      clientCaFile: "/ca",
+    });
+    assert.throws(() => draftServerTlsFiles({ tlsKey: "k.pem" }), /--tls-cert \/ \$SPECGATE_DRAFT_TLS_CERT/);
+    assert.throws(() => draftServerTlsFiles({ tlsClientCa: "ca.pem" }), /SPECGATE_DRAFT_TLS_CLIENT_CA needs TLS/);
   });
 
   it("warns about plaintext on any host but loopback, never with TLS", () => {
