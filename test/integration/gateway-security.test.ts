@@ -10,7 +10,6 @@ import { once } from "node:events";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
@@ -27,6 +26,7 @@ import { freePort } from "../support/ports.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
 import { makeTestCertificates, type TestCertificates } from "../support/tls.ts";
+import { until } from "../support/until.ts";
 
 const MODEL = "stories260k";
 const PROMPT = "Once upon a time";
@@ -44,14 +44,6 @@ interface IssuedKey {
 async function keygen(tenant: string): Promise<IssuedKey> {
   const { stdout } = await run(process.execPath, ["sdk/specgate.js", "keygen", "--tenant", tenant, "--json"]);
   return JSON.parse(stdout) as IssuedKey;
-}
-
-async function until(condition: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const giveUp = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > giveUp) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 /** Asserts that `call` fails with the gRPC code, and returns the failure's details. */
@@ -255,16 +247,15 @@ describe("gateway security: TLS, mutual TLS, API keys, tenants", { skip: !certif
       const newcomer = client(secured.address, { tls, apiKey: gamma.api_key });
       await refused(newcomer.listModels(), "UNAUTHENTICATED");
       writeFileSync(file, `${acme.keys_line}\n${gamma.keys_line}\n`);
-      const deadline = Date.now() + 10_000;
-      for (;;) {
-        const served = await newcomer.listModels().then(
-          () => true,
-          () => false,
-        );
-        if (served) break;
-        if (Date.now() > deadline) assert.fail("the added key was not accepted within 10 s");
-        await sleep(50);
-      }
+      await until(
+        () =>
+          newcomer.listModels().then(
+            () => true,
+            () => false,
+          ),
+        "the added key to be accepted",
+        10_000,
+      );
       await refused(client(secured.address, { tls, apiKey: beta.api_key }).listModels(), "UNAUTHENTICATED");
       assert.deepEqual((await newcomer.generate(STORY)).token_ids, expected);
     });

@@ -22,6 +22,7 @@ import { inParallel } from "../support/in-parallel.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
 import { targetOnlyOutputs } from "../support/target-only.ts";
+import { until } from "../support/until.ts";
 
 const MODEL = "stories260k";
 const DRAFT_MODEL = "stories260k-int4";
@@ -30,14 +31,6 @@ const PROMPTS = storyPrompts(50);
 const MAX_TOKENS = 24;
 const TREE = { width: 2, nodes: 8 };
 const silent = pino({ level: "silent" });
-
-async function until(condition: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const giveUp = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > giveUp) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 /** Rounds that verified a tree (more nodes than its depth) show up as more draft tokens than the K asked. */
 function branched(stats: { draft_tokens: number; k_per_round: number[] } | null | undefined): boolean {

@@ -31,6 +31,7 @@ import { freePort } from "../support/ports.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
 import { targetOnlyOutputs } from "../support/target-only.ts";
+import { until } from "../support/until.ts";
 
 const MODEL = "stories260k";
 const DRAFTERS = "int4=stories260k-int4,early-exit=stories260k-exit4,ngram";
@@ -39,14 +40,6 @@ const MAX_TOKENS = 32;
 /** Seeds per path in the sampling test (the chi-square test's sample). */
 const SAMPLED_RUNS = 600;
 const silent = pino({ level: "silent" });
-
-async function until(condition: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const giveUp = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > giveUp) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 function unary<T>(invoke: (callback: (error: grpc.ServiceError | null, value?: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => invoke((error, value) => (error ? reject(error) : resolve(value as T))));

@@ -33,6 +33,7 @@ import { startTelemetry, type Telemetry } from "../../services/telemetry/start.t
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
 import { makeTestCertificates } from "../support/tls.ts";
+import { until } from "../support/until.ts";
 
 const MODEL = "stories260k";
 const DRAFTERS = "int4=stories260k-int4,ngram";
@@ -50,14 +51,6 @@ type WithIds = { token_ids: number[] };
 interface Listening {
   readonly gateway: RunningGateway;
   readonly http: RunningHttpApi;
-}
-
-async function until(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const giveUp = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > giveUp) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
 }
 
 /** GET over HTTPS with `options` (CA, client certificate); resolves with the status, rejects when TLS refuses. */
@@ -131,7 +124,7 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
       await gateway.stop(1000);
       await http.close();
     });
-    await until(() => gateway.router.replicas.size === 1, "the replica to be announced");
+    await until(() => gateway.router.replicas.size === 1, "the replica to be announced", 10_000);
     return { gateway, http };
   }
 
@@ -361,7 +354,7 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
       assert.equal(chunk.choices[0].finish_reason, null, "no chunk claims the completion finished");
     }
     assert.ok(chunks.map((c) => c.choices[0].text).join("").length > 0);
-    await until(() => open.gateway.admission.inFlight === 0, "the failed request to end");
+    await until(() => open.gateway.admission.inFlight === 0, "the failed request to end", 10_000);
     // The span says what the client saw (200) and that the server failed the request all the same.
     const span = spans.getFinishedSpans().find((s) => s.name === "POST /v1/completions");
     assert.equal(span?.attributes[ATTR.httpStatus], 200);
@@ -399,10 +392,10 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
       assert.equal(open.gateway.admission.inFlight, 1);
       stream.controller.abort();
     }
-    await until(() => open.gateway.admission.inFlight === 0, "the aborted request to end");
+    await until(() => open.gateway.admission.inFlight === 0, "the aborted request to end", 10_000);
     const span = spans.getFinishedSpans().find((s) => s.name === "POST /v1/completions");
     assert.equal(span?.attributes[ATTR.requestStatus], "CANCELLED", "the request ended as cancelled, not finished");
-    await until(cachesIdle, "the draft and target caches to be released");
+    await until(cachesIdle, "the draft and target caches to be released", 10_000);
   });
 
   it("a client that gives up waiting for a whole completion cancels the request", async () => {
@@ -412,14 +405,14 @@ describe("OpenAI-compatible HTTP API on a real stack", { timeout: 120_000 }, () 
       { model: MODEL, prompt: PROMPT, max_tokens: LONG },
       { signal: client.signal },
     );
-    await until(() => open.gateway.admission.inFlight === 1, "the request to run");
+    await until(() => open.gateway.admission.inFlight === 1, "the request to run", 10_000);
     client.abort();
     await assert.rejects(whole, OpenAI.APIUserAbortError);
-    await until(() => open.gateway.admission.inFlight === 0, "the abandoned request to end");
+    await until(() => open.gateway.admission.inFlight === 0, "the abandoned request to end", 10_000);
     const span = spans.getFinishedSpans().find((s) => s.name === "POST /v1/completions");
     assert.equal(span?.attributes[ATTR.requestStatus], "CANCELLED");
     assert.equal(span?.attributes[ATTR.httpStatus], 499, "the status a whole completion would have been answered with");
-    await until(cachesIdle, "the draft and target caches to be released");
+    await until(cachesIdle, "the draft and target caches to be released", 10_000);
   });
 
   it("refuses bad requests with OpenAI's error body: 400 bad fields, 404 unknown models and paths, 504 late", async () => {

@@ -13,30 +13,14 @@ import { waitUntilServing } from "../../deploy/health.ts";
 import { type LocalStack, type StackService, startLocalStack } from "../../deploy/local-stack.ts";
 import { loadServedModel } from "../../gateway/served-model.ts";
 import { SpecgateClient, SpecgateError } from "../../sdk/index.ts";
+import { running } from "../support/service-process.ts";
 import { targetOnlyOutputs } from "../support/target-only.ts";
+import { until } from "../support/until.ts";
 
 const PROMPTS = ["Once upon a time", "The little dog", "Lily and Ben went to the park. They", "One day, a cat"];
 const MAX_TOKENS = 128;
 /** Three exits of one service within the window stop the stack: two are restarted, a third gives up. */
 const RESTART_POLICY = { maxCrashes: 3, windowMs: 600_000 };
-
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;
-    throw error;
-  }
-}
-
-async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const giveUp = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > giveUp) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe("the local stack under load, with services killed", { timeout: 120_000 }, () => {
   let stack: LocalStack;

@@ -7,16 +7,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { type LocalStackStartError, readyBanner, startLocalStack } from "../../deploy/local-stack.ts";
 import { SpecgateClient } from "../../sdk/index.ts";
-
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;
-    throw error;
-  }
-}
+import { running } from "../support/service-process.ts";
 
 test("the stack serves a story through the SDK and stops every process it started", async () => {
   const lines: string[] = [];

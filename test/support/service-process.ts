@@ -74,3 +74,14 @@ export function spawnService(script: string, args: readonly string[], env: NodeJ
     },
   };
 }
+
+/** Whether a process with this pid still runs (signal 0 probes without signalling). */
+export function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;
+    throw error;
+  }
+}

@@ -4,11 +4,11 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
 import { Metadata, status } from "@grpc/grpc-js";
 import { ApiKeys, loadApiKeys, parseApiKeys, watchApiKeys } from "../../gateway/api-keys.ts";
 import { identifyCall } from "../../gateway/authentication.ts";
 import { apiKeyLine, hashApiKey, newApiKey } from "../../sdk/api-key.ts";
+import { until } from "../support/until.ts";
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 
@@ -114,14 +114,6 @@ describe("API keys", () => {
     assert.equal(none?.authenticate(`Bearer ${fileKey}`).ok, false);
   });
 
-  /** Waits up to 5 s for `check` (file events arrive asynchronously). */
-  async function eventually(check: () => boolean, what: string): Promise<void> {
-    for (let waited = 0; !check(); waited += 25) {
-      if (waited > 5000) assert.fail(`not within 5 s: ${what}`);
-      await sleep(25);
-    }
-  }
-
   it("reloads a changed keys file without a restart, and keeps the old keys while the file is bad", async (t) => {
     const dir = mkdtempSync(join(tmpdir(), "specgate-keys-"));
     const [first, second, inline] = [newApiKey(), newApiKey(), newApiKey()];
@@ -141,18 +133,18 @@ describe("API keys", () => {
     };
 
     writeFileSync(file, `${apiKeyLine("acme", second)}\n`);
-    await eventually(() => tenantOf(second) === "acme", "a key written into the file is accepted");
+    await until(() => tenantOf(second) === "acme", "a key written into the file is accepted", 5000);
     assert.equal(tenantOf(first), undefined, "the key taken out of the file is revoked");
     assert.equal(tenantOf(inline), "beta", "the inline keys stay");
 
     writeFileSync(file, "acme:not-a-hash\n");
-    await eventually(() => errors.length > 0, "a bad file is reported");
+    await until(() => errors.length > 0, "a bad file is reported", 5000);
     assert.equal(tenantOf(second), "acme", "a bad file leaves the previous keys in force");
 
     // An editor's save: a new file renamed over the old one.
     writeFileSync(join(dir, "keys.tmp"), `${apiKeyLine("gamma", first)}\n`);
     renameSync(join(dir, "keys.tmp"), file);
-    await eventually(() => tenantOf(first) === "gamma", "a file renamed into place is read");
+    await until(() => tenantOf(first) === "gamma", "a file renamed into place is read", 5000);
     assert.equal(tenantOf(second), undefined);
   });
 
@@ -178,7 +170,7 @@ describe("API keys", () => {
     version("..v2", after);
     symlinkSync("..v2", join(dir, "..data_tmp"));
     renameSync(join(dir, "..data_tmp"), join(dir, "..data"));
-    await eventually(() => keys.authenticate(`Bearer ${after}`).ok, "the new version's key is accepted");
+    await until(() => keys.authenticate(`Bearer ${after}`).ok, "the new version's key is accepted", 5000);
     assert.equal(keys.authenticate(`Bearer ${before}`).ok, false);
   });
 });
