@@ -21,6 +21,7 @@ import { abortable } from "../services/replica-link/abortable.ts";
 import { type ReplicaWatch, watchReplicas } from "../services/replica-link/announcements.ts";
 import type { VerifyClient } from "../services/replica-link/verify-client.ts";
 import { VerifyJobError } from "../services/replica-link/verify-errors.ts";
+import type { SpecgateMetrics } from "../services/telemetry/index.ts";
 import { HeldPrefixes } from "./held-prefixes.ts";
 
 /** No replica could verify the round (none announced, or all failed it). Answered as UNAVAILABLE. */
@@ -42,6 +43,7 @@ export interface ReplicaRouterOptions {
   readonly model: string;
   readonly verifyTimeoutMs: number;
   readonly logger: Logger;
+  readonly metrics?: SpecgateMetrics;
 }
 
 export class ReplicaRouter {
@@ -133,6 +135,7 @@ export class ReplicaRouter {
         if (result.history_needed) {
           this.#options.logger.debug({ sequenceId, replica: replicaId }, "replica lacks the held prefix; full history");
           this.#held.missed(sequenceId);
+          this.#options.metrics?.recordHistoryNeeded(replicaId);
           continue;
         }
         this.#held.verified(sequenceId, replicaId, job, result);

@@ -83,7 +83,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const drafters = offeredDrafters(config);
   checkVerifyTimings(config);
 
-  const replicas = connectReplicas(config, model, logger);
+  const replicas = connectReplicas(config, model, logger, metrics);
   const draftTls = draftTlsFiles(config);
   const draft = new DraftLink({
     address: config.draftAddress,
@@ -153,6 +153,7 @@ function connectReplicas(
   config: GatewayConfig,
   model: ServedModel,
   logger: Logger,
+  metrics: SpecgateMetrics | undefined,
 ): { readonly router: ReplicaRouter; close(): Promise<void> } {
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
   redis.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
@@ -163,6 +164,7 @@ function connectReplicas(
     model: model.name,
     verifyTimeoutMs: config.verifyTimeoutMs,
     logger,
+    metrics,
   });
   return {
     router,
