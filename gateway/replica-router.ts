@@ -10,7 +10,6 @@
  * Redis may have lost the job (a restart without persistence) while the replica is fine.
  */
 import * as grpc from "@grpc/grpc-js";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { ReplicaAnnouncement__Output } from "../gen/specgate/v1/ReplicaAnnouncement.ts";
 import type { TargetClient as TargetStub } from "../gen/specgate/v1/Target.ts";
@@ -19,6 +18,7 @@ import type { VerifyResult__Output } from "../gen/specgate/v1/VerifyResult.ts";
 import { TargetClient } from "../proto/load.ts";
 import { abortable } from "../services/replica-link/abortable.ts";
 import { type ReplicaWatch, watchReplicas } from "../services/replica-link/announcements.ts";
+import type { RedisClient } from "../services/replica-link/redis-target.ts";
 import type { VerifyClient } from "../services/replica-link/verify-client.ts";
 import { VerifyJobError } from "../services/replica-link/verify-errors.ts";
 import type { SpecgateMetrics } from "../services/telemetry/index.ts";
@@ -37,7 +37,7 @@ interface Replica {
 }
 
 export interface ReplicaRouterOptions {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly verifyClient: VerifyClient;
   /** Target model every replica must serve. */
   readonly model: string;

@@ -21,6 +21,7 @@ import {
   LOG_LEVEL_SETTING,
   MODELS_DIR_SETTING,
   metricsPortSetting,
+  REDIS_CLUSTER_SETTING,
   REDIS_URL_SETTING,
   TARGET_CACHE_BYTES_SETTING,
   TARGET_MODEL_SETTING,
@@ -40,6 +41,7 @@ export const TARGET_SETTINGS = {
   model: TARGET_MODEL_SETTING,
   modelsDir: MODELS_DIR_SETTING,
   redisUrl: REDIS_URL_SETTING,
+  redisCluster: REDIS_CLUSTER_SETTING,
   host: {
     flag: "host",
     env: "SPECGATE_TARGET_HOST",

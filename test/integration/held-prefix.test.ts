@@ -135,7 +135,7 @@ describe("verify jobs carrying only what the replica's cache lacks", { timeout: 
     commands = new Redis(redis.url);
     listener = new Redis(redis.url);
     listener.on("pmessageBuffer", (_pattern: Buffer, channel: Buffer, message: Buffer) => {
-      pushed.push({ replicaId: channel.toString().split(":").at(-1) ?? "", job: decodeVerifyPush(message) });
+      pushed.push({ replicaId: channel.toString().replace(/^.*{(.*)}$/, "$1"), job: decodeVerifyPush(message) });
     });
     await listener.psubscribe(`${QUEUE_PREFIX}:verify-push:*`);
     const served = await loadServedModel(MODEL);
