@@ -46,14 +46,25 @@ export async function announceReplica(
  */
 export async function listReplicas(redis: RedisClient): Promise<Map<string, ReplicaAnnouncement__Output>> {
   const replicas = new Map<string, ReplicaAnnouncement__Output>();
-  const nodes = redis.isCluster ? (redis as Cluster).nodes("master") : [redis as Redis];
-  const values = await Promise.all(nodes.map(announcementsOn));
+  const values = await Promise.all((await nodesOf(redis)).map(announcementsOn));
   for (const value of values.flat()) {
     if (value === null) continue;
     const announcement = decodeReplicaAnnouncement(value);
     replicas.set(announcement.replica_id, announcement);
   }
   return replicas;
+}
+
+/** The node, or a cluster's masters. */
+async function nodesOf(redis: RedisClient): Promise<Redis[]> {
+  if (!redis.isCluster) return [redis as Redis];
+  const cluster = redis as Cluster;
+  // The cluster client learns its nodes once connected, which any command waits for.
+  if (cluster.nodes("master").length === 0) await cluster.ping();
+  const masters = cluster.nodes("master");
+  // No node known is no answer, not "no replica": every replica would count as lost.
+  if (masters.length === 0) throw new Error("no Redis Cluster master is known yet");
+  return masters;
 }
 
 /** The announcements one node holds (one key per slot: read in one pipeline, not one MGET, which spans slots). */

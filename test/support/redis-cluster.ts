@@ -3,7 +3,7 @@
  * (their cluster bus ports too), joined by `redis-cli --cluster create` with no replicas, ready once every node
  * reports the cluster ok. Stopped, and its node files removed, by the test that started it.
  */
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +21,16 @@ export interface RedisCluster {
 }
 
 const run = promisify(execFile);
+
+/** Why a cluster cannot be started here (sharded pub/sub and --cluster-port need Redis 7), or undefined. */
+export function clusterUnavailable(): string | undefined {
+  try {
+    const version = execFileSync("redis-server", ["--version"], { encoding: "utf8" }).match(/v=(\d+)\./)?.[1];
+    return Number(version) >= 7 ? undefined : `Redis Cluster tests need redis-server 7 or later (found ${version})`;
+  } catch {
+    return "redis-server is not installed";
+  }
+}
 
 export async function startRedisCluster(): Promise<RedisCluster> {
   const dir = mkdtempSync(join(tmpdir(), "specgate-cluster-"));
