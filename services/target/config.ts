@@ -36,7 +36,7 @@ export const TARGET_SETTINGS = {
       .string()
       .regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_' and '-' only (it names a queue and a Redis key)")
       .default(`target-${hostname()}-${process.pid}`),
-    help: "replica id: names its verify queue (verify-<id>) and its Redis announcement",
+    help: "replica id: names its verify queue (verify-{<id>}), its channels and its Redis announcement",
   },
   model: TARGET_MODEL_SETTING,
   modelsDir: MODELS_DIR_SETTING,

@@ -114,6 +114,18 @@ describe("Redis Cluster", { skip: unavailable, timeout: 120_000 }, () => {
     }
   });
 
+  it("the local stack refuses REDIS_CLUSTER=true without a cluster's URL rather than start its own single node", async () => {
+    await assert.rejects(
+      startLocalStack({
+        gatewayPort: 0,
+        metricsPorts: "free",
+        log: () => {},
+        env: { ...process.env, REDIS_URL: undefined, REDIS_CLUSTER: "true" },
+      }),
+      /REDIS_CLUSTER=true needs REDIS_URL/,
+    );
+  });
+
   it("a job nobody hears pushed waits in the replica's queue on the cluster and is verified once it starts", async () => {
     const replicaId = "queued";
     const client = new VerifyClient(target);
