@@ -2,9 +2,10 @@
  * The producer side of verification, for the gateway (and tests and benchmarks): send a VerifyJob to a replica
  * through Redis and await its VerifyResult.
  *
- * Per replica it keeps one BullMQ Queue. Each job gets its own id and its waiter is registered before the job is sent.
- * The job is published on the replica's push channel, and the replica publishes the outcome on this client's reply
- * channel as soon as the job's batch ends; that reply settles the waiter. The job goes on the queue only when the push
+ * Per replica it keeps one BullMQ Queue and one reply channel of its own (named with the replica's hash tag, so that
+ * on a Redis Cluster the replies stay on that replica's shard). Each job gets its own id and its waiter is registered
+ * before the job is sent. The job is published on the replica's push channel, and the replica publishes the outcome
+ * on this client's reply channel as soon as the job's batch ends; that reply settles the waiter. The job goes on the queue only when the push
  * may be lost: at once when no replica was subscribed to hear it, and as a standby when no reply came within
  * `standbyMs` (a push lost with its connection, or a lost reply: the replica answers a copy of a job it already
  * verified by publishing the outcome again). So in the usual round neither Redis nor the replica does any queue work,
@@ -327,7 +328,16 @@ export class VerifyClient {
     queue.on("error", () => undefined);
     const replyChannel = verifyReplyChannel(replicaId, this.#clientId);
     // Without the subscription replies would be missed: jobs are sent there once it is in place.
-    await Promise.all([queue.waitUntilReady(), subscribe(this.#replies, replyChannel)]);
+    try {
+      await Promise.all([queue.waitUntilReady(), subscribe(this.#replies, replyChannel)]);
+    } catch (error) {
+      // The next job to the replica opens it again.
+      void queue
+        .close()
+        .catch(() => undefined)
+        .then(() => closeQueueConnection(connection));
+      throw error;
+    }
     const options = { removeOnComplete: true, removeOnFail: true };
     const adds = new TurnBatch<QueuedCopy, unknown>(
       ({ data, jobId }) => queue.add(VERIFY_JOB_NAME, data, { ...options, jobId }),
