@@ -2,8 +2,9 @@
  * specgate on a real three-master Redis Cluster (REDIS_CLUSTER=true, REDIS_URL naming one node): the local stack,
  * with two target replicas and the draft service drafting on verdicts, serves speculative requests whose greedy
  * output equals target-only decoding; its channels are sharded (SSUBSCRIBE), each on the node owning its slot, with
- * everything of one replica on one node; and a verify job nobody hears pushed goes through the replica's BullMQ
- * queue on the cluster and is verified once that replica starts.
+ * everything of one replica on one node; messages published together to channels on several shards each arrive; and
+ * a verify job nobody hears pushed goes through the replica's BullMQ queue on the cluster and is verified once that
+ * replica starts.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -17,6 +18,7 @@ import { TargetClient } from "../../proto/load.ts";
 import { QUEUE_PREFIX, verifyPushChannel, verifyQueueName } from "../../proto/verify-queue.ts";
 import { SpecgateClient } from "../../sdk/index.ts";
 import { listReplicas } from "../../services/replica-link/announcements.ts";
+import { onMessage, publishAll, subscribe } from "../../services/replica-link/channels.ts";
 import {
   closeQueueConnection,
   openRedis,
@@ -111,6 +113,27 @@ describe("Redis Cluster", { skip: unavailable, timeout: 120_000 }, () => {
       client.close();
       for (const node of nodes) node.disconnect();
       await stack.stop();
+    }
+  });
+
+  it("publishes one turn's messages to channels on every shard, each heard once", async () => {
+    const channels = ["a", "b", "c", "d", "e", "f"].map((tag) => `${QUEUE_PREFIX}:it:{${tag}}`);
+    const listener = openRedis(target);
+    const publisher = openRedis(target);
+    try {
+      const heard: string[] = [];
+      onMessage(listener, (channel) => heard.push(channel.toString()));
+      for (const channel of channels) await subscribe(listener, channel);
+      const counts = await publishAll(
+        publisher,
+        channels.map((channel) => ({ channel, message: Buffer.from(channel) })),
+      );
+      assert.deepEqual(counts, [1, 1, 1, 1, 1, 1]);
+      await until(() => heard.length === channels.length, "every message to arrive");
+      assert.deepEqual(heard.sort(), channels);
+    } finally {
+      listener.disconnect();
+      publisher.disconnect();
     }
   });
 
