@@ -34,16 +34,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   const child: ChildProcess = spawn(
     "redis-server",
     [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--loglevel",
-      "warning",
+      ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"],
       ...(options.args ?? []),
     ],
     { stdio: ["ignore", "pipe", "pipe"], detached: options.detached ?? false },
