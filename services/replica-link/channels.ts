@@ -3,7 +3,7 @@
  * shard that owns its channel's slot only, where plain PUBLISH is broadcast over the cluster bus to every node, and
  * SPUBLISH counts that shard's listeners, which the gateway's "nobody heard the push" rule reads (plain PUBLISH on a
  * cluster counts only the listeners of the node it was sent to). On a single node both kinds behave the same, and
- * the plain one keeps Redis 6 serving.
+ * the plain one needs no Redis 7 command there.
  */
 import type { RedisClient } from "./redis-target.ts";
 
