@@ -42,7 +42,7 @@ const server = await startDraftServer({
   drafters,
   capacityBytes: 256 * 1024 * 1024,
   logger: pino({ level: "silent" }),
-  redisUrl: redis.url,
+  redis: { url: redis.url },
 });
 const client = new DraftClient(server.address, grpc.credentials.createInsecure());
 const publisher = new Redis(redis.url);

@@ -36,7 +36,7 @@ function roundJob(history: number[], round: number): VerifyJob {
     deadline_unix_ms: Date.now() + 60_000,
     model: "stories260k-x110m",
     job_id: randomUUID(),
-    reply_channel: verifyReplyChannel(randomUUID()),
+    reply_channel: verifyReplyChannel("0", randomUUID()),
     draft_verdict_channel: draftVerdictChannel(randomUUID()),
   };
 }

@@ -269,7 +269,7 @@ async function main(): Promise<void> {
     Object.fromEntries(Object.entries(values).map(([k, v]) => [k.replace(/-([a-z])/g, (_, c) => c.toUpperCase()), v])),
   );
   const redis = await startRedis();
-  const client = new VerifyClient(redis.url);
+  const client = new VerifyClient({ url: redis.url });
   try {
     progress("oracle continuations");
     const work = await workload(args);

@@ -328,6 +328,11 @@ async function prepare(plan: StackPlan): Promise<{ grpc: number; http: number | 
 /** The Redis the services share: the one the plan names, else a redis-server the stack starts (and stops). */
 async function stackRedis(plan: StackPlan, processes: StackProcesses): Promise<string> {
   if (plan.redisUrl !== undefined) return plan.redisUrl;
+  if (plan.env.REDIS_CLUSTER === "true") {
+    throw new Error(
+      "REDIS_CLUSTER=true needs REDIS_URL naming a node of the cluster: the stack's own Redis is one node",
+    );
+  }
   const redis = await startRedis({
     detached: true,
     output: (text) => {

@@ -25,13 +25,18 @@ export interface RedisOptions {
   readonly detached?: boolean;
   /** Receives the server's output (warnings and errors only); default: dropped (a failed start still says why). */
   readonly output?: (text: string) => void;
+  /** More redis-server arguments (a cluster node's, for tests). */
+  readonly args?: readonly string[];
 }
 
 export async function startRedis(options: RedisOptions = {}): Promise<RedisServer> {
   const port = options.port ?? (await freePort());
   const child: ChildProcess = spawn(
     "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+    [
+      ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+      ...(options.args ?? []),
+    ],
     { stdio: ["ignore", "pipe", "pipe"], detached: options.detached ?? false },
   );
   await new Promise<void>((resolve, reject) => {

@@ -20,6 +20,7 @@ import {
   drainSetting,
   LOG_LEVEL_SETTING,
   metricsPortSetting,
+  REDIS_CLUSTER_SETTING,
   REDIS_URL_SETTING,
   TARGET_CACHE_BYTES_SETTING,
   TARGET_MODEL_SETTING,
@@ -53,6 +54,7 @@ export const GATEWAY_SETTINGS = {
     help: "target model (directory, or name under models/): its tokenizer and context length",
   },
   redisUrl: REDIS_URL_SETTING,
+  redisCluster: REDIS_CLUSTER_SETTING,
   draftAddress: {
     flag: "draft-address",
     env: "SPECGATE_DRAFT_ADDRESS",

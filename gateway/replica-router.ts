@@ -10,7 +10,6 @@
  * Redis may have lost the job (a restart without persistence) while the replica is fine.
  */
 import * as grpc from "@grpc/grpc-js";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { ReplicaAnnouncement__Output } from "../gen/specgate/v1/ReplicaAnnouncement.ts";
 import type { TargetClient as TargetStub } from "../gen/specgate/v1/Target.ts";
@@ -19,8 +18,10 @@ import type { VerifyResult__Output } from "../gen/specgate/v1/VerifyResult.ts";
 import { TargetClient } from "../proto/load.ts";
 import { abortable } from "../services/replica-link/abortable.ts";
 import { type ReplicaWatch, watchReplicas } from "../services/replica-link/announcements.ts";
+import type { RedisClient } from "../services/replica-link/redis-target.ts";
 import type { VerifyClient } from "../services/replica-link/verify-client.ts";
 import { VerifyJobError } from "../services/replica-link/verify-errors.ts";
+import type { SpecgateMetrics } from "../services/telemetry/index.ts";
 import { HeldPrefixes } from "./held-prefixes.ts";
 
 /** No replica could verify the round (none announced, or all failed it). Answered as UNAVAILABLE. */
@@ -36,12 +37,13 @@ interface Replica {
 }
 
 export interface ReplicaRouterOptions {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly verifyClient: VerifyClient;
   /** Target model every replica must serve. */
   readonly model: string;
   readonly verifyTimeoutMs: number;
   readonly logger: Logger;
+  readonly metrics?: SpecgateMetrics;
 }
 
 export class ReplicaRouter {
@@ -133,6 +135,7 @@ export class ReplicaRouter {
         if (result.history_needed) {
           this.#options.logger.debug({ sequenceId, replica: replicaId }, "replica lacks the held prefix; full history");
           this.#held.missed(sequenceId);
+          this.#options.metrics?.recordHistoryNeeded(replicaId);
           continue;
         }
         this.#held.verified(sequenceId, replicaId, job, result);

@@ -6,7 +6,6 @@
  * served by the same core, on its own listener.
  */
 import * as grpc from "@grpc/grpc-js";
-import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { GatewayHandlers } from "../gen/specgate/v1/Gateway.ts";
 import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
@@ -17,6 +16,7 @@ import { CostModel } from "../services/engine/k-policy.ts";
 import { AdaptiveTreeShape } from "../services/engine/tree-policy.ts";
 import { addStandardServices, bindServer, drain, setServing, withinGrace } from "../services/grpc/server.ts";
 import { clientTlsCredentials, serverTlsCredentials } from "../services/grpc/tls.ts";
+import { openRedis } from "../services/replica-link/redis-target.ts";
 import { VerifyClient } from "../services/replica-link/verify-client.ts";
 import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
 import { extractFromMetadata, type SpecgateMetrics } from "../services/telemetry/index.ts";
@@ -83,7 +83,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const drafters = offeredDrafters(config);
   checkVerifyTimings(config);
 
-  const replicas = connectReplicas(config, model, logger);
+  const replicas = connectReplicas(config, model, logger, metrics);
   const draftTls = draftTlsFiles(config);
   const draft = new DraftLink({
     address: config.draftAddress,
@@ -153,16 +153,19 @@ function connectReplicas(
   config: GatewayConfig,
   model: ServedModel,
   logger: Logger,
+  metrics: SpecgateMetrics | undefined,
 ): { readonly router: ReplicaRouter; close(): Promise<void> } {
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
+  const target = { url: config.redisUrl, cluster: config.redisCluster };
+  const redis = openRedis(target, { maxRetriesPerRequest: 2 });
   redis.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
-  const verifyClient = new VerifyClient(config.redisUrl, { standbyMs: config.verifyStandbyMs });
+  const verifyClient = new VerifyClient(target, { standbyMs: config.verifyStandbyMs });
   const router = new ReplicaRouter({
     redis,
     verifyClient,
     model: model.name,
     verifyTimeoutMs: config.verifyTimeoutMs,
     logger,
+    metrics,
   });
   return {
     router,

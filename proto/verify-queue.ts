@@ -3,17 +3,26 @@
  * how replicas announce themselves in Redis. The gateway (producer) and the target service (consumer) both use this
  * module, so names and encodings cannot drift apart.
  *
- * - Each replica consumes its own queue `verify-<replicaId>` under the BullMQ prefix `specgate`: a sequence's jobs go
- *   to the replica holding its cache (affinity); any replica can still serve a job with the full history (it
+ * - Each replica consumes its own queue `verify-{<replicaId>}` under the BullMQ prefix `specgate`: a sequence's jobs
+ *   go to the replica holding its cache (affinity); any replica can still serve a job with the full history (it
  *   re-prefills from it).
  * - Job data is `{ verifyJob: base64(VerifyJob) }` under the job name `verify`; the job's return value is
  *   base64(VerifyResult). Base64 because BullMQ stores job data and results as JSON.
  * - Pub/sub shortcuts beside the queue (target.proto explains them): the gateway publishes each job, raw VerifyJob
- *   bytes, on `specgate:verify-push:<replicaId>`; the replica publishes raw VerifyReply bytes on the job's
- *   `reply_channel`, which each gateway names `specgate:verify-reply:<clientId>`, and raw DraftVerdict bytes on the
- *   job's `draft_verdict_channel`, which each draft service names `specgate:draft-verdict:<draftId>`.
- * - A replica keeps the Redis key `specgate:replica:<replicaId>` = base64(ReplicaAnnouncement) alive with expiry
+ *   bytes, on `specgate:verify-push:{<replicaId>}`; the replica publishes raw VerifyReply bytes on the job's
+ *   `reply_channel`, which each gateway names `specgate:verify-reply:{<replicaId>}:<clientId>` per replica, and raw
+ *   DraftVerdict bytes on the job's `draft_verdict_channel`, which each draft service names
+ *   `specgate:draft-verdict:{<draftId>}`.
+ * - A replica keeps the Redis key `specgate:replica:{<replicaId>}` = base64(ReplicaAnnouncement) alive with expiry
  *   REPLICA_TTL_MS, refreshed every REPLICA_HEARTBEAT_MS; a missing key means the replica is gone.
+ *
+ * The braces are Redis Cluster hash tags: only the text inside them picks a key's or channel's slot. Everything of
+ * one replica (its queue's keys, push channel, announcement, and the reply channels its answers go to) carries the
+ * replica id as its tag, so a round's push, reply and any queued copy stay on the one shard that owns that replica:
+ * no round crosses shards, and replicas spread over the shards. (A draft service's verdict channel, which every
+ * replica publishes to, carries the draft service's id.) BullMQ needs every key of a queue in one slot (its
+ * scripts touch several at once), which the tag in the queue name gives. The names start with `specgate` all the
+ * same, so that one ACL pattern (`~specgate*`, `&specgate*`) covers them.
  */
 import type { DraftVerdict, DraftVerdict__Output } from "../gen/specgate/v1/DraftVerdict.ts";
 import type { ReplicaAnnouncement, ReplicaAnnouncement__Output } from "../gen/specgate/v1/ReplicaAnnouncement.ts";
@@ -24,15 +33,6 @@ import { messageCodec } from "./codec.ts";
 
 /** BullMQ `prefix` option for every specgate queue. */
 export const QUEUE_PREFIX = "specgate";
-
-/**
- * BullMQ `connection` option for every specgate queue and worker. Reconnection is retried at most every
- * 2 s: BullMQ's own backoff grows to 20 s, which after a Redis outage of half a minute would leave the queues (and
- * closing them) waiting that long after Redis is back.
- */
-export function queueConnection(redisUrl: string): { url: string; retryStrategy: (attempt: number) => number } {
-  return { url: redisUrl, retryStrategy: (attempt) => Math.min(attempt * 100, 2000) };
-}
 
 /** BullMQ job name of verify jobs. */
 export const VERIFY_JOB_NAME = "verify";
@@ -47,23 +47,24 @@ export interface VerifyJobData {
 }
 
 export function verifyQueueName(replicaId: string): string {
-  return `verify-${replicaId}`;
+  return `verify-{${replicaId}}`;
 }
 
 export function replicaKey(replicaId: string): string {
-  return `${QUEUE_PREFIX}:replica:${replicaId}`;
+  return `${QUEUE_PREFIX}:replica:{${replicaId}}`;
 }
 
 export function verifyPushChannel(replicaId: string): string {
-  return `${QUEUE_PREFIX}:verify-push:${replicaId}`;
+  return `${QUEUE_PREFIX}:verify-push:{${replicaId}}`;
 }
 
-export function verifyReplyChannel(clientId: string): string {
-  return `${QUEUE_PREFIX}:verify-reply:${clientId}`;
+/** Where the replica answers one gateway's jobs (clientId names the gateway's verify client). */
+export function verifyReplyChannel(replicaId: string, clientId: string): string {
+  return `${QUEUE_PREFIX}:verify-reply:{${replicaId}}:${clientId}`;
 }
 
 export function draftVerdictChannel(draftId: string): string {
-  return `${QUEUE_PREFIX}:draft-verdict:${draftId}`;
+  return `${QUEUE_PREFIX}:draft-verdict:{${draftId}}`;
 }
 
 const verifyJobCodec = messageCodec<VerifyJob, VerifyJob__Output>("VerifyJob");

@@ -38,6 +38,16 @@ export const REDIS_URL_SETTING = {
   help: "Redis holding the verify queues and replica announcements",
 } satisfies Setting;
 
+export const REDIS_CLUSTER_SETTING = {
+  flag: "redis-cluster",
+  env: "REDIS_CLUSTER",
+  schema: z
+    .enum(["true", "false"])
+    .default("false")
+    .transform((value) => value === "true"),
+  help: "the Redis URL names one node of a Redis Cluster (7 or later): the other nodes are found from it",
+} satisfies Setting;
+
 /** Each target replica's KV cache budget (the gateway reserves against it when admitting requests). */
 export const TARGET_CACHE_BYTES_SETTING = {
   flag: "cache-bytes",

@@ -21,10 +21,12 @@ import {
   LOG_LEVEL_SETTING,
   MODELS_DIR_SETTING,
   metricsPortSetting,
+  REDIS_CLUSTER_SETTING,
   REDIS_URL_SETTING,
   THREAD_SPINNING_SETTING,
 } from "../config/shared-settings.ts";
 import { type ServerTlsFiles, serverTlsFiles } from "../grpc/tls.ts";
+import type { RedisTarget } from "../replica-link/redis-target.ts";
 
 export const DRAFT_SETTINGS = {
   host: {
@@ -75,6 +77,7 @@ export const DRAFT_SETTINGS = {
     schema: z.string().default(""),
     help: "Redis where target replicas publish their verdicts (read with --draft-on-verdict)",
   },
+  redisCluster: REDIS_CLUSTER_SETTING,
   executionProvider: EXECUTION_PROVIDER_SETTING,
   deviceId: DEVICE_ID_SETTING,
   intraOpThreads: {
@@ -112,14 +115,14 @@ export function loadDraftConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
 }
 
 /** The Redis to hear verdicts on: undefined unless drafting on verdicts, which without a Redis URL is an error. */
-export function verdictRedisUrl(config: DraftConfig): string | undefined {
+export function verdictRedis(config: DraftConfig): RedisTarget | undefined {
   if (!config.draftOnVerdict) return undefined;
   if (config.redisUrl === "") {
     throw new Error(
       "--draft-on-verdict (SPECGATE_DRAFT_ON_VERDICT) needs --redis-url (REDIS_URL) to hear the verdicts on",
     );
   }
-  return config.redisUrl;
+  return { url: config.redisUrl, cluster: config.redisCluster };
 }
 
 /** The drafters a validated configuration lists. */

@@ -4,7 +4,7 @@
  */
 import { pino } from "pino";
 import { runService } from "../lifecycle/run-service.ts";
-import { draftHelp, draftServerTlsFiles, loadDraftConfig, servedDrafters, verdictRedisUrl } from "./config.ts";
+import { draftHelp, draftServerTlsFiles, loadDraftConfig, servedDrafters, verdictRedis } from "./config.ts";
 import { loadDrafters } from "./drafters.ts";
 import { startDraftServer } from "./server.ts";
 import { draftMetricsEvents, instrumentDraftService } from "./telemetry.ts";
@@ -14,7 +14,7 @@ await runService({
   load(argv, env) {
     const config = loadDraftConfig(argv, env);
     if (config !== undefined) {
-      verdictRedisUrl(config);
+      verdictRedis(config);
       draftServerTlsFiles(config);
     }
     return config;
@@ -38,7 +38,7 @@ await runService({
       drafters,
       capacityBytes: config.cacheBytes,
       logger,
-      redisUrl: verdictRedisUrl(config),
+      redis: verdictRedis(config),
       events: draftMetricsEvents(telemetry.metrics),
       tls: draftServerTlsFiles(config),
     });

@@ -16,6 +16,7 @@ import { seededSamplingFromWire } from "../../proto/sampling-params.ts";
 import { encodeTree } from "../engine/token-tree.ts";
 import { addStandardServices, bindServer, drain, setServing, withinGrace } from "../grpc/server.ts";
 import { type ServerTlsFiles, serverTlsCredentials } from "../grpc/tls.ts";
+import type { RedisTarget } from "../replica-link/redis-target.ts";
 import type { ProposalResult } from "./draft-calls.ts";
 import { asDraftFailure, DraftFailure } from "./draft-failure.ts";
 import type { ServedDrafter } from "./drafters.ts";
@@ -307,7 +308,7 @@ export interface DraftServerOptions {
    * Redis on which target replicas publish their verdicts (draft.proto, "Drafting on the verdict"); without it the
    * service drafts on Propose alone.
    */
-  readonly redisUrl?: string;
+  readonly redis?: RedisTarget;
   /** Serve TLS from these files (mutual TLS with a client CA); default plaintext. */
   readonly tls?: ServerTlsFiles;
 }
@@ -330,7 +331,7 @@ export async function startDraftServer(options: DraftServerOptions): Promise<Run
     capacityBytes: options.capacityBytes,
     events: options.events,
   });
-  const verdicts = options.redisUrl ? await listenForVerdicts(options.redisUrl, options.logger) : undefined;
+  const verdicts = options.redis ? await listenForVerdicts(options.redis, options.logger) : undefined;
   const service = new DraftService(sequences, options.logger, () => verdicts?.channel() ?? "");
   verdicts?.onVerdict((verdict) => void service.onVerdict(verdict));
   const server = new grpc.Server();

@@ -5,9 +5,10 @@
  * costs latency alone (the gateway's Accept and Propose still arrive), and ioredis re-subscribes when it is back.
  */
 import { randomUUID } from "node:crypto";
-import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { decodeDraftVerdict, draftVerdictChannel } from "../../proto/verify-queue.ts";
+import { onMessage, subscribe as subscribeTo } from "../replica-link/channels.ts";
+import { openRedis, type RedisTarget } from "../replica-link/redis-target.ts";
 import type { VerdictArgs } from "./sequences.ts";
 
 export interface VerdictListener {
@@ -18,15 +19,15 @@ export interface VerdictListener {
 }
 
 /** Connects and subscribes; resolves once subscribed or given up for now (it tries again on every reconnection). */
-export async function listenForVerdicts(redisUrl: string, logger: Logger): Promise<VerdictListener> {
+export async function listenForVerdicts(redis: RedisTarget, logger: Logger): Promise<VerdictListener> {
   const channel = draftVerdictChannel(randomUUID());
-  const subscriber = new Redis(redisUrl, { lazyConnect: true });
+  const subscriber = openRedis(redis, { lazyConnect: true });
   let handler: (verdict: VerdictArgs) => void = () => {};
   // Set once SUBSCRIBE succeeded: ioredis subscribes again by itself after a reconnection.
   let subscribed = false;
   let subscribing: Promise<void> | undefined;
   const subscribe = () => {
-    subscribing ??= subscriber.subscribe(channel).then(
+    subscribing ??= subscribeTo(subscriber, channel).then(
       () => {
         subscribed = true;
       },
@@ -39,7 +40,7 @@ export async function listenForVerdicts(redisUrl: string, logger: Logger): Promi
   };
   subscriber.on("error", (error: Error) => logger.warn({ err: error }, "verdict channel: redis error"));
   subscriber.on("ready", () => void subscribe());
-  subscriber.on("messageBuffer", (_channel: Buffer, message: Buffer) => {
+  onMessage(subscriber, (_channel, message) => {
     let verdict: ReturnType<typeof decodeDraftVerdict>;
     try {
       verdict = decodeDraftVerdict(message);

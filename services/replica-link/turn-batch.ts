@@ -9,8 +9,9 @@
  * Unlike the Batcher (services/batching/), a write never waits for the one before it to be answered: that would add a
  * round trip to every write behind it.
  */
-import type { Redis } from "ioredis";
 import { answerAll, type Held } from "../batching/answers.ts";
+import { type Publication, publish, publishAll } from "./channels.ts";
+import type { RedisClient } from "./redis-target.ts";
 
 export class TurnBatch<I, O> {
   /** Items held for the end of the turn; undefined when nothing was handed in during this turn. */
@@ -42,24 +43,13 @@ export class TurnBatch<I, O> {
   }
 }
 
-/** A message for a pub/sub channel. */
-export interface Publication {
-  readonly channel: string;
-  readonly message: Buffer;
-}
-
-/** Publishes through `redis`, a turn's messages in at most two writes; resolves with each message's receivers. */
-export function publisher(redis: Redis): TurnBatch<Publication, number> {
+/**
+ * Publishes through `redis`, a turn's messages in at most two writes (on a cluster, two per hash tag: a replica's
+ * replies share its tag); resolves with each message's receivers.
+ */
+export function publisher(redis: RedisClient): TurnBatch<Publication, number> {
   return new TurnBatch(
-    ({ channel, message }) => redis.publish(channel, message),
-    async (publications) => {
-      const pipeline = redis.pipeline();
-      for (const { channel, message } of publications) pipeline.publish(channel, message);
-      const results = (await pipeline.exec()) ?? [];
-      return publications.map((_, i) => {
-        const [error, receivers] = results[i] ?? [new Error("no reply to a pipelined publish"), 0];
-        return error ?? (receivers as number);
-      });
-    },
+    (publication) => publish(redis, publication),
+    (publications) => publishAll(redis, publications),
   );
 }

@@ -2,9 +2,10 @@
  * The producer side of verification, for the gateway (and tests and benchmarks): send a VerifyJob to a replica
  * through Redis and await its VerifyResult.
  *
- * Per replica it keeps one BullMQ Queue. Each job gets its own id and its waiter is registered before the job is sent.
- * The job is published on the replica's push channel, and the replica publishes the outcome on this client's reply
- * channel as soon as the job's batch ends; that reply settles the waiter. The job goes on the queue only when the push
+ * Per replica it keeps one BullMQ Queue and one reply channel of its own (named with the replica's hash tag, so that
+ * on a Redis Cluster the replies stay on that replica's shard). Each job gets its own id and its waiter is registered
+ * before the job is sent. The job is published on the replica's push channel, and the replica publishes the outcome
+ * on this client's reply channel as soon as the job's batch ends; that reply settles the waiter. The job goes on the queue only when the push
  * may be lost: at once when no replica was subscribed to hear it, and as a standby when no reply came within
  * `standbyMs` (a push lost with its connection, or a lost reply: the replica answers a copy of a job it already
  * verified by publishing the outcome again). So in the usual round neither Redis nor the replica does any queue work,
@@ -17,15 +18,13 @@
  */
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Queue } from "bullmq";
-import { Redis } from "ioredis";
+import { type ConnectionOptions, Queue } from "bullmq";
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult__Output } from "../../gen/specgate/v1/VerifyResult.ts";
 import {
   decodeVerifyReply,
   encodeVerifyPush,
   QUEUE_PREFIX,
-  queueConnection,
   VERIFY_JOB_NAME,
   type VerifyJobData,
   verifyJobData,
@@ -34,8 +33,16 @@ import {
   verifyReplyChannel,
 } from "../../proto/verify-queue.ts";
 import { abortable } from "./abortable.ts";
+import { onMessage, type Publication, subscribe } from "./channels.ts";
 import { nowUnixMs } from "./clock.ts";
-import { type Publication, publisher, TurnBatch } from "./turn-batch.ts";
+import {
+  closeQueueConnection,
+  openRedis,
+  queueConnection,
+  type RedisClient,
+  type RedisTarget,
+} from "./redis-target.ts";
+import { publisher, TurnBatch } from "./turn-batch.ts";
 import { parseVerifyFailure, VerifyJobError } from "./verify-errors.ts";
 
 interface Waiter {
@@ -58,6 +65,9 @@ interface QueuedCopy {
 
 interface ReplicaQueue {
   readonly queue: Queue<VerifyJobData, string>;
+  readonly connection: ConnectionOptions;
+  /** Where the replica answers this client's jobs, subscribed to before any job is sent there. */
+  readonly replyChannel: string;
   /** The turn's adds in at most two writes (many streams' rounds are enqueued from the turn a batch's replies came). */
   readonly adds: TurnBatch<QueuedCopy, unknown>;
 }
@@ -85,12 +95,11 @@ export class VerifyClient {
   /** Jobs awaited, by job id. */
   readonly #waiting = new Map<string, Waiter>();
   /** For the commands BullMQ does not wrap: pushes. */
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #pushes: TurnBatch<Publication, number>;
-  /** Subscribed to this client's reply channel (a subscribed connection takes no other commands). */
-  readonly #replies: Redis;
-  readonly #replyChannel = verifyReplyChannel(randomUUID());
-  #subscribed: Promise<unknown> | undefined;
+  /** Subscribed to this client's reply channels, one per replica (a subscribed connection takes no other commands). */
+  readonly #replies: RedisClient;
+  readonly #clientId = randomUUID();
   #repliesConnected = false;
   readonly #standbyMs: number;
   /** Queued copies no longer wanted (answered, aborted, or their replica lost), by replica id, to remove. */
@@ -98,7 +107,7 @@ export class VerifyClient {
   #removalTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    readonly redisUrl: string,
+    readonly redis: RedisTarget,
     options: VerifyClientOptions = {},
   ) {
     const standbyMs = options.standbyMs ?? DEFAULT_STANDBY_MS;
@@ -107,13 +116,13 @@ export class VerifyClient {
     }
     this.#standbyMs = standbyMs;
     // ioredis reconnects by itself; whoever owns this client reports Redis outages through its own connection.
-    this.#redis = new Redis(redisUrl, { lazyConnect: true }).on("error", () => undefined);
+    this.#redis = openRedis(redis, { lazyConnect: true }).on("error", () => undefined);
     this.#pushes = publisher(this.#redis);
-    this.#replies = new Redis(redisUrl, { lazyConnect: true, connectionName: REPLIES_CONNECTION_NAME }).on(
+    this.#replies = openRedis(redis, { lazyConnect: true, connectionName: REPLIES_CONNECTION_NAME }).on(
       "error",
       () => undefined,
     );
-    this.#replies.on("messageBuffer", (_channel: Buffer, message: Buffer) => this.#onReply(message));
+    onMessage(this.#replies, (_channel, message) => this.#onReply(message));
     // ioredis has re-sent the subscription by the time "ready" is emitted again.
     this.#replies.on("ready", () => {
       if (this.#repliesConnected) this.#pushAgain();
@@ -129,25 +138,22 @@ export class VerifyClient {
    */
   async verify(replicaId: string, job: VerifyJob, signal?: AbortSignal): Promise<VerifyResult__Output> {
     signal?.throwIfAborted();
-    // Without the subscription replies would be missed: jobs are sent once it is in place.
-    this.#subscribed ??= this.#replies.subscribe(this.#replyChannel).catch(() => undefined);
-    // While Redis is down these (and the push below) wait for it: the signal bounds the wait. A job that cannot be
-    // enqueued fails as UNAVAILABLE (the round may be re-sent), not as an internal error.
+    // While Redis is down opening the replica's queue and reply subscription (and the push below) wait for it: the
+    // signal bounds the wait. A job that cannot be enqueued fails as UNAVAILABLE (the round may be re-sent), not as an
+    // internal error.
     const unavailable = (error: unknown): Error =>
       signal?.aborted || error instanceof VerifyJobError
         ? (error as Error)
         : new VerifyJobError("UNAVAILABLE", `cannot enqueue on Redis: ${(error as Error).message}`);
-    const [replica] = await abortable(Promise.all([this.#replica(replicaId), this.#subscribed]), signal).catch(
-      (error) => {
-        throw unavailable(error);
-      },
-    );
+    const replica = await abortable(this.#replica(replicaId), signal).catch((error) => {
+      throw unavailable(error);
+    });
     const jobId = randomUUID();
     const sent: VerifyJob = {
       ...job,
       enqueued_at_unix_ms: job.enqueued_at_unix_ms || nowUnixMs(),
       job_id: jobId,
-      reply_channel: this.#replyChannel,
+      reply_channel: replica.replyChannel,
     };
     const push = encodeVerifyPush(sent);
     const result = new Promise<VerifyResult__Output>((resolve, reject) => {
@@ -212,8 +218,9 @@ export class VerifyClient {
       .then(() =>
         Promise.all(
           opened.map(async (replica) => {
-            const { queue } = await replica;
+            const { queue, connection } = await replica;
             await queue.close();
+            await closeQueueConnection(connection);
           }),
         ),
       )
@@ -315,19 +322,28 @@ export class VerifyClient {
 
   async #open(replicaId: string): Promise<ReplicaQueue> {
     const name = verifyQueueName(replicaId);
-    const queue = new Queue<VerifyJobData, string>(name, {
-      connection: queueConnection(this.redisUrl),
-      prefix: QUEUE_PREFIX,
-    });
+    const connection = queueConnection(this.redis);
+    const queue = new Queue<VerifyJobData, string>(name, { connection, prefix: QUEUE_PREFIX });
     // Connection errors are retried by BullMQ itself; a caller that cannot wait forever passes an AbortSignal.
     queue.on("error", () => undefined);
-    await queue.waitUntilReady();
+    const replyChannel = verifyReplyChannel(replicaId, this.#clientId);
+    // Without the subscription replies would be missed: jobs are sent there once it is in place.
+    try {
+      await Promise.all([queue.waitUntilReady(), subscribe(this.#replies, replyChannel)]);
+    } catch (error) {
+      // The next job to the replica opens it again.
+      void queue
+        .close()
+        .catch(() => undefined)
+        .then(() => closeQueueConnection(connection));
+      throw error;
+    }
     const options = { removeOnComplete: true, removeOnFail: true };
     const adds = new TurnBatch<QueuedCopy, unknown>(
       ({ data, jobId }) => queue.add(VERIFY_JOB_NAME, data, { ...options, jobId }),
       (copies) =>
         queue.addBulk(copies.map(({ data, jobId }) => ({ name: VERIFY_JOB_NAME, data, opts: { ...options, jobId } }))),
     );
-    return { queue, adds };
+    return { queue, connection, replyChannel, adds };
   }
 }

@@ -11,7 +11,6 @@
  * Outcomes are remembered for `memoryMs` (and at least as long as that again): long enough for the slower copy of a
  * job to find its twin's outcome, bounded for jobs whose queued copy never comes (most jobs).
  */
-import type { Redis } from "ioredis";
 import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
 import {
@@ -20,6 +19,8 @@ import {
   encodeVerifyReply,
   verifyPushChannel,
 } from "../../proto/verify-queue.ts";
+import { onMessage, subscribe } from "./channels.ts";
+import type { RedisClient } from "./redis-target.ts";
 import { asVerifyJobError } from "./verify-errors.ts";
 
 export interface VerifyIntakeOptions {
@@ -109,8 +110,8 @@ export class VerifyIntake {
    * Takes the jobs pushed on the replica's channel through `subscriber`, a connection of its own (subscribing turns a
    * Redis connection into a listener). Resolves once subscribed; closing the connection ends it.
    */
-  async listen(subscriber: Redis, replicaId: string): Promise<void> {
-    subscriber.on("messageBuffer", (_channel: Buffer, message: Buffer) => {
+  async listen(subscriber: RedisClient, replicaId: string): Promise<void> {
+    onMessage(subscriber, (_channel, message) => {
       let job: VerifyJob__Output;
       try {
         job = decodeVerifyPush(message);
@@ -122,7 +123,7 @@ export class VerifyIntake {
       // Its failure is published to the gateway and reported again with the queued copy.
       this.take(job.job_id, job, "push").catch(() => undefined);
     });
-    await subscriber.subscribe(verifyPushChannel(replicaId));
+    await subscribe(subscriber, verifyPushChannel(replicaId));
   }
 
   /**

@@ -12,15 +12,15 @@ import {
   decodeVerifyJob,
   encodeVerifyResult,
   QUEUE_PREFIX,
-  queueConnection,
   type VerifyJobData,
   verifyQueueName,
 } from "../../proto/verify-queue.ts";
+import { closeQueueConnection, queueConnection, type RedisTarget } from "./redis-target.ts";
 import { asVerifyJobError, VerifyJobError } from "./verify-errors.ts";
 import type { VerifyIntake } from "./verify-intake.ts";
 
 export interface VerifyWorkerOptions {
-  readonly redisUrl: string;
+  readonly redis: RedisTarget;
   readonly replicaId: string;
   readonly intake: VerifyIntake;
   /**
@@ -56,9 +56,11 @@ export function startVerifyWorker(options: VerifyWorkerOptions): Worker<VerifyJo
       throw asJobFailure(asVerifyJobError(error));
     }
   };
-  return new Worker<VerifyJobData, string>(verifyQueueName(options.replicaId), process, {
-    connection: queueConnection(options.redisUrl),
+  const connection = queueConnection(options.redis);
+  const worker = new Worker<VerifyJobData, string>(verifyQueueName(options.replicaId), process, {
+    connection,
     prefix: QUEUE_PREFIX,
     concurrency: options.concurrency,
   });
+  return worker.on("closed", () => void closeQueueConnection(connection));
 }

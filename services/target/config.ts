@@ -21,6 +21,7 @@ import {
   LOG_LEVEL_SETTING,
   MODELS_DIR_SETTING,
   metricsPortSetting,
+  REDIS_CLUSTER_SETTING,
   REDIS_URL_SETTING,
   TARGET_CACHE_BYTES_SETTING,
   TARGET_MODEL_SETTING,
@@ -35,11 +36,12 @@ export const TARGET_SETTINGS = {
       .string()
       .regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_' and '-' only (it names a queue and a Redis key)")
       .default(`target-${hostname()}-${process.pid}`),
-    help: "replica id: names its verify queue (verify-<id>) and its Redis announcement",
+    help: "replica id: names its verify queue (verify-{<id>}), its channels and its Redis announcement",
   },
   model: TARGET_MODEL_SETTING,
   modelsDir: MODELS_DIR_SETTING,
   redisUrl: REDIS_URL_SETTING,
+  redisCluster: REDIS_CLUSTER_SETTING,
   host: {
     flag: "host",
     env: "SPECGATE_TARGET_HOST",

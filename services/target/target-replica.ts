@@ -4,17 +4,17 @@
  * may run it in theirs.
  */
 import { Queue } from "bullmq";
-import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { TargetStats } from "../../gen/specgate/v1/TargetStats.ts";
 import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
 import { SERVICE_NAMES } from "../../proto/load.ts";
-import { QUEUE_PREFIX, queueConnection, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
+import { QUEUE_PREFIX, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
 import { Batcher } from "../batching/batcher.ts";
 import { drain as drainServer, setServing } from "../grpc/server.ts";
 import { announceReplica } from "../replica-link/announcements.ts";
 import { nowUnixMs } from "../replica-link/clock.ts";
+import { closeQueueConnection, openRedis, queueConnection } from "../replica-link/redis-target.ts";
 import { publisher } from "../replica-link/turn-batch.ts";
 import { PUSHES_CONNECTION_NAME, VerifyIntake } from "../replica-link/verify-intake.ts";
 import { startVerifyWorker } from "../replica-link/verify-worker.ts";
@@ -101,7 +101,8 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
   const address = `${config.advertiseHost ?? config.host}:${grpc.port}`;
   // ioredis reconnects by itself; an outage is logged, never thrown.
   const redisError = (error: Error) => log.warn({ err: error }, "redis connection error");
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 }).on("error", redisError);
+  const redisTarget = { url: config.redisUrl, cluster: config.redisCluster };
+  const redis = openRedis(redisTarget, { maxRetriesPerRequest: 2 }).on("error", redisError);
   const replies = publisher(redis);
   const intake = new VerifyIntake({
     verify(job) {
@@ -116,10 +117,10 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
       ),
     onBadPush: (error) => log.warn({ err: error }, "ignored a pushed message that is not a verify job"),
   });
-  const pushes = new Redis(config.redisUrl, { connectionName: PUSHES_CONNECTION_NAME }).on("error", redisError);
+  const pushes = openRedis(redisTarget, { connectionName: PUSHES_CONNECTION_NAME }).on("error", redisError);
   await intake.listen(pushes, replicaId);
   const worker = startVerifyWorker({
-    redisUrl: config.redisUrl,
+    redis: redisTarget,
     replicaId,
     intake,
     concurrency: 2 * config.maxBatchSize,
@@ -138,10 +139,11 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     },
     (error) => log.warn({ err: error }, "replica heartbeat failed"),
   );
-  const queue = new Queue(verifyQueueName(replicaId), {
-    connection: queueConnection(config.redisUrl),
-    prefix: QUEUE_PREFIX,
-  }).on("error", redisError);
+  const queueRedis = queueConnection(redisTarget);
+  const queue = new Queue(verifyQueueName(replicaId), { connection: queueRedis, prefix: QUEUE_PREFIX }).on(
+    "error",
+    redisError,
+  );
   let queued = 0;
   const countQueued = setInterval(() => {
     queue.getWaitingCount().then(
@@ -181,7 +183,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
         await Promise.all(intake.answeredButQueued().map((jobId) => queue.remove(jobId).catch(() => 0)));
         await drainServer(grpc.server, 1000);
         intake.close();
-        await Promise.all([redis.quit(), queue.close()]);
+        await Promise.all([redis.quit(), queue.close().then(() => closeQueueConnection(queueRedis))]);
         await model.close();
         log.info({ finishedInHand: inHand, stats: stats() }, "target replica drained");
       })();

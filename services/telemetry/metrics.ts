@@ -148,6 +148,13 @@ export const METRICS = {
     description: "Time of one batched verify (forward pass, acceptance and cache trim)",
     buckets: SECONDS,
   },
+  verifyHistoryNeeded: {
+    name: "specgate.verify.history_needed",
+    kind: "counter",
+    unit: "{round}",
+    description:
+      "Verify rounds the gateway sent again with the full history because the replica did not hold the prefix claimed",
+  },
   verifyQueueDepth: {
     name: "specgate.verify.queue.depth",
     kind: "gauge",
@@ -218,6 +225,7 @@ export class SpecgateMetrics {
     | "positionAccepted"
     | "roundPhaseTime"
     | "requests"
+    | "historyNeeded"
     | "evictions",
     Counter
   >;
@@ -258,6 +266,7 @@ export class SpecgateMetrics {
       positionAccepted: counter(METRICS.positionAccepted),
       roundPhaseTime: counter(METRICS.roundPhaseTime),
       requests: counter(METRICS.requests),
+      historyNeeded: counter(METRICS.verifyHistoryNeeded),
       evictions: counter(METRICS.kvCacheEvictions),
     };
     this.histograms = {
@@ -359,6 +368,11 @@ export class SpecgateMetrics {
     this.histograms.verifyBatchSize.record(batch.queueWaitsMs.length, attributes);
     this.histograms.verifyBatchDuration.record(batch.durationMs * SECONDS_PER_MS, attributes);
     for (const wait of batch.queueWaitsMs) this.histograms.verifyQueueWait.record(wait * SECONDS_PER_MS, attributes);
+  }
+
+  /** A replica answered a round history_needed (its cache lacked the prefix the job claimed): the round is sent again. */
+  recordHistoryNeeded(replica: string): void {
+    this.counters.historyNeeded.add(1, { [ATTR.replica]: replica });
   }
 
   private attributesOf(labels: RequestLabels): { all: Attributes; modelPair: Attributes } {

@@ -184,7 +184,7 @@ async function serve(capacityBytes: number, redisUrl?: string): Promise<Served> 
     drafters,
     capacityBytes,
     logger: silent,
-    redisUrl,
+    redis: redisUrl === undefined ? undefined : { url: redisUrl },
   });
   const client = new DraftClient(server.address, grpc.credentials.createInsecure());
   return {

@@ -4,11 +4,13 @@
  * sequence's first are deltas, and stays equal whenever a replica's cache does not hold the prefix a delta claims:
  * sequences evicted under a small cache budget, a replica killed (its sequences move to the other), a replica
  * restarted under the same id (its cache is empty). Each miss shows up as a history_needed answer, counted by the
- * replica, after which the gateway sends the round again with the full history.
+ * replica, after which the gateway sends the round again with the full history (and counts the resend in its
+ * specgate.verify.history_needed metric).
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
+import { MeterProvider } from "@opentelemetry/sdk-metrics";
 import { Redis } from "ioredis";
 import { pino } from "pino";
 import { parseGatewayConfig } from "../../gateway/config.ts";
@@ -19,7 +21,10 @@ import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import { TargetClient } from "../../proto/load.ts";
 import { decodeReplicaAnnouncement, decodeVerifyPush, QUEUE_PREFIX, replicaKey } from "../../proto/verify-queue.ts";
 import { type GenerateInput, SpecgateClient } from "../../sdk/index.ts";
+import { METRICS, prometheusName, SpecgateMetrics } from "../../services/telemetry/metrics.ts";
+import { sumSamples } from "../../services/telemetry/prometheus-text.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
+import { ScrapeReader } from "../support/scrape-reader.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
 import { targetOnlyOutputs } from "../support/target-only.ts";
 
@@ -57,6 +62,15 @@ describe("verify jobs carrying only what the replica's cache lacks", { timeout: 
   let listener: Redis;
   /** For plain commands (a subscribed connection takes none). */
   let commands: Redis;
+  /** The gateway's metrics, scraped on demand. */
+  const metricsReader = new ScrapeReader();
+  const meters = new MeterProvider({ readers: [metricsReader] });
+
+  /** The gateway's count of rounds sent again with the full history, by replica. */
+  async function historyResends(replica: string): Promise<number> {
+    const name = prometheusName(METRICS.verifyHistoryNeeded);
+    return sumSamples(await metricsReader.scrape(), name, { specgate_replica: replica });
+  }
 
   async function startTarget(replicaId: string): Promise<void> {
     const target = spawnService(
@@ -121,7 +135,7 @@ describe("verify jobs carrying only what the replica's cache lacks", { timeout: 
     commands = new Redis(redis.url);
     listener = new Redis(redis.url);
     listener.on("pmessageBuffer", (_pattern: Buffer, channel: Buffer, message: Buffer) => {
-      pushed.push({ replicaId: channel.toString().split(":").at(-1) ?? "", job: decodeVerifyPush(message) });
+      pushed.push({ replicaId: channel.toString().replace(/^.*{(.*)}$/, "$1"), job: decodeVerifyPush(message) });
     });
     await listener.psubscribe(`${QUEUE_PREFIX}:verify-push:*`);
     const served = await loadServedModel(MODEL);
@@ -136,6 +150,7 @@ describe("verify jobs carrying only what the replica's cache lacks", { timeout: 
       model: served.model,
       tokenizer: served.tokenizer,
       logger: pino({ level: "silent" }),
+      metrics: new SpecgateMetrics(meters.getMeter("specgate")),
     });
     await until(async () => gateway.router.replicas.size === 2, "both replicas to be announced");
     client = new SpecgateClient({ address: gateway.address });
@@ -148,6 +163,7 @@ describe("verify jobs carrying only what the replica's cache lacks", { timeout: 
     await Promise.all([listener?.quit(), commands?.quit()]);
     await Promise.all([draft?.stop(), ...[...targets.values()].map((t) => t.stop())]);
     await redis?.stop();
+    await meters.shutdown();
   });
 
   it("greedy output equals target-only with deltas, also for sequences evicted under a small cache", async () => {
@@ -164,6 +180,8 @@ describe("verify jobs carrying only what the replica's cache lacks", { timeout: 
     const stats = await Promise.all(["r0", "r1"].map(targetStats));
     const needed = stats.reduce((sum, s) => sum + s.history_needed, 0);
     assert.ok(needed > 0, "evicted sequences were asked for their history");
+    const resent = (await historyResends("r0")) + (await historyResends("r1"));
+    assert.equal(resent, needed, "the gateway counts each history_needed answer as one resend");
     assert.ok(
       stats.every((s) => s.cache_bytes <= CACHE_BYTES),
       `caches within their budget: ${stats.map((s) => s.cache_bytes)}`,
@@ -202,6 +220,7 @@ describe("verify jobs carrying only what the replica's cache lacks", { timeout: 
     assertTargetOnly(outputs, PROMPTS.slice(0, 2), "across r0's restart");
     const stats = await targetStats("r0");
     assert.ok(stats.history_needed > 0, "the restarted replica asked for the history");
+    assert.ok((await historyResends("r0")) >= stats.history_needed, "the gateway counted those resends");
     assert.ok(stats.jobs > 0);
   });
 });

@@ -71,7 +71,7 @@ function sequences(prefix: string, count: number): ScriptedSequence[] {
 
 before(async () => {
   redis = await startRedis();
-  client = new VerifyClient(redis.url);
+  client = new VerifyClient({ url: redis.url });
   admin = new Redis(redis.url);
   [reference] = await Promise.all([
     OnnxCausalLM.load(MODEL, { intraOpThreads: 1 }),

@@ -115,7 +115,7 @@ before(async () => {
   ]);
   const serving = await replica.waitForLog((line) => line.msg === "target replica serving");
   target = new TargetClient(serving.address as string, grpc.credentials.createInsecure());
-  client = new VerifyClient(redis.url);
+  client = new VerifyClient({ url: redis.url });
   admin = new Redis(redis.url);
 });
 
@@ -261,7 +261,7 @@ describe("target replica process", () => {
   });
 
   test("a job goes on the queue only when its push may be lost: never once answered, at once when nobody heard the push, as a standby when no reply came in time; its outcome pushed again after the reply subscription dropped", async () => {
-    const patient = new VerifyClient(redis.url, { standbyMs: 60_000 });
+    const patient = new VerifyClient({ url: redis.url }, { standbyMs: 60_000 });
     const prompt = PROMPTS[1];
     const job = (id: string): VerifyJob => ({
       sequence_id: id,
@@ -318,7 +318,7 @@ describe("target replica process", () => {
 
       // Someone else hears the push but the replica does not (a push lost with its connection): no reply comes, and
       // the job goes on the queue when the standby time (300 ms) runs out.
-      const quick = new VerifyClient(redis.url, { standbyMs: 300 });
+      const quick = new VerifyClient({ url: redis.url }, { standbyMs: 300 });
       try {
         await quick.verify(REPLICA, job("standby-warm"));
         const before = await stats();

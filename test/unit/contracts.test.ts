@@ -21,7 +21,11 @@ import {
   encodeVerifyPush,
   encodeVerifyReply,
   encodeVerifyResult,
+  QUEUE_PREFIX,
+  replicaKey,
+  verifyPushChannel,
   verifyQueueName,
+  verifyReplyChannel,
 } from "../../proto/verify-queue.ts";
 import { LOADER_OPTIONS, GatewayClient as SdkGatewayClient } from "../../sdk/contract.ts";
 import { folderImports, ROOT, runtimeImports } from "../support/entry-points.ts";
@@ -76,6 +80,19 @@ describe("verify queue payloads", () => {
     draft_tree: null,
   };
 
+  it("names everything of a replica with its id as the Redis Cluster hash tag, under the specgate prefix", () => {
+    const names = [
+      `${QUEUE_PREFIX}:${verifyQueueName("r0")}:wait`,
+      verifyPushChannel("r0"),
+      verifyReplyChannel("r0", "gateway-a"),
+      replicaKey("r0"),
+    ];
+    for (const name of names) {
+      assert.equal(name.match(/\{[^}]*\}/)?.[0], "{r0}", name);
+      assert.ok(name.startsWith("specgate:"), name);
+    }
+  });
+
   it("round-trips a VerifyJob through BullMQ-safe job data", () => {
     const data = encodeVerifyJob(job);
     assert.equal(typeof data.verifyJob, "string");
@@ -86,7 +103,7 @@ describe("verify queue payloads", () => {
 
   it("round-trips the pushed copy of a job, a reply and a draft verdict (binary pub/sub messages)", () => {
     assert.deepEqual(decodeVerifyPush(encodeVerifyPush(job)), decodedJob);
-    assert.equal(job.draft_verdict_channel, "specgate:draft-verdict:draft-a");
+    assert.equal(job.draft_verdict_channel, "specgate:draft-verdict:{draft-a}");
     const failure = decodeVerifyReply(encodeVerifyReply({ job_id: "j", failure: "DEADLINE_EXCEEDED: too late" }));
     assert.deepEqual([failure.job_id, failure.result, failure.failure], ["j", null, "DEADLINE_EXCEEDED: too late"]);
     const verdict = { sequence_id: "req-1", round: 4, accepted: 2, next_token: 9, path: [0, 2] };

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { parseDraftConfig, verdictRedisUrl } from "../../services/draft/config.ts";
+import { parseDraftConfig, verdictRedis } from "../../services/draft/config.ts";
 import { parseRuntimeOptions, sessionOptions } from "../../services/runtime/runtime-config.ts";
 import { loadTargetConfig, parseTargetConfig } from "../../services/target/config.ts";
 
@@ -44,11 +44,13 @@ describe("runtime options: thread spinning", () => {
 
 describe("draft service: drafting on verdicts", () => {
   test("is off by default, needs a Redis URL when on, and then listens there", () => {
-    assert.equal(verdictRedisUrl(parseDraftConfig({ redisUrl: "redis://r:6379" })), undefined);
-    assert.throws(() => verdictRedisUrl(parseDraftConfig({ draftOnVerdict: "true" })), /needs --redis-url/);
+    assert.equal(verdictRedis(parseDraftConfig({ redisUrl: "redis://r:6379" })), undefined);
+    assert.throws(() => verdictRedis(parseDraftConfig({ draftOnVerdict: "true" })), /needs --redis-url/);
     const on = parseDraftConfig({ draftOnVerdict: "true", redisUrl: "redis://r:6379" });
     assert.equal(on.draftOnVerdict, true);
-    assert.equal(verdictRedisUrl(on), "redis://r:6379");
+    assert.deepEqual(verdictRedis(on), { url: "redis://r:6379", cluster: false });
+    const cluster = parseDraftConfig({ draftOnVerdict: "true", redisUrl: "redis://r:6379", redisCluster: "true" });
+    assert.deepEqual(verdictRedis(cluster), { url: "redis://r:6379", cluster: true });
     assert.throws(() => parseDraftConfig({ draftOnVerdict: "yes" }), /draft-on-verdict/);
   });
 });

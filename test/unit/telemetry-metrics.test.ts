@@ -1,20 +1,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { PrometheusSerializer } from "@opentelemetry/exporter-prometheus";
-import { MeterProvider, MetricReader } from "@opentelemetry/sdk-metrics";
+import { MeterProvider } from "@opentelemetry/sdk-metrics";
 import { METRICS, prometheusName, prometheusSeriesNames, SpecgateMetrics } from "../../services/telemetry/metrics.ts";
-import { parsePrometheusText, type Scrape, sumSamples } from "../../services/telemetry/prometheus-text.ts";
+import { type Scrape, sumSamples } from "../../services/telemetry/prometheus-text.ts";
+import { ScrapeReader } from "../support/scrape-reader.ts";
 import { LABELS, SCRIPT, scriptedRequest, scriptedRound } from "../support/telemetry-fixtures.ts";
-
-/** A pull reader without a server: collect() on demand, serialised exactly as the scrape endpoint does. */
-class ScrapeReader extends MetricReader {
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-  async scrape(): Promise<Scrape> {
-    const { resourceMetrics } = await this.collect();
-    return parsePrometheusText(new PrometheusSerializer("", false, undefined, true, true).serialize(resourceMetrics));
-  }
-}
 
 async function recordEverything(): Promise<{ scrape: Scrape; provider: MeterProvider }> {
   const reader = new ScrapeReader();
@@ -47,6 +37,7 @@ async function recordEverything(): Promise<{ scrape: Scrape; provider: MeterProv
   metrics.recordHttpRequest(completions, 503, "503", 5);
   metrics.recordVerifyBatch("0", { queueWaitsMs: [1, 3, 5], durationMs: 12 });
   metrics.recordKvEvictions("draft", "0", 2);
+  metrics.recordHistoryNeeded("0");
   let cacheBytes = 1024;
   const stopObserving = metrics.observeKvCache("target", "0", () => cacheBytes);
   metrics.observeQueueDepth("0", () => 3);
