@@ -477,7 +477,14 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
     const winner: Config["policy"] = adaptiveWins ? "adaptive" : "fixed";
     const sweepPoint = (name: string) => {
       const f = byConfig.get(name);
-      return f && { speedup: f.speedup, ideal_speedup: f.ideal_speedup, tokens_per_round: f.tokens_per_round };
+      return (
+        f && {
+          speedup: f.speedup,
+          ideal_speedup: f.ideal_speedup,
+          ideal_speedup_quiet: f.ideal_speedup_quiet,
+          tokens_per_round: f.tokens_per_round,
+        }
+      );
     };
     const drafters: Record<string, unknown> = {};
     for (const name of drafterNames) {
