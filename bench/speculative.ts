@@ -309,6 +309,8 @@ function figures(config: Config, baseline: Measured, targetStepMs: number, quiet
     acceptance_per_position: stats.acceptance_per_position.map((a) => round(a)),
     draft_step_ms: round(draftStepMs),
     verify_cost_ratio: Object.fromEntries([...curve].map(([n, ms]) => [n, round(ms / targetStepMs)])),
+    /** The same at each size's 10th-percentile forward time against target-only's: the machine's own cost curve. */
+    verify_cost_ratio_quiet: Object.fromEntries([...quietVerify].map(([n, ms]) => [n, round(ms / quietTargetStepMs)])),
     tokens_per_s: round((generated / m.decodeMs) * 1000, 1),
     breakdown_ms: {
       decode: round(m.decodeMs, 1),
