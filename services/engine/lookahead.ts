@@ -127,34 +127,42 @@ export interface LookaheadSwitchOptions {
   readonly trials?: number;
   /** While one way wins, every this many rounds the other runs once, so that a change of load or text is noticed. */
   readonly probeEvery?: number;
-  /** Weight of a new round in the moving averages. */
+  /** Weight of a new round in the moving average of tokens per round. */
   readonly weight?: number;
+  /** Round times kept per way; their lower quartile is the way's cost. */
+  readonly window?: number;
 }
 
 /**
  * Whether Lookahead pays on this machine and text: rounds with it (a forward of 1 + W·(N − 1) + candidates
- * positions) and without it (plain decoding, one position) compared by measured milliseconds per token. On a CPU
- * where many positions cost several times one, plain decoding may win. Shared by the requests of one target, like
- * CostModel; pure: the loop passes the measurements in.
+ * positions) and without it (plain decoding, one position) compared by milliseconds per token. On a CPU where many
+ * positions cost several times one, plain decoding may win. A way's round time is the lower quartile of its recent
+ * rounds, not their mean: on a shared machine other work only ever adds time, and unevenly, which made a mean-based
+ * switch flip on noise. Shared by the requests of one target, like CostModel; pure: the loop passes the measurements
+ * in.
  */
 export class LookaheadSwitch {
   readonly #trials: number;
   readonly #probeEvery: number;
   readonly #weight: number;
-  /** Per way (off, on): rounds observed and the moving averages of tokens and ms per round. */
-  readonly #arms = [false, true].map(() => ({ rounds: 0, tokens: 0, ms: 0 }));
+  readonly #window: number;
+  /** Per way (off, on): rounds observed, the moving average of tokens per round, the recent round times. */
+  readonly #arms = [false, true].map(() => ({ rounds: 0, tokens: 0, ms: [] as number[] }));
   #round = 0;
 
   constructor(options: LookaheadSwitchOptions = {}) {
     this.#trials = options.trials ?? 4;
     this.#probeEvery = options.probeEvery ?? 16;
     this.#weight = options.weight ?? 0.2;
+    this.#window = options.window ?? 8;
   }
 
-  /** Milliseconds per token each way has taken so far (Infinity before its first round). */
+  /** Milliseconds per token each way takes (Infinity before its first round). */
   msPerToken(on: boolean): number {
     const arm = this.#arms[Number(on)];
-    return arm.tokens > 0 ? arm.ms / arm.tokens : Number.POSITIVE_INFINITY;
+    if (arm.tokens <= 0) return Number.POSITIVE_INFINITY;
+    const sorted = [...arm.ms].sort((a, b) => a - b);
+    return sorted[Math.floor((sorted.length - 1) / 4)] / arm.tokens;
   }
 
   /** Whether the next round runs Lookahead. */
@@ -170,9 +178,9 @@ export class LookaheadSwitch {
   /** A round ran with Lookahead `on` or off: its sequences gained `tokensPerSequence` tokens each in `ms`. */
   observe(on: boolean, tokensPerSequence: number, ms: number): void {
     const arm = this.#arms[Number(on)];
-    const w = arm.rounds === 0 ? 1 : this.#weight;
-    arm.tokens += w * (tokensPerSequence - arm.tokens);
-    arm.ms += w * (ms - arm.ms);
+    arm.tokens += (arm.rounds === 0 ? 1 : this.#weight) * (tokensPerSequence - arm.tokens);
+    arm.ms.push(ms);
+    if (arm.ms.length > this.#window) arm.ms.shift();
     arm.rounds++;
   }
 }
