@@ -31,8 +31,12 @@ export interface LookaheadConfig {
 /** Bounds on (W, N, G): a forward scores up to 1 + W·(N − 1) + G·(N − 1) positions. */
 export const LOOKAHEAD_LIMITS = { maxWindow: 16, maxNgram: 8, maxCandidates: 16 } as const;
 
-/** (W, N, G) as measured on this CPU (bench/RESULTS.md, the Lookahead sweep). */
-export const DEFAULT_LOOKAHEAD: LookaheadConfig = { window: 4, ngram: 3, candidates: 4 };
+/**
+ * (W, N, G) from the Lookahead sweep on this CPU (bench/RESULTS.md): (2, 3, 2) and (2, 2, 2) lead within noise and
+ * wider windows lose, since each position costs about 5 % of a step here; N = 3 keeps a window of two levels, so the
+ * pool still learns from Jacobi iterations.
+ */
+export const DEFAULT_LOOKAHEAD: LookaheadConfig = { window: 2, ngram: 3, candidates: 2 };
 
 /** Checks a configuration; throws a RangeError naming the bad field. */
 export function lookaheadConfig(config: LookaheadConfig): LookaheadConfig {
