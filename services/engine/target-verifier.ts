@@ -81,17 +81,12 @@ export async function verifyOnTarget(
     const tail = job.committed.slice(keep - job.committedOffset);
     const { draftTree, lookahead } = job;
     if (!draftTree) return { sequenceId: job.sequenceId, tokens: tail.concat(job.draftTokens) };
-    if (lookahead) {
-      return {
-        sequenceId: job.sequenceId,
-        tokens: tail.concat(Array.from(draftTree.tokens), branchTokens(lookahead)),
-        tree: lookaheadAttention(draftTree, lookahead, tail.length - 1),
-      };
-    }
     return {
       sequenceId: job.sequenceId,
-      tokens: tail.concat(Array.from(draftTree.tokens)),
-      tree: treeAttention(draftTree, tail.length - 1),
+      tokens: tail.concat(Array.from(draftTree.tokens), lookahead ? branchTokens(lookahead) : []),
+      tree: lookahead
+        ? lookaheadAttention(draftTree, lookahead, tail.length - 1)
+        : treeAttention(draftTree, tail.length - 1),
     };
   });
   const logits = await target.forward(feeds);
