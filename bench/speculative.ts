@@ -1,7 +1,8 @@
 /**
  * In-process speculative decoding benchmark (`npm run bench -- --mode inproc [--json] [--prompts N] [--tokens N]
  * [--repeats R] [--drafters int4,ngram,...] [--k K] [--k-max K] [--draft-threads N|auto] [--target-threads N] [--target NAME]
- * [--sweep-drafter NAME|none] [--sweep-k 1,2,4,8] [--sweep-tree-nodes 8,16,32]`).
+ * [--sweep-drafter NAME|none] [--sweep-k 1,2,4,8] [--sweep-tree-nodes 8,16,32] [--lookahead W,N,G|none]
+ * [--sweep-lookahead "W,N,G;W,N,G"]`).
  *
  * On the cost-scaled target, for each drafter and for fixed and adaptive K, in the same run and on the same prompts
  * as target-only greedy decoding: acceptance α, mean accepted per round, c (draft step / target step), the measured
@@ -10,13 +11,21 @@
  * an undisturbed machine). Runs are interleaved prompt by prompt so that drifting machine load hits every configuration
  * alike, and repeated: for each (prompt, configuration) the fastest run counts, the one least disturbed by other work
  * on a shared machine. Decode time excludes the prompt's prefill (the same forward with or without speculation).
+ * Lookahead decoding (no drafter: the target drafts for itself in its own forward) runs beside the drafters as
+ * `lookahead`, with S and S* for each (W, N, G) of the Lookahead sweep.
  */
 import { existsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { z } from "zod";
 import type { Drafter } from "../services/engine/drafter.ts";
-import { type GenerationResult, generate, type Speculation } from "../services/engine/generate.ts";
+import { type GenerationResult, generate, type Lookahead, type Speculation } from "../services/engine/generate.ts";
 import { CostModel, type KPolicyConfig } from "../services/engine/k-policy.ts";
+import {
+  DEFAULT_LOOKAHEAD,
+  type LookaheadConfig,
+  LookaheadSwitch,
+  lookaheadConfig,
+} from "../services/engine/lookahead.ts";
 import { ModelDrafter } from "../services/engine/model-drafter.ts";
 import { NgramDrafter } from "../services/engine/ngram-drafter.ts";
 import { aggregateStats, type SpeculationStats } from "../services/engine/stats.ts";
@@ -69,6 +78,12 @@ const argsSchema = z.object({
   "sweep-drafter": z.string().default("int4"),
   "sweep-k": z.string().default("1,2,4,8"),
   "sweep-tree-nodes": z.string().default("8,16,32"),
+  /** Lookahead decoding's (W, N, G), "none" to leave Lookahead out. */
+  lookahead: z
+    .string()
+    .default(`${DEFAULT_LOOKAHEAD.window},${DEFAULT_LOOKAHEAD.ngram},${DEFAULT_LOOKAHEAD.candidates}`),
+  /** S and S* of Lookahead at each (W, N, G), separated by semicolons ("" for none). */
+  "sweep-lookahead": z.string().default("2,2,2;2,3,2;4,3,4;3,4,3;7,5,7"),
   /** Intra-op threads of the target (0: all cores). */
   "target-threads": z.coerce.number().int().nonnegative().default(0),
   /**
@@ -168,9 +183,10 @@ function fastest(runs: Runs): Measured {
 interface Config {
   readonly name: string;
   readonly drafterName: string;
-  /** "sweep": one point of the K or tree-size sweep. */
-  readonly policy: "fixed" | "adaptive" | "tree" | "sweep";
-  readonly speculation: Speculation;
+  /** "sweep": one point of the K, tree-size or Lookahead sweep. */
+  readonly policy: "fixed" | "adaptive" | "tree" | "sweep" | "lookahead";
+  readonly speculation?: Speculation;
+  readonly lookahead?: Lookahead;
   readonly draftModel: TimedModel | undefined;
   readonly runs: Runs;
 }
@@ -179,18 +195,22 @@ async function runOne(
   target: TimedModel,
   prompt: number[],
   tokens: number,
-  speculation: Speculation | undefined,
-  draftModel: TimedModel | undefined,
+  config: Pick<Config, "speculation" | "lookahead" | "draftModel"> | undefined,
 ): Promise<{
   result: GenerationResult;
   decodeMs: number;
   target: Measured["targetForwards"];
   draft: Measured["draftForwards"];
 }> {
+  const draftModel = config?.draftModel;
   target.log = [];
   if (draftModel) draftModel.log = [];
   const started = performance.now();
-  const result = await generate(target, prompt, { maxNewTokens: tokens, speculation });
+  const result = await generate(target, prompt, {
+    maxNewTokens: tokens,
+    speculation: config?.speculation,
+    lookahead: config?.lookahead,
+  });
   const totalMs = performance.now() - started;
   return {
     result,
@@ -289,6 +309,8 @@ function figures(config: Config, baseline: Measured, targetStepMs: number, quiet
     acceptance_per_position: stats.acceptance_per_position.map((a) => round(a)),
     draft_step_ms: round(draftStepMs),
     verify_cost_ratio: Object.fromEntries([...curve].map(([n, ms]) => [n, round(ms / targetStepMs)])),
+    /** The same at each size's 10th-percentile forward time against target-only's: the machine's own cost curve. */
+    verify_cost_ratio_quiet: Object.fromEntries([...quietVerify].map(([n, ms]) => [n, round(ms / quietTargetStepMs)])),
     tokens_per_s: round((generated / m.decodeMs) * 1000, 1),
     breakdown_ms: {
       decode: round(m.decodeMs, 1),
@@ -306,6 +328,16 @@ function sweepList(list: string): number[] {
     .split(",")
     .filter((v) => v.length > 0)
     .map((v) => z.coerce.number().int().positive().parse(v));
+}
+
+/** Parses "W,N,G" into a Lookahead configuration. */
+function lookaheadOption(value: string): LookaheadConfig {
+  const [window, ngram, candidates] = sweepList(value);
+  return lookaheadConfig({ window, ngram, candidates });
+}
+
+function lookaheadName(config: LookaheadConfig): string {
+  return `${config.window},${config.ngram},${config.candidates}`;
 }
 
 /** The sweep's configurations beside the fixed-K one already measured: each other K, and each tree size at K deep. */
@@ -390,22 +422,44 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       configs.push(...sweepConfigs(options, drafterName, drafter, draftModel, prompts));
   }
 
+  const lookahead = options.lookahead === "none" ? undefined : lookaheadOption(options.lookahead);
+  // The default (W, N, G) with its on/off switch, as a request gets it, then every sweep point always on.
+  const lookaheadSweep = lookahead
+    ? options["sweep-lookahead"]
+        .split(";")
+        .filter((v) => v.length > 0)
+        .map(lookaheadOption)
+    : [];
+  const lookaheadEntry = (name: string, policy: Config["policy"], config: Lookahead): Config => ({
+    name,
+    drafterName: "lookahead",
+    policy,
+    lookahead: config,
+    draftModel: undefined,
+    runs: prompts.map(() => []),
+  });
+  if (lookahead)
+    configs.push(lookaheadEntry("lookahead", "lookahead", { config: lookahead, switch: new LookaheadSwitch() }));
+  for (const config of lookaheadSweep) {
+    configs.push(lookaheadEntry(`lookahead/${lookaheadName(config)}`, "sweep", { config }));
+  }
+
   try {
     progress("warming up");
     for (const config of [undefined, ...configs]) {
-      await runOne(target, prompts[0], Math.min(16, options.tokens), config?.speculation, config?.draftModel);
+      await runOne(target, prompts[0], Math.min(16, options.tokens), config);
     }
     const baselineRuns: Runs = prompts.map(() => []);
     const steps = new Progress(progress, options.repeats * prompts.length);
     for (let repeat = 0; repeat < options.repeats; repeat++) {
       for (const [i, prompt] of prompts.entries()) {
-        const base = await runOne(target, prompt, options.tokens, undefined, undefined);
+        const base = await runOne(target, prompt, options.tokens, undefined);
         baselineRuns[i].push(base);
         const line = [
           `repeat ${repeat + 1}/${options.repeats} prompt ${i + 1}/${prompts.length}: target-only ${round(base.decodeMs, 0)} ms`,
         ];
         for (const config of configs) {
-          const spec = await runOne(target, prompt, options.tokens, config.speculation, config.draftModel);
+          const spec = await runOne(target, prompt, options.tokens, config);
           config.runs[i].push(spec);
           line.push(`${config.name} ${round(base.decodeMs / spec.decodeMs, 2)}x`);
         }
@@ -423,6 +477,17 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       sum(configs.filter((c) => c.policy === "adaptive").map((c) => byConfig.get(c.name)?.speedup ?? 0)) >=
       sum(configs.filter((c) => c.policy === "fixed").map((c) => byConfig.get(c.name)?.speedup ?? 0));
     const winner: Config["policy"] = adaptiveWins ? "adaptive" : "fixed";
+    const sweepPoint = (name: string) => {
+      const f = byConfig.get(name);
+      return (
+        f && {
+          speedup: f.speedup,
+          ideal_speedup: f.ideal_speedup,
+          ideal_speedup_quiet: f.ideal_speedup_quiet,
+          tokens_per_round: f.tokens_per_round,
+        }
+      );
+    };
     const drafters: Record<string, unknown> = {};
     for (const name of drafterNames) {
       const fixed = byConfig.get(`${name}/fixed`);
@@ -440,14 +505,21 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         tree_shapes: [NARROW_TREE, { width: options["tree-width"], nodes: options["tree-nodes"] }],
       };
     }
+    if (lookahead) {
+      drafters.lookahead = {
+        ...byConfig.get("lookahead"),
+        model: null,
+        ...lookahead,
+        /** Each (W, N, G) with Lookahead in every round. */
+        sweep: Object.fromEntries(
+          lookaheadSweep.map((c) => [lookaheadName(c), sweepPoint(`lookahead/${lookaheadName(c)}`)]),
+        ),
+      };
+    }
     const best = drafterNames.reduce((a, b) =>
       (byConfig.get(`${a}/${winner}`)?.speedup ?? 0) >= (byConfig.get(`${b}/${winner}`)?.speedup ?? 0) ? a : b,
     );
     const baselineForwardMs = sum(baseline.targetForwards.map((f) => f.ms));
-    const sweepPoint = (name: string) => {
-      const f = byConfig.get(name);
-      return f && { speedup: f.speedup, ideal_speedup: f.ideal_speedup, tokens_per_round: f.tokens_per_round };
-    };
     const sweepDrafter = options["sweep-drafter"];
     const json = {
       target: options.target,

@@ -10,12 +10,13 @@ import type { CausalLM } from "../runtime/causal-lm.ts";
 import type { Tokenizer } from "../runtime/tokenizer/tokenizer.ts";
 import { type Draft, type Drafter, isTreeDrafter, type TreeDrafter } from "./drafter.ts";
 import { CostModel, createKPolicy, DEFAULT_K_POLICY, type KPolicyConfig } from "./k-policy.ts";
+import { type LookaheadConfig, type LookaheadPlan, LookaheadSequence, type LookaheadSwitch } from "./lookahead.ts";
 import { randomSeed } from "./rng.ts";
 import { type RoundPlan, SpeculativeSequence } from "./round.ts";
 import { GREEDY, type SamplingParams } from "./sampling.ts";
 import { type FinishReason, SequenceState } from "./sequence.ts";
 import type { RequestStats } from "./stats.ts";
-import { prefillTarget, verifyOnTarget } from "./target-verifier.ts";
+import { type LookaheadVerdict, prefillTarget, verifyOnTarget } from "./target-verifier.ts";
 import type { TokenTree } from "./token-tree.ts";
 import { type Branching, FixedTreeShape, type TreeShaper } from "./tree-policy.ts";
 import { type AcceptanceMode, LOSSLESS } from "./verify.ts";
@@ -35,6 +36,15 @@ export interface Speculation {
   readonly tree?: Branching | TreeShaper;
 }
 
+export interface Lookahead {
+  readonly config: LookaheadConfig;
+  /**
+   * Runs rounds as plain decoding where Lookahead does not pay, by measured ms per token; shared by the requests of
+   * one target. Absent: Lookahead in every round.
+   */
+  readonly switch?: LookaheadSwitch;
+}
+
 export interface GenerateOptions {
   readonly maxNewTokens: number;
   /** Default greedy. */
@@ -44,8 +54,10 @@ export interface GenerateOptions {
   readonly stopStrings?: readonly string[];
   /** Decodes the text (needed for stop strings; also fills `text`). */
   readonly tokenizer?: Pick<Tokenizer, "decode">;
-  /** Absent: target-only decoding. */
+  /** Absent (and no `lookahead`): target-only decoding. */
   readonly speculation?: Speculation;
+  /** Lookahead decoding (lookahead.ts): the target drafts for itself, without a drafter; not with `speculation`. */
+  readonly lookahead?: Lookahead;
   /** Cache id to use in the target and the drafter (released at the end); default a fresh one. */
   readonly sequenceId?: string;
 }
@@ -75,6 +87,9 @@ interface Active {
   readonly acceptance: AcceptanceMode;
   readonly costs: CostModel;
   readonly tree: { readonly drafter: TreeDrafter; readonly shaper: TreeShaper } | undefined;
+  readonly lookahead: { readonly sequence: LookaheadSequence; readonly switch?: LookaheadSwitch } | undefined;
+  /** This round's Lookahead plan (lookahead rounds only). */
+  lookaheadPlan: LookaheadPlan | undefined;
   plan: RoundPlan;
   draft: Draft;
   /** This round's branching (undefined: a chain round) and tree (tree rounds only). */
@@ -95,6 +110,11 @@ function start(target: CausalLM, request: GenerationRequest): Active {
   const costs = spec?.costs ?? new CostModel();
   const sequenceId = request.sequenceId ?? `generate-${process.pid}-${nextSequence++}`;
   const drafter = spec?.drafter;
+  if (spec && request.lookahead) throw new TypeError("lookahead decoding drafts for itself: it takes no speculation");
+  const lookahead = request.lookahead && {
+    sequence: new LookaheadSequence(request.lookahead.config, request.prompt),
+    switch: request.lookahead.switch,
+  };
   if (spec?.tree) {
     if (!isTreeDrafter(spec.drafter)) throw new TypeError(`drafter ${spec.drafter.name} does not draft trees`);
     if ((spec.acceptance ?? LOSSLESS).kind !== "lossless") throw new TypeError("trees are verified losslessly only");
@@ -115,13 +135,23 @@ function start(target: CausalLM, request: GenerationRequest): Active {
     sequenceId,
     speculation: new SpeculativeSequence(
       sequence,
-      createKPolicy(spec ? (spec.k ?? DEFAULT_K_POLICY) : { kind: "fixed", k: 0 }, costs),
-      drafter && {
-        rollBack: (outcome) =>
-          outcome.path && tree
-            ? tree.drafter.commitPath(sequenceId, outcome.path, outcome.token)
-            : drafter.commit(sequenceId, outcome.historyLength + outcome.accepted, [outcome.token]),
-      },
+      createKPolicy(
+        lookahead
+          ? { kind: "fixed", k: lookahead.sequence.config.ngram - 1 }
+          : spec
+            ? (spec.k ?? DEFAULT_K_POLICY)
+            : { kind: "fixed", k: 0 },
+        costs,
+      ),
+      // Lookahead's state is settled from the forward's outputs (`lookahead.settle`), not rolled back.
+      lookahead
+        ? { rollBack: () => undefined }
+        : drafter && {
+            rollBack: (outcome) =>
+              outcome.path && tree
+                ? tree.drafter.commitPath(sequenceId, outcome.path, outcome.token)
+                : drafter.commit(sequenceId, outcome.historyLength + outcome.accepted, [outcome.token]),
+          },
     ),
     sampling,
     seed: sampling.seed ?? randomSeed(),
@@ -129,6 +159,8 @@ function start(target: CausalLM, request: GenerationRequest): Active {
     acceptance: spec?.acceptance ?? LOSSLESS,
     costs,
     tree,
+    lookahead,
+    lookaheadPlan: undefined,
     plan: UNPLANNED,
     draft: NO_DRAFT,
     branching: undefined,
@@ -173,6 +205,19 @@ async function draftAll(target: CausalLM, active: readonly Active[]): Promise<vo
   ]);
 }
 
+/** A Lookahead round's candidates and window, within the room the target's context leaves. */
+function planLookahead(target: CausalLM, a: Active): void {
+  a.lookaheadPlan = undefined;
+  if (!a.lookahead || a.plan.k === 0) return;
+  const history = a.speculation.sequence.tokens;
+  a.lookaheadPlan = a.lookahead.sequence.plan(
+    history[history.length - 1],
+    a.plan.k,
+    target.info.contextLength - history.length,
+  );
+  a.drafted = a.lookaheadPlan.tree;
+}
+
 /** Generates for many requests at once; results in request order. */
 export async function generateBatch(
   target: CausalLM,
@@ -208,8 +253,17 @@ export async function generateBatch(
         if (shaper && !shapes.has(shaper)) shapes.set(shaper, shaper.choose());
         a.branching = shaper && shapes.get(shaper);
       }
+      // Likewise one Lookahead choice per switch and round; off, the round is one step of plain decoding.
+      const switches = new Map<LookaheadSwitch, boolean>();
+      for (const a of active) {
+        const lookaheadSwitch = a.lookahead?.switch;
+        if (!lookaheadSwitch) continue;
+        if (!switches.has(lookaheadSwitch)) switches.set(lookaheadSwitch, lookaheadSwitch.on());
+        if (!switches.get(lookaheadSwitch)) a.plan = { ...a.plan, k: 0 };
+      }
       started = performance.now();
       await draftAll(target, active);
+      for (const a of active) planLookahead(target, a);
       const drafted = performance.now();
       const verdicts = await verifyOnTarget(
         target,
@@ -220,6 +274,7 @@ export async function generateBatch(
           draftTokens: a.draft.tokens,
           draftDistributions: a.draft.distributions,
           draftTree: a.drafted,
+          lookahead: a.lookaheadPlan?.window,
           sampling: a.sampling,
           acceptance: a.acceptance,
           seed: a.seed,
@@ -229,6 +284,15 @@ export async function generateBatch(
       active.forEach((a, i) => {
         const outcome = a.speculation.accept(a.plan, a.drafted ? { tree: a.drafted } : a.draft, verdicts[i]);
         a.speculation.rollBack(outcome);
+        if (a.lookaheadPlan && !a.speculation.sequence.finished) {
+          a.lookahead?.sequence.settle(
+            a.lookaheadPlan,
+            (verdicts[i] as LookaheadVerdict).branchLogits,
+            target.info.vocabSize,
+            a.speculation.sequence.tokens,
+            outcome.committed.tokens.length,
+          );
+        }
         a.speculation.record(outcome, drafted - started, verified - drafted);
         a.emitted = outcome.committed.tokens.length;
       });
@@ -243,6 +307,11 @@ export async function generateBatch(
         const mine = active.filter((a) => a.tree?.shaper === shaper);
         const tokens = mine.reduce((n, a) => n + a.emitted, 0);
         shaper.observe(shape, tokens / mine.length, draftMs + verified - drafted);
+      }
+      for (const [lookaheadSwitch, on] of switches) {
+        const mine = active.filter((a) => a.lookahead?.switch === lookaheadSwitch);
+        const tokens = mine.reduce((n, a) => n + a.emitted, 0);
+        lookaheadSwitch.observe(on, tokens / mine.length, draftMs + verified - drafted);
       }
     }
   } finally {
