@@ -44,14 +44,16 @@ export const DRAFTER_MODELS: Record<string, string | undefined> = {
   "early-exit-4": "stories260k-exit4",
   ngram: undefined,
   medusa: undefined,
+  "medusa-own": undefined,
 };
 
 /**
- * The drafter that is the target's own Medusa heads: its configurations run the target's `-medusa` build (heads
- * computed in every verify forward, so their cost is in the figures) against the plain target's target-only decoding.
- * Skipped, with a note, when that build is missing (`npm run train:medusa`).
+ * Drafters that are the target's own Medusa heads (sharing its classifier, or with projections of their own): their
+ * configurations run the target's `-medusa` (`-medusa-own`) build, heads computed in every verify forward so that
+ * their cost is in the figures, against the plain target's target-only decoding. Skipped, with a note, when that
+ * build is missing (`npm run train:medusa`).
  */
-const MEDUSA = "medusa";
+const isMedusa = (drafter: string) => drafter.startsWith("medusa");
 
 /** The small tree the shape policy always has on offer beside the chain and the configured one. */
 const NARROW_TREE = { width: 2, nodes: 6 };
@@ -366,23 +368,24 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
 
   const configs: Config[] = [];
   const closers: (() => Promise<void>)[] = [() => target.close()];
-  const medusaName = `${options.target}-medusa`;
-  if (drafterNames.includes(MEDUSA) && !existsSync(join(MODELS_ROOT, medusaName, "config.json"))) {
-    progress(`no ${medusaName} model: medusa skipped (build it with npm run train:medusa)`);
-    drafterNames = drafterNames.filter((d) => d !== MEDUSA);
-  }
+  const withHeads = (drafter: string) => `${options.target}-${drafter}`;
+  drafterNames = drafterNames.filter((d) => {
+    const missing = isMedusa(d) && !existsSync(join(MODELS_ROOT, withHeads(d), "config.json"));
+    if (missing) progress(`no ${withHeads(d)} model: ${d} skipped (build it with npm run train:medusa)`);
+    return !missing;
+  });
   for (const drafterName of drafterNames) {
     const modelName = DRAFTER_MODELS[drafterName];
     let drafter: Drafter;
     let draftModel: TimedModel | undefined;
     let verifier: TimedModel | undefined;
-    if (drafterName === MEDUSA) {
-      progress(`loading ${medusaName}`);
-      const heads = await OnnxCausalLM.load(medusaName, { intraOpThreads: options["target-threads"] });
-      if (!isMedusaLM(heads)) throw new Error(`${medusaName} has no Medusa heads`);
+    if (isMedusa(drafterName)) {
+      progress(`loading ${withHeads(drafterName)}`);
+      const heads = await OnnxCausalLM.load(withHeads(drafterName), { intraOpThreads: options["target-threads"] });
+      if (!isMedusaLM(heads)) throw new Error(`${withHeads(drafterName)} has no Medusa heads`);
       verifier = new TimedModel(heads);
       closers.push(() => (verifier as TimedModel).close());
-      drafter = new MedusaDrafter(heads);
+      drafter = new MedusaDrafter(heads, drafterName);
     } else if (modelName) {
       progress(`loading draft ${modelName}`);
       draftModel = new TimedModel(await OnnxCausalLM.load(modelName, { intraOpThreads: draftThreads(modelName) }));
@@ -466,7 +469,7 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
     for (const name of drafterNames) {
       const fixed = byConfig.get(`${name}/fixed`);
       const adaptive = byConfig.get(`${name}/adaptive`);
-      const model = name === MEDUSA ? medusaName : (DRAFTER_MODELS[name] ?? null);
+      const model = isMedusa(name) ? withHeads(name) : (DRAFTER_MODELS[name] ?? null);
       drafters[name] = {
         ...(winner === "adaptive" ? adaptive : fixed),
         model,

@@ -9,14 +9,14 @@ import { MODELS_ROOT } from "../runtime/model-files.ts";
 import { readLlama2c } from "./llama2c.ts";
 import { writeHeadSet } from "./medusa-heads.ts";
 import { DEFAULT_TRAINING, type TrainingReport, trainMedusaHeads } from "./medusa-train.ts";
-import { buildModels, defaultSourceDir, HEADS_DIR, MEDUSA_HEADS, RECIPES, SOURCE_CHECKPOINT } from "./models-build.ts";
+import { buildModels, defaultSourceDir, HEAD_SETS, HEADS_DIR, RECIPES, SOURCE_CHECKPOINT } from "./models-build.ts";
 
 const HELP = `Usage: npm run train:medusa [-- options]
 
-Trains ${DEFAULT_TRAINING.heads} Medusa heads on text stories260K writes itself, then builds
-${RECIPES.filter((r) => r.heads === MEDUSA_HEADS)
-  .map((r) => r.name)
-  .join(" and ")}.
+Trains ${DEFAULT_TRAINING.heads} Medusa heads on text stories260K writes itself, then builds the models that carry them
+(${RECIPES.filter((r) => r.heads !== undefined)
+  .map((r) => `${r.name}: ${r.heads}`)
+  .join(", ")}).
 
 Options:
   --seed N        seed of the text and the shuffles (default ${DEFAULT_TRAINING.seed})
@@ -77,13 +77,13 @@ async function main(): Promise<void> {
   const outDir = resolve(values.out ?? MODELS_ROOT);
   const { weights } = await readLlama2c(join(defaultSourceDir(), SOURCE_CHECKPOINT));
   const set = await trainMedusaHeads(weights, options, (stage) => process.stderr.write(`train:medusa: ${stage}\n`));
-  await writeHeadSet(join(outDir, HEADS_DIR), MEDUSA_HEADS, set);
+  await writeHeadSet(join(outDir, HEADS_DIR), HEAD_SETS[projection], set);
   process.stdout.write(`${table((set.info.training as { report: TrainingReport }).report)}\n`);
   if (values["no-build"]) return;
   const built = await buildModels({
     sourceDir: defaultSourceDir(),
     outDir,
-    only: RECIPES.filter((r) => r.heads === MEDUSA_HEADS).map((r) => r.name),
+    only: RECIPES.filter((r) => r.heads === projection).map((r) => r.name),
     onEvent: (event) => {
       if (event.kind === "done") process.stderr.write(`train:medusa: built ${event.name}\n`);
     },

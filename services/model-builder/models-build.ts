@@ -10,7 +10,7 @@ import { LLAMA2C_TOKENIZER_FILE } from "../runtime/tokenizer/llama2c.ts";
 import { costScale, type LlamaShape, STORIES_110M } from "./cost-scale.ts";
 import { earlyExit, type LlamaWeights, type MedusaHead } from "./llama-weights.ts";
 import { readLlama2c } from "./llama2c.ts";
-import { headFiles, readHeadSet, writeHeadSet } from "./medusa-heads.ts";
+import { type HeadProjection, headFiles, readHeadSet, writeHeadSet } from "./medusa-heads.ts";
 import { DEFAULT_TRAINING, trainMedusaHeads } from "./medusa-train.ts";
 import { modelCost } from "./model-cost.ts";
 import { type WriteProgress, writeModelDir } from "./model-dir.ts";
@@ -51,7 +51,7 @@ export interface ModelRecipe {
    * The Medusa head set the model carries (trained by medusa-train.ts when missing). Such models are built only when
    * asked for by name (`--only`, `npm run train:medusa`): training takes minutes, and the quick start needs none.
    */
-  readonly heads?: string;
+  readonly heads?: HeadProjection;
   /** The variant's weights and provenance details, from the exact model (and the recipe's heads). */
   make(
     exact: LlamaWeights,
@@ -59,8 +59,8 @@ export interface ModelRecipe {
   ): { weights: LlamaWeights; variant: string; details: Record<string, unknown> };
 }
 
-/** The head set of the Medusa models: 4 heads sharing stories260K's classifier. */
-export const MEDUSA_HEADS = "stories260k-4-shared";
+/** The head sets of the Medusa models: 4 heads on stories260K, sharing its classifier or each with its own. */
+export const HEAD_SETS: Record<HeadProjection, string> = { shared: "stories260k-4-shared", own: "stories260k-4-own" };
 /** Where trained head sets are kept, under the models folder. */
 export const HEADS_DIR = ".medusa-heads";
 
@@ -129,7 +129,7 @@ export const RECIPES: readonly ModelRecipe[] = [
     name: "stories260k-medusa",
     summary: "stories260K with 4 Medusa heads sharing its classifier (`npm run train:medusa`)",
     large: false,
-    heads: MEDUSA_HEADS,
+    heads: "shared",
     make: (exact, heads) => ({
       weights: { ...exact, medusa: heads },
       variant: "medusa",
@@ -137,10 +137,22 @@ export const RECIPES: readonly ModelRecipe[] = [
     }),
   },
   {
+    name: "stories260k-medusa-own",
+    summary:
+      "stories260K with 4 Medusa heads, each with its own vocabulary projection (`npm run train:medusa -- --projection own`)",
+    large: false,
+    heads: "own",
+    make: (exact, heads) => ({
+      weights: { ...exact, medusa: heads },
+      variant: "medusa-own",
+      details: { heads: heads.length },
+    }),
+  },
+  {
     name: "stories260k-x110m-medusa",
     summary: "the cost-scaled target with the same Medusa heads, padded with it",
     large: true,
-    heads: MEDUSA_HEADS,
+    heads: "shared",
     make: (exact, heads) => ({
       weights: costScale({ ...exact, medusa: heads }, STORIES_110M),
       variant: "cost-scaled-medusa",
@@ -240,23 +252,26 @@ export async function buildModels(options: BuildOptions): Promise<string[]> {
   let exact: LlamaWeights | undefined;
   const built: string[] = [];
   const headsDir = join(options.outDir, HEADS_DIR);
-  const headSets = new Map<string, readonly MedusaHead[]>();
+  const headSets = new Map<HeadProjection, readonly MedusaHead[]>();
   for (const recipe of recipes) {
     const dir = join(options.outDir, recipe.name);
     let heads: readonly MedusaHead[] = [];
     let headsSha256: string | undefined;
     if (recipe.heads !== undefined) {
-      const name = recipe.heads;
-      if (!headSets.has(name)) {
+      const projection = recipe.heads;
+      const name = HEAD_SETS[projection];
+      if (!headSets.has(projection)) {
         let set = await readHeadSet(headsDir, name);
         if (set === null) {
           exact ??= (await readLlama2c(checkpointPath)).weights;
-          set = await trainMedusaHeads(exact, DEFAULT_TRAINING, (stage) => emit({ kind: "train", name, stage }));
+          set = await trainMedusaHeads(exact, { ...DEFAULT_TRAINING, projection }, (stage) =>
+            emit({ kind: "train", name, stage }),
+          );
           await writeHeadSet(headsDir, name, set);
         }
-        headSets.set(name, set.heads);
+        headSets.set(projection, set.heads);
       }
-      heads = headSets.get(name) ?? [];
+      heads = headSets.get(projection) ?? [];
       headsSha256 = await sha256(headFiles(headsDir, name).weights);
     }
     const stamp: Stamp = { name: recipe.name, builder, checkpointSha256, tokenizerSha256, headsSha256 };
