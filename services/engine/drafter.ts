@@ -1,7 +1,8 @@
 /**
  * The drafter interface: anything that proposes the next K tokens of a sequence. Implementations: model-drafter.ts
- * (a small model, also used for early exit), ngram-drafter.ts (prompt lookup). Batched over sequences so a draft
- * service can serve many sequences per forward. Both also propose token trees (`TreeDrafter`).
+ * (a small model, also used for early exit), ngram-drafter.ts (prompt lookup), medusa-drafter.ts (the target's own
+ * heads, in process). Batched over sequences so a draft service can serve many sequences per forward. All also propose
+ * token trees (`TreeDrafter`).
  */
 import type { SamplingParams, SparseDistribution } from "./sampling.ts";
 import { pathTokens, type TokenTree } from "./token-tree.ts";
