@@ -239,7 +239,7 @@ class Generation {
       createKPolicy(request.kPolicy, this.costs),
       request.drafter === NO_DRAFTER
         ? undefined
-        : request.selfDrafted
+        : request.selfDrafter !== undefined
           ? // The replica settles its drafting state in the forward that verified the round.
             { rollBack: () => undefined }
           : {
@@ -273,7 +273,7 @@ class Generation {
       // The draft service drafts the next round on this round's verdict with the same K and shape (the gateway's next
       // ask may take fewer, or update them for the round after).
       proposal:
-        plan.k > 0 && !this.request.selfDrafted
+        plan.k > 0 && !this.request.selfDrafter !== undefined
           ? this.services.draft.propose(this.drafted, plan.round, plan.k, plan.k, traceContext, branching)
           : undefined,
     };
@@ -282,7 +282,7 @@ class Generation {
   /** The tree a replica drafted for a self-drafted round and returned with its verdict; none if it drafted none. */
   selfDraft(result: VerifyResult__Output): WireDraft | undefined {
     const wire = result.draft_tree;
-    if (!this.request.selfDrafted || !wire || wire.tokens.length === 0) return undefined;
+    if (this.request.selfDrafter === undefined || !wire || wire.tokens.length === 0) return undefined;
     const sampled = this.request.sampling.temperature > 0 && wire.distributions.length > 0;
     const tree = decodeTree(wire, sampled ? wire.distributions.map(fromWire) : undefined);
     this.extra.draft_tree_bytes += treeCodec.encode(wire).length;
@@ -344,15 +344,15 @@ class Generation {
       model: this.services.model.name,
       draft_verdict_channel: proposal?.verdict_channel ?? "",
       ...(draft?.wireTree && { draft_tree: draft.wireTree }),
-      ...(request.selfDrafted &&
-        round.plan.k > 0 && {
-          self_draft: {
-            drafter: request.drafter,
-            depth: round.plan.k,
-            // A chain is a tree one wide.
-            shape: round.branching ?? { width: 1, nodes: round.plan.k },
-          },
-        }),
+      // Also at K = 0: the replica's drafting state then settles on the round, ready for the next.
+      ...(request.selfDrafter !== undefined && {
+        self_draft: {
+          drafter: request.selfDrafter,
+          depth: round.plan.k,
+          // A chain is a tree one wide.
+          shape: round.branching ?? { width: 1, nodes: round.plan.k },
+        },
+      }),
     };
   }
 

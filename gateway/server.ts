@@ -215,7 +215,7 @@ function validationContext(
     vocabSize: model.vocabSize,
     encode: (text) => tokenizer.encode(text, { bos: true }),
     drafters: drafters.map((d) => d.name),
-    selfDrafters: drafters.filter(isSelfDrafter).map((d) => d.name),
+    selfDrafters: new Map(drafters.filter(isSelfDrafter).map((d) => [d.name, d.kind])),
     defaultDrafter: config.defaultDrafter,
     defaultK: config.k,
     maxK: config.maxK,

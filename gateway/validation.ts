@@ -39,8 +39,8 @@ export interface ValidationContext {
   encode(text: string): number[];
   /** Drafter names served (without "none"). */
   readonly drafters: readonly string[];
-  /** Those of `drafters` the target replicas run themselves (Medusa heads, Lookahead decoding). */
-  readonly selfDrafters: readonly string[];
+  /** Those of `drafters` the target replicas run themselves (Medusa heads, Lookahead decoding): name → kind. */
+  readonly selfDrafters: ReadonlyMap<string, string>;
   readonly defaultDrafter: string;
   /** K policy of requests that set none. */
   readonly defaultK: number | "adaptive";
@@ -65,8 +65,9 @@ export interface ValidRequest {
   readonly stopStrings: string[];
   /** A served drafter, or "none" (plain decoding). */
   readonly drafter: string;
-  /** The drafter is one the replicas run (no draft service): its rounds are token trees the replica drafts. */
-  readonly selfDrafted: boolean;
+  /** The kind of self-drafter ("medusa", "lookahead") when the replicas run the drafter: its rounds are token trees
+   * the replica drafts, without the draft service. */
+  readonly selfDrafter?: string;
   readonly kPolicy: KPolicyConfig;
   readonly acceptance: AcceptanceMode__Output;
   readonly relaxed: RelaxedAcceptance__Output | null;
@@ -313,8 +314,8 @@ export function validateRequest(request: Request, ctx: ValidationContext, seed: 
   const acceptance = speculation(request)?.acceptance ?? "ACCEPTANCE_MODE_UNSPECIFIED";
   const lossless = acceptance === "ACCEPTANCE_MODE_UNSPECIFIED" || acceptance === "ACCEPTANCE_MODE_LOSSLESS";
   const tree = treeOf(request, lossless, problems);
-  const selfDrafted = ctx.selfDrafters.includes(drafter);
-  if (selfDrafted && !lossless) {
+  const selfDrafter = ctx.selfDrafters.get(drafter);
+  if (selfDrafter !== undefined && !lossless) {
     problems.push(`drafter ${quoted(drafter)} drafts token trees, which are verified with lossless acceptance only`);
   }
   if (problems.length > 0) throw new InvalidRequestError(problems);
@@ -330,7 +331,7 @@ export function validateRequest(request: Request, ctx: ValidationContext, seed: 
     },
     stopStrings: request.stop,
     drafter,
-    selfDrafted,
+    ...(selfDrafter !== undefined && { selfDrafter }),
     kPolicy,
     acceptance: acceptance === "ACCEPTANCE_MODE_UNSPECIFIED" ? "ACCEPTANCE_MODE_LOSSLESS" : acceptance,
     relaxed: speculation(request)?.relaxed ?? null,

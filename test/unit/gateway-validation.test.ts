@@ -27,7 +27,7 @@ async function storiesContext(): Promise<ValidationContext> {
     vocabSize: tokenizer.vocabSize,
     encode: (text) => tokenizer.encode(text, { bos: true }),
     drafters: ["int4", "ngram", "lookahead"],
-    selfDrafters: ["lookahead"],
+    selfDrafters: new Map([["lookahead", "lookahead"]]),
     defaultDrafter: "int4",
     defaultK: "adaptive",
     maxK: 8,
