@@ -10,12 +10,13 @@ import type { CausalLM } from "../runtime/causal-lm.ts";
 import type { Tokenizer } from "../runtime/tokenizer/tokenizer.ts";
 import { type Draft, type Drafter, isTreeDrafter, type TreeDrafter } from "./drafter.ts";
 import { CostModel, createKPolicy, DEFAULT_K_POLICY, type KPolicyConfig } from "./k-policy.ts";
+import { type LookaheadConfig, type LookaheadPlan, LookaheadSequence } from "./lookahead.ts";
 import { randomSeed } from "./rng.ts";
 import { type RoundPlan, SpeculativeSequence } from "./round.ts";
 import { GREEDY, type SamplingParams } from "./sampling.ts";
 import { type FinishReason, SequenceState } from "./sequence.ts";
 import type { RequestStats } from "./stats.ts";
-import { prefillTarget, verifyOnTarget } from "./target-verifier.ts";
+import { type LookaheadVerdict, prefillTarget, verifyOnTarget } from "./target-verifier.ts";
 import type { TokenTree } from "./token-tree.ts";
 import { type Branching, FixedTreeShape, type TreeShaper } from "./tree-policy.ts";
 import { type AcceptanceMode, LOSSLESS } from "./verify.ts";
@@ -44,8 +45,10 @@ export interface GenerateOptions {
   readonly stopStrings?: readonly string[];
   /** Decodes the text (needed for stop strings; also fills `text`). */
   readonly tokenizer?: Pick<Tokenizer, "decode">;
-  /** Absent: target-only decoding. */
+  /** Absent (and no `lookahead`): target-only decoding. */
   readonly speculation?: Speculation;
+  /** Lookahead decoding (lookahead.ts): the target drafts for itself, without a drafter; not with `speculation`. */
+  readonly lookahead?: LookaheadConfig;
   /** Cache id to use in the target and the drafter (released at the end); default a fresh one. */
   readonly sequenceId?: string;
 }
@@ -75,6 +78,9 @@ interface Active {
   readonly acceptance: AcceptanceMode;
   readonly costs: CostModel;
   readonly tree: { readonly drafter: TreeDrafter; readonly shaper: TreeShaper } | undefined;
+  readonly lookahead: LookaheadSequence | undefined;
+  /** This round's Lookahead plan (lookahead rounds only). */
+  lookaheadPlan: LookaheadPlan | undefined;
   plan: RoundPlan;
   draft: Draft;
   /** This round's branching (undefined: a chain round) and tree (tree rounds only). */
@@ -95,6 +101,8 @@ function start(target: CausalLM, request: GenerationRequest): Active {
   const costs = spec?.costs ?? new CostModel();
   const sequenceId = request.sequenceId ?? `generate-${process.pid}-${nextSequence++}`;
   const drafter = spec?.drafter;
+  if (spec && request.lookahead) throw new TypeError("lookahead decoding drafts for itself: it takes no speculation");
+  const lookahead = request.lookahead && new LookaheadSequence(request.lookahead, request.prompt);
   if (spec?.tree) {
     if (!isTreeDrafter(spec.drafter)) throw new TypeError(`drafter ${spec.drafter.name} does not draft trees`);
     if ((spec.acceptance ?? LOSSLESS).kind !== "lossless") throw new TypeError("trees are verified losslessly only");
@@ -115,13 +123,23 @@ function start(target: CausalLM, request: GenerationRequest): Active {
     sequenceId,
     speculation: new SpeculativeSequence(
       sequence,
-      createKPolicy(spec ? (spec.k ?? DEFAULT_K_POLICY) : { kind: "fixed", k: 0 }, costs),
-      drafter && {
-        rollBack: (outcome) =>
-          outcome.path && tree
-            ? tree.drafter.commitPath(sequenceId, outcome.path, outcome.token)
-            : drafter.commit(sequenceId, outcome.historyLength + outcome.accepted, [outcome.token]),
-      },
+      createKPolicy(
+        lookahead
+          ? { kind: "fixed", k: lookahead.config.ngram - 1 }
+          : spec
+            ? (spec.k ?? DEFAULT_K_POLICY)
+            : { kind: "fixed", k: 0 },
+        costs,
+      ),
+      // Lookahead's state is settled from the forward's outputs (`lookahead.settle`), not rolled back.
+      lookahead
+        ? { rollBack: () => undefined }
+        : drafter && {
+            rollBack: (outcome) =>
+              outcome.path && tree
+                ? tree.drafter.commitPath(sequenceId, outcome.path, outcome.token)
+                : drafter.commit(sequenceId, outcome.historyLength + outcome.accepted, [outcome.token]),
+          },
     ),
     sampling,
     seed: sampling.seed ?? randomSeed(),
@@ -129,6 +147,8 @@ function start(target: CausalLM, request: GenerationRequest): Active {
     acceptance: spec?.acceptance ?? LOSSLESS,
     costs,
     tree,
+    lookahead,
+    lookaheadPlan: undefined,
     plan: UNPLANNED,
     draft: NO_DRAFT,
     branching: undefined,
@@ -173,6 +193,15 @@ async function draftAll(target: CausalLM, active: readonly Active[]): Promise<vo
   ]);
 }
 
+/** A Lookahead round's candidates and window, within the room the target's context leaves. */
+function planLookahead(target: CausalLM, a: Active): void {
+  a.lookaheadPlan = undefined;
+  if (!a.lookahead || a.plan.k === 0) return;
+  const history = a.speculation.sequence.tokens;
+  a.lookaheadPlan = a.lookahead.plan(history[history.length - 1], a.plan.k, target.info.contextLength - history.length);
+  a.drafted = a.lookaheadPlan.tree;
+}
+
 /** Generates for many requests at once; results in request order. */
 export async function generateBatch(
   target: CausalLM,
@@ -210,6 +239,7 @@ export async function generateBatch(
       }
       started = performance.now();
       await draftAll(target, active);
+      for (const a of active) planLookahead(target, a);
       const drafted = performance.now();
       const verdicts = await verifyOnTarget(
         target,
@@ -220,6 +250,7 @@ export async function generateBatch(
           draftTokens: a.draft.tokens,
           draftDistributions: a.draft.distributions,
           draftTree: a.drafted,
+          lookahead: a.lookaheadPlan?.window,
           sampling: a.sampling,
           acceptance: a.acceptance,
           seed: a.seed,
@@ -229,6 +260,15 @@ export async function generateBatch(
       active.forEach((a, i) => {
         const outcome = a.speculation.accept(a.plan, a.drafted ? { tree: a.drafted } : a.draft, verdicts[i]);
         a.speculation.rollBack(outcome);
+        if (a.lookaheadPlan && !a.speculation.sequence.finished) {
+          a.lookahead?.settle(
+            a.lookaheadPlan,
+            (verdicts[i] as LookaheadVerdict).branchLogits,
+            target.info.vocabSize,
+            a.speculation.sequence.tokens,
+            outcome.committed.tokens.length,
+          );
+        }
         a.speculation.record(outcome, drafted - started, verified - drafted);
         a.emitted = outcome.committed.tokens.length;
       });

@@ -6,6 +6,7 @@
  * alike.
  */
 import type { CausalLM } from "../runtime/causal-lm.ts";
+import { branchSize, branchTokens, type LookaheadWindow, lookaheadAttention } from "./lookahead-layout.ts";
 import type { TokenTree } from "./token-tree.ts";
 import { compactionPlan, slotCount, treeAttention } from "./tree-attention.ts";
 import { type TreeVerdict, verifyTree } from "./tree-verify.ts";
@@ -16,12 +17,22 @@ export interface VerifyJob extends Omit<RoundToVerify, "targetLogits" | "vocabSi
   /** A token tree to verify instead of `draftTokens` (which must then be empty); lossless acceptance only. */
   readonly draftTree?: TokenTree;
   /**
+   * With `draftTree`: a Lookahead decoding window scored in the same forward after the tree (lookahead-layout.ts),
+   * whose rows come back in the verdict (`LookaheadVerdict`); the cache keeps none of them.
+   */
+  readonly lookahead?: LookaheadWindow;
+  /**
    * Committed tokens (prompt and generated) from index `committedOffset` on, at least the last one; offset 0 means the
    * whole history, which lets a replica that lost the cache (restart, eviction, rebalance) rebuild it inside the same
    * forward.
    */
   readonly committed: readonly number[];
   readonly committedOffset: number;
+}
+
+/** A tree verdict and the target's logits rows for the job's Lookahead window, in forward order. */
+export interface LookaheadVerdict extends TreeVerdict {
+  readonly branchLogits: Float32Array;
 }
 
 /** The replica's cache is shorter than `committedOffset`: the job must be resent with more history. */
@@ -47,9 +58,13 @@ export async function prefillTarget(
   if (batch.length > 0) await target.forward(batch);
 }
 
-export async function verifyOnTarget(target: CausalLM, jobs: readonly VerifyJob[]): Promise<(Verdict | TreeVerdict)[]> {
+export async function verifyOnTarget(
+  target: CausalLM,
+  jobs: readonly VerifyJob[],
+): Promise<(Verdict | TreeVerdict | LookaheadVerdict)[]> {
   for (const job of jobs) {
     if (job.committed.length === 0) throw new RangeError(`verify job ${job.sequenceId} carries no committed token`);
+    if (job.lookahead && !job.draftTree) throw new RangeError(`verify job ${job.sequenceId}: a window needs a tree`);
     if (job.draftTree && (job.draftTokens.length > 0 || job.acceptance.kind !== "lossless")) {
       throw new RangeError(
         `verify job ${job.sequenceId}: a tree comes without draft tokens and is verified losslessly`,
@@ -64,8 +79,15 @@ export async function verifyOnTarget(target: CausalLM, jobs: readonly VerifyJob[
     const keep = Math.min(target.sequenceLength(job.sequenceId), historyLength - 1);
     if (target.sequenceLength(job.sequenceId) > keep) target.truncate(job.sequenceId, keep);
     const tail = job.committed.slice(keep - job.committedOffset);
-    const { draftTree } = job;
+    const { draftTree, lookahead } = job;
     if (!draftTree) return { sequenceId: job.sequenceId, tokens: tail.concat(job.draftTokens) };
+    if (lookahead) {
+      return {
+        sequenceId: job.sequenceId,
+        tokens: tail.concat(Array.from(draftTree.tokens), branchTokens(lookahead)),
+        tree: lookaheadAttention(draftTree, lookahead, tail.length - 1),
+      };
+    }
     return {
       sequenceId: job.sequenceId,
       tokens: tail.concat(Array.from(draftTree.tokens)),
@@ -76,19 +98,20 @@ export async function verifyOnTarget(target: CausalLM, jobs: readonly VerifyJob[
   const vocabSize = target.info.vocabSize;
   return jobs.map((job, i) => {
     const position = job.committedOffset + job.committed.length;
-    const { draftTree } = job;
+    const { draftTree, lookahead } = job;
     if (draftTree) {
       const rows = slotCount(draftTree);
+      const end = logits[i].length - (lookahead ? branchSize(lookahead) : 0) * vocabSize;
       const verdict = verifyTree({
         ...job,
         tree: draftTree,
-        targetLogits: logits[i].subarray(logits[i].length - rows * vocabSize),
+        targetLogits: logits[i].subarray(end - rows * vocabSize, end),
         vocabSize,
         position,
       });
       // The root sits at position − 1: keep it and the accepted path.
       target.compact(job.sequenceId, position - 1, Array.from(compactionPlan(verdict.path, position - 1).kept));
-      return verdict;
+      return lookahead ? { ...verdict, branchLogits: logits[i].subarray(end) } : verdict;
     }
     const rows = job.draftTokens.length + 1;
     const verdict = verifyRound({

@@ -26,7 +26,9 @@ export interface ForwardRequest {
 
 /**
  * How the tokens of a forward see each other when they form a token tree (the root, then its descendants, parents
- * before children): engine/tree-attention.ts builds both fields. The cached past stays visible to every token.
+ * before children): engine/tree-attention.ts builds both fields. Any visibility in which each token sees itself and
+ * only earlier tokens is accepted, not only trees: Lookahead decoding's two-dimensional mask is one
+ * (engine/lookahead-layout.ts). The cached past stays visible to every token.
  */
 export interface TreeAttention {
   /**
