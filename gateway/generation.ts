@@ -351,6 +351,7 @@ class Generation {
           depth: round.plan.k,
           // A chain is a tree one wide.
           shape: round.branching ?? { width: 1, nodes: round.plan.k },
+          lookahead: request.lookahead ?? null,
         },
       }),
     };

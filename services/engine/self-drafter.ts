@@ -5,7 +5,10 @@
  * tree yields what the state settles on for the next round (head logits at the accepted position, a Jacobi window's
  * new guesses). The in-process loop and a target replica drive the same states.
  */
+import type { LookaheadConfig } from "./lookahead.ts";
+import type { LookaheadWindow } from "./lookahead-layout.ts";
 import type { SamplingParams } from "./sampling.ts";
+import type { LookaheadVerdict } from "./target-verifier.ts";
 import type { TokenTree } from "./token-tree.ts";
 import type { TreeVerdict } from "./tree-verify.ts";
 import type { Verdict } from "./verify.ts";
@@ -20,12 +23,20 @@ export interface SelfDraftAsk {
   readonly room: number;
   readonly sampling: SamplingParams;
   readonly seed: number;
+  /** Lookahead decoding's W, N and G; zeros (or absent) take the drafter's defaults. */
+  readonly lookahead?: Partial<LookaheadConfig>;
 }
 
-/** A round's draft: the tree to verify, rooted at the last committed token (empty: a plain decoding round). */
+/** A round's draft: the tree to verify, rooted at the last committed token, and what else its forward scores. */
 export interface SelfDraftRound {
+  /** Empty, with no window either: a plain decoding round. */
   readonly tree: TokenTree;
+  /** Lookahead's Jacobi window, scored after the tree (its rows come back in the verdict: `LookaheadVerdict`). */
+  readonly lookahead?: LookaheadWindow;
 }
+
+/** The verdict of a self-drafted round's forward: a plain step's, a tree's, or a tree's with the window's rows. */
+export type SelfDraftVerdict = Verdict | TreeVerdict | LookaheadVerdict;
 
 /** One sequence's drafting state. */
 export interface SelfDraftState {
@@ -36,12 +47,15 @@ export interface SelfDraftState {
    * After the forward that verified `round` (a plain decoding step when its tree was empty): `history` is the committed
    * history now, the verdict's tokens in.
    */
-  settle(round: SelfDraftRound, verdict: Verdict | TreeVerdict, history: readonly number[]): void;
+  settle(round: SelfDraftRound, verdict: SelfDraftVerdict, history: readonly number[]): void;
 }
 
 export interface SelfDrafter {
   /** The kind requests name it by ("medusa", "lookahead"). */
   readonly name: string;
-  /** A state for the sequence, standing on `history` (its target cache is built from the same history). */
-  open(sequenceId: string, history: readonly number[]): SelfDraftState;
+  /**
+   * A state for the sequence, standing on `history` (its target cache is built from the same history), with the
+   * settings of its first `ask`, which it keeps.
+   */
+  open(sequenceId: string, history: readonly number[], ask: SelfDraftAsk): SelfDraftState;
 }

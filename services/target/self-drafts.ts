@@ -6,7 +6,7 @@
  */
 import type { SelfDraft__Output } from "../../gen/specgate/v1/SelfDraft.ts";
 import type { SamplingParams } from "../engine/sampling.ts";
-import type { SelfDrafter, SelfDraftRound, SelfDraftState } from "../engine/self-drafter.ts";
+import type { SelfDraftAsk, SelfDrafter, SelfDraftRound, SelfDraftState } from "../engine/self-drafter.ts";
 import { VerifyJobError } from "../replica-link/verify-errors.ts";
 
 /** A planned round and the state that planned it (and settles it). */
@@ -44,15 +44,21 @@ export class SelfDrafts {
         `this replica drafts with ${this.names.join(", ") || "no self-drafter"}, not "${ask.drafter}"`,
       );
     }
+    const asked: SelfDraftAsk = {
+      depth: ask.depth,
+      width: ask.shape?.width || 1,
+      nodes: ask.shape?.nodes || ask.depth,
+      room,
+      sampling,
+      seed,
+      ...(ask.lookahead && { lookahead: ask.lookahead }),
+    };
     let entry = this.#states.get(sequenceId);
     if (entry?.drafter !== ask.drafter || entry.state.length !== history.length) {
-      entry = { drafter: ask.drafter, state: drafter.open(sequenceId, history) };
+      entry = { drafter: ask.drafter, state: drafter.open(sequenceId, history, asked) };
       this.#states.set(sequenceId, entry);
     }
-    const width = ask.shape?.width || 1;
-    const nodes = ask.shape?.nodes || ask.depth;
-    const round = entry.state.plan({ depth: ask.depth, width, nodes, room, sampling, seed });
-    return { state: entry.state, round };
+    return { state: entry.state, round: entry.state.plan(asked) };
   }
 
   release(sequenceIds: Iterable<string>): void {

@@ -12,6 +12,7 @@ import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
 import { SERVICE_NAMES } from "../../proto/load.ts";
 import { QUEUE_PREFIX, queueConnection, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
 import { Batcher } from "../batching/batcher.ts";
+import { lookaheadDrafter } from "../engine/lookahead-drafter.ts";
 import { drain as drainServer, setServing } from "../grpc/server.ts";
 import { announceReplica } from "../replica-link/announcements.ts";
 import { nowUnixMs } from "../replica-link/clock.ts";
@@ -22,6 +23,7 @@ import { resolveModel } from "../runtime/model-files.ts";
 import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
 import type { TargetConfig } from "./config.ts";
 import { ReplicaStats } from "./replica-stats.ts";
+import { SelfDrafts } from "./self-drafts.ts";
 import { SequenceCache } from "./sequence-cache.ts";
 import { startTargetServer } from "./server.ts";
 import { checkAdmission } from "./verify-job.ts";
@@ -56,7 +58,12 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
   });
   const modelName = model.info.name;
   const cache = new SequenceCache(model, config.cacheBytes);
-  const verifyRound = new VerifyRound(cache, replicaId, modelName);
+  const verifyRound = new VerifyRound(
+    cache,
+    replicaId,
+    modelName,
+    new SelfDrafts([lookaheadDrafter(model.info.vocabSize)]),
+  );
   const counters = new ReplicaStats();
   verifyRound.observe(() => (report) => {
     counters.record(report);

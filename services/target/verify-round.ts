@@ -7,6 +7,7 @@
  */
 import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
+import { branchSize } from "../engine/lookahead-layout.ts";
 import type { VerifyJob as EngineVerifyJob } from "../engine/target-verifier.ts";
 import { verifyOnTarget } from "../engine/target-verifier.ts";
 import { children, encodeTree, pathTokens, ROOT } from "../engine/token-tree.ts";
@@ -109,7 +110,13 @@ export class VerifyRound {
         this.#planSelfDraft(a);
         return true;
       } catch (error) {
-        outcomes[a.index] = error instanceof VerifyJobError ? error : forwardFailure(error);
+        // A drafter refusing its settings (the gateway checks them first) is the job's fault, not the replica's.
+        outcomes[a.index] =
+          error instanceof VerifyJobError
+            ? error
+            : error instanceof RangeError
+              ? new VerifyJobError("INVALID_ARGUMENT", `self-draft: ${error.message}`)
+              : forwardFailure(error);
         return false;
       }
     });
@@ -165,9 +172,12 @@ export class VerifyRound {
     const history = held.concat(a.job.history);
     const room = this.cache.model.info.contextLength - history.length;
     const planned = this.selfDrafts.plan(a.job.sequence_id, ask, history, room, a.round.sampling, a.round.seed);
-    const { tree } = planned.round;
-    if (tree.tokens.length > 0) a.round = { ...a.round, draftTree: tree };
-    a.positions += tree.tokens.length;
+    const { tree, lookahead = [] } = planned.round;
+    const window = branchSize(lookahead);
+    if (tree.tokens.length > 0 || window > 0) {
+      a.round = { ...a.round, draftTree: tree, ...(window > 0 && { lookahead }) };
+    }
+    a.positions += tree.tokens.length + window;
     a.selfDraft = { planned, history, ms: performance.now() - started };
   }
 
