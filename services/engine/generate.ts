@@ -10,7 +10,7 @@ import type { CausalLM } from "../runtime/causal-lm.ts";
 import type { Tokenizer } from "../runtime/tokenizer/tokenizer.ts";
 import { type Draft, type Drafter, isTreeDrafter, type TreeDrafter } from "./drafter.ts";
 import { CostModel, createKPolicy, DEFAULT_K_POLICY, type KPolicyConfig } from "./k-policy.ts";
-import { type LookaheadConfig, type LookaheadPlan, LookaheadSequence } from "./lookahead.ts";
+import { type LookaheadConfig, type LookaheadPlan, LookaheadSequence, type LookaheadSwitch } from "./lookahead.ts";
 import { randomSeed } from "./rng.ts";
 import { type RoundPlan, SpeculativeSequence } from "./round.ts";
 import { GREEDY, type SamplingParams } from "./sampling.ts";
@@ -36,6 +36,15 @@ export interface Speculation {
   readonly tree?: Branching | TreeShaper;
 }
 
+export interface Lookahead {
+  readonly config: LookaheadConfig;
+  /**
+   * Runs rounds as plain decoding where Lookahead does not pay, by measured ms per token; shared by the requests of
+   * one target. Absent: Lookahead in every round.
+   */
+  readonly switch?: LookaheadSwitch;
+}
+
 export interface GenerateOptions {
   readonly maxNewTokens: number;
   /** Default greedy. */
@@ -48,7 +57,7 @@ export interface GenerateOptions {
   /** Absent (and no `lookahead`): target-only decoding. */
   readonly speculation?: Speculation;
   /** Lookahead decoding (lookahead.ts): the target drafts for itself, without a drafter; not with `speculation`. */
-  readonly lookahead?: LookaheadConfig;
+  readonly lookahead?: Lookahead;
   /** Cache id to use in the target and the drafter (released at the end); default a fresh one. */
   readonly sequenceId?: string;
 }
@@ -78,7 +87,7 @@ interface Active {
   readonly acceptance: AcceptanceMode;
   readonly costs: CostModel;
   readonly tree: { readonly drafter: TreeDrafter; readonly shaper: TreeShaper } | undefined;
-  readonly lookahead: LookaheadSequence | undefined;
+  readonly lookahead: { readonly sequence: LookaheadSequence; readonly switch?: LookaheadSwitch } | undefined;
   /** This round's Lookahead plan (lookahead rounds only). */
   lookaheadPlan: LookaheadPlan | undefined;
   plan: RoundPlan;
@@ -102,7 +111,10 @@ function start(target: CausalLM, request: GenerationRequest): Active {
   const sequenceId = request.sequenceId ?? `generate-${process.pid}-${nextSequence++}`;
   const drafter = spec?.drafter;
   if (spec && request.lookahead) throw new TypeError("lookahead decoding drafts for itself: it takes no speculation");
-  const lookahead = request.lookahead && new LookaheadSequence(request.lookahead, request.prompt);
+  const lookahead = request.lookahead && {
+    sequence: new LookaheadSequence(request.lookahead.config, request.prompt),
+    switch: request.lookahead.switch,
+  };
   if (spec?.tree) {
     if (!isTreeDrafter(spec.drafter)) throw new TypeError(`drafter ${spec.drafter.name} does not draft trees`);
     if ((spec.acceptance ?? LOSSLESS).kind !== "lossless") throw new TypeError("trees are verified losslessly only");
@@ -125,7 +137,7 @@ function start(target: CausalLM, request: GenerationRequest): Active {
       sequence,
       createKPolicy(
         lookahead
-          ? { kind: "fixed", k: lookahead.config.ngram - 1 }
+          ? { kind: "fixed", k: lookahead.sequence.config.ngram - 1 }
           : spec
             ? (spec.k ?? DEFAULT_K_POLICY)
             : { kind: "fixed", k: 0 },
@@ -198,7 +210,11 @@ function planLookahead(target: CausalLM, a: Active): void {
   a.lookaheadPlan = undefined;
   if (!a.lookahead || a.plan.k === 0) return;
   const history = a.speculation.sequence.tokens;
-  a.lookaheadPlan = a.lookahead.plan(history[history.length - 1], a.plan.k, target.info.contextLength - history.length);
+  a.lookaheadPlan = a.lookahead.sequence.plan(
+    history[history.length - 1],
+    a.plan.k,
+    target.info.contextLength - history.length,
+  );
   a.drafted = a.lookaheadPlan.tree;
 }
 
@@ -237,6 +253,14 @@ export async function generateBatch(
         if (shaper && !shapes.has(shaper)) shapes.set(shaper, shaper.choose());
         a.branching = shaper && shapes.get(shaper);
       }
+      // Likewise one Lookahead choice per switch and round; off, the round is one step of plain decoding.
+      const switches = new Map<LookaheadSwitch, boolean>();
+      for (const a of active) {
+        const lookaheadSwitch = a.lookahead?.switch;
+        if (!lookaheadSwitch) continue;
+        if (!switches.has(lookaheadSwitch)) switches.set(lookaheadSwitch, lookaheadSwitch.on());
+        if (!switches.get(lookaheadSwitch)) a.plan = { ...a.plan, k: 0 };
+      }
       started = performance.now();
       await draftAll(target, active);
       for (const a of active) planLookahead(target, a);
@@ -261,7 +285,7 @@ export async function generateBatch(
         const outcome = a.speculation.accept(a.plan, a.drafted ? { tree: a.drafted } : a.draft, verdicts[i]);
         a.speculation.rollBack(outcome);
         if (a.lookaheadPlan && !a.speculation.sequence.finished) {
-          a.lookahead?.settle(
+          a.lookahead?.sequence.settle(
             a.lookaheadPlan,
             (verdicts[i] as LookaheadVerdict).branchLogits,
             target.info.vocabSize,
@@ -283,6 +307,11 @@ export async function generateBatch(
         const mine = active.filter((a) => a.tree?.shaper === shaper);
         const tokens = mine.reduce((n, a) => n + a.emitted, 0);
         shaper.observe(shape, tokens / mine.length, draftMs + verified - drafted);
+      }
+      for (const [lookaheadSwitch, on] of switches) {
+        const mine = active.filter((a) => a.lookahead?.switch === lookaheadSwitch);
+        const tokens = mine.reduce((n, a) => n + a.emitted, 0);
+        lookaheadSwitch.observe(on, tokens / mine.length, draftMs + verified - drafted);
       }
     }
   } finally {

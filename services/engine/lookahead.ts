@@ -31,6 +31,9 @@ export interface LookaheadConfig {
 /** Bounds on (W, N, G): a forward scores up to 1 + W·(N − 1) + G·(N − 1) positions. */
 export const LOOKAHEAD_LIMITS = { maxWindow: 16, maxNgram: 8, maxCandidates: 16 } as const;
 
+/** (W, N, G) as measured on this CPU (bench/RESULTS.md, the Lookahead sweep). */
+export const DEFAULT_LOOKAHEAD: LookaheadConfig = { window: 4, ngram: 3, candidates: 4 };
+
 /** Checks a configuration; throws a RangeError naming the bad field. */
 export function lookaheadConfig(config: LookaheadConfig): LookaheadConfig {
   const check = (name: string, value: number, min: number, max: number) => {
@@ -116,5 +119,60 @@ export class LookaheadSequence {
     } else {
       this.#levels = [...levels.map((level) => [...level]), next];
     }
+  }
+}
+
+export interface LookaheadSwitchOptions {
+  /** Rounds run each way before the first comparison. */
+  readonly trials?: number;
+  /** While one way wins, every this many rounds the other runs once, so that a change of load or text is noticed. */
+  readonly probeEvery?: number;
+  /** Weight of a new round in the moving averages. */
+  readonly weight?: number;
+}
+
+/**
+ * Whether Lookahead pays on this machine and text: rounds with it (a forward of 1 + W·(N − 1) + candidates
+ * positions) and without it (plain decoding, one position) compared by measured milliseconds per token. On a CPU
+ * where many positions cost several times one, plain decoding may win. Shared by the requests of one target, like
+ * CostModel; pure: the loop passes the measurements in.
+ */
+export class LookaheadSwitch {
+  readonly #trials: number;
+  readonly #probeEvery: number;
+  readonly #weight: number;
+  /** Per way (off, on): rounds observed and the moving averages of tokens and ms per round. */
+  readonly #arms = [false, true].map(() => ({ rounds: 0, tokens: 0, ms: 0 }));
+  #round = 0;
+
+  constructor(options: LookaheadSwitchOptions = {}) {
+    this.#trials = options.trials ?? 4;
+    this.#probeEvery = options.probeEvery ?? 16;
+    this.#weight = options.weight ?? 0.2;
+  }
+
+  /** Milliseconds per token each way has taken so far (Infinity before its first round). */
+  msPerToken(on: boolean): number {
+    const arm = this.#arms[Number(on)];
+    return arm.tokens > 0 ? arm.ms / arm.tokens : Number.POSITIVE_INFINITY;
+  }
+
+  /** Whether the next round runs Lookahead. */
+  on(): boolean {
+    this.#round++;
+    const [off, on] = this.#arms;
+    if (on.rounds < this.#trials) return true;
+    if (off.rounds < this.#trials) return false;
+    const better = this.msPerToken(true) <= this.msPerToken(false);
+    return this.#round % this.#probeEvery === 0 ? !better : better;
+  }
+
+  /** A round ran with Lookahead `on` or off: its sequences gained `tokensPerSequence` tokens each in `ms`. */
+  observe(on: boolean, tokensPerSequence: number, ms: number): void {
+    const arm = this.#arms[Number(on)];
+    const w = arm.rounds === 0 ? 1 : this.#weight;
+    arm.tokens += w * (tokensPerSequence - arm.tokens);
+    arm.ms += w * (ms - arm.ms);
+    arm.rounds++;
   }
 }

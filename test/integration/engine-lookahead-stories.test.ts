@@ -40,7 +40,7 @@ describe("lookahead decoding on stories260k", () => {
       const label = JSON.stringify(lookahead);
       const results = await generateBatch(
         target,
-        prompts.map((prompt) => ({ prompt, maxNewTokens: 48, lookahead })),
+        prompts.map((prompt) => ({ prompt, maxNewTokens: 48, lookahead: { config: lookahead } })),
       );
       results.forEach((r, i) => {
         assert.deepEqual(r.tokens, reference[i].tokens, `${label} prompt ${i}`);

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { generate, generateBatch } from "../../services/engine/generate.ts";
-import { type LookaheadConfig, LookaheadSequence } from "../../services/engine/lookahead.ts";
+import { type LookaheadConfig, LookaheadSequence, LookaheadSwitch } from "../../services/engine/lookahead.ts";
 import { GREEDY, type SamplingParams } from "../../services/engine/sampling.ts";
 import { type LookaheadVerdict, prefillTarget, verifyOnTarget } from "../../services/engine/target-verifier.ts";
 import { pathTokens } from "../../services/engine/token-tree.ts";
@@ -61,7 +61,7 @@ describe("lookahead decoding on a tiny model", () => {
     for (const lookahead of configs) {
       const results = await generateBatch(
         target,
-        cases.map((prompt) => ({ prompt, maxNewTokens: 24, eosTokenId: null, lookahead })),
+        cases.map((prompt) => ({ prompt, maxNewTokens: 24, eosTokenId: null, lookahead: { config: lookahead } })),
       );
       results.forEach((r, i) => {
         assert.deepEqual(r.tokens, reference[i].tokens, `${JSON.stringify(lookahead)} prompt ${i}`);
@@ -72,13 +72,28 @@ describe("lookahead decoding on a tiny model", () => {
     assert.equal(target.cacheBytes(), 0);
   });
 
+  it("mixes Lookahead and plain rounds under its switch, still giving target-only output", async () => {
+    const prompt = [3, 7, 0, 0, 10, 10, 10, 10];
+    const reference = await generate(target, prompt, { maxNewTokens: 30, eosTokenId: null });
+    const lookaheadSwitch = new LookaheadSwitch({ trials: 1, probeEvery: 2 });
+    const result = await generate(target, prompt, {
+      maxNewTokens: 30,
+      eosTokenId: null,
+      lookahead: { config: configs[0], switch: lookaheadSwitch },
+    });
+    assert.deepEqual(result.tokens, reference.tokens);
+    const [plain = 0, , lookahead = 0] = result.stats.k_histogram;
+    assert.ok(plain > 0 && lookahead > 0, `k histogram ${result.stats.k_histogram}`);
+    assert.ok(Number.isFinite(lookaheadSwitch.msPerToken(false)) && Number.isFinite(lookaheadSwitch.msPerToken(true)));
+  });
+
   it("stops at the context length where plain decoding does", async () => {
     const prompt = Array.from({ length: 50 }, (_, i) => (i * 5) % VOCAB);
     const plain = await generate(target, prompt, { maxNewTokens: 100, eosTokenId: null });
     const lookahead = await generate(target, prompt, {
       maxNewTokens: 100,
       eosTokenId: null,
-      lookahead: { window: 5, ngram: 4, candidates: 4 },
+      lookahead: { config: { window: 5, ngram: 4, candidates: 4 } },
     });
     assert.equal(plain.finishReason, "context_length");
     assert.deepEqual(lookahead.tokens, plain.tokens);
@@ -125,7 +140,7 @@ describe("lookahead decoding on a tiny model", () => {
     await assert.rejects(
       generate(target, [1, 2], {
         maxNewTokens: 2,
-        lookahead: configs[0],
+        lookahead: { config: configs[0] },
         speculation: { drafter: new RandomDrafter(VOCAB) },
       }),
       /takes no speculation/,
@@ -151,7 +166,7 @@ describe("lookahead decoding under sampling", () => {
           maxNewTokens: 3,
           eosTokenId: null,
           sampling: { ...sampling, seed },
-          lookahead: configs[0],
+          lookahead: { config: configs[0] },
         })),
       );
       const jointCounts = new Array(VOCAB * VOCAB).fill(0);

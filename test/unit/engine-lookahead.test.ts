@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { LookaheadSequence, lookaheadConfig } from "../../services/engine/lookahead.ts";
+import { LookaheadSequence, LookaheadSwitch, lookaheadConfig } from "../../services/engine/lookahead.ts";
 import { branchSize, branchTokens, candidateTree, lookaheadAttention } from "../../services/engine/lookahead-layout.ts";
 import { NgramPool } from "../../services/engine/ngram-pool.ts";
 import { tokenTree } from "../../services/engine/token-tree.ts";
@@ -195,5 +195,39 @@ describe("lookahead round step", () => {
     assert.deepEqual(sequence.window, [[1, 4, 5, 1]]);
     // The committed text still feeds the pool.
     assert.deepEqual(sequence.pool.continuations(5), [[1, 4]]);
+  });
+});
+
+describe("lookahead switch", () => {
+  /** Runs `rounds` rounds where Lookahead gives `tokensOn` tokens in `msOn` and plain decoding 1 token in `msOff`. */
+  function drive(lookaheadSwitch: LookaheadSwitch, rounds: number, tokensOn: number, msOn: number, msOff: number) {
+    const choices: boolean[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const on = lookaheadSwitch.on();
+      choices.push(on);
+      lookaheadSwitch.observe(on, on ? tokensOn : 1, on ? msOn : msOff);
+    }
+    return choices;
+  }
+
+  it("tries both ways, then keeps the one with fewer ms per token and probes the other now and then", () => {
+    const slow = drive(new LookaheadSwitch({ trials: 2, probeEvery: 8 }), 40, 1.5, 2, 1);
+    assert.deepEqual(slow.slice(0, 4), [true, true, false, false]);
+    const later = slow.slice(4);
+    assert.ok(later.filter((on) => on).length <= 5, `Lookahead kept on ${later.filter((on) => on).length} times`);
+    assert.ok(
+      later.some((on) => on),
+      "never probed again",
+    );
+    const fast = drive(new LookaheadSwitch({ trials: 2, probeEvery: 8 }), 40, 2, 1.2, 1).slice(4);
+    assert.ok(fast.filter((on) => !on).length <= 5, `plain decoding kept ${fast.filter((on) => !on).length} times`);
+  });
+
+  it("follows a change: Lookahead that starts to pay is taken up after a probe", () => {
+    const lookaheadSwitch = new LookaheadSwitch({ trials: 1, probeEvery: 4, weight: 0.5 });
+    drive(lookaheadSwitch, 20, 1.2, 2, 1);
+    assert.ok(lookaheadSwitch.msPerToken(true) > lookaheadSwitch.msPerToken(false));
+    const after = drive(lookaheadSwitch, 40, 3, 1.2, 1).slice(-8);
+    assert.ok(after.filter((on) => on).length >= 6, `${after}`);
   });
 });
