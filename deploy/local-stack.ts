@@ -44,13 +44,13 @@ export const MODEL_PAIRS = {
   /** The real stories260K with its int4 and early-exit drafts: the example prints a real story. */
   stories260k: {
     targetModel: "stories260k",
-    drafters: "int4=stories260k-int4,early-exit=stories260k-exit4,ngram",
+    drafters: "int4=stories260k-int4,early-exit=stories260k-exit4,ngram,lookahead",
     defaultDrafter: "int4",
   },
   /** The cost-scaled target (~110M parameters of work per token) with drafts scaled alike (benchmarks). */
   "cost-scaled": {
     targetModel: "stories260k-x110m",
-    drafters: "int4=stories260k-int4-x11m,early-exit=stories260k-x110m-exit3,ngram",
+    drafters: "int4=stories260k-int4-x11m,early-exit=stories260k-x110m-exit3,ngram,lookahead",
     defaultDrafter: "int4",
   },
 } as const;

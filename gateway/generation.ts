@@ -273,7 +273,7 @@ class Generation {
       // The draft service drafts the next round on this round's verdict with the same K and shape (the gateway's next
       // ask may take fewer, or update them for the round after).
       proposal:
-        plan.k > 0 && !this.request.selfDrafter !== undefined
+        plan.k > 0 && this.request.selfDrafter === undefined
           ? this.services.draft.propose(this.drafted, plan.round, plan.k, plan.k, traceContext, branching)
           : undefined,
     };

@@ -5,6 +5,7 @@
  */
 import { DEFAULT_LOOKAHEAD, type LookaheadConfig, LookaheadSequence, lookaheadConfig } from "./lookahead.ts";
 import type { SelfDraftAsk, SelfDrafter, SelfDraftRound, SelfDraftState, SelfDraftVerdict } from "./self-drafter.ts";
+import { chainTree } from "./token-tree.ts";
 
 class LookaheadState implements SelfDraftState {
   readonly #sequence: LookaheadSequence;
@@ -27,6 +28,8 @@ class LookaheadState implements SelfDraftState {
   }
 
   plan({ depth, room }: SelfDraftAsk): SelfDraftRound {
+    // K = 0 is a plain decoding step: no candidates, and no window to pay for either.
+    if (depth === 0) return { tree: chainTree([]) };
     const { tree, window } = this.#sequence.plan(this.#root, depth, room);
     return { tree, lookahead: window };
   }
