@@ -3,7 +3,7 @@
  * [--repeats R] [--drafters int4,ngram,...] [--k K] [--k-max K] [--draft-threads N|auto] [--target-threads N] [--target NAME]
  * [--sweep-drafter NAME|none] [--sweep-k 1,2,4,8] [--sweep-tree-nodes 8,16,32]`).
  *
- * On the cost-scaled target, for each drafter and for fixed and adaptive K, in the same run and on the same prompts
+ * On the cost-scaled target, for each drafter (`medusa`: the target's own heads, run on its `-medusa` build) and for fixed and adaptive K, in the same run and on the same prompts
  * as target-only greedy decoding: acceptance α, mean accepted per round, c (draft step / target step), the measured
  * speedup S, the ideal S* from the run's own measured model costs, efficiency S/S*, and a per-phase breakdown of where
  * decode time goes, and S* priced at each model's 10th-percentile step cost (`ideal_speedup_quiet`: the same rounds on
@@ -17,13 +17,14 @@ import { z } from "zod";
 import type { Drafter } from "../services/engine/drafter.ts";
 import { type GenerationResult, generate, type Speculation } from "../services/engine/generate.ts";
 import { CostModel, type KPolicyConfig } from "../services/engine/k-policy.ts";
+import { MedusaDrafter } from "../services/engine/medusa-drafter.ts";
 import { ModelDrafter } from "../services/engine/model-drafter.ts";
 import { NgramDrafter } from "../services/engine/ngram-drafter.ts";
 import { aggregateStats, type SpeculationStats } from "../services/engine/stats.ts";
 import { AdaptiveTreeShape } from "../services/engine/tree-policy.ts";
 import { EXTERNAL_DATA_FILE } from "../services/model-builder/model-dir.ts";
-import type { CausalLM, ForwardRequest } from "../services/runtime/causal-lm.ts";
-import { resolveModel } from "../services/runtime/model-files.ts";
+import { type CausalLM, type ForwardRequest, isMedusaLM } from "../services/runtime/causal-lm.ts";
+import { MODELS_ROOT, resolveModel } from "../services/runtime/model-files.ts";
 import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
 import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
 import type { BenchReport } from "./cli.ts";
@@ -42,7 +43,15 @@ export const DRAFTER_MODELS: Record<string, string | undefined> = {
   /** The first 4 of stories260K's 5 layers, unpadded (cheap, like the int4 draft). */
   "early-exit-4": "stories260k-exit4",
   ngram: undefined,
+  medusa: undefined,
 };
+
+/**
+ * The drafter that is the target's own Medusa heads: its configurations run the target's `-medusa` build (heads
+ * computed in every verify forward, so their cost is in the figures) against the plain target's target-only decoding.
+ * Skipped, with a note, when that build is missing (`npm run train:medusa`).
+ */
+const MEDUSA = "medusa";
 
 /** The small tree the shape policy always has on offer beside the chain and the configured one. */
 const NARROW_TREE = { width: 2, nodes: 6 };
@@ -168,6 +177,8 @@ function fastest(runs: Runs): Measured {
 interface Config {
   readonly name: string;
   readonly drafterName: string;
+  /** The model verifying (and, for Medusa, drafting); the benchmark's target when absent. */
+  readonly target?: TimedModel;
   /** "sweep": one point of the K or tree-size sweep. */
   readonly policy: "fixed" | "adaptive" | "tree" | "sweep";
   readonly speculation: Speculation;
@@ -315,10 +326,12 @@ function sweepConfigs(
   drafter: Drafter,
   draftModel: TimedModel | undefined,
   prompts: readonly number[][],
+  target: TimedModel | undefined,
 ): Config[] {
   const point = (name: string, speculation: Omit<Speculation, "drafter" | "costs">): Config => ({
     name: `${drafterName}/${name}`,
     drafterName,
+    target,
     policy: "sweep",
     speculation: { drafter, costs: new CostModel(), ...speculation },
     draftModel,
@@ -339,7 +352,7 @@ function sweepConfigs(
 
 export async function run(argv: readonly string[]): Promise<BenchReport> {
   const options = parseOptions(argv);
-  const drafterNames = options.drafters.split(",").filter((d) => d.length > 0);
+  let drafterNames = options.drafters.split(",").filter((d) => d.length > 0);
   for (const name of drafterNames) {
     if (!(name in DRAFTER_MODELS))
       throw new RangeError(`unknown drafter ${name}; known: ${Object.keys(DRAFTER_MODELS)}`);
@@ -353,11 +366,24 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
 
   const configs: Config[] = [];
   const closers: (() => Promise<void>)[] = [() => target.close()];
+  const medusaName = `${options.target}-medusa`;
+  if (drafterNames.includes(MEDUSA) && !existsSync(join(MODELS_ROOT, medusaName, "config.json"))) {
+    progress(`no ${medusaName} model: medusa skipped (build it with npm run train:medusa)`);
+    drafterNames = drafterNames.filter((d) => d !== MEDUSA);
+  }
   for (const drafterName of drafterNames) {
     const modelName = DRAFTER_MODELS[drafterName];
     let drafter: Drafter;
     let draftModel: TimedModel | undefined;
-    if (modelName) {
+    let verifier: TimedModel | undefined;
+    if (drafterName === MEDUSA) {
+      progress(`loading ${medusaName}`);
+      const heads = await OnnxCausalLM.load(medusaName, { intraOpThreads: options["target-threads"] });
+      if (!isMedusaLM(heads)) throw new Error(`${medusaName} has no Medusa heads`);
+      verifier = new TimedModel(heads);
+      closers.push(() => (verifier as TimedModel).close());
+      drafter = new MedusaDrafter(heads);
+    } else if (modelName) {
       progress(`loading draft ${modelName}`);
       draftModel = new TimedModel(await OnnxCausalLM.load(modelName, { intraOpThreads: draftThreads(modelName) }));
       closers.push(() => (draftModel as TimedModel).close());
@@ -374,6 +400,7 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       configs.push({
         name: `${drafterName}/${policy}`,
         drafterName,
+        target: verifier,
         policy,
         // One cost model per configuration, shared by its requests as a service shares it across users.
         speculation: {
@@ -387,13 +414,19 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       });
     }
     if (drafterName === options["sweep-drafter"])
-      configs.push(...sweepConfigs(options, drafterName, drafter, draftModel, prompts));
+      configs.push(...sweepConfigs(options, drafterName, drafter, draftModel, prompts, verifier));
   }
 
   try {
     progress("warming up");
     for (const config of [undefined, ...configs]) {
-      await runOne(target, prompts[0], Math.min(16, options.tokens), config?.speculation, config?.draftModel);
+      await runOne(
+        config?.target ?? target,
+        prompts[0],
+        Math.min(16, options.tokens),
+        config?.speculation,
+        config?.draftModel,
+      );
     }
     const baselineRuns: Runs = prompts.map(() => []);
     const steps = new Progress(progress, options.repeats * prompts.length);
@@ -405,7 +438,13 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
           `repeat ${repeat + 1}/${options.repeats} prompt ${i + 1}/${prompts.length}: target-only ${round(base.decodeMs, 0)} ms`,
         ];
         for (const config of configs) {
-          const spec = await runOne(target, prompt, options.tokens, config.speculation, config.draftModel);
+          const spec = await runOne(
+            config.target ?? target,
+            prompt,
+            options.tokens,
+            config.speculation,
+            config.draftModel,
+          );
           config.runs[i].push(spec);
           line.push(`${config.name} ${round(base.decodeMs / spec.decodeMs, 2)}x`);
         }
@@ -427,16 +466,17 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
     for (const name of drafterNames) {
       const fixed = byConfig.get(`${name}/fixed`);
       const adaptive = byConfig.get(`${name}/adaptive`);
+      const model = name === MEDUSA ? medusaName : (DRAFTER_MODELS[name] ?? null);
       drafters[name] = {
         ...(winner === "adaptive" ? adaptive : fixed),
-        model: DRAFTER_MODELS[name] ?? null,
+        model,
         fixed,
         adaptive,
       };
       const tree = byConfig.get(`${name}/tree`);
       drafters[`${name}/tree`] = {
         ...tree,
-        model: DRAFTER_MODELS[name] ?? null,
+        model,
         tree_shapes: [NARROW_TREE, { width: options["tree-width"], nodes: options["tree-nodes"] }],
       };
     }

@@ -56,7 +56,7 @@ interface GrownTree {
 }
 
 /** The `count` most probable tokens of a distribution, ties by lower id, as [token, log-probability]. */
-function topTokens(probs: Float32Array, count: number): [number, number][] {
+export function topTokens(probs: Float32Array, count: number): [number, number][] {
   const best: [number, number][] = [];
   for (let id = 0; id < probs.length; id++) {
     const p = probs[id];

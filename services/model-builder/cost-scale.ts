@@ -9,6 +9,7 @@
  *   same frequency in d' dims; the 1/sqrt(d) score scale becomes 1/sqrt(d'), so wq is multiplied by sqrt(d'/d).
  * - Extra query heads, FFN units, layers (identity: every weight 0 adds 0 to the residual) and vocabulary rows are 0;
  *   the extra ids get a logits bias of MASKED_LOGIT, so their probability is exactly 0 for every consumer.
+ * - Medusa heads: their residual blocks and projections are padded like the layers.
  * - Key/value heads: a new kv head serves the query heads of its group; it copies the original kv head those query
  *   heads used (so multi-head shapes can host a grouped-query model).
  */
@@ -153,5 +154,13 @@ export function costScale(weights: LlamaWeights, shape: LlamaShape): LlamaWeight
     finalNorm: scaledVector(weights.finalNorm, shape.dim, normScale),
     classifier: weights.classifier === null ? null : padRows(dense(weights.classifier)),
     logitsBias,
+    // The extra dims of the normalised state are 0, and SiLU(0) = 0: padded heads compute the same logits.
+    ...(weights.medusa && {
+      medusa: weights.medusa.map((head) => ({
+        residual: embed(head.residual, shape.dim, shape.dim, identity, identity),
+        bias: scaledVector(head.bias, shape.dim, 1),
+        projection: head.projection && padRows(head.projection),
+      })),
+    }),
   };
 }

@@ -18,7 +18,14 @@
  */
 
 import { TREE_MASK_WIDTH } from "../runtime/decoder-layout.ts";
-import { isQuantized, type Linear, type LlamaWeights, transpose } from "./llama-weights.ts";
+import {
+  isQuantized,
+  type Linear,
+  type LlamaWeights,
+  type Matrix,
+  type MedusaHead,
+  transpose,
+} from "./llama-weights.ts";
 import { DataType, type Dim, type OnnxGraph as Graph, OnnxGraph } from "./onnx-graph.ts";
 
 export const OPSET = 17;
@@ -161,23 +168,86 @@ export function buildLlamaGraph(weights: LlamaWeights): OnnxGraph {
   const cls = weights.classifier;
   const bias = weights.logitsBias && g.initializer("logits_bias", weights.logitsBias, [c.vocabSize]);
   let flatLogits: string;
+  let classifier: string | undefined;
   if (cls !== null && isQuantized(cls)) {
     const raw = linearWeight(g, "lm_head", cls, normed);
     flatLogits = bias ? g.op("Add", [raw, bias]) : raw;
   } else {
     // Gemm with transB reads the [vocab, dim] matrix in place, so a tied classifier shares the embedding tensor.
-    const w = cls === null ? "embed_tokens" : g.initializer("lm_head", cls.data, [c.vocabSize, c.dim]);
+    classifier = cls === null ? "embed_tokens" : g.initializer("lm_head", cls.data, [c.vocabSize, c.dim]);
     const flat = g.op("Reshape", [normed, g.ints([-1, c.dim])]);
-    flatLogits = g.op("Gemm", bias ? [flat, w, bias] : [flat, w], { transB: 1 });
+    flatLogits = g.op("Gemm", bias ? [flat, classifier, bias] : [flat, classifier], { transB: 1 });
   }
   g.op("Reshape", [flatLogits, logitsShape], {}, { outputs: ["logits"] });
 
   g.output("logits", DataType.FLOAT, [B, S, c.vocabSize]);
+  if (weights.medusa && weights.medusa.length > 0) {
+    if (classifier === undefined) throw new Error("Medusa heads need a dense classifier");
+    medusaHeads(g, weights.medusa, normed, classifier, bias, c.dim, c.vocabSize);
+  }
   past.forEach((_, i) => {
     g.output(`present.${i}.key`, DataType.FLOAT, [B, c.nKvHeads, T, d]);
     g.output(`present.${i}.value`, DataType.FLOAT, [B, c.nKvHeads, T, d]);
   });
   return g;
+}
+
+/**
+ * The heads as extra outputs: `medusa_logits` [b, s, heads, vocab] at every position (head i's logits for the token
+ * i + 2 places on) and `hidden_states` [b, s, dim], the normalised state the heads read (training inputs). The
+ * residual blocks run as one MatMul over the heads stacked; heads sharing the classifier run as one Gemm over all
+ * their rows, so the classifier's weights are read once however many heads there are.
+ */
+function medusaHeads(
+  g: Graph,
+  heads: readonly MedusaHead[],
+  normed: string,
+  classifier: string,
+  bias: string | null,
+  dim: number,
+  vocabSize: number,
+): void {
+  const n = heads.length;
+  const shared = heads.every((h) => h.projection === null);
+  if (!shared && heads.some((h) => h.projection === null)) throw new Error("Medusa heads share the classifier or none");
+  g.op("Identity", [normed], {}, { outputs: ["hidden_states"] });
+  // [dim, n·dim]: column block i is head i's W transposed.
+  const stacked = new Float32Array(dim * n * dim);
+  heads.forEach((head, i) => {
+    const t = transpose(head.residual);
+    for (let r = 0; r < dim; r++) stacked.set(t.data.subarray(r * dim, (r + 1) * dim), r * n * dim + i * dim);
+  });
+  const biases = new Float32Array(n * dim);
+  heads.forEach((head, i) => {
+    biases.set(head.bias, i * dim);
+  });
+  const pre = g.op("Add", [
+    g.op("Reshape", [
+      g.op("MatMul", [normed, g.initializer("medusa.residual", stacked, [dim, n * dim])]),
+      g.ints([0, 0, n, dim]),
+    ]),
+    g.initializer("medusa.bias", biases, [n, dim]),
+  ]);
+  const blocks = g.op("Add", [g.op("Unsqueeze", [normed, g.ints([2])]), g.op("Mul", [pre, g.op("Sigmoid", [pre])])]);
+  const shape = g.op("Concat", [g.op("Shape", [normed], { start: 0, end: 2 }), g.ints([n, vocabSize])], { axis: 0 });
+  let flat: string;
+  if (shared) {
+    const rows = g.op("Reshape", [blocks, g.ints([-1, dim])]);
+    flat = g.op("Gemm", bias ? [rows, classifier, bias] : [rows, classifier], { transB: 1 });
+  } else {
+    // [n, b·s, dim] × [n, dim, vocab] → [n, b·s, vocab] → [b·s, n, vocab].
+    const projections = new Float32Array(n * dim * vocabSize);
+    heads.forEach((head, i) => {
+      projections.set(transpose(head.projection as Matrix).data, i * dim * vocabSize);
+    });
+    const perHead = g.op("Transpose", [g.op("Reshape", [blocks, g.ints([-1, n, dim])])], { perm: [1, 0, 2] });
+    const raw = g.op("MatMul", [perHead, g.initializer("medusa.projection", projections, [n, dim, vocabSize])]);
+    const logits = g.op("Transpose", [raw], { perm: [1, 0, 2] });
+    flat = bias ? g.op("Add", [logits, bias]) : logits;
+  }
+  g.op("Reshape", [flat, shape], {}, { outputs: ["medusa_logits"] });
+  g.output("medusa_logits", DataType.FLOAT, [B, S, n, vocabSize]);
+  g.output("hidden_states", DataType.FLOAT, [B, S, dim]);
 }
 
 /** True when the graph needs ONNX Runtime's com.microsoft operators. */

@@ -76,6 +76,21 @@ export interface LlamaWeights {
   readonly classifier: Linear | null;
   /** Added to the logits (masks padded vocabulary ids off), or null. */
   readonly logitsBias: Float32Array | null;
+  /** Medusa heads read the final normalised hidden states; absent for a plain decoder. */
+  readonly medusa?: readonly MedusaHead[];
+}
+
+/**
+ * One Medusa head (Cai et al. 2024): a residual block y = x + SiLU(W·x + b) on the final normalised hidden state x,
+ * then a vocabulary projection. Head i predicts the token i + 2 places after its position (the classifier predicts
+ * the next one).
+ */
+export interface MedusaHead {
+  /** W, [dim, dim] ([out, in]); zero-initialised, so an untrained head is the classifier itself. */
+  readonly residual: Matrix;
+  readonly bias: Float32Array;
+  /** The head's own [vocabSize, dim] projection, or null to share the model's classifier (TGI's second generation). */
+  readonly projection: Matrix | null;
 }
 
 /** The model made of the first `layers` layers, the final norm and the classifier (an early-exit draft). */

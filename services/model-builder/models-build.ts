@@ -8,8 +8,10 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { LLAMA2C_TOKENIZER_FILE } from "../runtime/tokenizer/llama2c.ts";
 import { costScale, type LlamaShape, STORIES_110M } from "./cost-scale.ts";
-import { earlyExit, type LlamaWeights } from "./llama-weights.ts";
+import { earlyExit, type LlamaWeights, type MedusaHead } from "./llama-weights.ts";
 import { readLlama2c } from "./llama2c.ts";
+import { headFiles, readHeadSet, writeHeadSet } from "./medusa-heads.ts";
+import { DEFAULT_TRAINING, trainMedusaHeads } from "./medusa-train.ts";
 import { modelCost } from "./model-cost.ts";
 import { type WriteProgress, writeModelDir } from "./model-dir.ts";
 import { quantizeWeights } from "./quantize.ts";
@@ -45,9 +47,22 @@ export interface ModelRecipe {
   readonly summary: string;
   /** Cost-scaled models: hundreds of MB, shown with a progress indicator. */
   readonly large: boolean;
-  /** The variant's weights and provenance details, from the exact model. */
-  make(exact: LlamaWeights): { weights: LlamaWeights; variant: string; details: Record<string, unknown> };
+  /**
+   * The Medusa head set the model carries (trained by medusa-train.ts when missing). Such models are built only when
+   * asked for by name (`--only`, `npm run train:medusa`): training takes minutes, and the quick start needs none.
+   */
+  readonly heads?: string;
+  /** The variant's weights and provenance details, from the exact model (and the recipe's heads). */
+  make(
+    exact: LlamaWeights,
+    heads: readonly MedusaHead[],
+  ): { weights: LlamaWeights; variant: string; details: Record<string, unknown> };
 }
+
+/** The head set of the Medusa models: 4 heads sharing stories260K's classifier. */
+export const MEDUSA_HEADS = "stories260k-4-shared";
+/** Where trained head sets are kept, under the models folder. */
+export const HEADS_DIR = ".medusa-heads";
 
 /** Int4 drafts use group size 32 (agreement with the exact model: see bench/drafts.ts). */
 const INT4_GROUP = 32;
@@ -110,6 +125,28 @@ export const RECIPES: readonly ModelRecipe[] = [
       details: { bits: 4, groupSize: INT4_GROUP, format: "dequantized", shape: DRAFT_11M },
     }),
   },
+  {
+    name: "stories260k-medusa",
+    summary: "stories260K with 4 Medusa heads sharing its classifier (`npm run train:medusa`)",
+    large: false,
+    heads: MEDUSA_HEADS,
+    make: (exact, heads) => ({
+      weights: { ...exact, medusa: heads },
+      variant: "medusa",
+      details: { heads: heads.length },
+    }),
+  },
+  {
+    name: "stories260k-x110m-medusa",
+    summary: "the cost-scaled target with the same Medusa heads, padded with it",
+    large: true,
+    heads: MEDUSA_HEADS,
+    make: (exact, heads) => ({
+      weights: costScale({ ...exact, medusa: heads }, STORIES_110M),
+      variant: "cost-scaled-medusa",
+      details: { shape: STORIES_110M, original: exact.config, heads: heads.length },
+    }),
+  },
 ];
 
 // Everything that decides a model's bytes: a change to any of these files rebuilds the models.
@@ -123,6 +160,7 @@ const BUILDER_FILES = [
   "onnx-graph.ts",
   "cost-scale.ts",
   "quantize.ts",
+  "medusa-heads.ts",
   // The name of attention_mask's width, which tells the runtime that a graph reads tree masks.
   "../runtime/decoder-layout.ts",
 ];
@@ -144,6 +182,7 @@ interface Stamp {
   readonly builder: string;
   readonly checkpointSha256: string;
   readonly tokenizerSha256: string;
+  readonly headsSha256?: string;
 }
 
 async function readStamp(dir: string): Promise<Stamp | null> {
@@ -158,6 +197,7 @@ export type BuildEvent =
   | { readonly kind: "skip"; readonly name: string }
   | { readonly kind: "start"; readonly name: string; readonly large: boolean }
   | { readonly kind: "progress"; readonly name: string; readonly stage: string; readonly fraction: number }
+  | { readonly kind: "train"; readonly name: string; readonly stage: string }
   | {
       readonly kind: "done";
       readonly name: string;
@@ -183,7 +223,9 @@ export async function buildModels(options: BuildOptions): Promise<string[]> {
   if (unknown.length > 0) {
     throw new Error(`unknown model ${unknown.join(", ")} (known: ${RECIPES.map((r) => r.name).join(", ")})`);
   }
-  const recipes = RECIPES.filter((r) => options.only === undefined || options.only.includes(r.name));
+  const recipes = RECIPES.filter((r) =>
+    options.only === undefined ? r.heads === undefined : options.only.includes(r.name),
+  );
   const checkpointPath = join(options.sourceDir, SOURCE_CHECKPOINT);
   const tokenizerPath = join(options.sourceDir, SOURCE_TOKENIZER);
   const [checkpointSha256, tokenizerSha256, builder] = await Promise.all([
@@ -197,9 +239,27 @@ export async function buildModels(options: BuildOptions): Promise<string[]> {
   ]);
   let exact: LlamaWeights | undefined;
   const built: string[] = [];
+  const headsDir = join(options.outDir, HEADS_DIR);
+  const headSets = new Map<string, readonly MedusaHead[]>();
   for (const recipe of recipes) {
     const dir = join(options.outDir, recipe.name);
-    const stamp: Stamp = { name: recipe.name, builder, checkpointSha256, tokenizerSha256 };
+    let heads: readonly MedusaHead[] = [];
+    let headsSha256: string | undefined;
+    if (recipe.heads !== undefined) {
+      const name = recipe.heads;
+      if (!headSets.has(name)) {
+        let set = await readHeadSet(headsDir, name);
+        if (set === null) {
+          exact ??= (await readLlama2c(checkpointPath)).weights;
+          set = await trainMedusaHeads(exact, DEFAULT_TRAINING, (stage) => emit({ kind: "train", name, stage }));
+          await writeHeadSet(headsDir, name, set);
+        }
+        headSets.set(name, set.heads);
+      }
+      heads = headSets.get(name) ?? [];
+      headsSha256 = await sha256(headFiles(headsDir, name).weights);
+    }
+    const stamp: Stamp = { name: recipe.name, builder, checkpointSha256, tokenizerSha256, headsSha256 };
     const previous = await readStamp(dir);
     if (!options.force && previous !== null && JSON.stringify(previous) === JSON.stringify(stamp)) {
       emit({ kind: "skip", name: recipe.name });
@@ -208,7 +268,7 @@ export async function buildModels(options: BuildOptions): Promise<string[]> {
     const started = performance.now();
     emit({ kind: "start", name: recipe.name, large: recipe.large });
     exact ??= (await readLlama2c(checkpointPath)).weights;
-    const { weights, variant, details } = recipe.make(exact);
+    const { weights, variant, details } = recipe.make(exact, heads);
     const tied = weights.classifier === null;
     const cost = modelCost(weights.config, tied);
     const onProgress: WriteProgress = (stage, fraction) =>

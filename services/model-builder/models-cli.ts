@@ -30,7 +30,8 @@ Options:
 Environment:
   SPECGATE_MODEL_DATA folder with stories260K.bin and tok512.bin (default model-data/tinystories-260k)
 
-Models:
+Models (those with Medusa heads are built only when named with --only; their heads are trained first when missing,
+see npm run train:medusa):
 ${RECIPES.map((r) => `  ${r.name.padEnd(24)}${r.summary}`).join("\n")}
 `;
 
@@ -58,6 +59,9 @@ function progressPrinter(): (event: BuildEvent) => void {
         lastLine = line;
         break;
       }
+      case "train":
+        process.stderr.write(`models: training Medusa heads ${event.name}: ${event.stage}\n`);
+        break;
       case "done":
         process.stderr.write(
           `${live ? "\r\x1b[K" : ""}models: built ${event.name} in ${formatSeconds(event.elapsedMs)} ` +

@@ -72,3 +72,26 @@ export interface CausalLM {
   cacheBytes(sequenceId?: string): number;
   close(): Promise<void>;
 }
+
+/** What a forward of a model with Medusa heads yields beyond logits, per appended position. */
+export interface HeadOutputs {
+  /** Row-major [tokens × heads × vocabSize]: head i's logits for the token i + 2 places after each position. */
+  readonly medusaLogits: Float32Array;
+  /** Row-major [tokens × hiddenSize]: the final normalised hidden states the heads read. */
+  readonly hiddenStates: Float32Array;
+}
+
+/** A causal LM whose graph carries Medusa heads (services/model-builder/llama-graph.ts). */
+export interface MedusaLM extends CausalLM {
+  readonly medusa: { readonly heads: number; readonly hiddenSize: number };
+  /**
+   * The head outputs of the sequence's last forward, one row per token it appended (kept until the sequence's next
+   * forward or release): in process, the drafter reads the next proposal off the verify forward that just ran.
+   */
+  lastHeadOutputs(sequenceId: string): HeadOutputs | undefined;
+}
+
+export function isMedusaLM(model: CausalLM): model is MedusaLM {
+  const { medusa } = model as Partial<MedusaLM>;
+  return medusa !== undefined && medusa.heads > 0;
+}

@@ -29,6 +29,10 @@ export interface DecoderLayout {
   readonly hasUseCacheBranch: boolean;
   /** Bytes of KV cache one token occupies (all layers, keys and values, float32). */
   readonly kvBytesPerToken: number;
+  /** Medusa heads the graph outputs (`medusa_logits` and `hidden_states`), 0 for a plain decoder. */
+  readonly medusaHeads: number;
+  /** Width of `hidden_states` (0 without heads). */
+  readonly hiddenSize: number;
 }
 
 type ValueMetadata = InferenceSession.ValueMetadata;
@@ -126,7 +130,26 @@ export function decoderLayout(
       tensorMetadata(inputs.find((input) => input.name === "attention_mask")).shape[1] === TREE_MASK_WIDTH,
     hasUseCacheBranch: inputNames.has("use_cache_branch"),
     kvBytesPerToken: kvBytesPerToken(numLayers, numKvHeads, headDim),
+    ...medusaLayout(outputs, vocabSize),
   };
+}
+
+/** The heads of a graph with Medusa outputs: both outputs or neither, with fixed head count and widths. */
+function medusaLayout(
+  outputs: readonly ValueMetadata[],
+  vocabSize: number,
+): Pick<DecoderLayout, "medusaHeads" | "hiddenSize"> {
+  const heads = outputs.find((o) => o.name === "medusa_logits");
+  const hidden = outputs.find((o) => o.name === "hidden_states");
+  if (heads === undefined && hidden === undefined) return { medusaHeads: 0, hiddenSize: 0 };
+  const [count, width] = tensorMetadata(heads).shape.slice(2);
+  const hiddenSize = tensorMetadata(hidden).shape[2];
+  if (typeof count !== "number" || width !== vocabSize || typeof hiddenSize !== "number") {
+    throw new UnsupportedModelError(
+      "medusa_logits must be [batch, seq, heads, vocab] and hidden_states [batch, seq, dim]",
+    );
+  }
+  return { medusaHeads: count, hiddenSize };
 }
 
 /** Bytes of KV cache one token occupies: a key and a value per layer and KV head, float32 (the only cache type run). */

@@ -12,7 +12,7 @@ import {
   planRuns,
   runsAfter,
 } from "./batch-plan.ts";
-import type { CausalLM, ForwardRequest, ModelInfo, TreeAttention } from "./causal-lm.ts";
+import type { CausalLM, ForwardRequest, HeadOutputs, MedusaLM, ModelInfo, TreeAttention } from "./causal-lm.ts";
 import { type DecoderLayout, decoderLayout } from "./decoder-layout.ts";
 import { KvBlock, KvCacheStore } from "./kv-cache.ts";
 import { type ModelFiles, resolveModel } from "./model-files.ts";
@@ -43,8 +43,11 @@ export interface RuntimeStats {
   readonly runMs: number;
 }
 
+/** A MedusaLM when the graph carries heads; a plain decoder's `medusa` is undefined (`isMedusaLM` false). */
 export class OnnxCausalLM implements CausalLM {
   readonly info: ModelInfo;
+  readonly medusa: MedusaLM["medusa"] | undefined;
+  readonly #heads = new Map<string, HeadOutputs>();
   readonly #store: KvCacheStore;
   /** Forwards run one after another: each plans from, and commits to, the caches the previous one left. */
   #queue: Promise<unknown> = Promise.resolve();
@@ -75,6 +78,7 @@ export class OnnxCausalLM implements CausalLM {
       eosTokenId: layout.eosTokenId,
       kvBytesPerToken: layout.kvBytesPerToken,
     };
+    this.medusa = layout.medusaHeads > 0 ? { heads: layout.medusaHeads, hiddenSize: layout.hiddenSize } : undefined;
     this.#store = new KvCacheStore(layout.kvBytesPerToken);
   }
 
@@ -136,7 +140,12 @@ export class OnnxCausalLM implements CausalLM {
     this.#store.compact(sequenceId, start, kept);
   }
 
+  lastHeadOutputs(sequenceId: string): HeadOutputs | undefined {
+    return this.#heads.get(sequenceId);
+  }
+
   release(sequenceId: string): void {
+    this.#heads.delete(sequenceId);
     if (this.#pending.has(sequenceId)) this.#releasedAt.set(sequenceId, this.#issued);
     this.#store.release(sequenceId);
   }
@@ -158,6 +167,7 @@ export class OnnxCausalLM implements CausalLM {
   async close(): Promise<void> {
     await this.#queue;
     this.#store.clear();
+    this.#heads.clear();
     this.#scratch.length = 0;
     await this.session.release();
   }
@@ -271,12 +281,24 @@ export class OnnxCausalLM implements CausalLM {
     const presents = layout.presentNames.map((name) => outputs[name] as Tensor);
     const block = new KvBlock(presents, rows, width, rows * width * layout.kvBytesPerToken);
     const logits = (outputs.logits as Tensor).data as Float32Array;
+    const heads = layout.medusaHeads > 0 && {
+      logits: (outputs.medusa_logits as Tensor).data as Float32Array,
+      hidden: (outputs.hidden_states as Tensor).data as Float32Array,
+      width: layout.medusaHeads * layout.vocabSize,
+    };
     const results = new Array<Float32Array>(requests.length);
     plan.rows.forEach((row, r) => {
       const { sequenceId } = requests[row.item];
       const first = r * plan.newWidth * layout.vocabSize;
       results[row.item] = logits.subarray(first, first + row.tokens.length * layout.vocabSize);
       if ((this.#releasedAt.get(sequenceId) ?? -1) > issue) return;
+      if (heads) {
+        const at = r * plan.newWidth;
+        this.#heads.set(sequenceId, {
+          medusaLogits: heads.logits.subarray(at * heads.width, (at + row.tokens.length) * heads.width),
+          hiddenStates: heads.hidden.subarray(at * layout.hiddenSize, (at + row.tokens.length) * layout.hiddenSize),
+        });
+      }
       this.#store.set(sequenceId, {
         block,
         row: r,
