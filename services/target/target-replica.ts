@@ -13,12 +13,14 @@ import { SERVICE_NAMES } from "../../proto/load.ts";
 import { QUEUE_PREFIX, queueConnection, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
 import { Batcher } from "../batching/batcher.ts";
 import { lookaheadDrafter } from "../engine/lookahead-drafter.ts";
+import { medusaSelfDrafter } from "../engine/medusa-self-drafter.ts";
 import { drain as drainServer, setServing } from "../grpc/server.ts";
 import { announceReplica } from "../replica-link/announcements.ts";
 import { nowUnixMs } from "../replica-link/clock.ts";
 import { publisher } from "../replica-link/turn-batch.ts";
 import { PUSHES_CONNECTION_NAME, VerifyIntake } from "../replica-link/verify-intake.ts";
 import { startVerifyWorker } from "../replica-link/verify-worker.ts";
+import { isMedusaLM } from "../runtime/causal-lm.ts";
 import { resolveModel } from "../runtime/model-files.ts";
 import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
 import type { TargetConfig } from "./config.ts";
@@ -62,7 +64,7 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
     cache,
     replicaId,
     modelName,
-    new SelfDrafts([lookaheadDrafter(model.info.vocabSize)]),
+    new SelfDrafts([lookaheadDrafter(model.info.vocabSize), ...(isMedusaLM(model) ? [medusaSelfDrafter(model)] : [])]),
   );
   const counters = new ReplicaStats();
   verifyRound.observe(() => (report) => {
