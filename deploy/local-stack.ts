@@ -53,6 +53,12 @@ export const MODEL_PAIRS = {
     drafters: "int4=stories260k-int4-x11m,early-exit=stories260k-x110m-exit3,ngram,lookahead",
     defaultDrafter: "int4",
   },
+  /** stories260K with Medusa heads, trained at the first start (`npm run train:medusa`), beside the other drafters. */
+  medusa: {
+    targetModel: "stories260k-medusa",
+    drafters: "medusa,lookahead,int4=stories260k-int4,ngram",
+    defaultDrafter: "medusa",
+  },
 } as const;
 
 export type ModelPair = keyof typeof MODEL_PAIRS;
@@ -490,7 +496,9 @@ const STACK_SETTINGS = {
     flag: "pair",
     env: "SPECGATE_PAIR",
     schema: z.enum(Object.keys(MODEL_PAIRS) as [ModelPair, ...ModelPair[]]).default("stories260k"),
-    help: `target model and drafters: stories260k (${MODEL_PAIRS.stories260k.targetModel} with ${MODEL_PAIRS.stories260k.drafters}) or cost-scaled (${MODEL_PAIRS["cost-scaled"].targetModel} with ${MODEL_PAIRS["cost-scaled"].drafters})`,
+    help: `target model and drafters: ${Object.entries(MODEL_PAIRS)
+      .map(([name, pair]) => `${name} (${pair.targetModel} with ${pair.drafters})`)
+      .join(", ")}`,
   },
   targetModel: {
     flag: "target-model",
