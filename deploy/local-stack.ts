@@ -44,14 +44,20 @@ export const MODEL_PAIRS = {
   /** The real stories260K with its int4 and early-exit drafts: the example prints a real story. */
   stories260k: {
     targetModel: "stories260k",
-    drafters: "int4=stories260k-int4,early-exit=stories260k-exit4,ngram",
+    drafters: "int4=stories260k-int4,early-exit=stories260k-exit4,ngram,lookahead",
     defaultDrafter: "int4",
   },
   /** The cost-scaled target (~110M parameters of work per token) with drafts scaled alike (benchmarks). */
   "cost-scaled": {
     targetModel: "stories260k-x110m",
-    drafters: "int4=stories260k-int4-x11m,early-exit=stories260k-x110m-exit3,ngram",
+    drafters: "int4=stories260k-int4-x11m,early-exit=stories260k-x110m-exit3,ngram,lookahead",
     defaultDrafter: "int4",
+  },
+  /** stories260K with Medusa heads, trained at the first start (`npm run train:medusa`), beside the other drafters. */
+  medusa: {
+    targetModel: "stories260k-medusa",
+    drafters: "medusa,lookahead,int4=stories260k-int4,ngram",
+    defaultDrafter: "medusa",
   },
 } as const;
 
@@ -495,7 +501,9 @@ const STACK_SETTINGS = {
     flag: "pair",
     env: "SPECGATE_PAIR",
     schema: z.enum(Object.keys(MODEL_PAIRS) as [ModelPair, ...ModelPair[]]).default("stories260k"),
-    help: `target model and drafters: stories260k (${MODEL_PAIRS.stories260k.targetModel} with ${MODEL_PAIRS.stories260k.drafters}) or cost-scaled (${MODEL_PAIRS["cost-scaled"].targetModel} with ${MODEL_PAIRS["cost-scaled"].drafters})`,
+    help: `target model and drafters: ${Object.entries(MODEL_PAIRS)
+      .map(([name, pair]) => `${name} (${pair.targetModel} with ${pair.drafters})`)
+      .join(", ")}`,
   },
   targetModel: {
     flag: "target-model",

@@ -113,7 +113,8 @@ export async function runGeneration(
       );
       const verified = performance.now();
       const { result } = verification;
-      const outcome = speculation.accept(current.plan, draft?.tree ? { tree: draft.tree } : draft, {
+      const drafted = draft ?? generation.selfDraft(result);
+      const outcome = speculation.accept(current.plan, drafted?.tree ? { tree: drafted.tree } : drafted, {
         accepted: result.accepted,
         token: result.next_token,
         path: result.path,
@@ -156,6 +157,8 @@ interface RoundInFlight {
   readonly start: number;
   readonly span: RoundTrace;
   readonly traceContext: Record<string, string>;
+  /** The tree shape this round asked for; undefined: a chain. */
+  readonly branching: Branching | undefined;
   readonly proposal: Promise<Proposal__Output | undefined> | undefined;
 }
 
@@ -179,7 +182,8 @@ function roundTiming(
   return {
     round_ms: roundEnd - round.start,
     draft_wait_ms: draftDone - round.start,
-    draft_compute_ms: proposal?.draft_time_ms ?? 0,
+    // A self-drafted round's drafting happened on the replica, inside its verify.
+    draft_compute_ms: proposal?.draft_time_ms ?? result.draft_time_ms,
     verify_wait_ms: verified - draftDone,
     queue_wait_ms: result.queue_wait_ms,
     verify_compute_ms: result.verify_time_ms,
@@ -235,10 +239,13 @@ class Generation {
       createKPolicy(request.kPolicy, this.costs),
       request.drafter === NO_DRAFTER
         ? undefined
-        : {
-            rollBack: (outcome) =>
-              draft.accept(ids.sequenceId, outcome.round, outcome.accepted, [outcome.token], outcome.path),
-          },
+        : request.selfDrafter !== undefined
+          ? // The replica settles its drafting state in the forward that verified the round.
+            { rollBack: () => undefined }
+          : {
+              rollBack: (outcome) =>
+                draft.accept(ids.sequenceId, outcome.round, outcome.accepted, [outcome.token], outcome.path),
+            },
     );
     this.drafted = {
       sequenceId: ids.sequenceId,
@@ -262,13 +269,24 @@ class Generation {
       start: performance.now(),
       span,
       traceContext,
+      branching,
       // The draft service drafts the next round on this round's verdict with the same K and shape (the gateway's next
       // ask may take fewer, or update them for the round after).
       proposal:
-        plan.k > 0
+        plan.k > 0 && this.request.selfDrafter === undefined
           ? this.services.draft.propose(this.drafted, plan.round, plan.k, plan.k, traceContext, branching)
           : undefined,
     };
+  }
+
+  /** The tree a replica drafted for a self-drafted round and returned with its verdict; none if it drafted none. */
+  selfDraft(result: VerifyResult__Output): WireDraft | undefined {
+    const wire = result.draft_tree;
+    if (this.request.selfDrafter === undefined || !wire || wire.tokens.length === 0) return undefined;
+    const sampled = this.request.sampling.temperature > 0 && wire.distributions.length > 0;
+    const tree = decodeTree(wire, sampled ? wire.distributions.map(fromWire) : undefined);
+    this.extra.draft_tree_bytes += treeCodec.encode(wire).length;
+    return { tokens: [], distributions: [], tree };
   }
 
   /** The round's draft, or undefined when it has none (K = 0, or the draft service could not answer). */
@@ -326,6 +344,16 @@ class Generation {
       model: this.services.model.name,
       draft_verdict_channel: proposal?.verdict_channel ?? "",
       ...(draft?.wireTree && { draft_tree: draft.wireTree }),
+      // Also at K = 0: the replica's drafting state then settles on the round, ready for the next.
+      ...(request.selfDrafter !== undefined && {
+        self_draft: {
+          drafter: request.selfDrafter,
+          depth: round.plan.k,
+          // A chain is a tree one wide.
+          shape: round.branching ?? { width: 1, nodes: round.plan.k },
+          lookahead: request.lookahead ?? null,
+        },
+      }),
     };
   }
 

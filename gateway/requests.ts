@@ -90,8 +90,12 @@ export function requestStatus(error: unknown): {
   if (error instanceof Aborted) return { code: error.code, details: error.message };
   if (error instanceof NoReplicaError) return { code: grpc.status.UNAVAILABLE, details: error.message };
   if (error instanceof VerifyJobError) {
+    // FAILED_PRECONDITION: no replica serves what the request needs (another model, a self-drafter its model lacks).
     const code =
-      error.code === "RESOURCE_EXHAUSTED" || error.code === "DEADLINE_EXCEEDED" || error.code === "UNAVAILABLE"
+      error.code === "RESOURCE_EXHAUSTED" ||
+      error.code === "DEADLINE_EXCEEDED" ||
+      error.code === "UNAVAILABLE" ||
+      error.code === "FAILED_PRECONDITION"
         ? grpc.status[error.code]
         : grpc.status.INTERNAL;
     return { code, details: `verification failed: ${error.message}` };

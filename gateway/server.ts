@@ -11,7 +11,7 @@ import type { GatewayHandlers } from "../gen/specgate/v1/Gateway.ts";
 import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
 import type { ListModelsResponse } from "../gen/specgate/v1/ListModelsResponse.ts";
 import { gatewayService, SERVICE_NAMES } from "../proto/load.ts";
-import type { DrafterSpec } from "../services/config/drafter-list.ts";
+import { type DrafterSpec, isSelfDrafter } from "../services/config/drafter-list.ts";
 import { CostModel } from "../services/engine/k-policy.ts";
 import { AdaptiveTreeShape } from "../services/engine/tree-policy.ts";
 import { addStandardServices, bindServer, drain, setServing, withinGrace } from "../services/grpc/server.ts";
@@ -218,6 +218,7 @@ function validationContext(
     vocabSize: model.vocabSize,
     encode: (text) => tokenizer.encode(text, { bos: true }),
     drafters: drafters.map((d) => d.name),
+    selfDrafters: new Map(drafters.filter(isSelfDrafter).map((d) => [d.name, d.kind])),
     defaultDrafter: config.defaultDrafter,
     defaultK: config.k,
     maxK: config.maxK,

@@ -7,9 +7,11 @@
  */
 import type { AcceptanceMode__Output } from "../gen/specgate/v1/AcceptanceMode.ts";
 import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
+import type { LookaheadSettings__Output } from "../gen/specgate/v1/LookaheadSettings.ts";
 import type { RelaxedAcceptance__Output } from "../gen/specgate/v1/RelaxedAcceptance.ts";
 import { enumNames } from "../proto/codec.ts";
 import type { KPolicyConfig } from "../services/engine/k-policy.ts";
+import { LOOKAHEAD_LIMITS } from "../services/engine/lookahead.ts";
 import { MAX_SEED } from "../services/engine/rng.ts";
 import { TREE_LIMITS } from "../services/engine/token-tree.ts";
 import type { Branching } from "../services/engine/tree-policy.ts";
@@ -39,6 +41,8 @@ export interface ValidationContext {
   encode(text: string): number[];
   /** Drafter names served (without "none"). */
   readonly drafters: readonly string[];
+  /** Those of `drafters` the target replicas run themselves (Medusa heads, Lookahead decoding): name → kind. */
+  readonly selfDrafters: ReadonlyMap<string, string>;
   readonly defaultDrafter: string;
   /** K policy of requests that set none. */
   readonly defaultK: number | "adaptive";
@@ -63,6 +67,11 @@ export interface ValidRequest {
   readonly stopStrings: string[];
   /** A served drafter, or "none" (plain decoding). */
   readonly drafter: string;
+  /** The kind of self-drafter ("medusa", "lookahead") when the replicas run the drafter: its rounds are token trees
+   * the replica drafts, without the draft service. */
+  readonly selfDrafter?: string;
+  /** Lookahead decoding's W, N and G (zeros: the replicas' defaults). */
+  readonly lookahead?: LookaheadSettings__Output;
   readonly kPolicy: KPolicyConfig;
   readonly acceptance: AcceptanceMode__Output;
   readonly relaxed: RelaxedAcceptance__Output | null;
@@ -154,6 +163,19 @@ const NUMBER_RULES: readonly NumberRule[] = [
     min: 1,
     max: TREE_LIMITS.maxNodes,
   },
+  ...(
+    [
+      ["window", LOOKAHEAD_LIMITS.maxWindow],
+      ["ngram", LOOKAHEAD_LIMITS.maxNgram],
+      ["candidates", LOOKAHEAD_LIMITS.maxCandidates],
+    ] as const
+  ).map(([name, max]) => ({
+    field: `speculation.lookahead.${name}`,
+    value: (r: Request) => speculation(r)?.lookahead?.[name],
+    integer: true,
+    min: 0,
+    max,
+  })),
 ];
 
 function numberProblem(rule: NumberRule, value: number, ctx: ValidationContext): string | undefined {
@@ -309,6 +331,15 @@ export function validateRequest(request: Request, ctx: ValidationContext, seed: 
   const acceptance = speculation(request)?.acceptance ?? "ACCEPTANCE_MODE_UNSPECIFIED";
   const lossless = acceptance === "ACCEPTANCE_MODE_UNSPECIFIED" || acceptance === "ACCEPTANCE_MODE_LOSSLESS";
   const tree = treeOf(request, lossless, problems);
+  const selfDrafter = ctx.selfDrafters.get(drafter);
+  if (selfDrafter !== undefined && !lossless) {
+    problems.push(`drafter ${quoted(drafter)} drafts token trees, which are verified with lossless acceptance only`);
+  }
+  const lookahead = speculation(request)?.lookahead ?? undefined;
+  if (lookahead && selfDrafter !== "lookahead") {
+    problems.push(`speculation.lookahead applies to a Lookahead decoding drafter, not to ${quoted(drafter)}`);
+  }
+  if (lookahead && lookahead.ngram === 1) problems.push("speculation.lookahead.ngram must be at least 2, got 1");
   if (problems.length > 0) throw new InvalidRequestError(problems);
   const wire = request.sampling;
   return {
@@ -322,6 +353,8 @@ export function validateRequest(request: Request, ctx: ValidationContext, seed: 
     },
     stopStrings: request.stop,
     drafter,
+    ...(selfDrafter !== undefined && { selfDrafter }),
+    ...(lookahead && { lookahead }),
     kPolicy,
     acceptance: acceptance === "ACCEPTANCE_MODE_UNSPECIFIED" ? "ACCEPTANCE_MODE_LOSSLESS" : acceptance,
     relaxed: speculation(request)?.relaxed ?? null,

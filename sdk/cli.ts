@@ -51,6 +51,7 @@ Speculation:
   --drafter NAME        drafter ("specgate models" lists them; "none" = plain decoding)
   --k N|adaptive        fixed speculation length N, or the adaptive policy
   --k-min N, --k-max N  bounds of the adaptive policy
+  --lookahead W,N,G     Lookahead decoding's window, n-gram size and candidates (drafter of kind lookahead)
   --acceptance MODE     ${ACCEPTANCE_NAMES.join(" | ")} (the lossy-* modes change the output distribution)
   --tenant ID, --user ID  who is asking (labels statistics and metrics)
 Output:
@@ -99,6 +100,7 @@ const GENERATE_OPTIONS = {
   k: { type: "string" },
   "k-min": { type: "string" },
   "k-max": { type: "string" },
+  lookahead: { type: "string" },
   acceptance: { type: "string" },
   tenant: { type: "string" },
   user: { type: "string" },
@@ -182,10 +184,22 @@ function generateInput(prompt: string, values: Record<string, string | boolean |
     k: k === "adaptive" ? "adaptive" : number("k", k),
     k_min: number("k-min", text("k-min")),
     k_max: number("k-max", text("k-max")),
+    lookahead: lookaheadOf(text("lookahead")),
     acceptance: acceptance as AcceptanceName | undefined,
     tenant_id: text("tenant"),
     user_id: text("user"),
   };
+}
+
+/** `--lookahead 4,3,4`: W, N and G (an empty field keeps the replicas' default). */
+function lookaheadOf(text: string | undefined): GenerateInput["lookahead"] {
+  if (text === undefined) return undefined;
+  const parts = text.split(",");
+  if (parts.length !== 3) throw new UsageError(`--lookahead takes W,N,G (for example 4,3,4), got "${text}"`);
+  const [window, ngram, candidates] = parts.map((part, i) =>
+    part === "" ? undefined : number(`lookahead ${"WNG"[i]}`, part),
+  );
+  return { window, ngram, candidates };
 }
 
 async function generate(argv: string[]): Promise<number> {

@@ -30,6 +30,11 @@ export interface GenerateInput {
    * each round the gateway picks the chain or this shape, whichever has given more tokens per millisecond.
    */
   tree?: { width: number; nodes: number; adaptive?: boolean };
+  /**
+   * Lookahead decoding's Jacobi window W, n-gram size N and candidates G, for a drafter of kind "lookahead" (absent
+   * fields: the replicas' defaults).
+   */
+  lookahead?: { window?: number; ngram?: number; candidates?: number };
   /** "lossless" (default) or an opt-in LOSSY relaxed rule that changes the output distribution. */
   acceptance?: AcceptanceName;
   /** Parameters of the lossy rules: top-k agreement, typical acceptance thresholds. */
@@ -59,6 +64,10 @@ function speculationSettings(input: GenerateInput): SpeculationSettings {
   if (input.tree) {
     const { width, nodes, adaptive = false } = input.tree;
     settings.tree = { shape: { width, nodes }, adaptive };
+  }
+  if (input.lookahead) {
+    const { window = 0, ngram = 0, candidates = 0 } = input.lookahead;
+    settings.lookahead = { window, ngram, candidates };
   }
   if (input.acceptance) settings.acceptance = ACCEPTANCE_MODES[input.acceptance];
   if (input.relaxed_top_k !== undefined || input.relaxed_epsilon !== undefined || input.relaxed_delta !== undefined) {

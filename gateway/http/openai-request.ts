@@ -131,8 +131,9 @@ function stopOf(body: Body): string[] {
   throw invalidField("stop", `stop must be a string or an array of strings, got ${describe(value)}`);
 }
 
-const SPECULATION_FIELDS = ["drafter", "k", "tree"];
+const SPECULATION_FIELDS = ["drafter", "k", "tree", "lookahead"];
 const TREE_FIELDS = ["width", "nodes", "adaptive"];
+const LOOKAHEAD_FIELDS = ["window", "ngram", "candidates"];
 
 /** Refuses any field of the object at `param` but `known`. */
 function onlyKnown(object: Body, param: string, known: readonly string[]): void {
@@ -174,7 +175,23 @@ function treeOf(spec: Body): SpeculationSettings__Output["tree"] {
   };
 }
 
-/** The `speculation` extension: `{"drafter": NAME, "k": N | "adaptive", "tree": {...}}`, all optional. */
+/**
+ * `speculation.lookahead`: `{"window": W, "ngram": N, "candidates": G}`, gRPC's LookaheadSettings; absent fields read
+ * as 0, the replicas' defaults.
+ */
+function lookaheadOf(spec: Body): SpeculationSettings__Output["lookahead"] {
+  const value = field(spec, "lookahead");
+  if (value === undefined) return null;
+  if (typeof value !== "object" || Array.isArray(value)) {
+    throw invalidField("speculation.lookahead", `speculation.lookahead must be an object such as {"window": 4}`);
+  }
+  const lookahead = value as Body;
+  onlyKnown(lookahead, "speculation.lookahead", LOOKAHEAD_FIELDS);
+  const size = (name: string) => optionalNumber(lookahead, name, false, "speculation.lookahead") ?? 0;
+  return { window: size("window"), ngram: size("ngram"), candidates: size("candidates") };
+}
+
+/** The `speculation` extension: `{"drafter": NAME, "k": N | "adaptive", "tree": {...}, "lookahead": {...}}`, all optional. */
 function speculationOf(body: Body): SpeculationSettings__Output | null {
   const value = field(body, "speculation");
   if (value === undefined) return null;
@@ -185,7 +202,13 @@ function speculationOf(body: Body): SpeculationSettings__Output | null {
   onlyKnown(spec, "speculation", SPECULATION_FIELDS);
   const drafter = optionalString(spec, "drafter") ?? "";
   const k = field(spec, "k");
-  const settings = { drafter, acceptance: "ACCEPTANCE_MODE_UNSPECIFIED", relaxed: null, tree: treeOf(spec) } as const;
+  const settings = {
+    drafter,
+    acceptance: "ACCEPTANCE_MODE_UNSPECIFIED",
+    relaxed: null,
+    tree: treeOf(spec),
+    lookahead: lookaheadOf(spec),
+  } as const;
   if (k === undefined) return settings;
   if (k === "adaptive") return { ...settings, length: "adaptive", adaptive: { min_k: 0, max_k: 0 } };
   if (typeof k !== "number" || !Number.isInteger(k) || k < 0) {

@@ -62,7 +62,7 @@ export const DRAFTERS_SETTING = {
   env: "SPECGATE_DRAFTERS",
   schema: z
     .string()
-    .default("int4=stories260k-int4,early-exit=stories260k-exit4,ngram")
+    .default("int4=stories260k-int4,early-exit=stories260k-exit4,ngram,lookahead")
     .superRefine((text, ctx) => {
       try {
         parseDrafterSpecs(text);

@@ -3,7 +3,7 @@
  * start-up, printed by `--help`. SPECGATE_DRAFTERS means the same list in the gateway, so the local stack sets it once.
  */
 import { z } from "zod";
-import { type DrafterSpec, parseDrafterSpecs } from "../config/drafter-list.ts";
+import { isSelfDrafter, parseDrafterSpecs, type ServiceDrafterSpec } from "../config/drafter-list.ts";
 import {
   type ConfigOf,
   integer,
@@ -125,9 +125,9 @@ export function verdictRedis(config: DraftConfig): RedisTarget | undefined {
   return { url: config.redisUrl, cluster: config.redisCluster };
 }
 
-/** The drafters a validated configuration lists. */
-export function servedDrafters(config: DraftConfig): DrafterSpec[] {
-  return parseDrafterSpecs(config.drafters);
+/** The drafters a validated configuration lists, but for the self-drafters, which the target replicas run. */
+export function servedDrafters(config: DraftConfig): ServiceDrafterSpec[] {
+  return parseDrafterSpecs(config.drafters).filter((spec): spec is ServiceDrafterSpec => !isSelfDrafter(spec));
 }
 
 export function draftHelp(): string {

@@ -4,7 +4,7 @@
  * network face over these; it never proposes tokens itself.
  */
 import { quantise } from "../../proto/draft-distribution.ts";
-import type { DrafterSpec } from "../config/drafter-list.ts";
+import type { ServiceDrafterSpec } from "../config/drafter-list.ts";
 import type { Drafter } from "../engine/drafter.ts";
 import { ModelDrafter } from "../engine/model-drafter.ts";
 import { NgramDrafter } from "../engine/ngram-drafter.ts";
@@ -13,7 +13,7 @@ import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
 import type { RuntimeOptionsInput } from "../runtime/runtime-config.ts";
 
 export interface ServedDrafter {
-  readonly spec: DrafterSpec;
+  readonly spec: ServiceDrafterSpec;
   readonly drafter: Drafter;
   /** KV cache bytes one cached token costs (0 for model-free drafters): sizes evictions before a proposal. */
   readonly kvBytesPerToken: number;
@@ -29,7 +29,7 @@ export interface LoadDraftersOptions {
   readonly runtime: RuntimeOptionsInput;
 }
 
-export async function loadDrafter(spec: DrafterSpec, options: LoadDraftersOptions): Promise<ServedDrafter> {
+export async function loadDrafter(spec: ServiceDrafterSpec, options: LoadDraftersOptions): Promise<ServedDrafter> {
   if (spec.kind === "ngram") {
     return {
       spec,
@@ -52,7 +52,7 @@ export async function loadDrafter(spec: DrafterSpec, options: LoadDraftersOption
 
 /** Loads every listed drafter (models one after another: loading is CPU-bound). Closes what loaded on failure. */
 export async function loadDrafters(
-  specs: readonly DrafterSpec[],
+  specs: readonly ServiceDrafterSpec[],
   options: LoadDraftersOptions,
 ): Promise<Map<string, ServedDrafter>> {
   const served = new Map<string, ServedDrafter>();

@@ -21,6 +21,7 @@ interface Cached {
 export class SequenceCache {
   /** Tokens each cached sequence holds, least recently used first. */
   readonly #tokens: ByteCappedLru<string, Cached>;
+  readonly #onRelease: ((sequenceId: string) => void)[] = [];
 
   constructor(
     readonly model: CausalLM,
@@ -90,8 +91,19 @@ export class SequenceCache {
     for (const sequenceId of sequenceIds) {
       if (this.#tokens.delete(sequenceId)) released++;
       this.model.release(sequenceId);
+      for (const listener of this.#onRelease) listener(sequenceId);
     }
     return released;
+  }
+
+  /** Calls `listener` with each sequence released or evicted (what is kept beside a cache goes with it). */
+  onRelease(listener: (sequenceId: string) => void): void {
+    this.#onRelease.push(listener);
+  }
+
+  /** The tokens the sequence's cache was built from, or undefined when it holds none. */
+  tokens(sequenceId: string): readonly number[] | undefined {
+    return this.#tokens.get(sequenceId)?.tokens;
   }
 
   get sequences(): number {

@@ -11,6 +11,8 @@ import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
 import { SERVICE_NAMES } from "../../proto/load.ts";
 import { QUEUE_PREFIX, REPLICA_HEARTBEAT_MS, verifyQueueName } from "../../proto/verify-queue.ts";
 import { Batcher } from "../batching/batcher.ts";
+import { lookaheadDrafter } from "../engine/lookahead-drafter.ts";
+import { medusaSelfDrafter } from "../engine/medusa-self-drafter.ts";
 import { drain as drainServer, setServing } from "../grpc/server.ts";
 import { announceReplica } from "../replica-link/announcements.ts";
 import { nowUnixMs } from "../replica-link/clock.ts";
@@ -18,10 +20,12 @@ import { closeQueueConnection, openRedis, queueConnection } from "../replica-lin
 import { publisher } from "../replica-link/turn-batch.ts";
 import { PUSHES_CONNECTION_NAME, VerifyIntake } from "../replica-link/verify-intake.ts";
 import { startVerifyWorker } from "../replica-link/verify-worker.ts";
+import { isMedusaLM } from "../runtime/causal-lm.ts";
 import { resolveModel } from "../runtime/model-files.ts";
 import { OnnxCausalLM } from "../runtime/onnx-causal-lm.ts";
 import type { TargetConfig } from "./config.ts";
 import { ReplicaStats } from "./replica-stats.ts";
+import { SelfDrafts } from "./self-drafts.ts";
 import { SequenceCache } from "./sequence-cache.ts";
 import { startTargetServer } from "./server.ts";
 import { checkAdmission } from "./verify-job.ts";
@@ -56,7 +60,12 @@ export async function startTargetReplica(config: TargetConfig, log: Logger): Pro
   });
   const modelName = model.info.name;
   const cache = new SequenceCache(model, config.cacheBytes);
-  const verifyRound = new VerifyRound(cache, replicaId, modelName);
+  const verifyRound = new VerifyRound(
+    cache,
+    replicaId,
+    modelName,
+    new SelfDrafts([lookaheadDrafter(model.info.vocabSize), ...(isMedusaLM(model) ? [medusaSelfDrafter(model)] : [])]),
+  );
   const counters = new ReplicaStats();
   verifyRound.observe(() => (report) => {
     counters.record(report);

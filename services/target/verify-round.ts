@@ -7,12 +7,14 @@
  */
 import type { VerifyJob__Output } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult } from "../../gen/specgate/v1/VerifyResult.ts";
+import { branchSize } from "../engine/lookahead-layout.ts";
 import type { VerifyJob as EngineVerifyJob } from "../engine/target-verifier.ts";
 import { verifyOnTarget } from "../engine/target-verifier.ts";
-import { children, pathTokens, ROOT } from "../engine/token-tree.ts";
+import { children, encodeTree, pathTokens, ROOT } from "../engine/token-tree.ts";
 import { nowUnixMs } from "../replica-link/clock.ts";
 import { VerifyJobError } from "../replica-link/verify-errors.ts";
 import { CacheCapacityError, ContextLengthError } from "../runtime/runtime-errors.ts";
+import { type PlannedSelfDraft, SelfDrafts } from "./self-drafts.ts";
 import type { SequenceCache } from "./sequence-cache.ts";
 import { checkAdmission, draftSize, heldPrefixOf, historyLength, toEngineJob } from "./verify-job.ts";
 
@@ -46,9 +48,11 @@ export type BatchObserver = (jobs: readonly VerifyJob__Output[]) => ((report: Ba
 interface Admitted {
   readonly index: number;
   readonly job: VerifyJob__Output;
-  readonly round: EngineVerifyJob;
+  round: EngineVerifyJob;
   reprefilled: boolean;
   positions: number;
+  /** A self-drafted round: what the replica drafted, the history it stands on, and its drafting time so far. */
+  selfDraft?: { readonly planned: PlannedSelfDraft; readonly history: readonly number[]; ms: number };
 }
 
 function forwardFailure(error: unknown): VerifyJobError {
@@ -64,7 +68,10 @@ export class VerifyRound {
     readonly cache: SequenceCache,
     readonly replicaId: string,
     readonly modelName: string = cache.model.info.name,
-  ) {}
+    readonly selfDrafts: SelfDrafts = new SelfDrafts([]),
+  ) {
+    cache.onRelease((sequenceId) => selfDrafts.release([sequenceId]));
+  }
 
   observe(observer: BatchObserver): void {
     this.#observers.push(observer);
@@ -98,6 +105,21 @@ export class VerifyRound {
       outcomes[a.index] = { sequence_id, round, replica_id: this.replicaId, history_needed: true };
     }
     if (historyNeeded.length > 0) admitted = admitted.filter((a) => !historyNeeded.includes(a));
+    admitted = admitted.filter((a) => {
+      try {
+        this.#planSelfDraft(a);
+        return true;
+      } catch (error) {
+        // A drafter refusing its settings (the gateway checks them first) is the job's fault, not the replica's.
+        outcomes[a.index] =
+          error instanceof VerifyJobError
+            ? error
+            : error instanceof RangeError
+              ? new VerifyJobError("INVALID_ARGUMENT", `self-draft: ${error.message}`)
+              : forwardFailure(error);
+        return false;
+      }
+    });
     let evicted = 0;
     if (admitted.length > 0) {
       const bytes = admitted.reduce((sum, a) => sum + a.positions, 0) * this.cache.model.info.kvBytesPerToken;
@@ -135,6 +157,30 @@ export class VerifyRound {
     return true;
   }
 
+  /** A self-drafted job's tree, drafted here from the sequence's state (VerifyJob.self_draft). */
+  #planSelfDraft(a: Admitted): void {
+    const ask = a.job.self_draft;
+    if (!ask || ask.drafter === "") return;
+    if (draftSize(a.job) > 0) {
+      throw new VerifyJobError(
+        "INVALID_ARGUMENT",
+        `job for sequence "${a.job.sequence_id}" carries a draft and asks for a self-draft`,
+      );
+    }
+    const started = performance.now();
+    const held = a.round.committedOffset > 0 ? (this.cache.tokens(a.job.sequence_id) ?? []) : [];
+    const history = held.concat(a.job.history);
+    const room = this.cache.model.info.contextLength - history.length;
+    const planned = this.selfDrafts.plan(a.job.sequence_id, ask, history, room, a.round.sampling, a.round.seed);
+    const { tree, lookahead = [] } = planned.round;
+    const window = branchSize(lookahead);
+    if (tree.tokens.length > 0 || window > 0) {
+      a.round = { ...a.round, draftTree: tree, ...(window > 0 && { lookahead }) };
+    }
+    a.positions += tree.tokens.length + window;
+    a.selfDraft = { planned, history, ms: performance.now() - started };
+  }
+
   async #run(admitted: readonly Admitted[], outcomes: VerifyOutcome[], started: number): Promise<void> {
     try {
       const verdicts = await verifyOnTarget(
@@ -151,6 +197,12 @@ export class VerifyRound {
         const kept = tree && path ? pathTokens(tree, path) : job.draft_tokens.slice(0, accepted);
         // The cache record the round extends: its held prefix, or nothing (a full history).
         this.cache.commit(job.sequence_id, round.committedOffset, job.history.concat(kept));
+        const { selfDraft } = a;
+        if (selfDraft) {
+          const settling = performance.now();
+          selfDraft.planned.state.settle(selfDraft.planned.round, verdict, selfDraft.history.concat(kept, [token]));
+          selfDraft.ms += performance.now() - settling;
+        }
         outcomes[a.index] = {
           sequence_id: job.sequence_id,
           round: job.round,
@@ -165,6 +217,10 @@ export class VerifyRound {
           verify_time_ms: verifyTimeMs,
           reprefilled: a.reprefilled,
           positions: a.positions,
+          ...(a.selfDraft && {
+            draft_tree: encodeTree(a.selfDraft.planned.round.tree),
+            draft_time_ms: a.selfDraft.ms,
+          }),
         };
       });
     } catch (error) {

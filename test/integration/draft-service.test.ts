@@ -22,7 +22,7 @@ import type { DraftStats__Output } from "../../gen/specgate/v1/DraftStats.ts";
 import { fromWire, quantise } from "../../proto/draft-distribution.ts";
 import { DraftClient } from "../../proto/load.ts";
 import { encodeDraftVerdict } from "../../proto/verify-queue.ts";
-import type { DrafterSpec } from "../../services/config/drafter-list.ts";
+import type { ServiceDrafterSpec } from "../../services/config/drafter-list.ts";
 import { loadDrafters } from "../../services/draft/drafters.ts";
 import { type RunningDraftServer, startDraftServer } from "../../services/draft/server.ts";
 import { DRAFT_SPAN_NAME, instrumentDraftService } from "../../services/draft/telemetry.ts";
@@ -37,7 +37,7 @@ import { startTelemetry } from "../../services/telemetry/index.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 
 const VOCAB = 64;
-const SPECS: DrafterSpec[] = [
+const SPECS: ServiceDrafterSpec[] = [
   { name: "tiny", kind: "model", model: "tiny" },
   { name: "ngram", kind: "ngram" },
 ];

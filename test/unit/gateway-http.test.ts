@@ -78,6 +78,7 @@ describe("OpenAI request bodies → GenerateRequest", () => {
         acceptance: "ACCEPTANCE_MODE_UNSPECIFIED",
         relaxed: null,
         tree: null,
+        lookahead: null,
         length: "fixed_k",
         fixed_k: 3,
       },
@@ -105,6 +106,11 @@ describe("OpenAI request bodies → GenerateRequest", () => {
       shape: { width: 0, nodes: 0 },
       adaptive: false,
     });
+    const lookahead = completionRequest({
+      prompt: "x",
+      speculation: { drafter: "lookahead", lookahead: { window: 6 } },
+    });
+    assert.deepEqual(lookahead.generate.speculation?.lookahead, { window: 6, ngram: 0, candidates: 0 });
   });
 
   it("refuses what it does not serve, naming the field", () => {
@@ -124,7 +130,13 @@ describe("OpenAI request bodies → GenerateRequest", () => {
       [{ prompt: "x", stream: "yes" }, "stream", /true or false/],
       [{ prompt: "x", stream_options: { include_usage: true } }, "stream_options", /only allowed when stream/],
       [{ prompt: "x", speculation: { k: -1 } }, "speculation.k", /integer >= 0/],
-      [{ prompt: "x", speculation: { k: 3, depth: 2 } }, "speculation.depth", /unknown field.*known: drafter, k, tree/],
+      [
+        { prompt: "x", speculation: { k: 3, depth: 2 } },
+        "speculation.depth",
+        /unknown field.*known: drafter, k, tree, lookahead/,
+      ],
+      [{ prompt: "x", speculation: { lookahead: { w: 4 } } }, "speculation.lookahead.w", /unknown field/],
+      [{ prompt: "x", speculation: { lookahead: 4 } }, "speculation.lookahead", /must be an object/],
       [{ prompt: "x", speculation: { tree: true } }, "speculation.tree", /must be an object/],
       [{ prompt: "x", speculation: { tree: { width: "2" } } }, "speculation.tree.width", /must be a number/],
       [{ prompt: "x", speculation: { tree: { adaptive: 1 } } }, "speculation.tree.adaptive", /true or false/],

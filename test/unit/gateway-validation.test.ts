@@ -26,7 +26,8 @@ async function storiesContext(): Promise<ValidationContext> {
     contextLength: 512,
     vocabSize: tokenizer.vocabSize,
     encode: (text) => tokenizer.encode(text, { bos: true }),
-    drafters: ["int4", "ngram"],
+    drafters: ["int4", "ngram", "lookahead"],
+    selfDrafters: new Map([["lookahead", "lookahead"]]),
     defaultDrafter: "int4",
     defaultK: "adaptive",
     maxK: 8,
@@ -104,7 +105,14 @@ describe("gateway request validation", () => {
   it("rejects an unknown drafter and lists the available ones", () => {
     assert.match(
       problems({ prompt: "hi", drafter: "medusa" }),
-      /unknown drafter "medusa"; available: int4, ngram, none/,
+      /unknown drafter "medusa"; available: int4, ngram, lookahead, none/,
+    );
+  });
+
+  it("refuses a lossy acceptance rule with a drafter the replicas run, whose rounds are trees", () => {
+    assert.match(
+      problems({ prompt: "Hi", drafter: "lookahead", acceptance: "lossy-typical" }),
+      /drafter "lookahead" drafts token trees, which are verified with lossless acceptance only/,
     );
   });
 

@@ -1,7 +1,8 @@
 /**
  * The target's batched verify round on real ONNX models (tiny random Llamas built on the fly): its verdicts equal the
  * engine's in-process verification of the same rounds, whatever the cache holds (warm, released, evicted, built from
- * another history), also for jobs carrying only the history after a held prefix; bad jobs fail alone with a status; a batch that cannot run fails every job in it.
+ * another history), also for jobs carrying only the history after a held prefix, and for rounds the replica drafts
+ * itself (Lookahead); bad jobs fail alone with a status; a batch that cannot run fails every job in it.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -12,10 +13,14 @@ import { HeldPrefixes } from "../../gateway/held-prefixes.ts";
 import type { VerifyJob } from "../../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult__Output } from "../../gen/specgate/v1/VerifyResult.ts";
 import { decodeVerifyJob, decodeVerifyResult, encodeVerifyJob, encodeVerifyResult } from "../../proto/verify-queue.ts";
+import { generate } from "../../services/engine/generate.ts";
+import { lookaheadDrafter } from "../../services/engine/lookahead-drafter.ts";
 import { ModelDrafter } from "../../services/engine/model-drafter.ts";
+import { decodeTree, pathTokens } from "../../services/engine/token-tree.ts";
 import { buildRandomLlama } from "../../services/model-builder/random-llama.ts";
 import { VerifyJobError } from "../../services/replica-link/verify-errors.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
+import { SelfDrafts } from "../../services/target/self-drafts.ts";
 import { SequenceCache } from "../../services/target/sequence-cache.ts";
 import { type BatchReport, VerifyRound } from "../../services/target/verify-round.ts";
 import { RandomDrafter } from "../support/random-drafter.ts";
@@ -56,7 +61,7 @@ async function roundUnderTest(maxBytes = Number.MAX_SAFE_INTEGER) {
   const target = await OnnxCausalLM.load(join(dir, "tiny"), { maxCacheBytes: maxBytes });
   targets.push(target);
   const cache = new SequenceCache(target, maxBytes);
-  const round = new VerifyRound(cache, "replica-test");
+  const round = new VerifyRound(cache, "replica-test", target.info.name, new SelfDrafts([lookaheadDrafter(VOCAB)]));
   const reports: BatchReport[] = [];
   round.observe(() => (report) => reports.push(report));
   const verify = async (jobs: VerifyJob[]) => {
@@ -327,6 +332,50 @@ describe("VerifyRound", () => {
     const held = sequences.map((s) => target.sequenceLength(s.sequenceId) > 0);
     assert.deepEqual(held, [false, false, true, true], "the least recently used went first");
     assert.ok(reports.some((r) => r.evicted > 0));
+  });
+
+  test("self-drafted (Lookahead) rounds give target-only greedy output, also after a release", async () => {
+    const { verify, cache } = await roundUnderTest();
+    // A repetitive prompt gives the pool candidates from the first round on.
+    const prompt = [1, 5, 6, 7, 5, 6, 7, 5, 6, 7, 5, 6];
+    const expected = (await generate(reference, prompt, { maxNewTokens: 24 })).tokens;
+    const history = [...prompt];
+    let accepted = 0;
+    for (let round = 1; history.length < prompt.length + 24; round++) {
+      // Halfway the cache (and the drafting state with it) goes, as on a failover: the next job starts both afresh.
+      if (round === 4) cache.release(["la"]);
+      const [outcome] = await verify([
+        {
+          sequence_id: "la",
+          round,
+          history,
+          sampling: { temperature: 0, seed: 5 },
+          self_draft: { drafter: "lookahead", depth: 2, shape: { width: 1, nodes: 2 } },
+        },
+      ]);
+      assert.ok(!(outcome instanceof VerifyJobError), String(outcome));
+      const tree = decodeTree(outcome.draft_tree ?? { tokens: [], parents: [], distributions: [] });
+      history.push(...pathTokens(tree, outcome.path), outcome.next_token);
+      accepted += outcome.accepted;
+    }
+    assert.deepEqual(history.slice(prompt.length, prompt.length + 24), expected);
+    assert.ok(accepted > 0, "candidates from the pool were accepted");
+  });
+
+  test("a self-drafter the replica does not run fails the job FAILED_PRECONDITION, alone", async () => {
+    const { verify } = await roundUnderTest();
+    const job = (sequence_id: string, drafter: string): VerifyJob => ({
+      sequence_id,
+      round: 1,
+      history: [1, 2, 3],
+      sampling: { temperature: 0, seed: 1 },
+      self_draft: { drafter, depth: 2 },
+    });
+    const [medusa, lookahead] = await verify([job("m", "medusa"), job("l", "lookahead")]);
+    assert.ok(medusa instanceof VerifyJobError);
+    assert.equal(medusa.code, "FAILED_PRECONDITION");
+    assert.match(medusa.detail, /drafts with lookahead, not "medusa"/);
+    assert.ok(!(lookahead instanceof VerifyJobError));
   });
 
   test("a batch that cannot fit the cache cap fails every job in it", async () => {
