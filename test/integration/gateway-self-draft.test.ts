@@ -36,7 +36,7 @@ const PROMPTS = storyPrompts(50);
 const MAX_TOKENS = 32;
 const silent = pino({ level: "silent" });
 
-describe("self-drafted rounds (Lookahead) through real target processes", { timeout: 180_000 }, () => {
+describe("self-drafted rounds (Lookahead, Medusa) through real target processes", { timeout: 180_000 }, () => {
   let redis: RedisServer;
   const targets = new Map<string, ServiceProcess>();
   let gateway: RunningGateway;
