@@ -36,7 +36,9 @@ import { type LocalStack, startLocalStack } from "../deploy/local-stack.ts";
 import type { RoundTiming__Output } from "../gen/specgate/v1/RoundTiming.ts";
 import type { SpeculationStats__Output } from "../gen/specgate/v1/SpeculationStats.ts";
 import { type GenerateInput, SpecgateClient } from "../sdk/index.ts";
+import { SELF_DRAFTERS } from "../services/config/drafter-list.ts";
 import { generate } from "../services/engine/generate.ts";
+import { DEFAULT_LOOKAHEAD, type LookaheadConfig } from "../services/engine/lookahead.ts";
 import { resolveModel } from "../services/runtime/model-files.ts";
 import { OnnxCausalLM } from "../services/runtime/onnx-causal-lm.ts";
 import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
@@ -66,6 +68,16 @@ const PLAIN = "none";
 /** Configuration name of a drafter's tree variant: `<drafter>/tree`. */
 const TREE_SUFFIX = "/tree";
 const treeVariant = (drafter: string) => `${drafter}${TREE_SUFFIX}`;
+/** Lookahead decoding: the replicas draft its rounds (tries of candidates, no tree shape of their own). */
+const LOOKAHEAD = "lookahead";
+/** A drafter's configurations: itself and its tree variant (Lookahead's rounds are tries already). */
+const variants = (drafter: string) => (drafter === LOOKAHEAD ? [drafter] : [drafter, treeVariant(drafter)]);
+/** The stack's target: with Medusa among the drafters, the build whose forwards also yield the heads' outputs. */
+const stackTarget = (args: Args) => (args.drafters.includes("medusa") ? `${TARGET}-medusa` : TARGET);
+const lookaheadArg = ({ window, ngram, candidates }: LookaheadConfig) => `${window},${ngram},${candidates}`;
+/** A drafter's entry in SPECGATE_DRAFTERS. */
+const drafterSpec = (name: string) =>
+  (SELF_DRAFTERS as readonly string[]).includes(name) ? name : `${name}=${DRAFTER_MODELS[name] ?? "ngram"}`;
 
 const list = (text: string) => text.split(",").filter((item) => item.length > 0);
 const argsSchema = z.object({
@@ -108,7 +120,7 @@ function parseOptions(argv: readonly string[]): Args {
   const parsed = argsSchema.safeParse(values);
   if (!parsed.success) throw new TypeError(z.prettifyError(parsed.error));
   for (const name of parsed.data.drafters) {
-    if (!(name in DRAFTER_MODELS))
+    if (!(name in DRAFTER_MODELS) && name !== LOOKAHEAD)
       throw new RangeError(`unknown drafter ${name}; known: ${Object.keys(DRAFTER_MODELS)}`);
   }
   const sweepDrafter = parsed.data["sweep-drafter"];
@@ -467,7 +479,7 @@ async function measure(args: Args, lm: OnnxCausalLM, prompts: readonly number[][
     const singleStream = args.drafters.flatMap((name) => (single.runs.get(name) as Runs).flat().flatMap(decodeRounds));
     const overhead = overheadBreakdown(singleStream);
     const json = {
-      target: TARGET,
+      target: stackTarget(args),
       prompts: measured.length,
       max_new_tokens: args["max-tokens"],
       repeats: args.repeats,
@@ -537,7 +549,11 @@ async function inProcessFigures(args: Args): Promise<Record<string, unknown>> {
   progress("in-process benchmark (bench/speculative.ts) on the same prompts, drafters and K");
   const report = await runInProcess([
     ...["--target", TARGET, "--prompts", String(args.prompts), "--tokens", String(args["max-tokens"])],
-    ...["--repeats", String(args.repeats), "--drafters", args.drafters.join(","), "--k", String(args.k)],
+    ...["--repeats", String(args.repeats), "--k", String(args.k)],
+    ...["--drafters", args.drafters.filter((d) => d !== LOOKAHEAD).join(",")],
+    // Lookahead at the replicas' defaults, as the stack runs it.
+    ...["--lookahead", args.drafters.includes(LOOKAHEAD) ? lookaheadArg(DEFAULT_LOOKAHEAD) : "none"],
+    ...["--sweep-lookahead", ""],
     // The stack's draft service runs its models on one thread: the same here, so that c means the same.
     ...["--k-max", String(args["k-max"]), "--draft-threads", "1"],
     ...["--tree-width", String(args["tree-width"]), "--tree-nodes", String(args["tree-nodes"])],
@@ -546,10 +562,11 @@ async function inProcessFigures(args: Args): Promise<Record<string, unknown>> {
 }
 
 async function startStack(args: Args): Promise<LocalStack> {
-  const stackDrafters = args.drafters.map((name) => `${name}=${DRAFTER_MODELS[name] ?? "ngram"}`).join(",");
-  progress(`starting the stack: ${TARGET}, drafters ${stackDrafters}`);
+  const stackDrafters = args.drafters.map(drafterSpec).join(",");
+  progress(`starting the stack: ${stackTarget(args)}, drafters ${stackDrafters}`);
   return await startLocalStack({
     pair: "cost-scaled",
+    targetModel: stackTarget(args),
     drafters: stackDrafters,
     defaultDrafter: args.drafters[0],
     replicas: 1,
@@ -585,7 +602,7 @@ function streamInput(args: Args, prompt: number[], config: string, tag: string):
  * each process spends, and waits for a core, during the speculative runs.
  */
 async function singleStreamRuns(args: Args, client: SpecgateClient, stack: LocalStack, measured: number[][]) {
-  const configs = [PLAIN, ...args.drafters.flatMap((d) => [d, treeVariant(d)])];
+  const configs = [PLAIN, ...args.drafters.flatMap(variants)];
   progress("warming up");
   for (const drafter of configs) await streamOnce(client, streamInput(args, measured[0], drafter, `warm-${drafter}`));
 
@@ -643,7 +660,7 @@ async function samplingRuns(args: Args, client: SpecgateClient, measured: number
     progress(`sampling with ${config}: ${round(sum(sampled.map((r) => r.stats.rounds)))} rounds`);
     return sampled;
   };
-  return { chains: await run(sampler), trees: await run(treeVariant(sampler)) };
+  return { chains: await run(sampler), trees: await run(variants(sampler).at(-1) ?? sampler) };
 }
 
 /**
@@ -710,38 +727,37 @@ function drafterReports(
   const inprocDrafters = (inproc?.drafters ?? {}) as Record<string, Record<string, unknown>>;
   const policyName = args.adaptive ? "adaptive" : "fixed";
   return Object.fromEntries(
-    args.drafters
-      .flatMap((drafter) => [drafter, treeVariant(drafter)])
-      .map((name) => {
-        const figures = drafterFigures(runs.get(name) as Runs, plainRuns, reference, args.repeats);
-        const isTree = name.endsWith(TREE_SUFFIX);
-        const own = (isTree ? inprocDrafters[name] : inprocDrafters[name]?.[policyName]) as
-          | Record<string, number>
-          | undefined;
-        const drafter = isTree ? name.slice(0, -TREE_SUFFIX.length) : name;
-        const report = {
-          model: DRAFTER_MODELS[drafter] ?? null,
-          ...(isTree && {
-            tree_shape: { width: args["tree-width"], nodes: args["tree-nodes"], adaptive: args["tree-adaptive"] },
-          }),
-          ...figures,
-          inproc: own && {
-            alpha: own.alpha,
-            mean_accepted_per_round: own.mean_accepted_per_round,
-            c: own.c,
-            speedup: own.speedup,
-            ideal_speedup: own.ideal_speedup,
-            efficiency: own.efficiency,
-            tokens_per_round: own.tokens_per_round,
-            nodes_per_round: own.nodes_per_round,
-            projected_speedup_flat_verify: own.projected_speedup_flat_verify,
-            identical_output: own.identical_output,
-            tokens_per_s: own.tokens_per_s,
-          },
-          efficiency_vs_inproc: own ? round(figures.efficiency / own.efficiency) : null,
-        };
-        return [name, report];
-      }),
+    args.drafters.flatMap(variants).map((name) => {
+      const figures = drafterFigures(runs.get(name) as Runs, plainRuns, reference, args.repeats);
+      const isTree = name.endsWith(TREE_SUFFIX);
+      // The in-process benchmark's tree variants and its Lookahead entry have no fixed/adaptive split.
+      const own = (isTree || name === LOOKAHEAD ? inprocDrafters[name] : inprocDrafters[name]?.[policyName]) as
+        | Record<string, number>
+        | undefined;
+      const drafter = isTree ? name.slice(0, -TREE_SUFFIX.length) : name;
+      const report = {
+        model: DRAFTER_MODELS[drafter] ?? null,
+        ...(isTree && {
+          tree_shape: { width: args["tree-width"], nodes: args["tree-nodes"], adaptive: args["tree-adaptive"] },
+        }),
+        ...figures,
+        inproc: own && {
+          alpha: own.alpha,
+          mean_accepted_per_round: own.mean_accepted_per_round,
+          c: own.c,
+          speedup: own.speedup,
+          ideal_speedup: own.ideal_speedup,
+          efficiency: own.efficiency,
+          tokens_per_round: own.tokens_per_round,
+          nodes_per_round: own.nodes_per_round,
+          projected_speedup_flat_verify: own.projected_speedup_flat_verify,
+          identical_output: own.identical_output,
+          tokens_per_s: own.tokens_per_s,
+        },
+        efficiency_vs_inproc: own ? round(figures.efficiency / own.efficiency) : null,
+      };
+      return [name, report];
+    }),
   );
 }
 
