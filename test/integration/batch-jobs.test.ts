@@ -2,14 +2,18 @@
  * Batch jobs on real processes: redis-server, a draft service (n-gram drafter), a target replica and gateway
  * processes on 127.0.0.1, driven through the SDK. A batch runs to completion with every item's output equal to
  * target-only greedy decoding; it belongs to its tenant; bad batches are INVALID_ARGUMENT; a cancelled batch stops.
+ * The store writes one result per item whoever writes it again, and counts it once.
  * Exactly once: two gateways run a batch's items, each is killed with SIGKILL while running an item, a third gateway
  * finishes the batch, and every item has exactly one result (written once, as the gateways' logs show), equal to
  * target-only output, although the items the killed gateways held were run again.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { Redis } from "ioredis";
 import { sum } from "../../bench/stats.ts";
+import { BatchStore } from "../../gateway/batch-store.ts";
 import { loadServedModel } from "../../gateway/served-model.ts";
+import type { GenerateRequest__Output } from "../../gen/specgate/v1/GenerateRequest.ts";
 import { type Batch, type BatchItemInput, SpecgateClient, type SpecgateError } from "../../sdk/index.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type LogLine, type ServiceProcess, spawnService } from "../support/service-process.ts";
@@ -37,6 +41,8 @@ describe("batch jobs", { timeout: 180_000 }, () => {
   const gateways: ServiceProcess[] = [];
   let expected: Map<string, number[]>;
   let expectedLong: Map<string, number[]>;
+  /** The gateway of the tests that kill none. */
+  let main: { process: ServiceProcess; client: SpecgateClient };
 
   async function startGateway(): Promise<{ process: ServiceProcess; client: SpecgateClient }> {
     const process = spawnService(
@@ -113,6 +119,7 @@ describe("batch jobs", { timeout: 180_000 }, () => {
       targetOnlyOutputs(MODEL, tokenizer, PROMPTS, MAX_TOKENS),
       targetOnlyOutputs(MODEL, tokenizer, PROMPTS, LONG_MAX_TOKENS),
     ]);
+    main = await startGateway();
   });
 
   after(async () => {
@@ -123,8 +130,8 @@ describe("batch jobs", { timeout: 180_000 }, () => {
   });
 
   it("runs a batch to completion, each output target-only's, the batch its tenant's only", async () => {
-    const { process, client } = await startGateway();
-    try {
+    const { client } = main;
+    {
       const submitted = await client.submitBatch(items(MAX_TOKENS), { tenant_id: "acme" });
       assert.match(submitted.id, /^batch_/);
       assert.equal(submitted.counts?.total, PROMPTS.length);
@@ -147,15 +154,12 @@ describe("batch jobs", { timeout: 180_000 }, () => {
       await assert.rejects(client.cancelBatch(submitted.id, { tenant_id: "other" }), /NOT_FOUND/);
       // A batch over stays as it ended.
       assert.equal((await client.cancelBatch(submitted.id, { tenant_id: "acme" })).status, "BATCH_STATUS_COMPLETED");
-    } finally {
-      client.close();
-      await process.stop();
     }
   });
 
   it("refuses a bad batch with INVALID_ARGUMENT naming the item and field, storing nothing", async () => {
-    const { process, client } = await startGateway();
-    try {
+    const { client } = main;
+    {
       const invalid = async (submit: Promise<unknown>, pattern: RegExp) => {
         await assert.rejects(submit, (error: SpecgateError) => {
           assert.equal(error.codeName, "INVALID_ARGUMENT");
@@ -182,16 +186,14 @@ describe("batch jobs", { timeout: 180_000 }, () => {
       );
       await invalid(client.getBatchResults("x", { limit: 5000 }), /limit must be at most 1000/);
       await invalid(client.getBatch(""), /batch_id: empty strings are not allowed/);
-      assert.deepEqual((await client.listBatches()).batches, []);
-    } finally {
-      client.close();
-      await process.stop();
+      assert.deepEqual((await client.listBatches()).batches, [], "nothing stored for the tenant");
+      assert.equal((await client.listBatches({ tenant_id: "acme" })).batches.length, 1);
     }
   });
 
   it("cancels a batch: items not started are not run", async () => {
-    const { process, client } = await startGateway();
-    try {
+    const { process, client } = main;
+    {
       const many = Array.from({ length: 4 }, () => items(LONG_MAX_TOKENS)).flat();
       const submitted = await client.submitBatch(
         many.map((item, i) => ({ ...item, custom_id: `c-${i}` })),
@@ -208,13 +210,51 @@ describe("batch jobs", { timeout: 180_000 }, () => {
       assert.equal(later.status, "BATCH_STATUS_CANCELLED");
       assert.equal(later.counts?.completed, settled);
       assert.ok(settled < many.length, `${settled} of ${many.length} items ran`);
+    }
+  });
+
+  it("keeps one result per item, counted once, and ends the batch's status with its last result", async () => {
+    const redisClient = new Redis(redis.url);
+    try {
+      const store = new BatchStore(redisClient);
+      const request = { tenant_id: "t" } as GenerateRequest__Output;
+      const valid = (n: number) => ({
+        items: Array.from({ length: n }, (_, i) => ({ customId: `x${i}`, request })),
+        completionWindowS: 60,
+        retentionS: 60,
+      });
+      const error = { code: "INTERNAL", message: "boom" };
+      const done = await store.create("t", valid(2));
+      assert.equal(await store.writeResult(done.id as string, { index: 0, error }, "failed"), true);
+      assert.equal(await store.writeResult(done.id as string, { index: 0, error }, "completed"), false);
+      assert.equal((await store.get(done.id as string))?.status, "BATCH_STATUS_VALIDATING");
+      await store.queued(done.id as string);
+      assert.equal(await store.writeResult(done.id as string, { index: 1, error }, "completed"), true);
+      const ended = await store.get(done.id as string);
+      assert.deepEqual(ended?.counts, { total: 2, completed: 1, failed: 1 });
+      assert.equal(ended?.status, "BATCH_STATUS_COMPLETED");
+      assert.ok(Number(ended?.finished_at_ms) > 0);
+      assert.equal((await store.results(done.id as string, 0, 5)).length, 2);
+
+      const failed = await store.create("t", valid(1));
+      await store.queued(failed.id as string);
+      await store.writeResult(failed.id as string, { index: 0, error }, "failed");
+      assert.equal((await store.get(failed.id as string))?.status, "BATCH_STATUS_FAILED");
+      const expired = await store.create("t", valid(2));
+      await store.queued(expired.id as string);
+      await store.writeResult(expired.id as string, { index: 0, error }, "completed");
+      await store.writeResult(expired.id as string, { index: 1, error }, "expired");
+      assert.equal((await store.get(expired.id as string))?.status, "BATCH_STATUS_EXPIRED");
+      assert.equal((await redisClient.pttl(`specgate:batch:${expired.id}:results`)) > 0, true, "results expire");
     } finally {
-      client.close();
-      await process.stop();
+      redisClient.disconnect();
     }
   });
 
   it("completes every item exactly once when gateways running it are killed with SIGKILL", async () => {
+    // Only the gateways of this test run its items.
+    main.client.close();
+    await main.process.stop();
     const a = await startGateway();
     const b = await startGateway();
     const submitted = await a.client.submitBatch(items(LONG_MAX_TOKENS));
