@@ -2,13 +2,18 @@
  * Batch jobs on real processes: redis-server, a draft service (n-gram drafter), a target replica and gateway
  * processes on 127.0.0.1, driven through the SDK. A batch runs to completion with every item's output equal to
  * target-only greedy decoding; it belongs to its tenant; bad batches are INVALID_ARGUMENT; a cancelled batch stops.
- * The store writes one result per item whoever writes it again, and counts it once.
+ * The `specgate batch` CLI drives the same calls. The store writes one result per item whoever writes it again, and counts it once.
  * Exactly once: two gateways run a batch's items, each is killed with SIGKILL while running an item, a third gateway
  * finishes the batch, and every item has exactly one result (written once, as the gateways' logs show), equal to
  * target-only output, although the items the killed gateways held were run again.
  */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
 import { Redis } from "ioredis";
 import { sum } from "../../bench/stats.ts";
 import { BatchStore } from "../../gateway/batch-store.ts";
@@ -154,6 +159,43 @@ describe("batch jobs", { timeout: 180_000 }, () => {
       await assert.rejects(client.cancelBatch(submitted.id, { tenant_id: "other" }), /NOT_FOUND/);
       // A batch over stays as it ended.
       assert.equal((await client.cancelBatch(submitted.id, { tenant_id: "acme" })).status, "BATCH_STATUS_COMPLETED");
+    }
+  });
+
+  it("is driven by the CLI: specgate batch submit, status, results, list, cancel", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "specgate-batch-"));
+    try {
+      const file = join(dir, "items.jsonl");
+      const lines = PROMPTS.slice(0, 3).map((prompt, i) =>
+        JSON.stringify({ custom_id: `cli-${i}`, prompt, max_tokens: MAX_TOKENS }),
+      );
+      writeFileSync(file, `${lines.join("\n")}\n`);
+      const specgate = async (...args: string[]) =>
+        (
+          await promisify(execFile)(process.execPath, ["sdk/specgate.js", "batch", ...args, "--tenant", "cli"], {
+            env: { ...process.env, SPECGATE_ADDRESS: main.client.address },
+          })
+        ).stdout;
+      const submitted = JSON.parse(await specgate("submit", file, "--json")) as Batch;
+      assert.equal(submitted.counts?.total, 3);
+      await finished(main.client, submitted.id, "cli");
+      assert.match(
+        await specgate("status", submitted.id),
+        new RegExp(`^${submitted.id}  completed  3/3 completed, 0 failed`),
+      );
+      const results = (await specgate("results", submitted.id))
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line));
+      assert.deepEqual(
+        results.map((r) => [r.index, r.custom_id, r.token_ids]),
+        PROMPTS.slice(0, 3).map((prompt, i) => [i, `cli-${i}`, expected.get(prompt)]),
+      );
+      assert.match(await specgate("list"), new RegExp(`^${submitted.id}  completed`));
+      assert.match(await specgate("cancel", submitted.id), /completed/);
+      await assert.rejects(specgate("status", "batch_unknown"), /NOT_FOUND/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
