@@ -7,6 +7,7 @@
  * the item's error result. BullMQ runs an item at least once (a killed gateway's items go back to the queue once its
  * lock expires); the store writes one result per item (batch-store.ts), and a worker skips an item that has one.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import * as grpc from "@grpc/grpc-js";
 import { ROOT_CONTEXT } from "@opentelemetry/api";
 import { type Job, Queue, Worker } from "bullmq";
@@ -22,6 +23,8 @@ const BATCH_QUEUE = "batch-items";
 const ITEM_JOB_NAME = "item";
 /** Failures another attempt may not meet: the replicas or the draft service coming back, room freeing up. */
 const RETRIED = new Set([grpc.status.UNAVAILABLE, grpc.status.RESOURCE_EXHAUSTED, grpc.status.INTERNAL]);
+/** Longest wait for BullMQ to close (see `close`). */
+const CLOSE_WAIT_MS = 2000;
 /** Longest wait between two asks for spare room. */
 const MAX_ROOM_WAIT_MS = 1000;
 
@@ -46,6 +49,16 @@ export interface BatchQueueOptions {
   readonly logger: Logger;
 }
 
+/**
+ * BullMQ's worker, able to stop renewing its locks when its close is stuck on a Redis that went away: the renewal timer
+ * would otherwise keep the process alive forever (the close stops it only after the loop waiting on Redis has ended).
+ */
+class ItemWorker extends Worker<ItemJobData> {
+  stopRenewingLocks(): Promise<void> {
+    return this.lockManager.close();
+  }
+}
+
 /** A failure another attempt may cure, carrying the status the item ends with if none does. */
 class RetriedFailure extends Error {
   constructor(
@@ -58,8 +71,9 @@ class RetriedFailure extends Error {
 
 export class BatchQueue {
   readonly #queue: Queue<ItemJobData>;
-  readonly #worker: Worker<ItemJobData> | undefined;
+  readonly #worker: ItemWorker | undefined;
   readonly #stopping = new AbortController();
+  #closing: Promise<void> | undefined;
 
   constructor(private readonly options: BatchQueueOptions) {
     const connection = queueConnection(options.redisUrl);
@@ -67,13 +81,16 @@ export class BatchQueue {
     // Connection errors are retried by BullMQ; a call that needs Redis fails on its own.
     this.#queue.on("error", () => undefined);
     if (options.concurrency === 0) return;
-    this.#worker = new Worker<ItemJobData>(BATCH_QUEUE, (job) => this.#process(job), {
+    this.#worker = new ItemWorker(BATCH_QUEUE, (job) => this.#process(job), {
       connection,
       prefix: QUEUE_PREFIX,
       concurrency: options.concurrency,
       lockDuration: options.lockMs,
       stalledInterval: options.lockMs,
       maxStalledCount: options.attempts,
+      // Short waits, so that a close after a Redis outage is not held by a 15 s retry delay or a 5 s blocking pop.
+      runRetryDelay: 1000,
+      drainDelay: 1,
     });
     this.#worker.on("error", (error) => options.logger.warn({ err: error }, "batch worker error"));
     this.#worker.on("failed", (job, error) => {
@@ -103,11 +120,27 @@ export class BatchQueue {
     );
   }
 
-  /** Stops taking items; resolves once the running ones have ended (their requests drain with the gateway). */
+  /**
+   * Stops taking items (at the first call) and closes the worker and the queue, which waits for the running items;
+   * those drain with the gateway's requests. A BullMQ close can wait for Redis forever during an outage, so each call
+   * waits at most CLOSE_WAIT_MS, then drops the connections: an item whose result was not written yet runs again on
+   * another gateway.
+   */
   async close(): Promise<void> {
     this.#stopping.abort();
-    await this.#worker?.close();
-    await this.#queue.close();
+    this.#closing ??= Promise.all([this.#worker?.close(), this.#queue.close()]).then(
+      () => undefined,
+      () => undefined,
+    );
+    const closed = await Promise.race([this.#closing.then(() => true), sleep(CLOSE_WAIT_MS, false, { ref: false })]);
+    // Left to reconnect and renew, the connections and locks would keep the process alive; their end is not waited for.
+    if (!closed) {
+      void Promise.allSettled([
+        this.#worker?.stopRenewingLocks(),
+        this.#worker?.disconnect(),
+        this.#queue.disconnect(),
+      ]);
+    }
   }
 
   async #process(job: Job<ItemJobData>): Promise<void> {
@@ -157,7 +190,7 @@ export class BatchQueue {
         if (!(error instanceof AdmissionRefused) || error.reason === "draining" || this.#stopping.signal.aborted) {
           throw error;
         }
-        await new Promise((resolve) => setTimeout(resolve, Math.min(error.retryAfterMs ?? 50, MAX_ROOM_WAIT_MS)));
+        await sleep(Math.min(error.retryAfterMs ?? 50, MAX_ROOM_WAIT_MS));
       }
     }
   }

@@ -145,12 +145,12 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         stopWatchingKeys();
         setServing(health, SERVICE_NAMES.gateway, false);
         // Batch items stop being taken at once; those running drain with the interactive requests.
-        const batchesClosed = batches.close();
+        void batches.queue.close();
         await withinGrace(admission.drain(), graceMs);
         requests.abortAll(grpc.status.UNAVAILABLE, "the gateway shut down before the request finished");
         await admission.drain();
         await drain(server, 1000);
-        await batchesClosed;
+        await batches.close();
         draft.shutdown();
         await replicas.close();
       })();
