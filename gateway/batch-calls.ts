@@ -45,6 +45,12 @@ class CallError extends Error {
   }
 }
 
+/**
+ * A batch still VALIDATING this long after its creation was stored by a SubmitBatch that ended (its gateway killed)
+ * before queuing the items: the next call that reads it queues them (the job ids make a second queuing add nothing).
+ */
+const STALE_VALIDATING_MS = 10_000;
+
 function notFound(id: string): CallError {
   return new CallError(grpc.status.NOT_FOUND, `no batch ${JSON.stringify(id)} of this tenant`);
 }
@@ -79,10 +85,21 @@ export function batchHandlers(context: BatchCallsContext): BatchHandlers {
     );
   }
 
+  /** The batch, queued now if its SubmitBatch died between storing it and queuing its items. */
+  const resumed = async (batch: Batch): Promise<Batch> => {
+    if (batch.status !== "BATCH_STATUS_VALIDATING" || Date.now() - Number(batch.created_at_ms) < STALE_VALIDATING_MS) {
+      return batch;
+    }
+    await queue.add(batch);
+    await store.queued(batch.id as string);
+    logger.info({ batchId: batch.id }, "batch queued again: its submission ended before queuing it");
+    return (await store.get(batch.id as string)) ?? batch;
+  };
+
   const owned = async (id: string, tenant: string): Promise<Batch> => {
     const batch = await store.get(id, tenant);
     if (batch === undefined) throw notFound(id);
-    return batch;
+    return resumed(batch);
   };
 
   return {
@@ -137,9 +154,14 @@ export function batchHandlers(context: BatchCallsContext): BatchHandlers {
         call,
         callback,
         (request) => batchCallProblems(request, "ListBatchesRequest"),
-        async (tenant) => ({
-          batches: await store.list(tenant, call.request.offset, call.request.limit || BATCH_LIMITS.defaultListed),
-        }),
+        async (tenant) => {
+          const listed = await store.list(
+            tenant,
+            call.request.offset,
+            call.request.limit || BATCH_LIMITS.defaultListed,
+          );
+          return { batches: await Promise.all(listed.map(resumed)) };
+        },
       );
     },
   };

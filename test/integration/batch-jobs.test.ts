@@ -293,6 +293,32 @@ describe("batch jobs", { timeout: 180_000 }, () => {
     }
   });
 
+  it("queues a batch whose submission ended before queuing it, when the batch is next read", async () => {
+    const redisClient = new Redis(redis.url);
+    try {
+      // As a SubmitBatch killed between storing the batch and queuing its items leaves it, a minute ago.
+      const store = new BatchStore(redisClient, () => Date.now() - 60_000);
+      const request = (prompt: string) =>
+        ({ text: prompt, prompt: "text", max_tokens: MAX_TOKENS, tenant_id: "acme" }) as GenerateRequest__Output;
+      const stranded = await store.create("acme", {
+        items: PROMPTS.slice(0, 2).map((prompt, i) => ({ customId: `s-${i}`, request: request(prompt) })),
+        completionWindowS: 3600,
+        retentionS: 3600,
+      });
+      const id = stranded.id as string;
+      const batch = await main.client.getBatch(id, { tenant_id: "acme" });
+      assert.equal(batch.status, "BATCH_STATUS_IN_PROGRESS");
+      await finished(main.client, id, "acme");
+      const results = (await main.client.getBatchResults(id, { tenant_id: "acme" })).results;
+      assert.deepEqual(
+        results.map((r) => r.response?.token_ids),
+        PROMPTS.slice(0, 2).map((prompt) => expected.get(prompt)),
+      );
+    } finally {
+      redisClient.disconnect();
+    }
+  });
+
   it("completes every item exactly once when gateways running it are killed with SIGKILL", async () => {
     // Only the gateways of this test run its items.
     main.client.close();
