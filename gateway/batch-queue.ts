@@ -10,16 +10,18 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import * as grpc from "@grpc/grpc-js";
 import { ROOT_CONTEXT } from "@opentelemetry/api";
-import { type Job, Queue, Worker } from "bullmq";
+import { type ConnectionOptions, type Job, Queue, Worker } from "bullmq";
 import type { Logger } from "pino";
 import type { Batch } from "../gen/specgate/v1/Batch.ts";
 import { SERVICE_NAMES } from "../proto/load.ts";
-import { QUEUE_PREFIX, queueConnection } from "../proto/verify-queue.ts";
+import { QUEUE_PREFIX } from "../proto/verify-queue.ts";
+import { closeQueueConnection, queueConnection, type RedisTarget } from "../services/replica-link/redis-target.ts";
 import { AdmissionRefused } from "./admission.ts";
 import type { BatchStore, ItemOutcome } from "./batch-store.ts";
 import { type GatewayRequests, generateResponse, requestStatus } from "./requests.ts";
 
-const BATCH_QUEUE = "batch-items";
+/** Hash-tagged: on a Redis Cluster, BullMQ needs all of a queue's keys in one slot. */
+const BATCH_QUEUE = "{batch-items}";
 const ITEM_JOB_NAME = "item";
 /** Failures another attempt may not meet: the replicas or the draft service coming back, room freeing up. */
 const RETRIED = new Set([grpc.status.UNAVAILABLE, grpc.status.RESOURCE_EXHAUSTED, grpc.status.INTERNAL]);
@@ -34,7 +36,7 @@ interface ItemJobData {
 }
 
 export interface BatchQueueOptions {
-  readonly redisUrl: string;
+  readonly redis: RedisTarget;
   readonly store: BatchStore;
   readonly requests: GatewayRequests;
   /** Served model name, as responses report it. */
@@ -75,8 +77,11 @@ export class BatchQueue {
   readonly #stopping = new AbortController();
   #closing: Promise<void> | undefined;
 
+  readonly #connection: ConnectionOptions;
+
   constructor(private readonly options: BatchQueueOptions) {
-    const connection = queueConnection(options.redisUrl);
+    const connection = queueConnection(options.redis);
+    this.#connection = connection;
     this.#queue = new Queue<ItemJobData>(BATCH_QUEUE, { connection, prefix: QUEUE_PREFIX });
     // Connection errors are retried by BullMQ; a call that needs Redis fails on its own.
     this.#queue.on("error", () => undefined);
@@ -128,10 +133,12 @@ export class BatchQueue {
    */
   async close(): Promise<void> {
     this.#stopping.abort();
-    this.#closing ??= Promise.all([this.#worker?.close(), this.#queue.close()]).then(
-      () => undefined,
-      () => undefined,
-    );
+    this.#closing ??= Promise.all([this.#worker?.close(), this.#queue.close()])
+      .then(() => closeQueueConnection(this.#connection))
+      .then(
+        () => undefined,
+        () => undefined,
+      );
     const closed = await Promise.race([this.#closing.then(() => true), sleep(CLOSE_WAIT_MS, false, { ref: false })]);
     // Left to reconnect and renew, the connections and locks would keep the process alive; their end is not waited for.
     if (!closed) {

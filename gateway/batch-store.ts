@@ -9,13 +9,13 @@
  * before BullMQ heard of it) still has one result and is counted once; the last result ends the batch's status.
  */
 import { randomUUID } from "node:crypto";
-import type { Redis } from "ioredis";
 import type { Batch } from "../gen/specgate/v1/Batch.ts";
 import type { BatchItem, BatchItem__Output } from "../gen/specgate/v1/BatchItem.ts";
 import type { BatchItemResult, BatchItemResult__Output } from "../gen/specgate/v1/BatchItemResult.ts";
 import type { BatchStatus } from "../gen/specgate/v1/BatchStatus.ts";
 import { messageCodec } from "../proto/codec.ts";
 import { QUEUE_PREFIX } from "../proto/verify-queue.ts";
+import type { RedisClient } from "../services/replica-link/redis-target.ts";
 import type { ValidBatch } from "./validation.ts";
 
 /** What an item's result counts as. */
@@ -26,7 +26,8 @@ type StatusName = Exclude<BatchStatus, number>;
 const itemCodec = messageCodec<BatchItem, BatchItem__Output>("BatchItem");
 const resultCodec = messageCodec<BatchItemResult, BatchItemResult__Output>("BatchItemResult");
 
-const recordKey = (id: string) => `${QUEUE_PREFIX}:batch:${id}`;
+/** The batch id is the hash tag: on a Redis Cluster a batch's keys share a slot, as its scripts and MULTI need. */
+const recordKey = (id: string) => `${QUEUE_PREFIX}:batch:{${id}}`;
 const itemsKey = (id: string) => `${recordKey(id)}:items`;
 const resultsKey = (id: string) => `${recordKey(id)}:results`;
 const tenantKey = (tenant: string) => `${QUEUE_PREFIX}:batches:${tenant}`;
@@ -74,7 +75,7 @@ return 1
 
 export class BatchStore {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -102,10 +103,11 @@ export class BatchStore {
       .multi()
       .hset(recordKey(id), record)
       .hset(itemsKey(id), Object.fromEntries(items.map((bytes, index) => [index, bytes])))
-      .zadd(tenantKey(tenant), created, id)
       .pexpireat(recordKey(id), expires)
       .pexpireat(itemsKey(id), expires)
       .exec();
+    // Another slot on a cluster, so not in the MULTI: a batch missing from its tenant's list is only unlisted.
+    await this.redis.zadd(tenantKey(tenant), created, id);
     return toBatch(id, Object.fromEntries(Object.entries(record).map(([k, v]) => [k, String(v)])));
   }
 

@@ -166,11 +166,12 @@ function startBatches(
   model: ServedModel,
   logger: Logger,
 ): { readonly store: BatchStore; readonly queue: BatchQueue; close(): Promise<void> } {
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
+  const target = { url: config.redisUrl, cluster: config.redisCluster };
+  const redis = openRedis(target, { maxRetriesPerRequest: 2 });
   redis.on("error", (error) => logger.warn({ err: error }, "redis connection error (batches)"));
   const store = new BatchStore(redis);
   const queue = new BatchQueue({
-    redisUrl: config.redisUrl,
+    redis: target,
     store,
     requests,
     model: model.name,

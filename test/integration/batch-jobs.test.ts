@@ -287,7 +287,7 @@ describe("batch jobs", { timeout: 180_000 }, () => {
       await store.writeResult(expired.id as string, { index: 0, error }, "completed");
       await store.writeResult(expired.id as string, { index: 1, error }, "expired");
       assert.equal((await store.get(expired.id as string))?.status, "BATCH_STATUS_EXPIRED");
-      assert.equal((await redisClient.pttl(`specgate:batch:${expired.id}:results`)) > 0, true, "results expire");
+      assert.equal((await redisClient.pttl(`specgate:batch:{${expired.id}}:results`)) > 0, true, "results expire");
     } finally {
       redisClient.disconnect();
     }
