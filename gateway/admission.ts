@@ -9,6 +9,10 @@
  * The queue's bounds are what bound the latency of the requests admitted under overload: a request waits at most
  * `maxQueueMs` for its slot, then generates beside at most `maxInFlight - 1` others. Draining refuses every new
  * request (so clients retry elsewhere) and resolves once the admitted ones have finished.
+ *
+ * Background work (batch items) never queues and never takes the last free slot: it is admitted only when no request
+ * waits and a slot stays free beside it, so an interactive request arriving then starts at once rather than behind
+ * it. Its caller waits `retryAfterMs` and asks again.
  */
 
 export type RefusalReason = "full" | "tenant-full" | "memory" | "draining";
@@ -51,6 +55,8 @@ export interface AdmissionAsk {
   readonly kvTokens?: number;
   /** Aborting while queued leaves the queue and rejects with the signal's reason. */
   readonly signal?: AbortSignal;
+  /** Admitted only into spare room, never queued (see above). */
+  readonly background?: boolean;
 }
 
 interface Waiter {
@@ -122,7 +128,7 @@ export class Admission {
   admit(ask: AdmissionAsk = {}): Promise<Admitted> {
     const tenant = ask.tenant ?? "";
     const kvBytes = (ask.kvTokens ?? 0) * this.kvBytesPerToken;
-    const refusal = this.#refusalAtDoor(tenant, kvBytes);
+    const refusal = this.#refusalAtDoor(tenant, kvBytes) ?? (ask.background ? this.#noSpareRoom(kvBytes) : undefined);
     if (refusal) return Promise.reject(refusal);
     this.#addTenant(tenant, 1);
     if (this.#queue.length === 0 && this.#fits(kvBytes)) return Promise.resolve(this.#grant(tenant, kvBytes));
@@ -199,6 +205,20 @@ export class Admission {
       return this.#fullRefusal(kvBytes, "queue full");
     }
     return undefined;
+  }
+
+  /** Background work's refusal unless a slot would stay free beside it (one slot in all: unless it is idle). */
+  #noSpareRoom(kvBytes: number): AdmissionRefused | undefined {
+    const spare = this.maxInFlight > 1 ? 1 : 0;
+    if (this.#queue.length === 0 && this.#inFlight + 1 + spare <= this.maxInFlight && this.#fits(kvBytes)) {
+      return undefined;
+    }
+    const retryAfterMs = this.retryAfterMs();
+    return new AdmissionRefused(
+      "full",
+      `background work waits for spare room (${this.#inFlight} of ${this.maxInFlight} in flight, ${this.#queue.length} waiting); retry in ${retryAfterMs} ms`,
+      retryAfterMs,
+    );
   }
 
   /** The refusal of a request the gateway has no room for: names the limit that blocks it. */

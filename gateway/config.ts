@@ -190,6 +190,30 @@ export const GATEWAY_SETTINGS = {
     schema: integer(1, DEFAULT_STANDBY_MS),
     help: "a pushed verify job unanswered this long also goes on the replica's queue (its push or reply may be lost; a push nobody heard is queued at once); less than --verify-timeout-ms",
   },
+  batchConcurrency: {
+    flag: "batch-concurrency",
+    env: "SPECGATE_BATCH_CONCURRENCY",
+    schema: integer(0, 1),
+    help: "batch items this gateway runs at once, each only while a slot stays free for interactive requests (0: run none, only accept batches)",
+  },
+  batchLockMs: {
+    flag: "batch-lock-ms",
+    env: "SPECGATE_BATCH_LOCK_MS",
+    schema: integer(1000, 30_000),
+    help: "a batch item whose gateway died goes back to the queue this long after its last lock renewal",
+  },
+  batchAttempts: {
+    flag: "batch-attempts",
+    env: "SPECGATE_BATCH_ATTEMPTS",
+    schema: integer(1, 5),
+    help: "attempts per batch item before a retryable failure (UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL) becomes its result",
+  },
+  batchBackoffMs: {
+    flag: "batch-backoff-ms",
+    env: "SPECGATE_BATCH_BACKOFF_MS",
+    schema: integer(1, 1000),
+    help: "delay before a batch item's first retry, doubling with each retry",
+  },
   metricsPort: {
     ...metricsPortSetting({ env: "SPECGATE_GATEWAY_METRICS_PORT", fallback: 9464 }),
     help: "Prometheus scrape port on 127.0.0.1 (0: a free one; OTEL_SDK_DISABLED=true turns telemetry off)",

@@ -26,6 +26,22 @@ export const MAX_STOP_CHARS = 256;
 export const MAX_NAME_CHARS = 256;
 /** request_id, tenant_id, user_id. */
 export const MAX_LABEL_CHARS = 128;
+/** Items of one batch (SubmitBatch), and what the batch calls bound. */
+export const BATCH_LIMITS = {
+  maxItems: 1000,
+  defaultCompletionWindowS: 86_400,
+  maxCompletionWindowS: 7 * 86_400,
+  defaultRetentionS: 7 * 86_400,
+  maxRetentionS: 30 * 86_400,
+  /** Results in one GetBatchResults answer. */
+  defaultResults: 100,
+  maxResults: 1000,
+  /** Batches in one ListBatches answer. */
+  defaultListed: 20,
+  maxListed: 100,
+  /** Problems an INVALID_ARGUMENT for a batch lists, so that the message stays small whatever the batch. */
+  maxProblems: 10,
+} as const;
 /** Softmax at this temperature is already near uniform for usual logit ranges: more is taken for a mistake. */
 export const MAX_TEMPERATURE = 100;
 /** Characters of a caller's value quoted back in an error message. */

@@ -8,7 +8,9 @@ import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Context } from "@opentelemetry/api";
 import type { Logger } from "pino";
+import type { GenerateEnd } from "../gen/specgate/v1/GenerateEnd.ts";
 import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
+import type { GenerateResponse } from "../gen/specgate/v1/GenerateResponse.ts";
 import { RETRY_PUSHBACK_TRAILER } from "../sdk/errors.ts";
 import { randomSeed } from "../services/engine/rng.ts";
 import { VerifyJobError } from "../services/replica-link/verify-errors.ts";
@@ -49,12 +51,34 @@ export interface IncomingRequest {
   watch(controller: AbortController): CallWatch;
   /** What the transport found wrong with the call itself (gRPC metadata over its limits). */
   readonly problems?: readonly string[];
+  /**
+   * Set for an item of a batch (batch-queue.ts): its tenant, identified when the batch was submitted. It is admitted
+   * only into room that interactive requests leave free (admission.ts, `background`).
+   */
+  readonly batch?: { readonly tenant: string };
 }
 
 export interface Served {
   readonly outcome: Outcome;
   readonly requestId: string;
   readonly seed: number;
+}
+
+/** The GenerateResponse of a request served: what Generate answers and a batch item's result holds. */
+export function generateResponse(served: Served, model: string): GenerateResponse {
+  return { token_ids: served.outcome.tokenIds, text: served.outcome.text, ...generateEnd(served, model) };
+}
+
+/** What every request ends with: GenerateResponse's fields beside the tokens, and GenerateStream's end message. */
+export function generateEnd({ outcome, requestId, seed }: Served, model: string): GenerateEnd {
+  return {
+    finish_reason: outcome.finishReason,
+    stats: outcome.stats,
+    usage: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.tokenIds.length },
+    request_id: requestId,
+    seed,
+    model,
+  };
 }
 
 /** What serving a request needs besides the request. */
@@ -117,6 +141,11 @@ export class GatewayRequests {
 
   constructor(private readonly context: RequestContext) {}
 
+  /** How requests are checked here (batch items are checked the same way when their batch is submitted). */
+  get validation(): ValidationContext {
+    return this.context.validation;
+  }
+
   /**
    * Identifies, validates and admits the request (waiting in the admission queue if it must); rejects with what
    * refuses it, nothing held then.
@@ -125,7 +154,7 @@ export class GatewayRequests {
     // Malformed or oversized calls are refused before the key check and admission: nothing of theirs is looked at.
     const problems = [...(incoming.problems ?? []), ...shapeProblems(incoming.request)];
     if (problems.length > 0) throw new InvalidRequestError(problems);
-    const tenant = this.#identify(incoming);
+    const tenant = incoming.batch?.tenant ?? this.#identify(incoming);
     const controller = new AbortController();
     this.#running.add(controller);
     const watch = incoming.watch(controller);
@@ -146,6 +175,7 @@ export class GatewayRequests {
         tenant,
         kvTokens: Math.min(valid.prompt.length + valid.maxNewTokens, this.context.validation.contextLength),
         signal: controller.signal,
+        background: incoming.batch !== undefined,
       });
     } catch (error) {
       finish();

@@ -23,6 +23,9 @@ import { extractFromMetadata, type SpecgateMetrics } from "../services/telemetry
 import { Admission } from "./admission.ts";
 import { type ApiKeys, loadApiKeys, watchApiKeys } from "./api-keys.ts";
 import { identifyCall } from "./authentication.ts";
+import { batchHandlers } from "./batch-calls.ts";
+import { BatchQueue } from "./batch-queue.ts";
+import { BatchStore } from "./batch-store.ts";
 import { abortWithCall } from "./call-abort.ts";
 import {
   checkVerifyTimings,
@@ -36,7 +39,7 @@ import { DraftLink } from "./draft-link.ts";
 import type { GenerationServices } from "./generation.ts";
 import { ReplicaRouter } from "./replica-router.ts";
 import { GATEWAY_SERVER_OPTIONS, metadataProblem } from "./request-limits.ts";
-import { GatewayRequests, type IncomingRequest, requestStatus, type Served } from "./requests.ts";
+import { GatewayRequests, generateEnd, generateResponse, type IncomingRequest, requestStatus } from "./requests.ts";
 import type { ServedModel } from "./served-model.ts";
 import { undecodableProblem, withLenientRequests } from "./undecodable.ts";
 import { NO_DRAFTER, type ValidationContext } from "./validation.ts";
@@ -110,9 +113,14 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     metrics,
   });
 
+  const batches = startBatches(config, requests, model, logger);
+
   const listing = modelListing(config, model, drafters);
   const server = new grpc.Server(GATEWAY_SERVER_OPTIONS);
-  server.addService(withLenientRequests(gatewayService), gatewayHandlers(requests, apiKeys, model, listing));
+  server.addService(withLenientRequests(gatewayService), {
+    ...gatewayHandlers(requests, apiKeys, model, listing),
+    ...batchHandlers({ apiKeys, validation: requests.validation, ...batches, logger }),
+  });
   const health = addStandardServices(server, [SERVICE_NAMES.gateway]);
   const port = await bindServer(server, config.host, config.port, credentials);
   const exposure = plaintextExposureWarning(config.host, tlsFiles !== undefined);
@@ -136,14 +144,49 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       stopping ??= (async () => {
         stopWatchingKeys();
         setServing(health, SERVICE_NAMES.gateway, false);
+        // Batch items stop being taken at once; those running drain with the interactive requests.
+        void batches.queue.close();
         await withinGrace(admission.drain(), graceMs);
         requests.abortAll(grpc.status.UNAVAILABLE, "the gateway shut down before the request finished");
         await admission.drain();
         await drain(server, 1000);
+        await batches.close();
         draft.shutdown();
         await replicas.close();
       })();
       return stopping;
+    },
+  };
+}
+
+/** The batch store and queue, this gateway's batch worker running on it (unless --batch-concurrency is 0). */
+function startBatches(
+  config: GatewayConfig,
+  requests: GatewayRequests,
+  model: ServedModel,
+  logger: Logger,
+): { readonly store: BatchStore; readonly queue: BatchQueue; close(): Promise<void> } {
+  const target = { url: config.redisUrl, cluster: config.redisCluster };
+  const redis = openRedis(target, { maxRetriesPerRequest: 2 });
+  redis.on("error", (error) => logger.warn({ err: error }, "redis connection error (batches)"));
+  const store = new BatchStore(redis);
+  const queue = new BatchQueue({
+    redis: target,
+    store,
+    requests,
+    model: model.name,
+    concurrency: config.batchConcurrency,
+    lockMs: config.batchLockMs,
+    attempts: config.batchAttempts,
+    backoffMs: config.batchBackoffMs,
+    logger,
+  });
+  return {
+    store,
+    queue,
+    async close() {
+      await queue.close();
+      redis.disconnect();
     },
   };
 }
@@ -258,16 +301,7 @@ function gatewayHandlers(
   apiKeys: ApiKeys | undefined,
   model: ServedModel,
   listing: ListModelsResponse,
-): GatewayHandlers {
-  /** What both RPCs answer at the end of a request (GenerateResponse's fields, GenerateStream's end message). */
-  const ending = ({ outcome, requestId, seed }: Served) => ({
-    finish_reason: outcome.finishReason,
-    stats: outcome.stats,
-    usage: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.tokenIds.length },
-    request_id: requestId,
-    seed,
-    model: model.name,
-  });
+): Pick<GatewayHandlers, "Generate" | "GenerateStream" | "ListModels"> {
   const incoming = (method: string, call: RequestCall): IncomingRequest => ({
     transport: { protocol: "grpc", method: `${SERVICE_NAMES.gateway}/${method}` },
     request: call.request,
@@ -281,8 +315,7 @@ function gatewayHandlers(
       requests
         .serve(incoming("Generate", call), () => undefined)
         .then(
-          (served) =>
-            callback(null, { token_ids: served.outcome.tokenIds, text: served.outcome.text, ...ending(served) }),
+          (served) => callback(null, generateResponse(served, model.name)),
           (error: unknown) => callback(requestStatus(error)),
         );
     },
@@ -291,7 +324,7 @@ function gatewayHandlers(
         .serve(incoming("GenerateStream", call), (delta) => call.write({ delta }))
         .then(
           (served) => {
-            call.write({ end: ending(served) });
+            call.write({ end: generateEnd(served, model.name) });
             call.end();
           },
           (error: unknown) => {

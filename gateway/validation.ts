@@ -9,6 +9,7 @@ import type { AcceptanceMode__Output } from "../gen/specgate/v1/AcceptanceMode.t
 import type { GenerateRequest__Output } from "../gen/specgate/v1/GenerateRequest.ts";
 import type { LookaheadSettings__Output } from "../gen/specgate/v1/LookaheadSettings.ts";
 import type { RelaxedAcceptance__Output } from "../gen/specgate/v1/RelaxedAcceptance.ts";
+import type { SubmitBatchRequest__Output } from "../gen/specgate/v1/SubmitBatchRequest.ts";
 import { enumNames } from "../proto/codec.ts";
 import type { KPolicyConfig } from "../services/engine/k-policy.ts";
 import { LOOKAHEAD_LIMITS } from "../services/engine/lookahead.ts";
@@ -16,6 +17,7 @@ import { MAX_SEED } from "../services/engine/rng.ts";
 import { TREE_LIMITS } from "../services/engine/token-tree.ts";
 import type { Branching } from "../services/engine/tree-policy.ts";
 import {
+  BATCH_LIMITS,
   MAX_LABEL_CHARS,
   MAX_NAME_CHARS,
   MAX_PROMPT_CHARS_PER_TOKEN,
@@ -97,9 +99,9 @@ export class InvalidRequestError extends Error {
 type Request = GenerateRequest__Output;
 
 /** A numeric field: finite, an integer where asked, within its bounds. Unset (undefined) passes. */
-interface NumberRule {
+interface NumberRule<Message = Request> {
   readonly field: string;
-  readonly value: (request: Request) => number | undefined;
+  readonly value: (message: Message) => number | undefined;
   readonly integer?: boolean;
   readonly min: number;
   /** The value must exceed `min` rather than reach it. */
@@ -178,7 +180,11 @@ const NUMBER_RULES: readonly NumberRule[] = [
   })),
 ];
 
-function numberProblem(rule: NumberRule, value: number, ctx: ValidationContext): string | undefined {
+function numberProblem<Message>(
+  rule: NumberRule<Message>,
+  value: number,
+  ctx: ValidationContext | undefined,
+): string | undefined {
   const { field, min } = rule;
   if (!Number.isFinite(value)) return `${field} must be a finite number, got ${value}`;
   if (rule.integer && !Number.isInteger(value)) return `${field} must be an integer, got ${value}`;
@@ -187,15 +193,15 @@ function numberProblem(rule: NumberRule, value: number, ctx: ValidationContext):
     return `${field} must be a finite number ${rule.aboveMin ? ">" : ">="} ${min}, got ${value}`;
   }
   if (rule.max !== undefined && value > rule.max) return `${field} must be at most ${rule.max}, got ${value}`;
-  const limit = rule.limit?.(ctx);
+  const limit = ctx && rule.limit?.(ctx);
   if (limit !== undefined && value > limit) return `${field} ${value} exceeds this gateway's limit of ${limit}`;
   return undefined;
 }
 
 /** A string field (or a list of them): length bounds, and how many the list may hold. */
-interface TextRule {
+interface TextRule<Message = Request> {
   readonly field: string;
-  readonly values: (request: Request) => readonly string[];
+  readonly values: (message: Message) => readonly string[];
   readonly maxChars: number;
   readonly nonEmpty?: boolean;
   readonly maxCount?: number;
@@ -210,8 +216,8 @@ const TEXT_RULES: readonly TextRule[] = [
   { field: "user_id", values: (r) => [r.user_id], maxChars: MAX_LABEL_CHARS },
 ];
 
-function textProblems(rule: TextRule, request: Request): string[] {
-  const values = rule.values(request);
+function textProblems<Message>(rule: TextRule<Message>, message: Message): string[] {
+  const values = rule.values(message);
   const problems: string[] = [];
   if (rule.maxCount !== undefined && values.length > rule.maxCount) {
     problems.push(`${rule.field}: at most ${rule.maxCount} values, got ${values.length}`);
@@ -243,6 +249,17 @@ function enumProblem(rule: EnumRule, value: string | number): string | undefined
   const names = ENUM_VALUES.get(rule.enumName) ?? new Set();
   if (typeof value === "string" && names.has(value)) return undefined;
   return `${rule.field} ${value} is not a value of ${rule.enumName}; known: ${[...names].join(", ")}`;
+}
+
+function numberProblems<Message>(
+  rules: readonly NumberRule<Message>[],
+  message: Message,
+  ctx: ValidationContext | undefined,
+): string[] {
+  return rules.flatMap((rule) => {
+    const value = rule.value(message);
+    return (value === undefined ? undefined : numberProblem(rule, value, ctx)) ?? [];
+  });
 }
 
 /**
@@ -303,12 +320,10 @@ function treeOf(request: Request, lossless: boolean, problems: string[]): TreeRe
 export function validateRequest(request: Request, ctx: ValidationContext, seed: number): ValidRequest {
   const undecodable = undecodableProblem(request, "GenerateRequest");
   if (undecodable !== undefined) throw new InvalidRequestError([undecodable]);
-  const problems = TEXT_RULES.flatMap((rule) => textProblems(rule, request));
-  for (const rule of NUMBER_RULES) {
-    const value = rule.value(request);
-    const problem = value === undefined ? undefined : numberProblem(rule, value, ctx);
-    if (problem !== undefined) problems.push(problem);
-  }
+  const problems = [
+    ...TEXT_RULES.flatMap((rule) => textProblems(rule, request)),
+    ...numberProblems(NUMBER_RULES, request, ctx),
+  ];
   for (const rule of ENUM_RULES) {
     const value = rule.value(request);
     const problem = value === undefined ? undefined : enumProblem(rule, value);
@@ -362,4 +377,135 @@ export function validateRequest(request: Request, ctx: ValidationContext, seed: 
     tenantId: request.tenant_id,
     userId: request.user_id,
   };
+}
+
+type Submit = SubmitBatchRequest__Output;
+
+const SUBMIT_TEXT_RULES: readonly TextRule<Submit>[] = [
+  {
+    field: "items",
+    values: (r) => r.items.map((item) => item.custom_id),
+    maxChars: MAX_LABEL_CHARS,
+    maxCount: BATCH_LIMITS.maxItems,
+  },
+  { field: "tenant_id", values: (r) => [r.tenant_id], maxChars: MAX_LABEL_CHARS },
+];
+
+const SUBMIT_NUMBER_RULES: readonly NumberRule<Submit>[] = [
+  {
+    field: "completion_window_s",
+    value: (r) => r.completion_window_s || undefined,
+    integer: true,
+    min: 1,
+    max: BATCH_LIMITS.maxCompletionWindowS,
+  },
+  {
+    field: "retention_s",
+    value: (r) => r.retention_s || undefined,
+    integer: true,
+    min: 1,
+    max: BATCH_LIMITS.maxRetentionS,
+  },
+];
+
+/** A batch's items resolved: each request labelled with the batch's tenant, the batch's times with their defaults. */
+export interface ValidBatch {
+  readonly items: readonly { readonly customId: string; readonly request: Request }[];
+  readonly completionWindowS: number;
+  readonly retentionS: number;
+}
+
+/** The first problems of a batch, and how many more there were: a batch of 1000 bad items gets a short answer. */
+function batchError(problems: readonly string[]): InvalidRequestError {
+  const shown = problems.slice(0, BATCH_LIMITS.maxProblems);
+  const more = problems.length - shown.length;
+  return new InvalidRequestError(more > 0 ? [...shown, `and ${more} more problems`] : shown);
+}
+
+/** As shapeProblems, for SubmitBatch: its own strings and lists, and each item's request. */
+export function batchShapeProblems(request: Submit): string[] {
+  const undecodable = undecodableProblem(request, "SubmitBatchRequest");
+  if (undecodable !== undefined) return [undecodable];
+  const problems = SUBMIT_TEXT_RULES.flatMap((rule) => textProblems(rule, request));
+  if (request.items.length > BATCH_LIMITS.maxItems) return problems;
+  request.items.forEach((item, i) => {
+    if (item.request) problems.push(...shapeProblems(item.request).map((problem) => `items[${i}].${problem}`));
+  });
+  return problems;
+}
+
+/**
+ * A SubmitBatchRequest checked whole: its own fields, and every item as Generate checks a request (the problems name
+ * `items[i].field`); throws InvalidRequestError. `tenant` is the submitter's, as identified.
+ */
+export function validateBatch(request: Submit, tenant: string, ctx: ValidationContext): ValidBatch {
+  const shape = batchShapeProblems(request);
+  if (shape.length > 0) throw batchError(shape);
+  const problems = numberProblems(SUBMIT_NUMBER_RULES, request, ctx);
+  if (request.items.length === 0) problems.push("items: a batch needs at least one item");
+  const seen = new Set<string>();
+  const items = request.items.map((item, i) => {
+    const at = `items[${i}]`;
+    if (item.custom_id !== "") {
+      if (seen.has(item.custom_id)) problems.push(`${at}.custom_id ${quoted(item.custom_id)} is not unique`);
+      seen.add(item.custom_id);
+    }
+    if (!item.request) {
+      problems.push(`${at}.request is unset`);
+      return { customId: item.custom_id, request: {} as Request };
+    }
+    if (item.request.tenant_id !== "" && item.request.tenant_id !== tenant) {
+      problems.push(`${at}.request.tenant_id must be empty or the batch's tenant`);
+    }
+    try {
+      validateRequest(item.request, ctx, 0);
+    } catch (error) {
+      if (!(error instanceof InvalidRequestError)) throw error;
+      problems.push(...error.problems.map((problem) => `${at}.request: ${problem}`));
+    }
+    return { customId: item.custom_id, request: { ...item.request, tenant_id: tenant } };
+  });
+  const completionWindowS = request.completion_window_s || BATCH_LIMITS.defaultCompletionWindowS;
+  const retentionS = request.retention_s || BATCH_LIMITS.defaultRetentionS;
+  if (retentionS < completionWindowS) {
+    problems.push(`retention_s ${retentionS} is shorter than the completion window of ${completionWindowS} s`);
+  }
+  if (problems.length > 0) throw batchError(problems);
+  return { items, completionWindowS, retentionS };
+}
+
+/** The calls that name a batch, or list them: GetBatch, GetBatchResults, CancelBatch, ListBatches. */
+export interface BatchCall {
+  readonly batch_id?: string;
+  readonly tenant_id: string;
+  readonly limit?: number;
+}
+
+const BATCH_CALL_TEXT_RULES: readonly TextRule<BatchCall>[] = [
+  {
+    field: "batch_id",
+    values: (r) => (r.batch_id === undefined ? [] : [r.batch_id]),
+    maxChars: MAX_LABEL_CHARS,
+    nonEmpty: true,
+  },
+  { field: "tenant_id", values: (r) => [r.tenant_id], maxChars: MAX_LABEL_CHARS },
+];
+
+const BATCH_CALL_NUMBER_RULES: Readonly<Record<string, readonly NumberRule<BatchCall>[]>> = {
+  GetBatchResultsRequest: [
+    { field: "limit", value: (r) => r.limit || undefined, integer: true, min: 1, max: BATCH_LIMITS.maxResults },
+  ],
+  ListBatchesRequest: [
+    { field: "limit", value: (r) => r.limit || undefined, integer: true, min: 1, max: BATCH_LIMITS.maxListed },
+  ],
+};
+
+/** What is wrong with a batch call (`messageName`: its request message), all at once. */
+export function batchCallProblems(call: BatchCall, messageName: string): string[] {
+  const undecodable = undecodableProblem(call, messageName);
+  if (undecodable !== undefined) return [undecodable];
+  return [
+    ...BATCH_CALL_TEXT_RULES.flatMap((rule) => textProblems(rule, call)),
+    ...numberProblems(BATCH_CALL_NUMBER_RULES[messageName] ?? [], call, undefined),
+  ];
 }

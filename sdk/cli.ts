@@ -8,9 +8,10 @@ import { parseArgs } from "node:util";
 import { apiKeyLine, newApiKey } from "./api-key.ts";
 import { type ClientOptions, DEFAULT_ADDRESS, SpecgateClient } from "./client.ts";
 import { SpecgateError } from "./errors.ts";
+import type { Batch__Output } from "./gen/specgate/v1/Batch.ts";
 import type { GenerateEnd__Output } from "./gen/specgate/v1/GenerateEnd.ts";
 import type { GenerateResponse__Output } from "./gen/specgate/v1/GenerateResponse.ts";
-import { ACCEPTANCE_NAMES, type AcceptanceName, type GenerateInput } from "./request.ts";
+import { ACCEPTANCE_NAMES, type AcceptanceName, type BatchItemInput, type GenerateInput } from "./request.ts";
 
 const MAIN_HELP = `specgate: speculative decoding served by a gateway, a draft service and target replicas
 
@@ -19,6 +20,7 @@ Usage: specgate <command> [options]
 Commands:
   generate "<prompt>"   generate a completion through a gateway
   models                list the gateway's target model and drafters
+  batch <action>        batch jobs: submit FILE.jsonl | status ID | results ID | cancel ID | list
   keygen --tenant NAME  create an API key for a tenant and print its line for the gateway's keys file
 
 Run "specgate <command> --help" for a command's options.`;
@@ -64,6 +66,27 @@ const MODELS_HELP = `Usage: specgate models [--json]
 
 ${CONNECTION_HELP}`;
 
+const BATCH_HELP = `Usage: specgate batch <action> [options]
+
+Batch jobs: many generations run asynchronously by the gateways, below interactive requests in priority; each item's
+result is kept (until the batch's retention ends) and written exactly once.
+  submit FILE.jsonl     one item per line: {"custom_id": "a", "prompt": "Once upon a time", "max_tokens": 32, ...}
+                        (the fields of "specgate generate --json" input: prompt, max_tokens, temperature, top_k, top_p,
+                        seed, stop, drafter, k, k_min, k_max, acceptance, ...); prints the batch id ("-": stdin)
+  status ID             the batch's status and counts
+  results ID            one JSON line per item with a result: index, custom_id, then text, token_ids, finish_reason,
+                        usage, or error {code, message}
+  cancel ID             items not started are not run
+  list                  the tenant's batches, newest first
+Options:
+  --tenant ID           the tenant asking (a gateway with API keys takes the key's)
+  --completion-window S submit: seconds before items not yet run expire (default: the gateway's, 24 h)
+  --retention S         submit: seconds the batch and its results are kept (default: the gateway's, 7 days)
+  --limit N             list: batches to show (default 20)
+  --json                status, submit, cancel, list: the batch(es) as JSON
+
+${CONNECTION_HELP}`;
+
 const KEYGEN_HELP = `Usage: specgate keygen --tenant NAME [--json]
 
 Creates a random API key for the tenant. Prints the key (give it to the client; it is shown once and stored nowhere),
@@ -105,6 +128,14 @@ const GENERATE_OPTIONS = {
   tenant: { type: "string" },
   user: { type: "string" },
   stream: { type: "boolean" },
+} as const;
+
+const BATCH_OPTIONS = {
+  ...CONNECTION_OPTIONS,
+  tenant: { type: "string" },
+  "completion-window": { type: "string" },
+  retention: { type: "string" },
+  limit: { type: "string" },
 } as const;
 
 class UsageError extends Error {}
@@ -270,6 +301,101 @@ async function models(argv: string[]): Promise<number> {
   }
 }
 
+/** The items of a JSONL file (or stdin for "-"), each line an object with at least a prompt. */
+function batchItems(path: string): BatchItemInput[] {
+  const text = readFileSync(path === "-" ? 0 : path, "utf8");
+  return text.split("\n").flatMap((line, i) => {
+    if (line.trim() === "") return [];
+    let item: unknown;
+    try {
+      item = JSON.parse(line);
+    } catch (error) {
+      throw new UsageError(`${path}:${i + 1}: not JSON: ${(error as Error).message}`);
+    }
+    if (typeof item !== "object" || item === null || Array.isArray(item) || !("prompt" in item)) {
+      throw new UsageError(`${path}:${i + 1}: each line must be a JSON object with a "prompt"`);
+    }
+    return [item as BatchItemInput];
+  });
+}
+
+function batchLine(batch: Batch__Output): string {
+  const counts = batch.counts;
+  const status = batch.status.replace(/^BATCH_STATUS_/, "").toLowerCase();
+  return `${batch.id}  ${status}  ${counts?.completed ?? 0}/${counts?.total ?? 0} completed, ${counts?.failed ?? 0} failed`;
+}
+
+async function batch(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: BATCH_OPTIONS, allowPositionals: true });
+  const [action, argument, ...extra] = positionals;
+  if (values.help || action === undefined) {
+    console.log(BATCH_HELP);
+    return action === undefined && !values.help ? 2 : 0;
+  }
+  const takes = action === "list" ? 0 : 1;
+  if ((takes === 1 && argument === undefined) || positionals.length !== takes + 1 || extra.length > 0) {
+    throw new UsageError(
+      action === "list"
+        ? "batch list takes no argument"
+        : `batch ${action} takes one argument: specgate batch ${action} ${action === "submit" ? "FILE.jsonl" : "ID"}`,
+    );
+  }
+  const tenant = { tenant_id: values.tenant };
+  const show = (b: Batch__Output) => console.log(values.json ? JSON.stringify(b) : batchLine(b));
+  const client = new SpecgateClient(clientOptions(values));
+  try {
+    switch (action) {
+      case "submit": {
+        const items = batchItems(argument);
+        show(
+          await client.submitBatch(items, {
+            ...tenant,
+            completion_window_s: number("completion-window", values["completion-window"]),
+            retention_s: number("retention", values.retention),
+          }),
+        );
+        return 0;
+      }
+      case "status":
+        show(await client.getBatch(argument, tenant));
+        return 0;
+      case "cancel":
+        show(await client.cancelBatch(argument, tenant));
+        return 0;
+      case "results": {
+        let offset = 0;
+        do {
+          const page = await client.getBatchResults(argument, { ...tenant, offset, limit: 1000 });
+          for (const result of page.results) {
+            const { index, custom_id, response, error } = result;
+            const outcome = response
+              ? {
+                  text: response.text,
+                  token_ids: response.token_ids,
+                  finish_reason: shortFinishReason(response.finish_reason),
+                  usage: response.usage,
+                }
+              : { error };
+            console.log(JSON.stringify({ index, custom_id, ...outcome }));
+          }
+          offset = page.next_offset;
+        } while (offset !== 0);
+        return 0;
+      }
+      case "list": {
+        const listed = await client.listBatches({ ...tenant, limit: number("limit", values.limit) });
+        if (values.json) console.log(JSON.stringify(listed.batches));
+        else for (const b of listed.batches) show(b);
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown batch action "${action}"\n\n${BATCH_HELP}`);
+    }
+  } finally {
+    client.close();
+  }
+}
+
 function keygen(argv: string[]): number {
   const { values } = parseArgs({ args: argv, options: KEYGEN_OPTIONS });
   if (values.help) {
@@ -305,6 +431,8 @@ export async function main(argv: string[]): Promise<number> {
         return await models(rest);
       case "keygen":
         return keygen(rest);
+      case "batch":
+        return await batch(rest);
       case undefined:
       case "help":
       case "--help":

@@ -15,13 +15,16 @@ import {
 } from "@grpc/grpc-js";
 import { GatewayClient } from "./contract.ts";
 import { SpecgateError, toSpecgateError } from "./errors.ts";
+import type { Batch__Output } from "./gen/specgate/v1/Batch.ts";
 import type { GatewayClient as GatewayStub } from "./gen/specgate/v1/Gateway.ts";
 import type { GenerateEnd__Output } from "./gen/specgate/v1/GenerateEnd.ts";
 import type { GenerateResponse__Output } from "./gen/specgate/v1/GenerateResponse.ts";
+import type { GetBatchResultsResponse__Output } from "./gen/specgate/v1/GetBatchResultsResponse.ts";
+import type { ListBatchesResponse__Output } from "./gen/specgate/v1/ListBatchesResponse.ts";
 import type { ListModelsResponse__Output } from "./gen/specgate/v1/ListModelsResponse.ts";
 import type { TokenDelta__Output } from "./gen/specgate/v1/TokenDelta.ts";
 import { isLoopbackHost } from "./loopback.ts";
-import { type GenerateInput, toGenerateRequest } from "./request.ts";
+import { type BatchItemInput, type GenerateInput, toBatchItem, toGenerateRequest } from "./request.ts";
 import { backoffDelayMs, DEFAULT_RETRY, type RetryOptions, sleep } from "./retry.ts";
 
 export interface TlsOptions {
@@ -54,6 +57,24 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Extra request metadata (e.g. a traceparent). */
   metadata?: Record<string, string>;
+}
+
+/** Options of the batch calls: who asks (the tenant, as in GenerateInput), and the call's own options. */
+export interface BatchCallOptions extends CallOptions {
+  tenant_id?: string;
+}
+
+export interface SubmitBatchOptions extends BatchCallOptions {
+  /** Seconds the batch may take before its items not yet run expire (gateway default: 24 h). */
+  completion_window_s?: number;
+  /** Seconds the batch and its results are kept (gateway default: 7 days). */
+  retention_s?: number;
+}
+
+/** A range of items or batches: from `offset`, at most `limit` (gateway default when absent). */
+export interface PageOptions extends BatchCallOptions {
+  offset?: number;
+  limit?: number;
 }
 
 export type StreamEvent = ({ type: "delta" } & TokenDelta__Output) | ({ type: "end" } & GenerateEnd__Output);
@@ -92,6 +113,61 @@ export class SpecgateClient {
     const request = toGenerateRequest(input);
     return this.unary(options, (metadata, deadline, callback) =>
       this.stub.Generate(request, metadata, { deadline }, callback),
+    );
+  }
+
+  /**
+   * Submits a batch of generations, run asynchronously by the gateways at a lower priority than interactive calls.
+   * Never retried: a submission that failed in flight may have been stored, and `listBatches` tells.
+   */
+  submitBatch(items: readonly BatchItemInput[], options: SubmitBatchOptions = {}): Promise<Batch__Output> {
+    const request = {
+      items: items.map(toBatchItem),
+      tenant_id: options.tenant_id ?? "",
+      completion_window_s: options.completion_window_s ?? 0,
+      retention_s: options.retention_s ?? 0,
+    };
+    return this.unary(
+      options,
+      (metadata, deadline, callback) => this.stub.SubmitBatch(request, metadata, { deadline }, callback),
+      false,
+    );
+  }
+
+  /** A batch's status and counts. */
+  getBatch(batchId: string, options: BatchCallOptions = {}): Promise<Batch__Output> {
+    const request = { batch_id: batchId, tenant_id: options.tenant_id ?? "" };
+    return this.unary(options, (metadata, deadline, callback) =>
+      this.stub.GetBatch(request, metadata, { deadline }, callback),
+    );
+  }
+
+  /** Results of the batch's items from `offset` (those still pending are left out); `next_offset` 0 at the end. */
+  getBatchResults(batchId: string, options: PageOptions = {}): Promise<GetBatchResultsResponse__Output> {
+    const request = {
+      batch_id: batchId,
+      tenant_id: options.tenant_id ?? "",
+      offset: options.offset ?? 0,
+      limit: options.limit ?? 0,
+    };
+    return this.unary(options, (metadata, deadline, callback) =>
+      this.stub.GetBatchResults(request, metadata, { deadline }, callback),
+    );
+  }
+
+  /** Cancels a batch: items not started are not run. */
+  cancelBatch(batchId: string, options: BatchCallOptions = {}): Promise<Batch__Output> {
+    const request = { batch_id: batchId, tenant_id: options.tenant_id ?? "" };
+    return this.unary(options, (metadata, deadline, callback) =>
+      this.stub.CancelBatch(request, metadata, { deadline }, callback),
+    );
+  }
+
+  /** The tenant's batches, newest first. */
+  listBatches(options: PageOptions = {}): Promise<ListBatchesResponse__Output> {
+    const request = { tenant_id: options.tenant_id ?? "", offset: options.offset ?? 0, limit: options.limit ?? 0 };
+    return this.unary(options, (metadata, deadline, callback) =>
+      this.stub.ListBatches(request, metadata, { deadline }, callback),
     );
   }
 
@@ -188,6 +264,7 @@ export class SpecgateClient {
       deadline: Date | number,
       callback: (error: ServiceError | null, value?: T) => void,
     ) => ClientUnaryCall,
+    retried = true,
   ): Promise<T> {
     const deadline = this.deadline(options);
     const { signal } = options;
@@ -206,7 +283,7 @@ export class SpecgateClient {
       } catch (error) {
         if (signal?.aborted) throw cancelledError(signal);
         const failure = toSpecgateError(error);
-        if (!(await this.mayRetry(failure, attempt, deadline, signal))) throw failure;
+        if (!(retried && (await this.mayRetry(failure, attempt, deadline, signal)))) throw failure;
       }
     }
   }

@@ -2,6 +2,7 @@
  * The SDK's request shape: a flat, snake_case description of one generation (the same names as the CLI flags and
  * the JSON output), and its translation into the wire GenerateRequest. Pure.
  */
+import type { BatchItem } from "./gen/specgate/v1/BatchItem.ts";
 import type { GenerateRequest } from "./gen/specgate/v1/GenerateRequest.ts";
 import type { SpeculationSettings } from "./gen/specgate/v1/SpeculationSettings.ts";
 
@@ -99,4 +100,12 @@ export function toGenerateRequest(input: GenerateInput): GenerateRequest {
   else request.token_ids = { ids: [...input.prompt] };
   if (input.max_tokens !== undefined) request.max_tokens = input.max_tokens;
   return request;
+}
+
+/** One item of a batch: a generation as above, with the caller's id for it (unique within the batch when set). */
+export type BatchItemInput = GenerateInput & { custom_id?: string };
+
+export function toBatchItem(input: BatchItemInput): BatchItem {
+  const { custom_id = "", ...generation } = input;
+  return { custom_id, request: toGenerateRequest(generation) };
 }

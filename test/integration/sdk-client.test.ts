@@ -41,7 +41,7 @@ describe("SpecgateClient against a real gRPC server", { timeout: 20_000 }, () =>
   let lastRequest: GenerateRequest__Output | undefined;
   const cancelledOnServer: string[] = [];
 
-  const handlers: GatewayHandlers = {
+  const handlers: Pick<GatewayHandlers, "Generate" | "GenerateStream" | "ListModels"> = {
     Generate(call, callback) {
       attempts++;
       lastRequest = call.request;

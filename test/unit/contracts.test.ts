@@ -32,7 +32,16 @@ import { folderImports, ROOT, runtimeImports } from "../support/entry-points.ts"
 
 describe("generated service definitions", () => {
   it("expose the contract's methods", () => {
-    assert.deepEqual(Object.keys(gatewayService).sort(), ["Generate", "GenerateStream", "ListModels"]);
+    assert.deepEqual(Object.keys(gatewayService).sort(), [
+      "CancelBatch",
+      "Generate",
+      "GenerateStream",
+      "GetBatch",
+      "GetBatchResults",
+      "ListBatches",
+      "ListModels",
+      "SubmitBatch",
+    ]);
     assert.equal(gatewayService.GenerateStream.responseStream, true);
     for (const client of [GatewayClient, DraftClient, TargetClient]) assert.equal(typeof client, "function");
   });

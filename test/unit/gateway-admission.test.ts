@@ -202,3 +202,41 @@ describe("gateway admission by KV memory", () => {
     assert.equal(admission.kvReserved, 0);
   });
 });
+
+describe("gateway admission of background work (batch items)", () => {
+  it("takes a slot only while another stays free, and never queues", async () => {
+    const admission = new Admission({ maxInFlight: 3, maxQueued: 4 });
+    const first = await admission.admit({ background: true });
+    const second = await admission.admit({ background: true });
+    const third = await refusal(admission.admit({ background: true }));
+    assert.equal(third.reason, "full");
+    assert.match(third.message, /background work waits for spare room \(2 of 3 in flight/);
+    assert.ok(third.retryAfterMs !== undefined && third.retryAfterMs > 0);
+    assert.equal(admission.queued, 0, "refused, not queued");
+    const interactive = await admission.admit();
+    assert.equal(admission.inFlight, 3, "the slot left free went to the interactive request");
+    for (const admitted of [first, second, interactive]) admitted.release();
+  });
+
+  it("yields to interactive requests waiting in the queue", async () => {
+    const admission = new Admission({ maxInFlight: 4, maxQueued: 4, kvBudgetBytes: 100, kvBytesPerToken: 1 });
+    const holder = await admission.admit({ kvTokens: 60 });
+    const waiting = admission.admit({ kvTokens: 60 });
+    assert.equal(admission.queued, 1, "the second request waits for KV memory");
+    const refused = await refusal(admission.admit({ background: true, kvTokens: 1 }));
+    assert.match(refused.message, /1 waiting/);
+    holder.release();
+    (await waiting).release();
+    (await admission.admit({ background: true, kvTokens: 1 })).release();
+  });
+
+  it("runs alone on a gateway of one slot, only when it is idle", async () => {
+    const admission = new Admission({ maxInFlight: 1 });
+    const batch = await admission.admit({ background: true });
+    assert.equal((await refusal(admission.admit({ background: true }))).reason, "full");
+    batch.release();
+    const interactive = await admission.admit();
+    assert.equal((await refusal(admission.admit({ background: true }))).reason, "full");
+    interactive.release();
+  });
+});

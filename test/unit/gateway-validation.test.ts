@@ -2,12 +2,19 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { before, describe, it } from "node:test";
 import { undecodableProblem, withLenientRequests } from "../../gateway/undecodable.ts";
-import { InvalidRequestError, type ValidationContext, validateRequest } from "../../gateway/validation.ts";
+import {
+  batchCallProblems,
+  InvalidRequestError,
+  type ValidationContext,
+  validateBatch,
+  validateRequest,
+} from "../../gateway/validation.ts";
 import type { AcceptanceMode } from "../../gen/specgate/v1/AcceptanceMode.ts";
 import type { GenerateRequest, GenerateRequest__Output } from "../../gen/specgate/v1/GenerateRequest.ts";
+import type { SubmitBatchRequest, SubmitBatchRequest__Output } from "../../gen/specgate/v1/SubmitBatchRequest.ts";
 import { messageCodec } from "../../proto/codec.ts";
 import { gatewayService } from "../../proto/load.ts";
-import { type GenerateInput, toGenerateRequest } from "../../sdk/request.ts";
+import { type BatchItemInput, type GenerateInput, toBatchItem, toGenerateRequest } from "../../sdk/request.ts";
 import { MODELS_ROOT } from "../../services/runtime/model-files.ts";
 import { loadTokenizer } from "../../services/runtime/tokenizer/load.ts";
 
@@ -303,5 +310,97 @@ describe("gateway request validation, field by field", () => {
     const valid = lenient.Generate.requestDeserialize(Buffer.from(codec.encode(toGenerateRequest({ prompt: "hi" }))));
     assert.equal(undecodableProblem(valid as object, "GenerateRequest"), undefined);
     assert.equal(validateRequest(valid as GenerateRequest__Output, ctx, 1).prompt[0], 1);
+  });
+});
+
+describe("gateway batch validation", () => {
+  let ctx: ValidationContext;
+  before(async () => {
+    ctx = await storiesContext();
+  });
+  const batchCodec = messageCodec<SubmitBatchRequest, SubmitBatchRequest__Output>("SubmitBatchRequest");
+  const submit = (items: BatchItemInput[], fields: Omit<SubmitBatchRequest, "items"> = {}) =>
+    batchCodec.decode(batchCodec.encode({ items: items.map(toBatchItem), ...fields }));
+
+  function batchProblems(request: SubmitBatchRequest__Output, tenant = ""): string {
+    try {
+      validateBatch(request, tenant, ctx);
+    } catch (error) {
+      assert.ok(error instanceof InvalidRequestError);
+      return error.message;
+    }
+    assert.fail("the batch was accepted");
+  }
+
+  it("resolves a batch: every request labelled with the batch's tenant, the times' defaults", () => {
+    const valid = validateBatch(submit([{ custom_id: "a", prompt: "Once" }, { prompt: [1, 2] }]), "acme", ctx);
+    assert.deepEqual(
+      valid.items.map((item) => [item.customId, item.request.tenant_id]),
+      [
+        ["a", "acme"],
+        ["", "acme"],
+      ],
+    );
+    assert.equal(valid.completionWindowS, 86_400);
+    assert.equal(valid.retentionS, 7 * 86_400);
+  });
+
+  it("checks every item as Generate does, naming the item", () => {
+    const message = batchProblems(
+      submit([
+        { prompt: "Once", max_tokens: 0 },
+        { prompt: "Twice", temperature: Number.NaN },
+        { prompt: "Thrice", drafter: "nope" },
+      ]),
+    );
+    assert.match(message, /items\[0\]\.request: max_tokens must be at least 1/);
+    assert.match(message, /items\[1\]\.request: sampling\.temperature must be a finite number/);
+    assert.match(message, /items\[2\]\.request: unknown drafter "nope"/);
+    const acceptance = 99 as unknown as AcceptanceMode;
+    const unknownEnum = submit([{ prompt: "Once" }]);
+    (unknownEnum.items[0].request as GenerateRequest__Output).speculation = { acceptance } as never;
+    assert.match(batchProblems(unknownEnum), /items\[0\]\.request: speculation\.acceptance 99 is not a value/);
+  });
+
+  it("checks the batch's own fields", () => {
+    assert.match(batchProblems(submit([])), /at least one item/);
+    assert.match(
+      batchProblems(
+        submit([
+          { prompt: "a", custom_id: "x" },
+          { prompt: "b", custom_id: "x" },
+        ]),
+      ),
+      /items\[1\]\.custom_id "x" is not unique/,
+    );
+    assert.match(batchProblems(submit([{ prompt: "a", tenant_id: "beta" }]), "acme"), /must be empty or the batch's/);
+    assert.match(
+      batchProblems(submit([{ prompt: "a" }], { completion_window_s: 8 * 86_400 })),
+      /completion_window_s must be at most 604800/,
+    );
+    assert.match(
+      batchProblems(submit([{ prompt: "a" }], { completion_window_s: 60, retention_s: 30 })),
+      /retention_s 30 is shorter than the completion window of 60 s/,
+    );
+    assert.match(batchProblems(submit([{ prompt: "a", custom_id: "x".repeat(129) }])), /items: at most 128 characters/);
+  });
+
+  it("lists the first problems of a large bad batch and counts the rest", () => {
+    const message = batchProblems(submit(Array.from({ length: 50 }, () => ({ prompt: "a", max_tokens: 0 }))));
+    assert.equal(message.split("; ").length, 11);
+    assert.match(message, /and 40 more problems$/);
+  });
+
+  it("checks the calls that name a batch", () => {
+    assert.deepEqual(batchCallProblems({ batch_id: "b", tenant_id: "" }, "GetBatchRequest"), []);
+    assert.deepEqual(batchCallProblems({ batch_id: "", tenant_id: "" }, "GetBatchRequest"), [
+      "batch_id: empty strings are not allowed",
+    ]);
+    assert.deepEqual(batchCallProblems({ batch_id: "b", tenant_id: "", limit: 1001 }, "GetBatchResultsRequest"), [
+      "limit must be at most 1000, got 1001",
+    ]);
+    assert.deepEqual(batchCallProblems({ tenant_id: "", limit: 101 }, "ListBatchesRequest"), [
+      "limit must be at most 100, got 101",
+    ]);
   });
 });
