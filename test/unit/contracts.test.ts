@@ -87,6 +87,7 @@ describe("verify queue payloads", () => {
     sampling: { ...job.sampling, _top_p: "top_p", _seed: "seed" },
     relaxed: { top_k: 0, epsilon: 0.3, delta: 0.09 },
     draft_tree: null,
+    self_draft: null,
   };
 
   it("names everything of a replica with its id as the Redis Cluster hash tag, under the specgate prefix", () => {
@@ -151,6 +152,9 @@ describe("verify queue payloads", () => {
       positions: 3,
       path: [],
       history_needed: false,
+      // A self-drafted round's tree and drafting time.
+      draft_tree: { tokens: [4, 5], parents: [0, 1], distributions: [] },
+      draft_time_ms: 0.25,
     };
     assert.deepEqual(decodeVerifyResult(encodeVerifyResult(result)), result);
     const announcement = {
