@@ -20,7 +20,7 @@ import { CostModel, type KPolicyConfig } from "../services/engine/k-policy.ts";
 import { ModelDrafter } from "../services/engine/model-drafter.ts";
 import { NgramDrafter } from "../services/engine/ngram-drafter.ts";
 import { aggregateStats, type SpeculationStats } from "../services/engine/stats.ts";
-import { AdaptiveTreeShape } from "../services/engine/tree-policy.ts";
+import { TreePolicy } from "../services/engine/tree-policy.ts";
 import { EXTERNAL_DATA_FILE } from "../services/model-builder/model-dir.ts";
 import type { CausalLM, ForwardRequest } from "../services/runtime/causal-lm.ts";
 import { resolveModel } from "../services/runtime/model-files.ts";
@@ -44,9 +44,6 @@ export const DRAFTER_MODELS: Record<string, string | undefined> = {
   ngram: undefined,
 };
 
-/** The small tree the shape policy always has on offer beside the chain and the configured one. */
-const NARROW_TREE = { width: 2, nodes: 6 };
-
 const argsSchema = z.object({
   target: z.string().default("stories260k-x110m"),
   prompts: z.coerce.number().int().positive().default(6),
@@ -57,11 +54,17 @@ const argsSchema = z.object({
   k: z.coerce.number().int().nonnegative().default(4),
   "k-max": z.coerce.number().int().positive().default(12),
   /**
-   * The tree variant of each drafter (`<drafter>/tree`): adaptive depth, and each round's shape chosen by measured
-   * tokens per ms among the chain, a narrow tree (2 children per node, 6 nodes) and this wide one.
+   * The tree variant of each drafter (`<drafter>/tree`): adaptive depth, and each round the chain or a tree of at most
+   * this many children per node and nodes, whichever the tree policy expects to give more tokens per ms.
    */
   "tree-width": z.coerce.number().int().positive().default(3),
   "tree-nodes": z.coerce.number().int().positive().default(16),
+  /**
+   * What branching buys at a generous size: `<drafter>/deep-chain` (fixed K at this depth) beside `<drafter>/deep-tree`
+   * (a fixed tree this deep, `tree-width` children per node, `deep-tree-nodes` nodes); 0 leaves both out.
+   */
+  "deep-tree-depth": z.coerce.number().int().nonnegative().default(6),
+  "deep-tree-nodes": z.coerce.number().int().positive().default(32),
   /**
    * S and S* by K and by tree size for one drafter ("none": no sweep): fixed K at each of `sweep-k`, and fixed trees
    * of `tree-width` children per node, K deep, at each of `sweep-tree-nodes` nodes.
@@ -169,7 +172,7 @@ interface Config {
   readonly name: string;
   readonly drafterName: string;
   /** "sweep": one point of the K or tree-size sweep. */
-  readonly policy: "fixed" | "adaptive" | "tree" | "sweep";
+  readonly policy: "fixed" | "adaptive" | "tree" | "deep-chain" | "deep-tree" | "sweep";
   readonly speculation: Speculation;
   readonly draftModel: TimedModel | undefined;
   readonly runs: Runs;
@@ -369,22 +372,37 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       ["fixed", { kind: "fixed", k: options.k }],
       ["adaptive", { kind: "adaptive", kMin: 0, kMax: options["k-max"] }],
     ];
-    const shapes = [NARROW_TREE, { width: options["tree-width"], nodes: options["tree-nodes"] }];
+    const treeLimit = { width: options["tree-width"], nodes: options["tree-nodes"] };
     for (const [policy, k] of [...policies, ["tree", policies[1][1]] as const]) {
+      // One cost model per configuration, shared by its requests as a service shares it across users.
+      const costs = new CostModel();
       configs.push({
         name: `${drafterName}/${policy}`,
         drafterName,
         policy,
-        // One cost model per configuration, shared by its requests as a service shares it across users.
-        speculation: {
-          drafter,
-          k,
-          costs: new CostModel(),
-          ...(policy === "tree" && { tree: new AdaptiveTreeShape(shapes) }),
-        },
+        speculation: { drafter, k, costs, ...(policy === "tree" && { tree: new TreePolicy(costs, treeLimit) }) },
         draftModel,
         runs: prompts.map(() => []),
       });
+    }
+    const deep = options["deep-tree-depth"];
+    if (deep > 0) {
+      for (const policy of ["deep-chain", "deep-tree"] as const) {
+        configs.push({
+          name: `${drafterName}/${policy}`,
+          drafterName,
+          policy,
+          speculation: {
+            drafter,
+            k: { kind: "fixed", k: deep },
+            ...(policy === "deep-tree" && {
+              tree: { width: options["tree-width"], nodes: options["deep-tree-nodes"] },
+            }),
+          },
+          draftModel,
+          runs: prompts.map(() => []),
+        });
+      }
     }
     if (drafterName === options["sweep-drafter"])
       configs.push(...sweepConfigs(options, drafterName, drafter, draftModel, prompts));
@@ -424,6 +442,7 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       sum(configs.filter((c) => c.policy === "fixed").map((c) => byConfig.get(c.name)?.speedup ?? 0));
     const winner: Config["policy"] = adaptiveWins ? "adaptive" : "fixed";
     const drafters: Record<string, unknown> = {};
+    const deepTrees: Record<string, unknown> = {};
     for (const name of drafterNames) {
       const fixed = byConfig.get(`${name}/fixed`);
       const adaptive = byConfig.get(`${name}/adaptive`);
@@ -437,8 +456,21 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       drafters[`${name}/tree`] = {
         ...tree,
         model: DRAFTER_MODELS[name] ?? null,
-        tree_shapes: [NARROW_TREE, { width: options["tree-width"], nodes: options["tree-nodes"] }],
+        tree_limit: { width: options["tree-width"], nodes: options["tree-nodes"] },
+        speedup_vs_chain: round((tree?.speedup ?? 0) / ((winner === "adaptive" ? adaptive : fixed)?.speedup ?? 1)),
       };
+      const deepChain = byConfig.get(`${name}/deep-chain`);
+      const deepTree = byConfig.get(`${name}/deep-tree`);
+      if (deepChain && deepTree) {
+        deepTrees[name] = {
+          depth: options["deep-tree-depth"],
+          width: options["tree-width"],
+          nodes: options["deep-tree-nodes"],
+          chain: deepChain,
+          tree: deepTree,
+          tokens_per_round_ratio: round(deepTree.tokens_per_round / deepChain.tokens_per_round),
+        };
+      }
     }
     const best = drafterNames.reduce((a, b) =>
       (byConfig.get(`${a}/${winner}`)?.speedup ?? 0) >= (byConfig.get(`${b}/${winner}`)?.speedup ?? 0) ? a : b,
@@ -469,6 +501,8 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       default_policy: winner,
       best_drafter: best,
       drafters,
+      /** Per drafter: a fixed chain and a fixed tree at a generous depth, what branching buys in tokens per round. */
+      deep_trees: deepTrees,
       sweep: drafterNames.includes(sweepDrafter)
         ? {
             drafter: sweepDrafter,
