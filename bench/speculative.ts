@@ -172,7 +172,7 @@ interface Config {
   readonly name: string;
   readonly drafterName: string;
   /** "sweep": one point of the K or tree-size sweep. */
-  readonly policy: "fixed" | "adaptive" | "tree" | "deep-chain" | "deep-tree" | "sweep";
+  readonly policy: "fixed" | "adaptive" | "tree" | "tree-flat" | "deep-chain" | "deep-tree" | "sweep";
   readonly speculation: Speculation;
   readonly draftModel: TimedModel | undefined;
   readonly runs: Runs;
@@ -373,14 +373,26 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       ["adaptive", { kind: "adaptive", kMin: 0, kMax: options["k-max"] }],
     ];
     const treeLimit = { width: options["tree-width"], nodes: options["tree-nodes"] };
-    for (const [policy, k] of [...policies, ["tree", policies[1][1]] as const]) {
+    for (const [policy, k] of [...policies, ["tree", policies[1][1]], ["tree-flat", policies[1][1]]] as const) {
       // One cost model per configuration, shared by its requests as a service shares it across users.
       const costs = new CostModel();
+      // "tree-flat": the tree policy told that verifying any number of positions costs what one does, to project
+      // what it would choose, and gain, on a GPU at batch 1.
+      const flat = {
+        get draftStepMs() {
+          return costs.draftStepMs;
+        },
+        verifyMs: () => costs.verifyMs(1),
+        get alpha() {
+          return costs.alpha;
+        },
+      };
+      const tree = policy === "tree" ? costs : policy === "tree-flat" ? flat : undefined;
       configs.push({
         name: `${drafterName}/${policy}`,
         drafterName,
         policy,
-        speculation: { drafter, k, costs, ...(policy === "tree" && { tree: new TreePolicy(costs, treeLimit) }) },
+        speculation: { drafter, k, costs, ...(tree && { tree: new TreePolicy(tree, treeLimit) }) },
         draftModel,
         runs: prompts.map(() => []),
       });
@@ -453,11 +465,19 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         adaptive,
       };
       const tree = byConfig.get(`${name}/tree`);
+      const flat = byConfig.get(`${name}/tree-flat`);
       drafters[`${name}/tree`] = {
         ...tree,
         model: DRAFTER_MODELS[name] ?? null,
         tree_limit: { width: options["tree-width"], nodes: options["tree-nodes"] },
         speedup_vs_chain: round((tree?.speedup ?? 0) / ((winner === "adaptive" ? adaptive : fixed)?.speedup ?? 1)),
+        /** The tree policy run on this CPU but told that verify cost is flat: what it picks and gains on a GPU. */
+        policy_with_flat_verify_cost: flat && {
+          tokens_per_round: flat.tokens_per_round,
+          nodes_per_round: flat.nodes_per_round,
+          projected_speedup_flat_verify: flat.projected_speedup_flat_verify,
+          identical_output: flat.identical_output,
+        },
       };
       const deepChain = byConfig.get(`${name}/deep-chain`);
       const deepTree = byConfig.get(`${name}/deep-tree`);

@@ -9,7 +9,7 @@
  * the outcomes in.
  */
 
-import type { CostModel, RoundCosts, RoundWork } from "./k-policy.ts";
+import type { RoundCosts, RoundWork } from "./k-policy.ts";
 import { ROOT, type TokenTree, TREE_LIMITS } from "./token-tree.ts";
 
 /** How a round's tree branches: at most `width` children per node and `nodes` in all; undefined is the chain. */
@@ -104,6 +104,11 @@ export interface TreePolicyOptions {
   readonly initialAlpha?: number;
 }
 
+/** The costs a policy weighs: the pair's CostModel, which also knows the pair's recent α. */
+export interface PolicyCosts extends RoundCosts {
+  readonly alpha?: number;
+}
+
 /** Pseudo-trials a rank's prior counts for, and a rank's pooled estimate counts for at one depth. */
 const PRIOR_TRIALS = 4;
 const POOL_TRIALS = 4;
@@ -123,7 +128,7 @@ export class TreePolicy implements TreeShaper {
   private readonly accepted: Float64Array[];
 
   constructor(
-    private readonly costs: CostModel,
+    private readonly costs: PolicyCosts,
     limit: Branching,
     options: TreePolicyOptions = {},
   ) {
