@@ -13,6 +13,7 @@ import { storyPrompts } from "../../bench/prompts.ts";
 import { parseGatewayConfig } from "../../gateway/config.ts";
 import { loadServedModel } from "../../gateway/served-model.ts";
 import { type RunningGateway, startGateway } from "../../gateway/server.ts";
+import { quantise } from "../../proto/draft-distribution.ts";
 import { type GenerateInput, SpecgateClient, type StreamEvent } from "../../sdk/index.ts";
 import { generate } from "../../services/engine/generate.ts";
 import { ModelDrafter } from "../../services/engine/model-drafter.ts";
@@ -177,7 +178,8 @@ describe("token trees through real draft and target processes", { timeout: 300_0
     const [target, drafterModel] = await Promise.all([OnnxCausalLM.load(MODEL), OnnxCausalLM.load(DRAFT_MODEL)]);
     try {
       const plain = await startClient(plainAddress);
-      const drafter = new ModelDrafter(drafterModel, "int4");
+      // Quantised as the draft service does: sampled trees are drawn from the q that travels on the wire.
+      const drafter = new ModelDrafter(drafterModel, "int4", { quantise });
       for (const [i, prompt] of PROMPTS.slice(0, 6).entries()) {
         const sampling = { temperature: 0.8, topP: 0.95, seed: 500 + i };
         const input: GenerateInput = {
@@ -337,7 +339,8 @@ describe("token trees through real draft and target processes", { timeout: 300_0
         runs.some(({ replicas }) => replicas.has("r0") && replicas.has("r1")),
         "a sequence moved from r0 to r1",
       );
-      const drafter = new ModelDrafter(drafterModel, "int4");
+      // Quantised as the draft service does: sampled trees are drawn from the q that travels on the wire.
+      const drafter = new ModelDrafter(drafterModel, "int4", { quantise });
       for (const [i, { tokens }] of runs.entries()) {
         const inProcess = await generate(target, tokenizer.encode(PROMPTS[i], { bos: true }), {
           maxNewTokens: maxTokens,
