@@ -126,7 +126,7 @@ describe("token trees through real draft and target processes", { timeout: 300_0
       assert.deepEqual(result.token_ids, expected.get(PROMPTS[i]), `ngram ${i}`);
   });
 
-  it("adaptive trees (chain or tree each round, by measured rate) stay exact, greedy", async () => {
+  it("adaptive trees (chain or tree each round, by the tree policy) stay exact, greedy", async () => {
     // Rounds switch between chains and trees while the draft service drafts on verdicts: a proposal drafted for the
     // round before may be of the other kind, and is verified as what it is.
     const results = await inParallel(12, 4, (i) =>
