@@ -470,7 +470,8 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         ...tree,
         model: DRAFTER_MODELS[name] ?? null,
         tree_limit: { width: options["tree-width"], nodes: options["tree-nodes"] },
-        speedup_vs_chain: round((tree?.speedup ?? 0) / ((winner === "adaptive" ? adaptive : fixed)?.speedup ?? 1)),
+        /** S over the chain's with the same (adaptive) K policy: what the tree policy adds, or loses. */
+        speedup_vs_chain: round((tree?.speedup ?? 0) / (adaptive?.speedup ?? 1)),
         /** The tree policy run on this CPU but told that verify cost is flat: what it picks and gains on a GPU. */
         policy_with_flat_verify_cost: flat && {
           tokens_per_round: flat.tokens_per_round,
