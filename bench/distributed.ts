@@ -104,7 +104,7 @@ const argsSchema = z.object({
   /** Shape of the `<drafter>/tree` variants: children per node and nodes in all (K deep). */
   "tree-width": z.coerce.number().int().positive().default(2),
   "tree-nodes": z.coerce.number().int().positive().default(8),
-  /** The tree variants let the gateway pick, each round, the chain or the tree by measured rate. */
+  /** The tree variants let the gateway pick, each round, the chain or a tree within the shape (the tree policy). */
   "tree-adaptive": z.boolean().default(false),
 });
 type Args = z.output<typeof argsSchema>;

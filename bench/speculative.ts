@@ -30,7 +30,7 @@ import { MedusaDrafter } from "../services/engine/medusa-drafter.ts";
 import { ModelDrafter } from "../services/engine/model-drafter.ts";
 import { NgramDrafter } from "../services/engine/ngram-drafter.ts";
 import { aggregateStats, type SpeculationStats } from "../services/engine/stats.ts";
-import { AdaptiveTreeShape } from "../services/engine/tree-policy.ts";
+import { TreePolicy } from "../services/engine/tree-policy.ts";
 import { EXTERNAL_DATA_FILE } from "../services/model-builder/model-dir.ts";
 import { type CausalLM, type ForwardRequest, isMedusaLM } from "../services/runtime/causal-lm.ts";
 import { MODELS_ROOT, resolveModel } from "../services/runtime/model-files.ts";
@@ -64,9 +64,6 @@ export const DRAFTER_MODELS: Record<string, string | undefined> = {
  */
 const isMedusa = (drafter: string) => drafter.startsWith("medusa");
 
-/** The small tree the shape policy always has on offer beside the chain and the configured one. */
-const NARROW_TREE = { width: 2, nodes: 6 };
-
 const argsSchema = z.object({
   target: z.string().default("stories260k-x110m"),
   prompts: z.coerce.number().int().positive().default(6),
@@ -77,11 +74,17 @@ const argsSchema = z.object({
   k: z.coerce.number().int().nonnegative().default(4),
   "k-max": z.coerce.number().int().positive().default(12),
   /**
-   * The tree variant of each drafter (`<drafter>/tree`): adaptive depth, and each round's shape chosen by measured
-   * tokens per ms among the chain, a narrow tree (2 children per node, 6 nodes) and this wide one.
+   * The tree variant of each drafter (`<drafter>/tree`): adaptive depth, and each round the chain or a tree of at most
+   * this many children per node and nodes, whichever the tree policy expects to give more tokens per ms.
    */
   "tree-width": z.coerce.number().int().positive().default(3),
   "tree-nodes": z.coerce.number().int().positive().default(16),
+  /**
+   * What branching buys at a generous size: `<drafter>/deep-chain` (fixed K at this depth) beside `<drafter>/deep-tree`
+   * (a fixed tree this deep, `tree-width` children per node, `deep-tree-nodes` nodes); 0 leaves both out.
+   */
+  "deep-tree-depth": z.coerce.number().int().nonnegative().default(6),
+  "deep-tree-nodes": z.coerce.number().int().positive().default(32),
   /**
    * S and S* by K and by tree size for one drafter ("none": no sweep): fixed K at each of `sweep-k`, and fixed trees
    * of `tree-width` children per node, K deep, at each of `sweep-tree-nodes` nodes.
@@ -197,7 +200,7 @@ interface Config {
   /** The model verifying (and, for Medusa, drafting); the benchmark's target when absent. */
   readonly target?: TimedModel;
   /** "sweep": one point of the K, tree-size or Lookahead sweep. */
-  readonly policy: "fixed" | "adaptive" | "tree" | "sweep" | "lookahead";
+  readonly policy: "fixed" | "adaptive" | "tree" | "tree-flat" | "deep-chain" | "deep-tree" | "sweep" | "lookahead";
   readonly speculation?: Speculation;
   readonly lookahead?: Lookahead;
   readonly draftModel: TimedModel | undefined;
@@ -430,23 +433,51 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       ["fixed", { kind: "fixed", k: options.k }],
       ["adaptive", { kind: "adaptive", kMin: 0, kMax: options["k-max"] }],
     ];
-    const shapes = [NARROW_TREE, { width: options["tree-width"], nodes: options["tree-nodes"] }];
-    for (const [policy, k] of [...policies, ["tree", policies[1][1]] as const]) {
+    const treeLimit = { width: options["tree-width"], nodes: options["tree-nodes"] };
+    for (const [policy, k] of [...policies, ["tree", policies[1][1]], ["tree-flat", policies[1][1]]] as const) {
+      // One cost model per configuration, shared by its requests as a service shares it across users.
+      const costs = new CostModel();
+      // "tree-flat": the tree policy told that verifying any number of positions costs what one does, to project
+      // what it would choose, and gain, on a GPU at batch 1.
+      const flat = {
+        get draftStepMs() {
+          return costs.draftStepMs;
+        },
+        verifyMs: () => costs.verifyMs(1),
+        get alpha() {
+          return costs.alpha;
+        },
+      };
+      const tree = policy === "tree" ? costs : policy === "tree-flat" ? flat : undefined;
       configs.push({
         name: `${drafterName}/${policy}`,
         drafterName,
         target: verifier,
         policy,
-        // One cost model per configuration, shared by its requests as a service shares it across users.
-        speculation: {
-          drafter,
-          k,
-          costs: new CostModel(),
-          ...(policy === "tree" && { tree: new AdaptiveTreeShape(shapes) }),
-        },
+        speculation: { drafter, k, costs, ...(tree && { tree: new TreePolicy(tree, treeLimit) }) },
         draftModel,
         runs: prompts.map(() => []),
       });
+    }
+    const deep = options["deep-tree-depth"];
+    if (deep > 0) {
+      for (const policy of ["deep-chain", "deep-tree"] as const) {
+        configs.push({
+          name: `${drafterName}/${policy}`,
+          drafterName,
+          target: verifier,
+          policy,
+          speculation: {
+            drafter,
+            k: { kind: "fixed", k: deep },
+            ...(policy === "deep-tree" && {
+              tree: { width: options["tree-width"], nodes: options["deep-tree-nodes"] },
+            }),
+          },
+          draftModel,
+          runs: prompts.map(() => []),
+        });
+      }
     }
     if (drafterName === options["sweep-drafter"])
       configs.push(...sweepConfigs(options, drafterName, drafter, draftModel, prompts, verifier));
@@ -519,6 +550,7 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       );
     };
     const drafters: Record<string, unknown> = {};
+    const deepTrees: Record<string, unknown> = {};
     for (const name of drafterNames) {
       const fixed = byConfig.get(`${name}/fixed`);
       const adaptive = byConfig.get(`${name}/adaptive`);
@@ -530,11 +562,33 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         adaptive,
       };
       const tree = byConfig.get(`${name}/tree`);
+      const flat = byConfig.get(`${name}/tree-flat`);
       drafters[`${name}/tree`] = {
         ...tree,
         model,
-        tree_shapes: [NARROW_TREE, { width: options["tree-width"], nodes: options["tree-nodes"] }],
+        tree_limit: { width: options["tree-width"], nodes: options["tree-nodes"] },
+        /** S over the chain's with the same (adaptive) K policy: what the tree policy adds, or loses. */
+        speedup_vs_chain: round((tree?.speedup ?? 0) / (adaptive?.speedup ?? 1)),
+        /** The tree policy run on this CPU but told that verify cost is flat: what it picks and gains on a GPU. */
+        policy_with_flat_verify_cost: flat && {
+          tokens_per_round: flat.tokens_per_round,
+          nodes_per_round: flat.nodes_per_round,
+          projected_speedup_flat_verify: flat.projected_speedup_flat_verify,
+          identical_output: flat.identical_output,
+        },
       };
+      const deepChain = byConfig.get(`${name}/deep-chain`);
+      const deepTree = byConfig.get(`${name}/deep-tree`);
+      if (deepChain && deepTree) {
+        deepTrees[name] = {
+          depth: options["deep-tree-depth"],
+          width: options["tree-width"],
+          nodes: options["deep-tree-nodes"],
+          chain: deepChain,
+          tree: deepTree,
+          tokens_per_round_ratio: round(deepTree.tokens_per_round / deepChain.tokens_per_round),
+        };
+      }
     }
     if (lookahead) {
       drafters.lookahead = {
@@ -572,6 +626,8 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       default_policy: winner,
       best_drafter: best,
       drafters,
+      /** Per drafter: a fixed chain and a fixed tree at a generous depth, what branching buys in tokens per round. */
+      deep_trees: deepTrees,
       sweep: drafterNames.includes(sweepDrafter)
         ? {
             drafter: sweepDrafter,

@@ -18,11 +18,11 @@ import type { VerifyJob } from "../gen/specgate/v1/VerifyJob.ts";
 import type { VerifyResult__Output } from "../gen/specgate/v1/VerifyResult.ts";
 import { messageCodec } from "../proto/codec.ts";
 import { fromWire } from "../proto/draft-distribution.ts";
-import { type CostModel, createKPolicy } from "../services/engine/k-policy.ts";
+import { type CostModel, chainWork, createKPolicy } from "../services/engine/k-policy.ts";
 import { type RoundOutcome, type RoundPlan, SpeculativeSequence } from "../services/engine/round.ts";
 import { SequenceState } from "../services/engine/sequence.ts";
 import { decodeTree, encodeTree, type TokenTree, treePrefix } from "../services/engine/token-tree.ts";
-import { type Branching, FixedTreeShape, type TreeShaper } from "../services/engine/tree-policy.ts";
+import { type Branching, FixedTreeShape, type TreeShaper, treeWork } from "../services/engine/tree-policy.ts";
 import type { Tokenizer } from "../services/runtime/tokenizer/tokenizer.ts";
 import { injectIntoCarrier, type RequestTrace, type RoundTrace } from "../services/telemetry/index.ts";
 import type { DraftedSequence, DraftLink } from "./draft-link.ts";
@@ -42,7 +42,7 @@ export interface GenerationServices {
   readonly model: TargetModel;
   /** Measured draft and verify costs of a drafter/target pair, shared by its requests (adaptive K). */
   costs(drafter: string): CostModel;
-  /** The chain or `shape`, by measured tokens per ms of round: one policy per drafter and shape, shared by its requests. */
+  /** Trees up to `shape` where they pay, else the chain (TreePolicy): one per drafter and shape, shared by its requests. */
   treeShaper(drafter: string, shape: Branching): TreeShaper;
   readonly logger: Logger;
 }
@@ -136,7 +136,7 @@ export async function runGeneration(
       }
       const roundEnd = upcoming?.start ?? performance.now();
       const timing = roundTiming(current, proposal, draftDone, verified, roundEnd, result);
-      generation.finishRound(current, outcome, timing, verification);
+      generation.finishRound(current, draft, outcome, timing, verification);
       if (upcoming === undefined) break;
       current = upcoming;
     }
@@ -157,8 +157,6 @@ interface RoundInFlight {
   readonly start: number;
   readonly span: RoundTrace;
   readonly traceContext: Record<string, string>;
-  /** The tree shape this round asked for; undefined: a chain. */
-  readonly branching: Branching | undefined;
   readonly proposal: Promise<Proposal__Output | undefined> | undefined;
 }
 
@@ -198,10 +196,6 @@ class Generation {
   private readonly started = performance.now();
   private readonly costs: CostModel;
   private readonly drafted: DraftedSequence;
-  /** Chooses each round's tree shape or the chain, when the request asked for trees. */
-  private readonly shaper: TreeShaper | undefined;
-  /** The shape trees were last asked for: a tree drafted on a verdict has it even when this round asked for a chain. */
-  private treeShape: Branching | undefined;
   /** The statistics the services add to the engine's. */
   private readonly extra = {
     queue_time_ms: 0,
@@ -234,6 +228,9 @@ class Generation {
       services.tokenizer,
     );
     this.costs = services.costs(request.drafter);
+    const { tree } = request;
+    const shaper =
+      tree && (tree.adaptive ? services.treeShaper(request.drafter, tree.shape) : new FixedTreeShape(tree.shape));
     this.speculation = new SpeculativeSequence(
       sequence,
       createKPolicy(request.kPolicy, this.costs),
@@ -246,6 +243,7 @@ class Generation {
               rollBack: (outcome) =>
                 draft.accept(ids.sequenceId, outcome.round, outcome.accepted, [outcome.token], outcome.path),
             },
+      shaper,
     );
     this.drafted = {
       sequenceId: ids.sequenceId,
@@ -253,28 +251,22 @@ class Generation {
       sampling: request.sampling,
       history: () => sequence.tokens,
     };
-    const { tree } = request;
-    this.shaper =
-      tree && (tree.adaptive ? services.treeShaper(request.drafter, tree.shape) : new FixedTreeShape(tree.shape));
   }
 
   startRound(): RoundInFlight {
     const plan = this.speculation.plan();
     const span = this.trace.startRound();
     const traceContext = injectIntoCarrier(span.context);
-    const branching = plan.k > 0 ? this.shaper?.choose() : undefined;
-    if (branching) this.treeShape = branching;
     return {
       plan,
       start: performance.now(),
       span,
       traceContext,
-      branching,
       // The draft service drafts the next round on this round's verdict with the same K and shape (the gateway's next
       // ask may take fewer, or update them for the round after).
       proposal:
         plan.k > 0 && this.request.selfDrafter === undefined
-          ? this.services.draft.propose(this.drafted, plan.round, plan.k, plan.k, traceContext, branching)
+          ? this.services.draft.propose(this.drafted, plan.round, plan.k, plan.k, traceContext, plan.branching)
           : undefined,
     };
   }
@@ -350,7 +342,7 @@ class Generation {
           drafter: request.selfDrafter,
           depth: round.plan.k,
           // A chain is a tree one wide.
-          shape: round.branching ?? { width: 1, nodes: round.plan.k },
+          shape: round.plan.branching ?? { width: 1, nodes: round.plan.k },
           lookahead: request.lookahead ?? null,
         },
       }),
@@ -360,6 +352,7 @@ class Generation {
   /** The round's bookkeeping once the next round is on its way: statistics, costs, streaming, timings, its span. */
   finishRound(
     round: RoundInFlight,
+    draft: WireDraft | undefined,
     outcome: RoundOutcome,
     timing: RoundTiming__Output,
     { result, replicaId }: { result: VerifyResult__Output; replicaId: string },
@@ -372,12 +365,10 @@ class Generation {
     // Costs as adaptive K must weigh them here: round trips through gRPC and Redis. Rounds that (re)filled a cache
     // measure the prefill, not a verify step.
     if (outcome.round > 1 && !result.reprefilled) {
-      // A tree is filed under its depth, the K the policy chooses (as generate.ts does).
-      this.costs.recordRound(outcome.depth ?? outcome.proposed, timing.draft_wait_ms, timing.verify_wait_ms);
+      const work = draft?.tree ? treeWork(draft.tree, this.costs) : chainWork(outcome.proposed);
+      this.costs.recordRound(work, timing.draft_wait_ms, timing.verify_wait_ms);
     }
     const { committed } = outcome;
-    // The shape that ran, which a proposal drafted on the last verdict decides.
-    this.shaper?.observe(outcome.path ? this.treeShape : undefined, committed.tokens.length, timing.round_ms);
     if (committed.tokens.length > 0) {
       if (extra.time_to_first_token_ms === 0) extra.time_to_first_token_ms = performance.now() - this.started;
       this.onDelta({ token_ids: committed.tokens, text: committed.text, round: outcome.round });

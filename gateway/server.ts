@@ -13,7 +13,7 @@ import type { ListModelsResponse } from "../gen/specgate/v1/ListModelsResponse.t
 import { gatewayService, SERVICE_NAMES } from "../proto/load.ts";
 import { type DrafterSpec, isSelfDrafter } from "../services/config/drafter-list.ts";
 import { CostModel } from "../services/engine/k-policy.ts";
-import { AdaptiveTreeShape } from "../services/engine/tree-policy.ts";
+import { TreePolicy } from "../services/engine/tree-policy.ts";
 import { addStandardServices, bindServer, drain, setServing, withinGrace } from "../services/grpc/server.ts";
 import { clientTlsCredentials, serverTlsCredentials } from "../services/grpc/tls.ts";
 import { openRedis } from "../services/replica-link/redis-target.ts";
@@ -226,22 +226,23 @@ function connectReplicas(
  */
 function generationServices(parts: Omit<GenerationServices, "costs" | "treeShaper">): GenerationServices {
   const costModels = new Map<string, CostModel>();
-  const shapers = new Map<string, AdaptiveTreeShape>();
+  const shapers = new Map<string, TreePolicy>();
+  const costs = (drafter: string) => {
+    let model = costModels.get(drafter);
+    if (!model) {
+      model = new CostModel();
+      costModels.set(drafter, model);
+    }
+    return model;
+  };
   return {
     ...parts,
-    costs(drafter) {
-      let costs = costModels.get(drafter);
-      if (!costs) {
-        costs = new CostModel();
-        costModels.set(drafter, costs);
-      }
-      return costs;
-    },
-    treeShaper(drafter, { width, nodes }) {
-      const key = `${drafter}/${width}x${nodes}`;
+    costs,
+    treeShaper(drafter, limit) {
+      const key = `${drafter}/${limit.width}x${limit.nodes}`;
       let shaper = shapers.get(key);
       if (!shaper) {
-        shaper = new AdaptiveTreeShape([{ width, nodes }]);
+        shaper = new TreePolicy(costs(drafter), limit);
         shapers.set(key, shaper);
       }
       return shaper;

@@ -83,7 +83,7 @@ export interface ValidRequest {
   readonly userId: string;
 }
 
-/** A request's trees: always this shape, or each round the chain or this shape by measured rate (`adaptive`). */
+/** A request's trees: always this shape, or each round the chain or a tree within it, by the tree policy (`adaptive`). */
 export interface TreeRequest {
   readonly shape: Branching;
   readonly adaptive: boolean;

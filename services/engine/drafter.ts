@@ -62,9 +62,10 @@ export interface TreeDraftRequest {
 }
 
 /**
- * A drafter that also proposes token trees. Its trees carry no draft distributions: their nodes are deterministic
- * functions of the history (top-k expansions, prompt lookup), which multi-candidate verification may treat as q = 1
- * on the drafted token. A sampled tree would have to draw every sibling independently from its q (tree-verify.ts).
+ * A drafter that also proposes token trees. Deterministic trees (greedy requests; prompt lookup always) carry no draft
+ * distributions: their nodes are functions of the history, which multi-candidate verification treats as q = 1 on the
+ * drafted token. A sampled tree (the model drafter when sampling) carries each node's q, every sibling drawn from it
+ * independently (tree-verify.ts).
  */
 export interface TreeDrafter extends Drafter {
   proposeTrees(batch: readonly TreeDraftRequest[]): Promise<TokenTree[]>;

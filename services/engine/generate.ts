@@ -9,7 +9,7 @@
 import type { CausalLM } from "../runtime/causal-lm.ts";
 import type { Tokenizer } from "../runtime/tokenizer/tokenizer.ts";
 import { type Draft, type Drafter, isTreeDrafter, type TreeDrafter } from "./drafter.ts";
-import { CostModel, createKPolicy, DEFAULT_K_POLICY, type KPolicyConfig } from "./k-policy.ts";
+import { CostModel, chainWork, createKPolicy, DEFAULT_K_POLICY, type KPolicyConfig } from "./k-policy.ts";
 import { type LookaheadConfig, type LookaheadPlan, LookaheadSequence, type LookaheadSwitch } from "./lookahead.ts";
 import { randomSeed } from "./rng.ts";
 import { type RoundPlan, SpeculativeSequence } from "./round.ts";
@@ -18,7 +18,7 @@ import { type FinishReason, SequenceState } from "./sequence.ts";
 import type { RequestStats } from "./stats.ts";
 import { type LookaheadVerdict, prefillTarget, verifyOnTarget } from "./target-verifier.ts";
 import type { TokenTree } from "./token-tree.ts";
-import { type Branching, FixedTreeShape, type TreeShaper } from "./tree-policy.ts";
+import { type Branching, FixedTreeShape, type TreeShaper, treeWork } from "./tree-policy.ts";
 import { type AcceptanceMode, LOSSLESS } from "./verify.ts";
 
 export interface Speculation {
@@ -86,16 +86,15 @@ interface Active {
   readonly drafter: Drafter | undefined;
   readonly acceptance: AcceptanceMode;
   readonly costs: CostModel;
-  readonly tree: { readonly drafter: TreeDrafter; readonly shaper: TreeShaper } | undefined;
+  readonly treeDrafter: TreeDrafter | undefined;
   readonly lookahead: { readonly sequence: LookaheadSequence; readonly switch?: LookaheadSwitch } | undefined;
   /** This round's Lookahead plan (lookahead rounds only). */
   lookaheadPlan: LookaheadPlan | undefined;
   plan: RoundPlan;
   draft: Draft;
-  /** This round's branching (undefined: a chain round) and tree (tree rounds only). */
-  branching: Branching | undefined;
   /** Tokens the last round added. */
   emitted: number;
+  /** This round's tree (tree rounds only). */
   drafted: TokenTree | undefined;
 }
 
@@ -120,7 +119,7 @@ function start(target: CausalLM, request: GenerationRequest): Active {
     if ((spec.acceptance ?? LOSSLESS).kind !== "lossless") throw new TypeError("trees are verified losslessly only");
   }
   const shaper = spec?.tree && ("choose" in spec.tree ? spec.tree : new FixedTreeShape(spec.tree));
-  const tree = shaper && spec && isTreeDrafter(spec.drafter) ? { drafter: spec.drafter, shaper } : undefined;
+  const treeDrafter = shaper && spec && isTreeDrafter(spec.drafter) ? spec.drafter : undefined;
   const sequence = new SequenceState(
     request.prompt,
     {
@@ -148,22 +147,22 @@ function start(target: CausalLM, request: GenerationRequest): Active {
         ? { rollBack: () => undefined }
         : drafter && {
             rollBack: (outcome) =>
-              outcome.path && tree
-                ? tree.drafter.commitPath(sequenceId, outcome.path, outcome.token)
+              outcome.path && treeDrafter
+                ? treeDrafter.commitPath(sequenceId, outcome.path, outcome.token)
                 : drafter.commit(sequenceId, outcome.historyLength + outcome.accepted, [outcome.token]),
           },
+      shaper,
     ),
     sampling,
     seed: sampling.seed ?? randomSeed(),
     drafter,
     acceptance: spec?.acceptance ?? LOSSLESS,
     costs,
-    tree,
+    treeDrafter,
     lookahead,
     lookaheadPlan: undefined,
     plan: UNPLANNED,
     draft: NO_DRAFT,
-    branching: undefined,
     emitted: 0,
     drafted: undefined,
   };
@@ -177,7 +176,7 @@ async function draftAll(target: CausalLM, active: readonly Active[]): Promise<vo
     a.draft = NO_DRAFT;
     a.drafted = undefined;
     if (!a.drafter || a.plan.k === 0) continue;
-    const groups: Map<Drafter, Active[]> = a.branching ? trees : chains;
+    const groups: Map<Drafter, Active[]> = a.plan.branching ? trees : chains;
     const group = groups.get(a.drafter);
     if (group) group.push(a);
     else groups.set(a.drafter, [a]);
@@ -192,7 +191,7 @@ async function draftAll(target: CausalLM, active: readonly Active[]): Promise<vo
     ...[...trees].map(async ([drafter, group]) => {
       const drafts = await drafter.proposeTrees(
         group.map((a) => {
-          const { width, nodes } = a.branching ?? { width: 0, nodes: 0 };
+          const { width, nodes } = a.plan.branching ?? { width: 0, nodes: 0 };
           // The target caches the history and every node: keep them inside its context.
           const room = target.info.contextLength - a.speculation.sequence.tokens.length - 1;
           return { sequenceId: a.sequenceId, shape: { depth: a.plan.k, width, nodes: Math.min(nodes, room) } };
@@ -246,14 +245,8 @@ export async function generateBatch(
       const active = all.filter((a) => !a.speculation.sequence.finished);
       if (active.length === 0) break;
       for (const a of active) a.plan = a.speculation.plan();
-      // One shape per policy and round, so that a round's time measures that shape.
-      const shapes = new Map<TreeShaper, Branching | undefined>();
-      for (const a of active) {
-        const shaper = a.tree?.shaper;
-        if (shaper && !shapes.has(shaper)) shapes.set(shaper, shaper.choose());
-        a.branching = shaper && shapes.get(shaper);
-      }
-      // Likewise one Lookahead choice per switch and round; off, the round is one step of plain decoding.
+      // One Lookahead choice per switch and round, so that a round's time measures it; off, the round is one step of
+      // plain decoding.
       const switches = new Map<LookaheadSwitch, boolean>();
       for (const a of active) {
         const lookaheadSwitch = a.lookahead?.switch;
@@ -296,17 +289,19 @@ export async function generateBatch(
         a.speculation.record(outcome, drafted - started, verified - drafted);
         a.emitted = outcome.committed.tokens.length;
       });
-      // Costs per round as the policy sees them: drafter commits are bookkeeping and count with drafting. A tree is
-      // filed under its depth, the K the policy chooses: its draft steps, and the verify cost of a tree that deep.
+      // Costs per round as the policies see them: drafter commits are bookkeeping and count with drafting. The batch's
+      // largest draft and tree set its cost.
       const draftMs = drafted - started + (performance.now() - verified);
-      const proposed = Math.max(
-        ...active.map((a) => (a.drafted ? Math.max(0, ...a.drafted.depths) : a.draft.tokens.length)),
-      );
-      for (const costs of new Set(active.map((a) => a.costs))) costs.recordRound(proposed, draftMs, verified - drafted);
-      for (const [shaper, shape] of shapes) {
-        const mine = active.filter((a) => a.tree?.shaper === shaper);
-        const tokens = mine.reduce((n, a) => n + a.emitted, 0);
-        shaper.observe(shape, tokens / mine.length, draftMs + verified - drafted);
+      for (const costs of new Set(active.map((a) => a.costs))) {
+        const work = active.map((a) => (a.drafted ? treeWork(a.drafted, costs) : chainWork(a.draft.tokens.length)));
+        costs.recordRound(
+          {
+            draftSteps: Math.max(...work.map((w) => w.draftSteps)),
+            positions: Math.max(...work.map((w) => w.positions)),
+          },
+          draftMs,
+          verified - drafted,
+        );
       }
       for (const [lookaheadSwitch, on] of switches) {
         const mine = active.filter((a) => a.lookahead?.switch === lookaheadSwitch);

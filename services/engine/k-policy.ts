@@ -41,6 +41,17 @@ export interface RoundCosts {
   verifyMs(positions: number): number;
 }
 
+/** What a round asked for: draft steps (in chain steps) and positions the target scored. */
+export interface RoundWork {
+  readonly draftSteps: number;
+  readonly positions: number;
+}
+
+/** A chain of `proposed` tokens: one draft step each, and the root's position besides theirs. */
+export function chainWork(proposed: number): RoundWork {
+  return { draftSteps: proposed, positions: proposed + 1 };
+}
+
 /** Expected tokens per millisecond when speculating K tokens. */
 export function tokensPerMs(alpha: number, k: number, costs: RoundCosts): number {
   return expectedTokensPerRound(alpha, k) / (k * costs.draftStepMs + costs.verifyMs(k + 1));
@@ -119,10 +130,10 @@ export class CostModel implements RoundCosts {
     };
   }
 
-  /** A round's costs: a draft step per proposed token, and the verify of the proposed tokens + 1 positions. */
-  recordRound(proposed: number, draftMs: number, verifyMs: number): void {
-    this.recordDraft(draftMs, proposed);
-    this.recordVerify(proposed + 1, verifyMs);
+  /** A round's costs: its draft time over its draft steps, and its verify time at the positions it scored. */
+  recordRound(work: RoundWork, draftMs: number, verifyMs: number): void {
+    this.recordDraft(draftMs, work.draftSteps);
+    this.recordVerify(work.positions, verifyMs);
   }
 
   get draftStepMs(): number {

@@ -4,7 +4,10 @@
  * sequences advance together, one batched forward per draft step.
  *
  * Trees grow as in EAGLE-2: per depth, the `width` most probable nodes by cumulative draft log-probability are
- * expanded into their `width` most probable children, and the best `nodes` candidates overall make the tree. Each depth
+ * expanded into their `width` most probable children, and the best `nodes` candidates overall make the tree. When
+ * sampling, an expanded node's children are instead `width` independent draws from its q, carried with the tree, and
+ * all of them are kept up to `nodes`: multi-candidate speculative sampling is exact only for children drawn from q and
+ * kept whatever their values (which nodes grow children may depend on the nodes' own scores). Each depth
  * is one tree forward over the root and every node expanded so far (the runtime's tree mask covers only the positions
  * of one forward, so earlier levels are fed again); the last forward's keys and values stay in the cache, and the
  * accepted path is compacted into place (`commitPath`).
@@ -24,6 +27,7 @@ import {
   distribution,
   drawSparse,
   isGreedy,
+  probabilityOf,
   type SamplingParams,
   type SparseDistribution,
   sparse,
@@ -46,6 +50,8 @@ interface Candidate {
   readonly depth: number;
   /** Cumulative draft log-probability from the root. */
   readonly score: number;
+  /** The q the token was drawn from (sampled trees only). */
+  readonly q?: SparseDistribution;
 }
 
 /** What the cache holds after a tree was drafted: `base` committed positions, then the root and `slots` nodes. */
@@ -79,10 +85,11 @@ function ranked(candidates: readonly Candidate[], among: readonly number[]): num
 /** The tree over candidates `chosen` (ascending, ancestor-closed), parents mapped to positions in `chosen`. */
 function treeOf(candidates: readonly Candidate[], chosen: readonly number[]): TokenTree {
   const index = new Map(chosen.map((c, i) => [c, i]));
+  const qs = chosen.map((c) => candidates[c].q);
   return tokenTree(
     chosen.map((c) => candidates[c].token),
     chosen.map((c) => (candidates[c].parent === ROOT ? ROOT : (index.get(candidates[c].parent) as number))),
-    undefined,
+    qs.every((q) => q !== undefined) && qs.length > 0 ? qs : undefined,
     { maxNodes: chosen.length, maxDepth: chosen.length },
   );
 }
@@ -227,14 +234,33 @@ export class ModelDrafter implements TreeDrafter {
       );
       active.forEach((w, i) => {
         const fresh: number[] = [];
+        const { sampling, seed } = w.entry.open;
         for (const node of w.frontier) {
           const slot = node === ROOT ? 0 : w.expanded.indexOf(node) + 1;
           const row = logits[i].subarray(slot * vocab, (slot + 1) * vocab);
           const parentScore = node === ROOT ? 0 : w.candidates[node].score;
           const depth = node === ROOT ? 1 : w.candidates[node].depth + 1;
-          for (const [token, logp] of topTokens(this.treeDistribution(row, w.entry.open.sampling), w.width)) {
+          if (isGreedy(sampling)) {
+            for (const [token, logp] of topTokens(this.treeDistribution(row, sampling), w.width)) {
+              fresh.push(w.candidates.length);
+              w.candidates.push({ token, parent: node, depth, score: parentScore + logp });
+            }
+            continue;
+          }
+          const support = sparse(distribution(row, sampling));
+          const q = this.options.quantise ? this.options.quantise(support) : support;
+          // Draws keyed by position and a lane per draw at that depth: no two nodes share a random number.
+          const position = w.base + depth;
+          for (let c = 0; c < w.width && w.candidates.length < w.nodes; c++) {
+            const token = drawSparse(q, uniform(seed, position, Stream.draft, fresh.length));
             fresh.push(w.candidates.length);
-            w.candidates.push({ token, parent: node, depth, score: parentScore + logp });
+            w.candidates.push({
+              token,
+              parent: node,
+              depth,
+              score: parentScore + Math.log(probabilityOf(q, token)),
+              q,
+            });
           }
         }
         // Only the best of the new level grow further, and never more than the tree can hold.

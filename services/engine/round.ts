@@ -9,14 +9,17 @@ import type { KPolicy } from "./k-policy.ts";
 import type { Committed, SequenceState } from "./sequence.ts";
 import { emptyStats, type RequestStats, recordRound } from "./stats.ts";
 import { pathTokens, ROOT, type TokenTree } from "./token-tree.ts";
+import type { Branching, TreeShaper } from "./tree-policy.ts";
 import type { TreeVerdict } from "./tree-verify.ts";
 import type { Verdict } from "./verify.ts";
 
 export interface RoundPlan {
   /** 1 for a sequence's first round. */
   readonly round: number;
-  /** Draft tokens to ask for; 0 runs the round as one step of plain decoding. */
+  /** Draft tokens to ask for; 0 runs the round as one step of plain decoding. A tree's depth. */
   readonly k: number;
+  /** Draft a tree this wide and this large, K deep; absent for a chain. */
+  readonly branching?: Branching;
 }
 
 /**
@@ -63,12 +66,14 @@ export class SpeculativeSequence {
     readonly sequence: SequenceState,
     private readonly policy: KPolicy,
     private readonly drafter?: RoundDrafter,
+    private readonly shaper?: TreeShaper,
   ) {}
 
-  /** The next round: K as the policy wants it, within what the sequence may still add. */
+  /** The next round: K as the policy wants it, within what the sequence may still add, and a tree if one pays. */
   plan(): RoundPlan {
     const k = this.drafter ? Math.min(this.policy.nextK(), this.sequence.draftBudget()) : 0;
-    return { round: ++this.#planned, k };
+    const branching = k > 0 ? this.shaper?.choose(k) : undefined;
+    return { round: ++this.#planned, k, ...(branching && { branching }) };
   }
 
   /**
@@ -86,14 +91,16 @@ export class SpeculativeSequence {
       path = treePath(draft.tree, "path" in verdict ? verdict.path : NO_TOKENS);
       kept = pathTokens(draft.tree, path);
       proposed = draft.tree.tokens.length;
-      // The policy learns acceptance along the tree's depth, as it would along a chain that long.
+      // The K policy learns acceptance along the tree's depth, as it would along a chain that long.
       this.policy.observe(depth, path.length);
+      this.shaper?.observeTree(draft.tree, path);
     } else {
       const proposal = draft?.tokens ?? NO_TOKENS;
       // A verdict from another process is not trusted to stay inside the draft.
       kept = proposal.slice(0, Math.min(verdict.accepted, proposal.length));
       proposed = proposal.length;
       this.policy.observe(proposed, kept.length);
+      if (draft) this.shaper?.observeChain(proposed, kept.length);
     }
     const accepted = kept.length;
     kept.push(verdict.token);

@@ -3,8 +3,8 @@
  * replicas' verdicts and two target replicas as child processes, the gateway in this process, clients through the
  * SDK over gRPC on 127.0.0.1. With trees on, greedy output equals in-process target-only decoding on 50 prompts, also
  * when the draft service dies mid-run (rounds fall back to K = 0) and when a replica dies mid-run (its sequences are
- * re-prefilled on the other), and when the gateway picks the chain or the tree each round; sampled output equals the
- * in-process engine's tree rounds with the same seed.
+ * re-prefilled on the other, also on 50 prompts), and when the gateway picks the chain or the tree each round; sampled
+ * output equals the in-process engine's tree rounds with the same seed, also when a replica dies mid-run.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -13,6 +13,7 @@ import { storyPrompts } from "../../bench/prompts.ts";
 import { parseGatewayConfig } from "../../gateway/config.ts";
 import { loadServedModel } from "../../gateway/served-model.ts";
 import { type RunningGateway, startGateway } from "../../gateway/server.ts";
+import { quantise } from "../../proto/draft-distribution.ts";
 import { type GenerateInput, SpecgateClient, type StreamEvent } from "../../sdk/index.ts";
 import { generate } from "../../services/engine/generate.ts";
 import { ModelDrafter } from "../../services/engine/model-drafter.ts";
@@ -37,10 +38,11 @@ function branched(stats: { draft_tokens: number; k_per_round: number[] } | null 
   return (stats?.draft_tokens ?? 0) > (stats?.k_per_round ?? []).reduce((a, b) => a + b, 0);
 }
 
-describe("token trees through real draft and target processes", { timeout: 180_000 }, () => {
+describe("token trees through real draft and target processes", { timeout: 300_000 }, () => {
   let redis: RedisServer;
   let draft: ServiceProcess;
   let draftPort = 0;
+  let draftAddress = "";
   const targets = new Map<string, ServiceProcess>();
   const gateways: RunningGateway[] = [];
   const clients: SpecgateClient[] = [];
@@ -83,7 +85,6 @@ describe("token trees through real draft and target processes", { timeout: 180_0
 
   before(async () => {
     redis = await startRedis();
-    let draftAddress: string;
     [[draft, draftAddress]] = await Promise.all([spawnDraft(0, redis.url), startTarget("r0"), startTarget("r1")]);
     draftPort = Number(draftAddress.split(":")[1]);
     tokenizer = (await loadServedModel(MODEL)).tokenizer;
@@ -125,11 +126,13 @@ describe("token trees through real draft and target processes", { timeout: 180_0
       assert.deepEqual(result.token_ids, expected.get(PROMPTS[i]), `ngram ${i}`);
   });
 
-  it("adaptive trees (chain or tree each round, by measured rate) stay exact, greedy", async () => {
+  it("adaptive trees (chain or tree each round, by the tree policy) stay exact, greedy", async () => {
     // Rounds switch between chains and trees while the draft service drafts on verdicts: a proposal drafted for the
-    // round before may be of the other kind, and is verified as what it is.
+    // round before may be of the other kind, and is verified as what it is. A fresh gateway: its tree policy has no
+    // verify costs yet, takes them as flat and starts with trees, then follows what it measures.
+    const fresh = await startClient(draftAddress);
     const results = await inParallel(12, 4, (i) =>
-      client.generate({
+      fresh.generate({
         prompt: PROMPTS[i],
         max_tokens: MAX_TOKENS,
         drafter: "int4",
@@ -142,7 +145,7 @@ describe("token trees through real draft and target processes", { timeout: 180_0
     }
     assert.ok(
       results.some((r) => branched(r.stats)),
-      "the policy tried trees",
+      "the policy started with trees",
     );
   });
 
@@ -177,7 +180,8 @@ describe("token trees through real draft and target processes", { timeout: 180_0
     const [target, drafterModel] = await Promise.all([OnnxCausalLM.load(MODEL), OnnxCausalLM.load(DRAFT_MODEL)]);
     try {
       const plain = await startClient(plainAddress);
-      const drafter = new ModelDrafter(drafterModel, "int4");
+      // Quantised as the draft service does: sampled trees are drawn from the q that travels on the wire.
+      const drafter = new ModelDrafter(drafterModel, "int4", { quantise });
       for (const [i, prompt] of PROMPTS.slice(0, 6).entries()) {
         const sampling = { temperature: 0.8, topP: 0.95, seed: 500 + i };
         const input: GenerateInput = {
@@ -262,5 +266,93 @@ describe("token trees through real draft and target processes", { timeout: 180_0
       used.some((replicas) => replicas.has("r0") && replicas.has("r1")),
       "a sequence moved from r0 to r1",
     );
+  });
+
+  /** Starts a replica again after a kill and waits until every gateway routes to both. */
+  async function restartTarget(replicaId: string): Promise<void> {
+    await targets.get(replicaId)?.stop();
+    await startTarget(replicaId);
+    await until(async () => gateways.every((g) => g.router.replicas.size === 2), `${replicaId} to be routed to again`);
+  }
+
+  it("with a replica killed mid-run, greedy trees on 50 prompts equal target-only decoding", async () => {
+    await restartTarget("r0");
+    let killed = false;
+    const results = await inParallel(PROMPTS.length, 8, async (i) => {
+      // Kill r1 while the first requests are in flight on it; the rest run on r0 alone.
+      if (i === 12 && !killed) {
+        killed = true;
+        targets.get("r1")?.child.kill("SIGKILL");
+      }
+      return client.generate({ prompt: PROMPTS[i], max_tokens: MAX_TOKENS, drafter: "int4", k: 4, tree: TREE });
+    });
+    for (const [i, result] of results.entries())
+      assert.deepEqual(result.token_ids, expected.get(PROMPTS[i]), `"${PROMPTS[i]}" with r1 killed`);
+    assert.ok(
+      results.some((r) => r.stats?.replicas.includes("r0") && r.stats.replicas.includes("r1")),
+      "a sequence moved from r1 to r0",
+    );
+    assert.ok(
+      results.some((r) => branched(r.stats)),
+      "rounds verified trees",
+    );
+  });
+
+  it("with a replica killed mid-run, sampled trees still equal the engine's with the same seed", async () => {
+    // Draws are keyed by (seed, position), so a sequence re-prefilled on the other replica gets the verdicts it would
+    // have got: the output is the in-process engine's, whose tree sampling passes the chi-square tests.
+    await restartTarget("r1");
+    const [plainDraft, plainAddress] = await spawnDraft(0);
+    const [target, drafterModel] = await Promise.all([OnnxCausalLM.load(MODEL), OnnxCausalLM.load(DRAFT_MODEL)]);
+    try {
+      const plain = await startClient(plainAddress);
+      const STREAMS = 8;
+      const maxTokens = 2 * MAX_TOKENS;
+      const sampling = (i: number) => ({ temperature: 0.8, topP: 0.95, seed: 700 + i });
+      let killed = false;
+      let started = 0;
+      const runs = await Promise.all(
+        PROMPTS.slice(0, STREAMS).map(async (prompt, i) => {
+          const tokens: number[] = [];
+          const replicas = new Set<string>();
+          let ended = false;
+          const { temperature, topP, seed } = sampling(i);
+          const input = { prompt, max_tokens: maxTokens, drafter: "int4", k: 3, tree: TREE, temperature, seed };
+          for await (const event of plain.stream({ ...input, top_p: topP })) {
+            if (event.type === "delta") {
+              if (tokens.length === 0) started++;
+              tokens.push(...event.token_ids);
+              if (!killed && started === STREAMS) {
+                killed = true;
+                targets.get("r0")?.child.kill("SIGKILL");
+              }
+            } else if (event.type === "end") {
+              assert.ok(branched(event.stats), "rounds verified trees");
+              for (const r of event.stats?.replicas ?? []) replicas.add(r);
+              ended = true;
+            }
+          }
+          assert.ok(ended, "the request completed");
+          return { tokens, replicas };
+        }),
+      );
+      assert.ok(killed, "r0 was killed mid-run");
+      assert.ok(
+        runs.some(({ replicas }) => replicas.has("r0") && replicas.has("r1")),
+        "a sequence moved from r0 to r1",
+      );
+      // Quantised as the draft service does: sampled trees are drawn from the q that travels on the wire.
+      const drafter = new ModelDrafter(drafterModel, "int4", { quantise });
+      for (const [i, { tokens }] of runs.entries()) {
+        const inProcess = await generate(target, tokenizer.encode(PROMPTS[i], { bos: true }), {
+          maxNewTokens: maxTokens,
+          sampling: sampling(i),
+          speculation: { drafter, k: { kind: "fixed", k: 3 }, tree: TREE },
+        });
+        assert.deepEqual(tokens, inProcess.tokens, `"${PROMPTS[i]}", seed ${sampling(i).seed}, r0 killed`);
+      }
+    } finally {
+      await Promise.all([plainDraft.stop(), target.close(), drafterModel.close()]);
+    }
   });
 });

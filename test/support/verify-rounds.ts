@@ -93,7 +93,12 @@ export async function runScriptedRounds(
           history: histories.get(s.sequenceId),
           draft_tokens: draft.tokens,
           draft_distributions: (draft.distributions ?? []).map((q) => toWire(quantise(q))),
-          ...(tree && { draft_tree: encodeTree(tree) }),
+          ...(tree && {
+            draft_tree: {
+              ...encodeTree(tree),
+              distributions: (tree.distributions ?? []).map((q) => toWire(quantise(q))),
+            },
+          }),
           sampling: wireSampling(s.sampling),
           model,
         };
@@ -109,7 +114,9 @@ export async function runScriptedRounds(
             committedOffset: 0,
             draftTokens: draft.tokens,
             draftDistributions: draft.distributions?.map(quantise),
-            ...(tree && { draftTree: tree }),
+            ...(tree && {
+              draftTree: tree.distributions ? { ...tree, distributions: tree.distributions.map(quantise) } : tree,
+            }),
             sampling: {
               temperature: s.sampling.temperature,
               topK: s.sampling.topK,

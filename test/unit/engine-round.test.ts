@@ -3,6 +3,8 @@ import { describe, it } from "node:test";
 import type { KPolicy } from "../../services/engine/k-policy.ts";
 import { type RoundOutcome, SpeculativeSequence } from "../../services/engine/round.ts";
 import { SequenceState } from "../../services/engine/sequence.ts";
+import { ROOT, type TokenTree, tokenTree } from "../../services/engine/token-tree.ts";
+import type { TreeShaper } from "../../services/engine/tree-policy.ts";
 
 /** A K policy that records what it was told. */
 class ObservedK implements KPolicy {
@@ -92,5 +94,37 @@ describe("SpeculativeSequence (one round step)", () => {
     const outcome = speculation.accept(plan, { tokens: [] }, { accepted: 0, token: 7 });
     speculation.rollBack(outcome);
     assert.deepEqual(speculation.sequence.generated, [7]);
+  });
+
+  it("asks the tree shape policy for each round's branching at the round's K and tells it every outcome", () => {
+    const asked: number[] = [];
+    const trees: [TokenTree, readonly number[]][] = [];
+    const chains: [number, number][] = [];
+    const shaper: TreeShaper = {
+      choose: (depth) => {
+        asked.push(depth);
+        return asked.length === 1 ? { width: 2, nodes: 3 } : undefined;
+      },
+      observeTree: (tree, path) => trees.push([tree, path]),
+      observeChain: (proposed, accepted) => chains.push([proposed, accepted]),
+    };
+    const speculation = new SpeculativeSequence(
+      new SequenceState([1, 5], { maxNewTokens: 20, contextLength: 64 }),
+      new ObservedK(2),
+      { rollBack: () => {} },
+      shaper,
+    );
+    const first = speculation.plan();
+    assert.deepEqual(first, { round: 1, k: 2, branching: { width: 2, nodes: 3 } });
+    const tree = tokenTree([10, 11, 12], [ROOT, ROOT, 1]);
+    speculation.accept(first, { tree }, { accepted: 2, token: 20, path: [1, 2] });
+    assert.deepEqual(trees, [[tree, [1, 2]]]);
+    const second = speculation.plan();
+    assert.deepEqual(second, { round: 2, k: 2 });
+    speculation.accept(second, { tokens: [30, 31] }, { accepted: 1, token: 21 });
+    // A round that asked for a draft and got none (the draft service down) teaches nothing about branching.
+    speculation.accept(speculation.plan(), undefined, { accepted: 0, token: 22 });
+    assert.deepEqual(chains, [[2, 1]]);
+    assert.deepEqual(asked, [2, 2, 2]);
   });
 });

@@ -9,13 +9,13 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { TreeDrafter } from "../../services/engine/drafter.ts";
 import { type GenerationRequest, generateBatch } from "../../services/engine/generate.ts";
-import type { KPolicyConfig } from "../../services/engine/k-policy.ts";
+import { CostModel, type KPolicyConfig } from "../../services/engine/k-policy.ts";
 import { ModelDrafter } from "../../services/engine/model-drafter.ts";
 import { continuationTree, NgramDrafter } from "../../services/engine/ngram-drafter.ts";
 import type { SamplingParams } from "../../services/engine/sampling.ts";
 import { prefillTarget, verifyOnTarget } from "../../services/engine/target-verifier.ts";
 import { children, ROOT, type TokenTree, tokenTree } from "../../services/engine/token-tree.ts";
-import { AdaptiveTreeShape, type Branching, type TreeShaper } from "../../services/engine/tree-policy.ts";
+import { type Branching, TreePolicy, type TreeShaper } from "../../services/engine/tree-policy.ts";
 import { LOSSLESS } from "../../services/engine/verify.ts";
 import { buildRandomLlama } from "../../services/model-builder/random-llama.ts";
 import { greedyDecode } from "../../services/runtime/greedy.ts";
@@ -197,18 +197,17 @@ describe("verifying a tree on the target", () => {
   });
 });
 
+/** A shaper that takes the given branchings in turn, round after round. */
+function rotating(shapes: readonly (Branching | undefined)[]): TreeShaper {
+  let next = 0;
+  return { choose: () => shapes[next++ % shapes.length], observeTree() {}, observeChain() {} };
+}
+
 const treePolicies: [KPolicyConfig, Branching | TreeShaper][] = [
   // Switches between the chain and two trees from round to round.
-  [
-    { kind: "fixed", k: 3 },
-    new AdaptiveTreeShape(
-      [
-        { width: 2, nodes: 4 },
-        { width: 3, nodes: 9 },
-      ],
-      { trials: 2, reprobeEvery: 3 },
-    ),
-  ],
+  [{ kind: "fixed", k: 3 }, rotating([undefined, { width: 2, nodes: 4 }, { width: 3, nodes: 9 }])],
+  // The tree policy over measured costs and acceptance, deciding per round.
+  [{ kind: "adaptive", kMin: 0, kMax: 5 }, new TreePolicy(new CostModel(), { width: 3, nodes: 12 })],
   [
     { kind: "fixed", k: 1 },
     { width: 3, nodes: 3 },

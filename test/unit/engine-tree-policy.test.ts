@@ -1,65 +1,139 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { AdaptiveTreeShape, FixedTreeShape } from "../../services/engine/tree-policy.ts";
+import { CostModel } from "../../services/engine/k-policy.ts";
+import { ROOT, tokenTree } from "../../services/engine/token-tree.ts";
+import {
+  type Branching,
+  expectedTokensByNodes,
+  FixedTreeShape,
+  TreePolicy,
+  treeDraftSteps,
+  treeWork,
+} from "../../services/engine/tree-policy.ts";
 
-const narrow = { width: 2, nodes: 6 };
-const wide = { width: 4, nodes: 24 };
-
-/** Runs `rounds` rounds in which each shape gives `tokens` per sequence in `ms`; returns the shapes chosen. */
-function drive(
-  policy: AdaptiveTreeShape,
-  rounds: number,
-  cost: (shape: typeof narrow | undefined) => [number, number],
-) {
-  const chosen: (typeof narrow | undefined)[] = [];
-  for (let i = 0; i < rounds; i++) {
-    const shape = policy.choose();
-    chosen.push(shape);
-    policy.observe(shape, ...cost(shape));
-  }
-  return chosen;
+/** Verify costs of a line through (1, ms1) and (16, ms16): CPU-like when 16 positions cost twice one, GPU-like flat. */
+function costs(ms1: number, ms16: number, draftStepMs = 0.1): CostModel {
+  const model = new CostModel({
+    draftStepMs,
+    verifySamples: [
+      [1, ms1],
+      [16, ms16],
+    ],
+  });
+  model.alpha = 0.8;
+  return model;
 }
+
+const LIMIT: Branching = { width: 4, nodes: 48 };
+
+/**
+ * Feeds a policy `rounds` tree rounds of a drafter whose favourite child is accepted with probability `favourite` and
+ * whose second child with `second` (the rest never), at every depth.
+ */
+function teach(policy: TreePolicy, favourite: number, second: number, rounds = 200): void {
+  // Four levels: the favourite line 0 → 2 → 4 → 6, each with a second child beside it (1, 3, 5, 7) that is a leaf.
+  const tree = tokenTree([10, 11, 12, 13, 14, 15, 16, 17], [ROOT, ROOT, 0, 0, 2, 2, 4, 4]);
+  let seed = 12345;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31;
+  };
+  for (let i = 0; i < rounds; i++) {
+    const path: number[] = [];
+    for (let level = 0; level < 4; level++) {
+      const u = random();
+      if (u < favourite) path.push(2 * level);
+      else if (u < favourite + second) {
+        path.push(2 * level + 1);
+        break;
+      } else break;
+      if (path.length <= level) break;
+    }
+    policy.observeTree(tree, path);
+  }
+}
+
+describe("expected tokens of the best trees", () => {
+  it("a chain gains the products of its acceptances, a tree adds its siblings' paths", () => {
+    const accept = (_d: number, r: number) => (r === 1 ? 0.5 : r === 2 ? 0.25 : 0);
+    const chain = expectedTokensByNodes(accept, 3, 1, 3);
+    assert.deepEqual(chain, [1, 1.5, 1.75, 1.875]);
+    const tree = expectedTokensByNodes(accept, 3, 2, 5);
+    // Best first: 0.5 (d1 r1), 0.25 (d2 r1) and 0.25 (d1 r2), then 0.125 twice (d3 r1, d2 r2 under the favourite).
+    assert.deepEqual(tree, [1, 1.5, 1.75, 2, 2.125, 2.25]);
+  });
+
+  it("stops where no node can be accepted, and respects the depth", () => {
+    assert.deepEqual(
+      expectedTokensByNodes(() => 0, 4, 2, 10),
+      [1],
+    );
+    assert.equal(expectedTokensByNodes(() => 0.9, 2, 1, 10).length, 3);
+  });
+});
+
+describe("tree work", () => {
+  it("prices a tree's draft by the positions each level feeds", () => {
+    const flat = costs(10, 10);
+    assert.equal(treeDraftSteps(4, 1, 4, flat), 4);
+    assert.equal(treeDraftSteps(4, 3, 12, flat), 4);
+    const steep = costs(10, 20);
+    assert.ok(treeDraftSteps(4, 3, 12, steep) > 4);
+    const work = treeWork(tokenTree([1, 2, 3, 4], [ROOT, ROOT, 0, 0]), flat);
+    assert.deepEqual(work, { draftSteps: 2, positions: 5 });
+  });
+});
 
 describe("tree shape policy", () => {
   it("a fixed shape is always that shape", () => {
-    assert.deepEqual(new FixedTreeShape(narrow).choose(), narrow);
+    assert.deepEqual(new FixedTreeShape({ width: 2, nodes: 6 }).choose(), { width: 2, nodes: 6 });
   });
 
-  it("tries the chain and every shape, then uses the most tokens per millisecond", () => {
-    const policy = new AdaptiveTreeShape([narrow, wide], { trials: 2, reprobeEvery: 1000 });
-    // CPU-like: the wide tree gains tokens but costs more than it gains.
-    const chosen = drive(policy, 40, (s) => (s === undefined ? [3, 10] : s === narrow ? [3.5, 11] : [4, 20]));
-    assert.deepEqual(chosen.slice(0, 6), [undefined, undefined, narrow, narrow, wide, wide]);
-    assert.ok(chosen.slice(6).every((s) => s === narrow));
-    // GPU-like: verifying more positions is nearly free, so the widest tree wins.
-    const gpu = new AdaptiveTreeShape([narrow, wide], { trials: 2, reprobeEvery: 1000 });
-    assert.ok(
-      drive(gpu, 40, (s) => (s === undefined ? [3, 10] : s === narrow ? [3.5, 10.2] : [4, 10.4]))
-        .slice(6)
-        .every((s) => s === wide),
-    );
-    // A drafter that gains nothing from branching: the chain.
-    const flat = new AdaptiveTreeShape([narrow, wide], { trials: 2, reprobeEvery: 1000 });
-    assert.ok(
-      drive(flat, 40, (s) => (s === undefined ? [3, 10] : s === narrow ? [3, 11] : [3, 20]))
-        .slice(6)
-        .every((s) => s === undefined),
-    );
+  it("picks a wide tree where verifying is nearly free, and the chain where it is steep", () => {
+    const gpu = new TreePolicy(costs(10, 10.1), LIMIT);
+    teach(gpu, 0.8, 0.1);
+    const wide = gpu.choose(6);
+    assert.ok(wide && wide.width >= 3 && wide.nodes >= 24, `GPU-like: ${JSON.stringify(wide)}`);
+
+    const cpu = new TreePolicy(costs(10, 20), LIMIT);
+    teach(cpu, 0.8, 0.1);
+    assert.equal(cpu.choose(6), undefined, "CPU-like, steep: the chain");
   });
 
-  it("tries the others again now and then, and follows a change", () => {
-    const policy = new AdaptiveTreeShape([narrow], { trials: 1, reprobeEvery: 5 });
-    let treesPay = false;
-    const chosen = drive(policy, 60, (s) => {
-      if (s === undefined) return [3, 10];
-      return treesPay ? [5, 11] : [3, 15];
-    });
-    assert.ok(chosen.slice(2, 30).includes(narrow), "re-probed");
-    treesPay = true;
-    const later = drive(policy, 60, (s) => (s === undefined ? [3, 10] : treesPay ? [5, 11] : [3, 15]));
-    // Once the tree pays it is used, but for the chain's own re-probes (every 5th round).
-    const recent = later.slice(-20);
-    assert.ok(recent.filter((s) => s === narrow).length >= 16, `${recent.map((s) => (s ? "tree" : "chain"))}`);
-    assert.ok(recent.includes(undefined), "the chain is re-probed too");
+  it("between the two, a small tree", () => {
+    const policy = new TreePolicy(costs(10, 12), LIMIT);
+    teach(policy, 0.6, 0.3);
+    const shape = policy.choose(4);
+    assert.ok(shape && shape.nodes > 4 && shape.nodes < 48, JSON.stringify(shape));
+  });
+
+  it("learns sibling acceptance: siblings never accepted leave the chain even when verifying is nearly free", () => {
+    // Two children per node at most: the ranks the drafter below offers.
+    const policy = new TreePolicy(costs(10, 10.5), { width: 2, nodes: 16 });
+    assert.ok(policy.choose(4), "the prior lets siblings pay where positions are free");
+    teach(policy, 0.8, 0);
+    assert.equal(policy.choose(4), undefined);
+    assert.ok(policy.acceptance(1, 2) < 0.02, `rank 2 at depth 1: ${policy.acceptance(1, 2)}`);
+    assert.ok(Math.abs(policy.acceptance(1, 1) - 0.8) < 0.05, `rank 1 at depth 1: ${policy.acceptance(1, 1)}`);
+  });
+
+  it("chain rounds teach the favourite's acceptance per depth", () => {
+    const policy = new TreePolicy(costs(10, 10), LIMIT);
+    for (let i = 0; i < 200; i++) policy.observeChain(4, i % 2 === 0 ? 4 : 1);
+    // Depth 1 is always accepted, depth 2 half the time, and after a rejection at 2 nothing deeper is judged.
+    assert.ok(policy.acceptance(1, 1) > 0.95);
+    assert.ok(Math.abs(policy.acceptance(2, 1) - 0.5) < 0.05);
+    assert.ok(policy.acceptance(3, 1) > 0.95);
+  });
+
+  it("a drafter that stops paying is dropped, and tried again once the evidence has faded", () => {
+    const policy = new TreePolicy(costs(10, 10.5), { width: 2, nodes: 16 }, { halfLife: 16 });
+    teach(policy, 0.6, 0.3);
+    assert.ok(policy.choose(4));
+    teach(policy, 0.6, 0, 100);
+    assert.equal(policy.choose(4), undefined);
+    // Chain rounds only from here: rank 2's trials fade and its prior speaks again.
+    for (let i = 0; i < 200; i++) policy.observeChain(4, 2);
+    assert.ok(policy.choose(4));
   });
 });
