@@ -13,7 +13,7 @@ import {
   type TreeDrafter,
   type TreeDraftRequest,
 } from "./drafter.ts";
-import { medusaChain, medusaTree } from "./medusa-proposal.ts";
+import { headsRowFromEnd, medusaChain, medusaTree } from "./medusa-proposal.ts";
 import { slotOf, type TokenTree } from "./token-tree.ts";
 
 export class MedusaDrafter implements TreeDrafter {
@@ -42,12 +42,13 @@ export class MedusaDrafter implements TreeDrafter {
     return this.rowAt(outputs.medusaLogits, -1);
   }
 
-  /** A copy of row `index` of a forward's head logits (negative: from the end). */
-  private rowAt(medusaLogits: Float32Array, index: number): Float32Array {
-    const width = this.target.medusa.heads * this.target.info.vocabSize;
-    const rows = medusaLogits.length / width;
-    const at = index < 0 ? rows + index : index;
-    return medusaLogits.slice(at * width, (at + 1) * width);
+  /** A copy of the heads' row `fromEnd` rows before the end of a forward's head logits. */
+  private rowAt(medusaLogits: Float32Array, fromEnd: number): Float32Array | undefined {
+    return headsRowFromEnd(medusaLogits, this.target.medusa.heads, this.target.info.vocabSize, fromEnd);
+  }
+
+  private keepRow(sequenceId: string, row: Float32Array | undefined): void {
+    if (row) this.rows.set(sequenceId, row);
   }
 
   async propose(batch: readonly DraftRequest[]): Promise<Draft[]> {
@@ -91,7 +92,7 @@ export class MedusaDrafter implements TreeDrafter {
     const outputs = this.target.lastHeadOutputs(sequenceId);
     this.rows.delete(sequenceId);
     if (outputs && tokens.length === 1 && accepted >= 0 && accepted <= proposed) {
-      this.rows.set(sequenceId, this.rowAt(outputs.medusaLogits, accepted - proposed - 1));
+      this.keepRow(sequenceId, this.rowAt(outputs.medusaLogits, accepted - proposed - 1));
     }
     this.sequences.commit(sequenceId, length, tokens);
   }
@@ -103,7 +104,7 @@ export class MedusaDrafter implements TreeDrafter {
     this.rows.delete(sequenceId);
     if (outputs && tree) {
       const slot = path.length > 0 ? slotOf(path[path.length - 1]) : 0;
-      this.rows.set(sequenceId, this.rowAt(outputs.medusaLogits, slot - tree.tokens.length - 1));
+      this.keepRow(sequenceId, this.rowAt(outputs.medusaLogits, slot - tree.tokens.length - 1));
     }
     this.sequences.commitPath(sequenceId, path, token);
   }

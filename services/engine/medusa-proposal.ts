@@ -17,6 +17,21 @@ import {
 } from "./sampling.ts";
 import { ROOT, type TokenTree, tokenTree } from "./token-tree.ts";
 
+/**
+ * A copy of one row, [heads × vocab], of a forward's head logits ([positions × heads × vocab]): `fromEnd` rows before
+ * the end (-1: the last). Undefined when the forward scored fewer rows.
+ */
+export function headsRowFromEnd(
+  medusaLogits: Float32Array,
+  heads: number,
+  vocab: number,
+  fromEnd: number,
+): Float32Array | undefined {
+  const width = heads * vocab;
+  const at = medusaLogits.length / width + fromEnd;
+  return at >= 0 && fromEnd < 0 ? medusaLogits.slice(at * width, (at + 1) * width) : undefined;
+}
+
 /** Head `head`'s logits in a row of [heads × vocab]. */
 function headRow(heads: Float32Array, vocab: number, head: number): Float32Array {
   return heads.subarray(head * vocab, (head + 1) * vocab);

@@ -5,7 +5,7 @@
  * plain decoding step, whose forward yields one.
  */
 import type { MedusaLM } from "../runtime/causal-lm.ts";
-import { medusaTree } from "./medusa-proposal.ts";
+import { headsRowFromEnd, medusaTree } from "./medusa-proposal.ts";
 import type { SelfDraftAsk, SelfDrafter, SelfDraftRound, SelfDraftState, SelfDraftVerdict } from "./self-drafter.ts";
 import { chainTree, slotOf } from "./token-tree.ts";
 
@@ -40,9 +40,13 @@ class MedusaState implements SelfDraftState {
     if (!outputs) return;
     const path = "path" in verdict ? verdict.path : [];
     const slot = path.length > 0 ? slotOf(path[path.length - 1]) : 0;
-    const width = this.target.medusa.heads * this.target.info.vocabSize;
-    const at = outputs.medusaLogits.length / width - (round.tree.tokens.length + 1) + slot;
-    if (at >= 0) this.#row = outputs.medusaLogits.slice(at * width, (at + 1) * width);
+    const { medusa, info } = this.target;
+    this.#row = headsRowFromEnd(
+      outputs.medusaLogits,
+      medusa.heads,
+      info.vocabSize,
+      slot - round.tree.tokens.length - 1,
+    );
   }
 }
 
