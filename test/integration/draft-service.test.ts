@@ -182,7 +182,9 @@ function assertSameRounds(actual: Round[], expected: readonly Round[], label: st
     round.distributions.forEach(([ids, probs], d) => {
       const [expectedIds, expectedProbs] = expected[r].distributions[d];
       assert.deepEqual(ids, expectedIds, `${label} round ${r} q ${d}: support`);
-      probs.forEach((p, j) => assert.ok(Math.abs(p - expectedProbs[j]) <= 2 / 65536, `${label} round ${r} q ${d}`));
+      for (const [j, p] of probs.entries()) {
+        assert.ok(Math.abs(p - expectedProbs[j]) <= 2 / 65536, `${label} round ${r} q ${d}`);
+      }
     });
   });
 }
