@@ -16,8 +16,7 @@ import { writeModelDir } from "../../services/model-builder/model-dir.ts";
 import { randomLlamaWeights, uniform } from "../../services/model-builder/random-llama.ts";
 import { isMedusaLM, type MedusaLM } from "../../services/runtime/causal-lm.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
-import { chiSquareFit } from "../support/chi-square.ts";
-import { exactDistributions } from "../support/exact-distribution.ts";
+import { assertFollowsTarget, exactDistributions } from "../support/exact-distribution.ts";
 
 const VOCAB = 32;
 let dir: string;
@@ -93,7 +92,7 @@ describe("Medusa drafting on a tiny model", () => {
       it(`samples the target's own distribution (${shapeLabel}, ${label})`, async () => {
         const prompt = [3, 7, 3, 7, 3];
         const samples = 3000;
-        const { joint, marginal } = await exactDistributions(target, prompt, sampling);
+        const exact = await exactDistributions(target, prompt, sampling);
         const drafter = new MedusaDrafter(target);
         const requests: GenerationRequest[] = Array.from({ length: samples }, (_, seed) => ({
           prompt,
@@ -103,23 +102,7 @@ describe("Medusa drafting on a tiny model", () => {
           speculation: { drafter, ...speculation },
         }));
         const results = await generateBatch(target, requests);
-        const jointCounts = new Array(VOCAB * VOCAB).fill(0);
-        const thirdCounts = new Array(VOCAB).fill(0);
-        for (const { tokens } of results) {
-          jointCounts[tokens[0] * VOCAB + tokens[1]]++;
-          thirdCounts[tokens[2]]++;
-        }
-        const accepted = results.reduce((s, r) => s + r.stats.accepted_tokens, 0);
-        const proposed = results.reduce((s, r) => s + r.stats.draft_tokens, 0);
-        assert.ok(accepted > 0 && accepted < proposed, `both outcomes exercised (${accepted}/${proposed})`);
-        for (const [what, observed, expected] of [
-          ["first two tokens", jointCounts, joint],
-          ["third token", thirdCounts, marginal],
-        ] as const) {
-          const fit = chiSquareFit(observed, expected);
-          assert.equal(fit.impossible, 0, `${what}: tokens the target cannot produce`);
-          assert.ok(fit.statistic < fit.critical, `${what}: chi-square ${fit.statistic} ≥ ${fit.critical}`);
-        }
+        assertFollowsTarget(results, exact, VOCAB);
       });
     }
   }

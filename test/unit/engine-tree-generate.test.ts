@@ -20,8 +20,7 @@ import { LOSSLESS } from "../../services/engine/verify.ts";
 import { buildRandomLlama } from "../../services/model-builder/random-llama.ts";
 import { greedyDecode } from "../../services/runtime/greedy.ts";
 import { OnnxCausalLM } from "../../services/runtime/onnx-causal-lm.ts";
-import { chiSquareFit } from "../support/chi-square.ts";
-import { exactDistributions } from "../support/exact-distribution.ts";
+import { assertFollowsTarget, exactDistributions } from "../support/exact-distribution.ts";
 
 const VOCAB = 12;
 let dir: string;
@@ -301,7 +300,7 @@ describe("speculative sampling with trees on a tiny model", () => {
   ];
   for (const [label, sampling, drafter, k, tree] of settings) {
     it(`generates with the target's own distribution (${label})`, async () => {
-      const { joint, marginal } = await exactDistributions(target, prompt, sampling);
+      const exact = await exactDistributions(target, prompt, sampling);
       const requests: GenerationRequest[] = Array.from({ length: samples }, (_, seed) => ({
         prompt,
         maxNewTokens: 3,
@@ -310,23 +309,7 @@ describe("speculative sampling with trees on a tiny model", () => {
         speculation: { drafter: drafter(), k, tree },
       }));
       const results = await generateBatch(target, requests);
-      const jointCounts = new Array(VOCAB * VOCAB).fill(0);
-      const thirdCounts = new Array(VOCAB).fill(0);
-      for (const { tokens } of results) {
-        jointCounts[tokens[0] * VOCAB + tokens[1]]++;
-        thirdCounts[tokens[2]]++;
-      }
-      const accepted = results.reduce((s, r) => s + r.stats.accepted_tokens, 0);
-      const proposed = results.reduce((s, r) => s + r.stats.draft_tokens, 0);
-      assert.ok(accepted > 0 && accepted < proposed, `both outcomes exercised (${accepted}/${proposed})`);
-      for (const [what, observed, expected] of [
-        ["first two tokens", jointCounts, joint],
-        ["third token", thirdCounts, marginal],
-      ] as const) {
-        const fit = chiSquareFit(observed, expected);
-        assert.equal(fit.impossible, 0, `${what}: tokens the target cannot produce`);
-        assert.ok(fit.statistic < fit.critical, `${what}: chi-square ${fit.statistic} ≥ ${fit.critical}`);
-      }
+      assertFollowsTarget(results, exact, VOCAB);
     });
   }
 });
