@@ -26,6 +26,7 @@ import { inParallel } from "../support/in-parallel.ts";
 import { freePort } from "../support/ports.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
+import { streamsThroughKill } from "../support/streams-through-kill.ts";
 import { targetOnlyOutputs } from "../support/target-only.ts";
 import { until } from "../support/until.ts";
 
@@ -192,30 +193,18 @@ describe("self-drafted rounds (Lookahead, Medusa) through real target processes"
     const maxTokens = 3 * MAX_TOKENS;
     const prompts = PROMPTS.slice(0, STREAMS);
     const long = await targetOnlyOutputs(PLAIN, tokenizer, prompts, maxTokens);
-    let killed = false;
-    let started = 0;
-    const used = await Promise.all(
-      prompts.map(async (prompt, i) => {
-        const tokens: number[] = [];
-        const replicas = new Set<string>();
-        const drafter = i % 2 === 0 ? { drafter: "lookahead", k: 2 } : { drafter: "medusa", k: 3, tree: MEDUSA_TREE };
-        for await (const event of client.stream({ prompt, max_tokens: maxTokens, ...drafter })) {
-          if (event.type === "delta") {
-            if (tokens.length === 0) started++;
-            tokens.push(...event.token_ids);
-            if (!killed && started === STREAMS) {
-              killed = true;
-              targets.get("r0")?.child.kill("SIGKILL");
-            }
-          } else for (const r of event.stats?.replicas ?? []) replicas.add(r);
-        }
-        assert.deepEqual(tokens, long.get(prompt), `"${prompt}" after r0 died`);
-        return replicas;
-      }),
-    );
+    const inputs = prompts.map((prompt, i) => ({
+      prompt,
+      max_tokens: maxTokens,
+      ...(i % 2 === 0 ? { drafter: "lookahead", k: 2 } : { drafter: "medusa", k: 3, tree: MEDUSA_TREE }),
+    }));
+    const { runs, killed } = await streamsThroughKill(client, inputs, () => targets.get("r0")?.child.kill("SIGKILL"));
+    for (const [i, { tokens }] of runs.entries()) {
+      assert.deepEqual(tokens, long.get(prompts[i]), `"${prompts[i]}" after r0 died`);
+    }
     assert.ok(killed, "r0 was killed mid-run");
     assert.ok(
-      used.some((replicas) => replicas.has("r0") && replicas.has("r1")),
+      runs.some(({ replicas }) => replicas.has("r0") && replicas.has("r1")),
       "some sequence moved from r0 to r1",
     );
   });

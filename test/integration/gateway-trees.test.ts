@@ -22,6 +22,7 @@ import type { Tokenizer } from "../../services/runtime/tokenizer/tokenizer.ts";
 import { inParallel } from "../support/in-parallel.ts";
 import { type RedisServer, startRedis } from "../support/redis.ts";
 import { type ServiceProcess, spawnService } from "../support/service-process.ts";
+import { streamsThroughKill } from "../support/streams-through-kill.ts";
 import { targetOnlyOutputs } from "../support/target-only.ts";
 import { until } from "../support/until.ts";
 
@@ -241,29 +242,14 @@ describe("token trees through real draft and target processes", { timeout: 300_0
     const maxTokens = 4 * MAX_TOKENS;
     const prompts = PROMPTS.slice(0, STREAMS);
     const long = await targetOnlyOutputs(MODEL, tokenizer, prompts, maxTokens);
-    let killed = false;
-    let started = 0;
-    const used = await Promise.all(
-      prompts.map(async (prompt) => {
-        const tokens: number[] = [];
-        const replicas = new Set<string>();
-        for await (const event of client.stream({ prompt, max_tokens: maxTokens, k: 3, tree: TREE })) {
-          if (event.type === "delta") {
-            if (tokens.length === 0) started++;
-            tokens.push(...event.token_ids);
-            if (!killed && started === STREAMS) {
-              killed = true;
-              targets.get("r0")?.child.kill("SIGKILL");
-            }
-          } else for (const r of event.stats?.replicas ?? []) replicas.add(r);
-        }
-        assert.deepEqual(tokens, long.get(prompt), `"${prompt}" after r0 died`);
-        return replicas;
-      }),
-    );
+    const inputs = prompts.map((prompt) => ({ prompt, max_tokens: maxTokens, k: 3, tree: TREE }));
+    const { runs, killed } = await streamsThroughKill(client, inputs, () => targets.get("r0")?.child.kill("SIGKILL"));
+    for (const [i, { tokens }] of runs.entries()) {
+      assert.deepEqual(tokens, long.get(prompts[i]), `"${prompts[i]}" after r0 died`);
+    }
     assert.ok(killed, "r0 was killed mid-run");
     assert.ok(
-      used.some((replicas) => replicas.has("r0") && replicas.has("r1")),
+      runs.some(({ replicas }) => replicas.has("r0") && replicas.has("r1")),
       "a sequence moved from r0 to r1",
     );
   });
@@ -309,33 +295,15 @@ describe("token trees through real draft and target processes", { timeout: 300_0
       const STREAMS = 8;
       const maxTokens = 2 * MAX_TOKENS;
       const sampling = (i: number) => ({ temperature: 0.8, topP: 0.95, seed: 700 + i });
-      let killed = false;
-      let started = 0;
-      const runs = await Promise.all(
-        PROMPTS.slice(0, STREAMS).map(async (prompt, i) => {
-          const tokens: number[] = [];
-          const replicas = new Set<string>();
-          let ended = false;
-          const { temperature, topP, seed } = sampling(i);
-          const input = { prompt, max_tokens: maxTokens, drafter: "int4", k: 3, tree: TREE, temperature, seed };
-          for await (const event of plain.stream({ ...input, top_p: topP })) {
-            if (event.type === "delta") {
-              if (tokens.length === 0) started++;
-              tokens.push(...event.token_ids);
-              if (!killed && started === STREAMS) {
-                killed = true;
-                targets.get("r0")?.child.kill("SIGKILL");
-              }
-            } else if (event.type === "end") {
-              assert.ok(branched(event.stats), "rounds verified trees");
-              for (const r of event.stats?.replicas ?? []) replicas.add(r);
-              ended = true;
-            }
-          }
-          assert.ok(ended, "the request completed");
-          return { tokens, replicas };
-        }),
-      );
+      const inputs = PROMPTS.slice(0, STREAMS).map((prompt, i) => {
+        const { temperature, topP, seed } = sampling(i);
+        return { prompt, max_tokens: maxTokens, drafter: "int4", k: 3, tree: TREE, temperature, top_p: topP, seed };
+      });
+      const { runs, killed } = await streamsThroughKill(plain, inputs, () => targets.get("r0")?.child.kill("SIGKILL"));
+      for (const { end } of runs) {
+        assert.ok(end, "the request completed");
+        assert.ok(branched(end.stats), "rounds verified trees");
+      }
       assert.ok(killed, "r0 was killed mid-run");
       assert.ok(
         runs.some(({ replicas }) => replicas.has("r0") && replicas.has("r1")),
