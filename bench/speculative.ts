@@ -440,9 +440,7 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
       // "tree-flat": the tree policy told that verifying any number of positions costs what one does, to project
       // what it would choose, and gain, on a GPU at batch 1.
       const flat = {
-        get draftStepMs() {
-          return costs.draftStepMs;
-        },
+        draftMs: (forwards: number, positions: number) => costs.draftMs(forwards, positions),
         verifyMs: () => costs.verifyMs(1),
         get alpha() {
           return costs.alpha;

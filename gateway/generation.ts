@@ -365,7 +365,7 @@ class Generation {
     // Costs as adaptive K must weigh them here: round trips through gRPC and Redis. Rounds that (re)filled a cache
     // measure the prefill, not a verify step.
     if (outcome.round > 1 && !result.reprefilled) {
-      const work = draft?.tree ? treeWork(draft.tree, this.costs) : chainWork(outcome.proposed);
+      const work = draft?.tree ? treeWork(draft.tree) : chainWork(outcome.proposed);
       this.costs.recordRound(work, timing.draft_wait_ms, timing.verify_wait_ms);
     }
     const { committed } = outcome;

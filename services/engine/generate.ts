@@ -293,10 +293,11 @@ export async function generateBatch(
       // largest draft and tree set its cost.
       const draftMs = drafted - started + (performance.now() - verified);
       for (const costs of new Set(active.map((a) => a.costs))) {
-        const work = active.map((a) => (a.drafted ? treeWork(a.drafted, costs) : chainWork(a.draft.tokens.length)));
+        const work = active.map((a) => (a.drafted ? treeWork(a.drafted) : chainWork(a.draft.tokens.length)));
         costs.recordRound(
           {
-            draftSteps: Math.max(...work.map((w) => w.draftSteps)),
+            draftForwards: Math.max(...work.map((w) => w.draftForwards)),
+            draftPositions: Math.max(...work.map((w) => w.draftPositions)),
             positions: Math.max(...work.map((w) => w.positions)),
           },
           draftMs,

@@ -35,26 +35,27 @@ export function expectedTokensPerRound(alpha: number, k: number): number {
 
 /** Costs of one round's parts, in milliseconds. */
 export interface RoundCosts {
-  /** One draft step (one proposed token). */
-  readonly draftStepMs: number;
+  /** Drafting with `forwards` draft forwards that feed `positions` positions in all (a chain of K: K and K). */
+  draftMs(forwards: number, positions: number): number;
   /** One verify forward scoring `positions` positions. */
   verifyMs(positions: number): number;
 }
 
-/** What a round asked for: draft steps (in chain steps) and positions the target scored. */
+/** What a round asked for: its draft forwards and the positions they fed, and the positions the target scored. */
 export interface RoundWork {
-  readonly draftSteps: number;
+  readonly draftForwards: number;
+  readonly draftPositions: number;
   readonly positions: number;
 }
 
-/** A chain of `proposed` tokens: one draft step each, and the root's position besides theirs. */
+/** A chain of `proposed` tokens: one draft forward of one position each, and the root's position besides theirs. */
 export function chainWork(proposed: number): RoundWork {
-  return { draftSteps: proposed, positions: proposed + 1 };
+  return { draftForwards: proposed, draftPositions: proposed, positions: proposed + 1 };
 }
 
 /** Expected tokens per millisecond when speculating K tokens. */
 export function tokensPerMs(alpha: number, k: number, costs: RoundCosts): number {
-  return expectedTokensPerRound(alpha, k) / (k * costs.draftStepMs + costs.verifyMs(k + 1));
+  return expectedTokensPerRound(alpha, k) / (costs.draftMs(k, k) + costs.verifyMs(k + 1));
 }
 
 /** The K in [kMin, kMax] with the highest expected tokens per millisecond (smallest K on ties). */
@@ -88,29 +89,58 @@ export function updateAlpha(alpha: number, proposed: number, accepted: number, w
 }
 
 /**
- * Measured costs of one drafter/target pair, shared by all sequences that use it: an exponentially weighted mean of
- * the draft step time, and an exponentially weighted least-squares line through the verify times, verify(n) =
- * intercept + slope·n for n positions scored. One line shares what every round teaches across all K (noisy single
- * timings of rarely chosen K do not steer the policy), and its intercept carries a round's fixed costs (in the
- * services: transport and queueing). Until two different n have been seen the line is flat: optimism that the next
- * measurements correct.
+ * Measured costs of one drafter/target pair, shared by all sequences that use it, as exponentially weighted
+ * least-squares fits. Verify: a line through the verify times, verify(n) = intercept + slope·n for n positions scored;
+ * one line shares what every round teaches across all K (noisy single timings of rarely chosen K do not steer the
+ * policy), and its intercept carries a round's fixed costs (in the services: transport and queueing). Until two
+ * different n have been seen the line is flat. Draft: time = perForward·forwards + perPosition·positions, because a
+ * tree's draft feeds many positions per forward and a small draft model prices them unlike the target (a chain
+ * alone cannot tell the two apart, and positions count as free until trees have been timed). Both start optimistic,
+ * and the next measurements correct them.
  */
 export class CostModel implements RoundCosts {
   /** The per-token acceptance the pair's sequences showed lately: where a new sequence's estimate starts. */
   alpha: number | undefined;
-  private draftStep: number | undefined;
   /** Weighted sums of 1, n, n², y and n·y over verify samples (n positions, y ms). */
   private sums = { w: 0, n: 0, nn: 0, y: 0, ny: 0 };
+  /** Weighted sums of f², f·p, p², f·y and p·y over draft samples (f forwards, p positions, y ms). */
+  private draftSums = { ff: 0, fp: 0, pp: 0, fy: 0, py: 0 };
 
   constructor(initial?: { draftStepMs?: number; verifySamples?: readonly (readonly [number, number])[] }) {
-    this.draftStep = initial?.draftStepMs;
+    if (initial?.draftStepMs !== undefined) this.recordDraft(initial.draftStepMs, 1, 1);
     for (const [n, ms] of initial?.verifySamples ?? []) this.recordVerify(n, ms);
   }
 
-  recordDraft(ms: number, steps: number): void {
-    if (steps <= 0) return;
-    const perStep = ms / steps;
-    this.draftStep = this.draftStep === undefined ? perStep : this.draftStep + COST_WEIGHT * (perStep - this.draftStep);
+  recordDraft(ms: number, forwards: number, positions: number): void {
+    if (forwards <= 0) return;
+    const s = this.draftSums;
+    const keep = s.ff === 0 ? 1 : 1 - COST_WEIGHT;
+    this.draftSums = {
+      ff: s.ff * keep + forwards * forwards,
+      fp: s.fp * keep + forwards * positions,
+      pp: s.pp * keep + positions * positions,
+      fy: s.fy * keep + forwards * ms,
+      py: s.py * keep + positions * ms,
+    };
+  }
+
+  /** The fitted draft costs, neither below 0. */
+  draftLine(): { perForward: number; perPosition: number } {
+    const { ff, fp, pp, fy, py } = this.draftSums;
+    if (ff === 0) return { perForward: 0, perPosition: 0 };
+    const spread = ff * pp - fp * fp;
+    if (spread > 1e-9 * ff * pp) {
+      const perForward = (fy * pp - py * fp) / spread;
+      const perPosition = (py * ff - fy * fp) / spread;
+      if (perForward >= 0 && perPosition >= 0) return { perForward, perPosition };
+      if (perForward < 0) return { perForward: 0, perPosition: Math.max(0, py / pp) };
+    }
+    return { perForward: Math.max(0, fy / ff), perPosition: 0 };
+  }
+
+  draftMs(forwards: number, positions: number): number {
+    const { perForward, perPosition } = this.draftLine();
+    return perForward * forwards + perPosition * positions;
   }
 
   recordAcceptance(proposed: number, accepted: number): void {
@@ -130,14 +160,10 @@ export class CostModel implements RoundCosts {
     };
   }
 
-  /** A round's costs: its draft time over its draft steps, and its verify time at the positions it scored. */
+  /** A round's costs: its draft time for its draft work, and its verify time at the positions it scored. */
   recordRound(work: RoundWork, draftMs: number, verifyMs: number): void {
-    this.recordDraft(draftMs, work.draftSteps);
+    this.recordDraft(draftMs, work.draftForwards, work.draftPositions);
     this.recordVerify(work.positions, verifyMs);
-  }
-
-  get draftStepMs(): number {
-    return this.draftStep ?? 0;
   }
 
   /** The fitted line (slope ≥ 0: scoring more positions never costs less). */
@@ -157,6 +183,8 @@ export class CostModel implements RoundCosts {
 
 /** A sequence's K policy: asked for K before each round, told the round's outcome after it. */
 export interface KPolicy {
+  /** The largest K it asks for: a tree policy may draft that deep. */
+  readonly maxK: number;
   nextK(): number;
   observe(proposed: number, accepted: number): void;
 }
@@ -164,6 +192,9 @@ export interface KPolicy {
 /** Always the same K. */
 export class FixedK implements KPolicy {
   constructor(private readonly k: number) {}
+  get maxK(): number {
+    return this.k;
+  }
   nextK(): number {
     return this.k;
   }
@@ -191,6 +222,10 @@ export class AdaptiveK implements KPolicy {
     this.weight = 1 - 2 ** (-1 / (config.alphaHalfLife ?? 32));
     this.firstProbe = config.probeEvery ?? 8;
     this.probeInterval = this.firstProbe;
+  }
+
+  get maxK(): number {
+    return this.config.kMax;
   }
 
   nextK(): number {

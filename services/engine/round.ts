@@ -8,7 +8,7 @@
 import type { KPolicy } from "./k-policy.ts";
 import type { Committed, SequenceState } from "./sequence.ts";
 import { emptyStats, type RequestStats, recordRound } from "./stats.ts";
-import { pathTokens, ROOT, type TokenTree } from "./token-tree.ts";
+import { favouritePrefix, pathTokens, ROOT, type TokenTree } from "./token-tree.ts";
 import type { Branching, TreeShaper } from "./tree-policy.ts";
 import type { TreeVerdict } from "./tree-verify.ts";
 import type { Verdict } from "./verify.ts";
@@ -69,11 +69,16 @@ export class SpeculativeSequence {
     private readonly shaper?: TreeShaper,
   ) {}
 
-  /** The next round: K as the policy wants it, within what the sequence may still add, and a tree if one pays. */
+  /**
+   * The next round: K as the policy wants it, within what the sequence may still add, or a tree (as deep as the
+   * policy's K limit allows) if one pays.
+   */
   plan(): RoundPlan {
-    const k = this.drafter ? Math.min(this.policy.nextK(), this.sequence.draftBudget()) : 0;
-    const branching = k > 0 ? this.shaper?.choose(k) : undefined;
-    return { round: ++this.#planned, k, ...(branching && { branching }) };
+    const budget = this.sequence.draftBudget();
+    const k = this.drafter ? Math.min(this.policy.nextK(), budget) : 0;
+    const tree = k > 0 ? this.shaper?.choose(k, Math.min(this.policy.maxK, budget)) : undefined;
+    if (!tree) return { round: ++this.#planned, k };
+    return { round: ++this.#planned, k: tree.depth, branching: { width: tree.width, nodes: tree.nodes } };
   }
 
   /**
@@ -91,8 +96,8 @@ export class SpeculativeSequence {
       path = treePath(draft.tree, "path" in verdict ? verdict.path : NO_TOKENS);
       kept = pathTokens(draft.tree, path);
       proposed = draft.tree.tokens.length;
-      // The K policy learns acceptance along the tree's depth, as it would along a chain that long.
-      this.policy.observe(depth, path.length);
+      // The K policy sizes chains: it learns what the chain of the drafter's favourites would have kept.
+      this.policy.observe(depth, favouritePrefix(draft.tree, path));
       this.shaper?.observeTree(draft.tree, path);
     } else {
       const proposal = draft?.tokens ?? NO_TOKENS;

@@ -148,3 +148,16 @@ export function pathTo(tree: TokenTree, node: number): number[] {
 export function pathTokens(tree: TokenTree, path: readonly number[]): number[] {
   return path.map((node) => tree.tokens[node]);
 }
+
+/**
+ * How many nodes of a path, from the root down, are their parent's first child (the drafter's favourite): what a
+ * chain of the same drafter would have kept.
+ */
+export function favouritePrefix(tree: TokenTree, path: readonly number[]): number {
+  let kept = 0;
+  for (const node of path) {
+    if (tree.parents.indexOf(tree.parents[node]) !== node) break;
+    kept++;
+  }
+  return kept;
+}

@@ -1,67 +1,75 @@
 /**
- * Tree shape policy: whether a round drafts a tree, and how wide and how many nodes. A tree pays when the tokens its
- * extra nodes are expected to add outweigh what verifying (and drafting) them costs, and both sides are measured: the
- * acceptance of each sibling rank at each depth, learnt from the rounds that ran, and the pair's verify cost curve
- * (CostModel, which on a GPU at batch 1 is nearly flat and on this CPU is not). Each round, every width up to the
- * limit is scored as the best tree of each node budget under those acceptances (as Sequoia and EAGLE-2 grow trees: the
- * nodes with the most probable paths), the chain among them, and the most expected tokens per millisecond wins. The
- * depth is the K policy's. Shared by the requests of one drafter/target pair, like CostModel. Pure: the loop passes
- * the outcomes in.
+ * Tree shape policy: whether a round drafts a tree, and how deep, how wide and how many nodes. A tree pays when the
+ * tokens its extra nodes are expected to add outweigh what drafting and verifying them costs, and both sides are
+ * measured: the acceptance of each sibling rank at each depth, learnt from the rounds that ran, and the pair's draft
+ * and verify costs (CostModel: on a GPU at batch 1 verifying is nearly flat, on this CPU it is not). Each round, every
+ * depth from the K policy's K to the deepest allowed and every width up to the limit is scored as the best tree of
+ * each node budget under those acceptances (as Sequoia and EAGLE-2 grow trees: the nodes with the most probable
+ * paths), beside the chain of K, and the most expected tokens per millisecond wins. What the model expects is then
+ * checked against what rounds gave, chains and trees apart, and scaled by that ratio, so a model that flatters trees
+ * (its acceptances treat siblings as independent; the drafter ranks nodes by its own probabilities) stops winning.
+ * Shared by the requests of one drafter/target pair, like CostModel. Pure: the loop passes the outcomes in.
  */
 
+import type { TreeShape } from "./drafter.ts";
 import type { RoundCosts, RoundWork } from "./k-policy.ts";
 import { ROOT, type TokenTree, TREE_LIMITS } from "./token-tree.ts";
 
-/** How a round's tree branches: at most `width` children per node and `nodes` in all; undefined is the chain. */
+/** How a round's tree may branch: at most `width` children per node and `nodes` in all. */
 export interface Branching {
   readonly width: number;
   readonly nodes: number;
 }
 
 export interface TreeShaper {
-  /** The branching of a round `depth` deep (the K policy's K), undefined for a chain. */
-  choose(depth: number): Branching | undefined;
+  /**
+   * The tree of a round whose chain would be `k` deep (the K policy's K), at most `maxDepth` deep; undefined for the
+   * chain.
+   */
+  choose(k: number, maxDepth: number): TreeShape | undefined;
   /** A tree round: the tree verified and the accepted path (node indices, root down). */
   observeTree(tree: TokenTree, path: readonly number[]): void;
   /** A chain round: `proposed` tokens, of which the first `accepted` were kept. */
   observeChain(proposed: number, accepted: number): void;
 }
 
-/** Always the same branching. */
+/** Always the same branching, K deep. */
 export class FixedTreeShape implements TreeShaper {
   constructor(private readonly shape: Branching) {}
-  choose(): Branching {
-    return this.shape;
+  choose(k: number): TreeShape {
+    return { depth: k, ...this.shape };
   }
   observeTree(): void {}
   observeChain(): void {}
 }
 
 /**
- * Draft cost of a tree in chain draft steps. A model drafter grows a tree one level per forward and feeds the root and
- * every node expanded so far again (model-drafter.ts), `1 + min(width·level, nodes)` positions at a level; the draft
- * model is assumed to price positions as the target's measured curve does. A chain (width 1) is `depth` steps.
+ * A tree's draft work: a model drafter grows it one level per forward and feeds the root and every node expanded so
+ * far again, up to `width` more per level (model-drafter.ts), so level l feeds 1 + width·l positions.
  */
-export function treeDraftSteps(depth: number, width: number, nodes: number, costs: RoundCosts): number {
-  if (width <= 1) return depth;
-  const one = costs.verifyMs(1);
-  let steps = 0;
-  for (let level = 0; level < depth; level++) steps += costs.verifyMs(1 + Math.min(width * level, nodes)) / one;
-  return steps;
+export function treeDraftWork(depth: number, width: number): { forwards: number; positions: number } {
+  return { forwards: depth, positions: depth + (width * depth * (depth - 1)) / 2 };
 }
 
-/** A tree round's work: the draft steps of a tree that deep and wide, and the root's position besides the nodes'. */
-export function treeWork(tree: TokenTree, costs: RoundCosts): RoundWork {
-  const nodes = tree.tokens.length;
+/** A tree round's work: the draft work of a tree that deep and wide, and the root's position besides the nodes'. */
+export function treeWork(tree: TokenTree): RoundWork {
+  const { depth, width } = treeExtent(tree);
+  const draft = treeDraftWork(depth, width);
+  return { draftForwards: draft.forwards, draftPositions: draft.positions, positions: tree.tokens.length + 1 };
+}
+
+/** A tree's depth and its most children under one node. */
+function treeExtent(tree: TokenTree): { depth: number; width: number } {
   const counts = new Map<number, number>();
   for (const parent of tree.parents) counts.set(parent, (counts.get(parent) ?? 0) + 1);
-  const width = Math.max(1, ...counts.values());
-  return { draftSteps: treeDraftSteps(Math.max(0, ...tree.depths), width, nodes, costs), positions: nodes + 1 };
+  return { depth: Math.max(0, ...tree.depths), width: Math.max(1, ...counts.values()) };
 }
 
-/** Expected tokens per millisecond of a round: its expected tokens over its draft and verify costs. */
-function rate(tokens: number, depth: number, width: number, nodes: number, costs: RoundCosts): number {
-  return tokens / (treeDraftSteps(depth, width, nodes, costs) * costs.draftStepMs + costs.verifyMs(nodes + 1));
+/** Milliseconds of a round: a chain (width 1) of `depth`, or a tree of `nodes` that deep and wide. */
+function roundMs(depth: number, width: number, nodes: number, costs: RoundCosts): number {
+  if (width <= 1) return costs.draftMs(depth, depth) + costs.verifyMs(depth + 1);
+  const draft = treeDraftWork(depth, width);
+  return costs.draftMs(draft.forwards, draft.positions) + costs.verifyMs(nodes + 1);
 }
 
 /**
@@ -97,6 +105,45 @@ export function expectedTokensByNodes(
   return expected;
 }
 
+/** What a round may be: a chain `k` deep, or a tree from `k` to `maxDepth` deep within `limit`. */
+export interface ShapeChoice {
+  readonly k: number;
+  readonly maxDepth: number;
+  readonly limit: Branching;
+  /** What trees have given per token expected, relative to what chains have: trees' expectations are scaled by it. */
+  readonly treeGain: number;
+}
+
+/**
+ * The tree with the most expected tokens per millisecond, or undefined when the chain of K has more: each depth from
+ * K to the deepest allowed, each width up to the limit and each node budget above K (fewer nodes would be a shorter
+ * chain, the K policy's call).
+ */
+export function bestTree(
+  accept: (depth: number, rank: number) => number,
+  costs: RoundCosts,
+  choice: ShapeChoice,
+): TreeShape | undefined {
+  const { k, limit, treeGain } = choice;
+  const chain = expectedTokensByNodes(accept, k, 1, k);
+  let best: TreeShape | undefined;
+  let bestRate = chain[chain.length - 1] / roundMs(k, 1, k, costs);
+  const deepest = Math.max(k, Math.min(choice.maxDepth, TREE_LIMITS.maxDepth));
+  for (let depth = k; depth <= deepest; depth++) {
+    for (let width = 2; width <= limit.width; width++) {
+      const expected = expectedTokensByNodes(accept, depth, width, limit.nodes);
+      for (let nodes = k + 1; nodes < expected.length; nodes++) {
+        const rate = (treeGain * expected[nodes]) / roundMs(depth, width, nodes, costs);
+        if (rate > bestRate) {
+          best = { depth, width, nodes };
+          bestRate = rate;
+        }
+      }
+    }
+  }
+  return best;
+}
+
 export interface TreePolicyOptions {
   /** Rounds after which an observation weighs half as much. */
   readonly halfLife?: number;
@@ -112,9 +159,13 @@ export interface PolicyCosts extends RoundCosts {
 /** Pseudo-trials a rank's prior counts for, and a rank's pooled estimate counts for at one depth. */
 const PRIOR_TRIALS = 4;
 const POOL_TRIALS = 4;
+/** Tokens at the ratio 1 that a calibration starts from: a few rounds' worth. */
+const CALIBRATION_TOKENS = 16;
+
+type RoundKind = "chain" | "tree";
 
 /**
- * Chooses each round's branching from measured acceptance per depth and sibling rank and the pair's measured costs.
+ * Chooses each round's tree from measured acceptance per depth and sibling rank and the pair's measured costs.
  * Counts decay, so an estimate that stops being fed (a tree not drafted for a while) drifts back to its prior, and a
  * shape given up on is tried again once the prior says it might pay.
  */
@@ -126,6 +177,11 @@ export class TreePolicy implements TreeShaper {
   /** Decayed trials and acceptances, indexed [depth − 1][rank − 1]. */
   private readonly offered: Float64Array[];
   private readonly accepted: Float64Array[];
+  /** Decayed tokens that rounds gave, and that the model expected of rounds that size, per kind. */
+  private readonly delivered: Record<RoundKind, { actual: number; expected: number }> = {
+    chain: { actual: 0, expected: 0 },
+    tree: { actual: 0, expected: 0 },
+  };
 
   constructor(
     private readonly costs: PolicyCosts,
@@ -163,28 +219,33 @@ export class TreePolicy implements TreeShaper {
     return (this.accepted[d][rank - 1] + POOL_TRIALS * pooled) / (this.offered[d][rank - 1] + POOL_TRIALS);
   }
 
-  choose(depth: number): Branching | undefined {
-    if (depth <= 0 || this.width < 2) return undefined;
-    const accept = (d: number, r: number) => this.acceptance(d, r);
-    const chain = expectedTokensByNodes(accept, depth, 1, depth);
-    let best: Branching | undefined;
-    let bestRate = rate(chain[chain.length - 1], depth, 1, depth, this.costs);
-    // A tree has more nodes than the chain it replaces: fewer would be a shorter chain, the K policy's call.
-    for (let width = 2; width <= this.width; width++) {
-      const expected = expectedTokensByNodes(accept, depth, width, this.maxNodes);
-      for (let nodes = depth + 1; nodes < expected.length; nodes++) {
-        const r = rate(expected[nodes], depth, width, nodes, this.costs);
-        if (r > bestRate) {
-          best = { width, nodes };
-          bestRate = r;
-        }
-      }
-    }
-    return best;
+  /** Tokens rounds of a kind gave per token the model expected of them. */
+  calibration(kind: RoundKind): number {
+    const { actual, expected } = this.delivered[kind];
+    return (actual + CALIBRATION_TOKENS) / (expected + CALIBRATION_TOKENS);
+  }
+
+  /** Tokens the model expects of the best tree (width 1: the chain) of that depth, width and node count. */
+  private expected(depth: number, width: number, nodes: number): number {
+    const byNodes = expectedTokensByNodes((d, r) => this.acceptance(d, r), depth, width, nodes);
+    return byNodes[byNodes.length - 1];
+  }
+
+  choose(k: number, maxDepth: number): TreeShape | undefined {
+    if (k <= 0 || this.width < 2) return undefined;
+    return bestTree((d, r) => this.acceptance(d, r), this.costs, {
+      k,
+      maxDepth,
+      limit: { width: this.width, nodes: this.maxNodes },
+      // Never above 1: a tree is trusted at most as far as the model says, however well trees have done.
+      treeGain: Math.min(1, this.calibration("tree") / this.calibration("chain")),
+    });
   }
 
   observeTree(tree: TokenTree, path: readonly number[]): void {
-    this.decay();
+    if (tree.tokens.length === 0) return;
+    const { depth, width } = treeExtent(tree);
+    this.deliver("tree", path.length + 1, this.expected(depth, Math.min(width, this.width), tree.tokens.length));
     // Each node on the path, the root first, offered its children in rank order; the accepted one (if any) is next.
     for (let step = 0; step <= path.length; step++) {
       const parent = step === 0 ? ROOT : path[step - 1];
@@ -200,17 +261,25 @@ export class TreePolicy implements TreeShaper {
   }
 
   observeChain(proposed: number, accepted: number): void {
-    this.decay();
+    if (proposed === 0) return;
+    this.deliver("chain", accepted + 1, this.expected(proposed, 1, proposed));
     for (let depth = 1; depth <= Math.min(proposed, accepted + 1); depth++) this.trial(depth, 1, depth <= accepted);
+  }
+
+  /** A round's tokens against the model's expectation before it learns from the round; every count decays. */
+  private deliver(kind: RoundKind, actual: number, expected: number): void {
+    for (const row of [...this.offered, ...this.accepted]) for (let r = 0; r < row.length; r++) row[r] *= this.keep;
+    for (const sums of Object.values(this.delivered)) {
+      sums.actual *= this.keep;
+      sums.expected *= this.keep;
+    }
+    this.delivered[kind].actual += actual;
+    this.delivered[kind].expected += expected;
   }
 
   private trial(depth: number, rank: number, accepted: boolean): void {
     if (depth > TREE_LIMITS.maxDepth) return;
     this.offered[depth - 1][rank - 1] += 1;
     if (accepted) this.accepted[depth - 1][rank - 1] += 1;
-  }
-
-  private decay(): void {
-    for (const row of [...this.offered, ...this.accepted]) for (let r = 0; r < row.length; r++) row[r] *= this.keep;
   }
 }

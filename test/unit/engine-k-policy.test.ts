@@ -10,7 +10,10 @@ import {
   updateAlpha,
 } from "../../services/engine/k-policy.ts";
 
-const flat = (draftStepMs: number, verify = 10): RoundCosts => ({ draftStepMs, verifyMs: () => verify });
+const flat = (draftStepMs: number, verify = 10): RoundCosts => ({
+  draftMs: (forwards) => forwards * draftStepMs,
+  verifyMs: () => verify,
+});
 
 describe("expected tokens per round", () => {
   it("is (1 − α^(K+1)) / (1 − α), K + 1 at α = 1 and 1 at K = 0", () => {
@@ -30,7 +33,7 @@ describe("bestK", () => {
   });
 
   it("prefers a shorter K when the verify cost grows with the positions scored", () => {
-    const steep: RoundCosts = { draftStepMs: 0.1, verifyMs: (n) => 10 * n ** 1.5 };
+    const steep: RoundCosts = { draftMs: (forwards) => 0.1 * forwards, verifyMs: (n) => 10 * n ** 1.5 };
     const k = bestK(0.8, steep, 0, 8);
     assert.ok(k < bestK(0.8, flat(0.1), 0, 8));
     assert.ok(k >= 0 && k <= 2, `K = ${k}`);
@@ -54,8 +57,20 @@ describe("CostModel", () => {
     }
     assert.ok(Math.abs(costs.verifyMs(3) - 12) < 0.1, `${costs.verifyMs(3)}`);
     assert.ok(Math.abs(costs.verifyMs(9) - 18) < 0.2, `${costs.verifyMs(9)}`);
-    costs.recordDraft(6, 3);
-    assert.equal(costs.draftStepMs, 2);
+  });
+
+  it("fits a draft's cost per forward and per position, positions free until trees tell them apart", () => {
+    const costs = new CostModel();
+    for (let i = 0; i < 8; i++) costs.recordDraft(6, 3, 3);
+    assert.deepEqual(costs.draftLine(), { perForward: 2, perPosition: 0 });
+    // 0.9 ms per forward and 0.1 per position: chains of 4, and trees that feed 40 positions in 4 forwards.
+    for (let i = 0; i < 100; i++) {
+      costs.recordDraft(4, 4, 4);
+      costs.recordDraft(7.6, 4, 40);
+    }
+    const { perForward, perPosition } = costs.draftLine();
+    assert.ok(Math.abs(perForward - 0.9) < 0.01 && Math.abs(perPosition - 0.1) < 0.01, `${perForward}, ${perPosition}`);
+    assert.ok(Math.abs(costs.draftMs(4, 40) - 7.6) < 0.05, `${costs.draftMs(4, 40)}`);
   });
 
   it("never lets scoring more positions cost less", () => {
@@ -70,8 +85,8 @@ describe("CostModel", () => {
 
   it("tracks changing costs as a moving average", () => {
     const costs = new CostModel({ draftStepMs: 1 });
-    for (let i = 0; i < 100; i++) costs.recordDraft(3, 1);
-    assert.ok(Math.abs(costs.draftStepMs - 3) < 0.1);
+    for (let i = 0; i < 100; i++) costs.recordDraft(3, 1, 1);
+    assert.ok(Math.abs(costs.draftMs(1, 1) - 3) < 0.1);
   });
 });
 

@@ -10,7 +10,10 @@ import type { TreeShaper } from "../../services/engine/tree-policy.ts";
 class ObservedK implements KPolicy {
   readonly observed: [number, number][] = [];
   asked = 0;
-  constructor(private readonly k: number) {}
+  constructor(
+    private readonly k: number,
+    readonly maxK = k,
+  ) {}
   nextK(): number {
     this.asked++;
     return this.k;
@@ -96,35 +99,51 @@ describe("SpeculativeSequence (one round step)", () => {
     assert.deepEqual(speculation.sequence.generated, [7]);
   });
 
-  it("asks the tree shape policy for each round's branching at the round's K and tells it every outcome", () => {
-    const asked: number[] = [];
+  it("asks the tree shape policy for each round's tree within the K limit and tells it every outcome", () => {
+    const asked: [number, number][] = [];
     const trees: [TokenTree, readonly number[]][] = [];
     const chains: [number, number][] = [];
     const shaper: TreeShaper = {
-      choose: (depth) => {
-        asked.push(depth);
-        return asked.length === 1 ? { width: 2, nodes: 3 } : undefined;
+      choose: (k, maxDepth) => {
+        asked.push([k, maxDepth]);
+        return asked.length === 1 ? { depth: 3, width: 2, nodes: 5 } : undefined;
       },
       observeTree: (tree, path) => trees.push([tree, path]),
       observeChain: (proposed, accepted) => chains.push([proposed, accepted]),
     };
+    const policy = new ObservedK(2, 6);
     const speculation = new SpeculativeSequence(
       new SequenceState([1, 5], { maxNewTokens: 20, contextLength: 64 }),
-      new ObservedK(2),
+      policy,
       { rollBack: () => {} },
       shaper,
     );
     const first = speculation.plan();
-    assert.deepEqual(first, { round: 1, k: 2, branching: { width: 2, nodes: 3 } });
-    const tree = tokenTree([10, 11, 12], [ROOT, ROOT, 1]);
-    speculation.accept(first, { tree }, { accepted: 2, token: 20, path: [1, 2] });
-    assert.deepEqual(trees, [[tree, [1, 2]]]);
+    assert.deepEqual(first, { round: 1, k: 3, branching: { width: 2, nodes: 5 } });
+    // The favourites 10 → 12 → 13, and 12's second child 14 accepted.
+    const tree = tokenTree([10, 11, 12, 13, 14], [ROOT, ROOT, 0, 2, 2]);
+    speculation.accept(first, { tree }, { accepted: 3, token: 20, path: [0, 2, 4] });
+    assert.deepEqual(trees, [[tree, [0, 2, 4]]]);
+    assert.deepEqual(policy.observed, [[3, 2]], "the K policy learns what the chain of favourites kept");
     const second = speculation.plan();
     assert.deepEqual(second, { round: 2, k: 2 });
     speculation.accept(second, { tokens: [30, 31] }, { accepted: 1, token: 21 });
     // A round that asked for a draft and got none (the draft service down) teaches nothing about branching.
     speculation.accept(speculation.plan(), undefined, { accepted: 0, token: 22 });
     assert.deepEqual(chains, [[2, 1]]);
-    assert.deepEqual(asked, [2, 2, 2]);
+    assert.deepEqual(asked, [
+      [2, 6],
+      [2, 6],
+      [2, 6],
+    ]);
+    // Near the end the sequence's room bounds the tree's depth.
+    const ending = new SpeculativeSequence(
+      new SequenceState([1, 5], { maxNewTokens: 4, contextLength: 64 }),
+      new ObservedK(2, 6),
+      { rollBack: () => {} },
+      shaper,
+    );
+    ending.plan();
+    assert.deepEqual(asked.at(-1), [2, 3]);
   });
 });

@@ -199,7 +199,14 @@ describe("verifying a tree on the target", () => {
 /** A shaper that takes the given branchings in turn, round after round. */
 function rotating(shapes: readonly (Branching | undefined)[]): TreeShaper {
   let next = 0;
-  return { choose: () => shapes[next++ % shapes.length], observeTree() {}, observeChain() {} };
+  return {
+    choose: (k) => {
+      const shape = shapes[next++ % shapes.length];
+      return shape && { depth: k, ...shape };
+    },
+    observeTree() {},
+    observeChain() {},
+  };
 }
 
 const treePolicies: [KPolicyConfig, Branching | TreeShaper][] = [

@@ -4,10 +4,11 @@ import { CostModel } from "../../services/engine/k-policy.ts";
 import { ROOT, tokenTree } from "../../services/engine/token-tree.ts";
 import {
   type Branching,
+  bestTree,
   expectedTokensByNodes,
   FixedTreeShape,
   TreePolicy,
-  treeDraftSteps,
+  treeDraftWork,
   treeWork,
 } from "../../services/engine/tree-policy.ts";
 
@@ -73,46 +74,44 @@ describe("expected tokens of the best trees", () => {
 });
 
 describe("tree work", () => {
-  it("prices a tree's draft by the positions each level feeds", () => {
-    const flat = costs(10, 10);
-    assert.equal(treeDraftSteps(4, 1, 4, flat), 4);
-    assert.equal(treeDraftSteps(4, 3, 12, flat), 4);
-    const steep = costs(10, 20);
-    assert.ok(treeDraftSteps(4, 3, 12, steep) > 4);
-    const work = treeWork(tokenTree([1, 2, 3, 4], [ROOT, ROOT, 0, 0]), flat);
-    assert.deepEqual(work, { draftSteps: 2, positions: 5 });
+  it("counts a tree's draft forwards and the positions each level feeds", () => {
+    assert.deepEqual(treeDraftWork(4, 1), { forwards: 4, positions: 10 });
+    // Levels feed 1, 4, 7 and 10 positions: the root and 3 more expanded nodes per level.
+    assert.deepEqual(treeDraftWork(4, 3), { forwards: 4, positions: 22 });
+    const work = treeWork(tokenTree([1, 2, 3, 4], [ROOT, ROOT, 0, 0]));
+    assert.deepEqual(work, { draftForwards: 2, draftPositions: 4, positions: 5 });
   });
 });
 
 describe("tree shape policy", () => {
   it("a fixed shape is always that shape", () => {
-    assert.deepEqual(new FixedTreeShape({ width: 2, nodes: 6 }).choose(), { width: 2, nodes: 6 });
+    assert.deepEqual(new FixedTreeShape({ width: 2, nodes: 6 }).choose(3), { depth: 3, width: 2, nodes: 6 });
   });
 
   it("picks a wide tree where verifying is nearly free, and the chain where it is steep", () => {
     const gpu = new TreePolicy(costs(10, 10.1), LIMIT);
     teach(gpu, 0.8, 0.1);
-    const wide = gpu.choose(6);
+    const wide = gpu.choose(6, 6);
     assert.ok(wide && wide.width >= 3 && wide.nodes >= 24, `GPU-like: ${JSON.stringify(wide)}`);
 
     const cpu = new TreePolicy(costs(10, 20), LIMIT);
     teach(cpu, 0.8, 0.1);
-    assert.equal(cpu.choose(6), undefined, "CPU-like, steep: the chain");
+    assert.equal(cpu.choose(6, 6), undefined, "CPU-like, steep: the chain");
   });
 
   it("between the two, a small tree", () => {
     const policy = new TreePolicy(costs(10, 12), LIMIT);
     teach(policy, 0.6, 0.3);
-    const shape = policy.choose(4);
+    const shape = policy.choose(4, 4);
     assert.ok(shape && shape.nodes > 4 && shape.nodes < 48, JSON.stringify(shape));
   });
 
   it("learns sibling acceptance: siblings never accepted leave the chain even when verifying is nearly free", () => {
     // Two children per node at most: the ranks the drafter below offers.
     const policy = new TreePolicy(costs(10, 10.5), { width: 2, nodes: 16 });
-    assert.ok(policy.choose(4), "the prior lets siblings pay where positions are free");
+    assert.ok(policy.choose(4, 4), "the prior lets siblings pay where positions are free");
     teach(policy, 0.8, 0);
-    assert.equal(policy.choose(4), undefined);
+    assert.equal(policy.choose(4, 4), undefined);
     assert.ok(policy.acceptance(1, 2) < 0.02, `rank 2 at depth 1: ${policy.acceptance(1, 2)}`);
     assert.ok(Math.abs(policy.acceptance(1, 1) - 0.8) < 0.05, `rank 1 at depth 1: ${policy.acceptance(1, 1)}`);
   });
@@ -129,11 +128,86 @@ describe("tree shape policy", () => {
   it("a drafter that stops paying is dropped, and tried again once the evidence has faded", () => {
     const policy = new TreePolicy(costs(10, 10.5), { width: 2, nodes: 16 }, { halfLife: 16 });
     teach(policy, 0.6, 0.3);
-    assert.ok(policy.choose(4));
+    assert.ok(policy.choose(4, 4));
     teach(policy, 0.6, 0, 100);
-    assert.equal(policy.choose(4), undefined);
+    assert.equal(policy.choose(4, 4), undefined);
     // Chain rounds only from here: rank 2's trials fade and its prior speaks again.
     for (let i = 0; i < 200; i++) policy.observeChain(4, 2);
-    assert.ok(policy.choose(4));
+    assert.ok(policy.choose(4, 4));
+  });
+});
+
+describe("the best tree of a round", () => {
+  const accept = (_d: number, r: number) => (r === 1 ? 0.8 : r === 2 ? 0.1 : 0);
+  const limit: Branching = { width: 2, nodes: 16 };
+  /** Verify costs 10 ms plus `slope` per position; drafting `perForward` per forward and `perPosition` per position. */
+  const priced = (slope: number, perForward = 0.1, perPosition = 0) => ({
+    draftMs: (f: number, p: number) => perForward * f + perPosition * p,
+    verifyMs: (n: number) => 10 + slope * n,
+  });
+
+  it("goes deeper than the chain's K where positions are nearly free", () => {
+    const shape = bestTree(accept, priced(0.01), { k: 3, maxDepth: 10, limit, treeGain: 1 });
+    assert.ok(shape && shape.depth > 3 && shape.depth <= 10, JSON.stringify(shape));
+    assert.equal(bestTree(accept, priced(0.01), { k: 3, maxDepth: 3, limit, treeGain: 1 })?.depth, 3);
+  });
+
+  it("keeps to fewer draft levels when the draft model prices its positions dearly", () => {
+    const cheap = bestTree(accept, priced(0.01), { k: 3, maxDepth: 10, limit, treeGain: 1 });
+    const dear = bestTree(accept, priced(0.01, 0.1, 1), { k: 3, maxDepth: 10, limit, treeGain: 1 });
+    assert.ok(cheap && (!dear || dear.depth < cheap.depth), `${JSON.stringify(cheap)} / ${JSON.stringify(dear)}`);
+  });
+
+  it("scales trees' expectation by what trees gave: a flattered tree loses to the chain", () => {
+    const costs = priced(0.3);
+    assert.ok(bestTree(accept, costs, { k: 4, maxDepth: 4, limit, treeGain: 1 }));
+    assert.equal(bestTree(accept, costs, { k: 4, maxDepth: 4, limit, treeGain: 0.85 }), undefined);
+  });
+});
+
+describe("calibration", () => {
+  it("chains drawn as the model expects keep the ratio at 1", () => {
+    const policy = new TreePolicy(costs(10, 10), LIMIT);
+    let seed = 7;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    for (let i = 0; i < 400; i++) {
+      let accepted = 0;
+      while (accepted < 4 && random() < 0.7) accepted++;
+      policy.observeChain(4, accepted);
+    }
+    assert.ok(Math.abs(policy.calibration("chain") - 1) < 0.05, `${policy.calibration("chain")}`);
+    assert.equal(policy.calibration("tree"), 1, "no tree has run");
+  });
+
+  it("trees that spend their nodes where paths are unlikely give less than the best trees of their size", () => {
+    // Width 3, 4 deep: the favourites 0 → 1 → 2 → 3, and every sibling at the deepest two levels (4, 5 beside 2;
+    // 6, 7 beside 3), where the best 8-node tree would put them near the root.
+    const tree = tokenTree([10, 11, 12, 13, 14, 15, 16, 17], [ROOT, 0, 1, 2, 1, 1, 2, 2]);
+    const policy = new TreePolicy(costs(10, 10), { width: 3, nodes: 8 });
+    // Teach ranks at every depth with chains and near-the-root trees first: favourites 0.8, second children 0.15.
+    const wide = tokenTree([20, 21, 22, 23, 24, 25, 26, 27], [ROOT, ROOT, ROOT, 0, 0, 0, 3, 3]);
+    let seed = 99;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    const walk = (t: typeof tree) => {
+      const path: number[] = [];
+      for (let parent = ROOT; ; ) {
+        const kids = [...t.parents.keys()].filter((n) => t.parents[n] === parent);
+        const u = random();
+        const next = u < 0.8 ? kids[0] : u < 0.95 ? kids[1] : undefined;
+        if (next === undefined) return path;
+        path.push(next);
+        parent = next;
+      }
+    };
+    for (let i = 0; i < 200; i++) policy.observeTree(wide, walk(wide));
+    const before = policy.calibration("tree");
+    for (let i = 0; i < 400; i++) policy.observeTree(tree, walk(tree));
+    assert.ok(policy.calibration("tree") < before - 0.03, `${before} → ${policy.calibration("tree")}`);
   });
 });
