@@ -65,13 +65,6 @@ function treeExtent(tree: TokenTree): { depth: number; width: number } {
   return { depth: Math.max(0, ...tree.depths), width: Math.max(1, ...counts.values()) };
 }
 
-/** Milliseconds of a round: a chain (width 1) of `depth`, or a tree of `nodes` that deep and wide. */
-function roundMs(depth: number, width: number, nodes: number, costs: RoundCosts): number {
-  if (width <= 1) return costs.draftMs(depth, depth) + costs.verifyMs(depth + 1);
-  const draft = treeDraftWork(depth, width);
-  return costs.draftMs(draft.forwards, draft.positions) + costs.verifyMs(nodes + 1);
-}
-
 /**
  * Expected tokens of the best trees `depth` deep with up to `width` children per node, by node budget: entry n is for
  * n nodes. `accept(d, r)` is the probability that the child of rank r (1 = the drafter's favourite) of an accepted node
@@ -87,16 +80,22 @@ export function expectedTokensByNodes(
 ): number[] {
   const expected = [1];
   // A node's rank-r child becomes a candidate once its rank r − 1 sibling is in the tree: drafters rank siblings.
+  // Candidates are kept sorted by path probability, the most probable last.
   const open: { p: number; depth: number; parentP: number; rank: number }[] = [];
   const offer = (parentP: number, parentDepth: number, rank: number) => {
     if (parentDepth >= depth || rank > width) return;
-    open.push({ p: parentP * accept(parentDepth + 1, rank), depth: parentDepth + 1, parentP, rank });
+    const p = parentP * accept(parentDepth + 1, rank);
+    let low = 0;
+    for (let high = open.length; low < high; ) {
+      const mid = (low + high) >> 1;
+      if (open[mid].p < p) low = mid + 1;
+      else high = mid;
+    }
+    open.splice(low, 0, { p, depth: parentDepth + 1, parentP, rank });
   };
   offer(1, 0, 1);
   while (expected.length <= maxNodes && open.length > 0) {
-    let best = 0;
-    for (let i = 1; i < open.length; i++) if (open[i].p > open[best].p) best = i;
-    const [node] = open.splice(best, 1);
+    const node = open.pop() as (typeof open)[number];
     if (node.p <= 0) break;
     expected.push(expected[expected.length - 1] + node.p);
     offer(node.p, node.depth, 1);
@@ -127,13 +126,20 @@ export function bestTree(
   const { k, limit, treeGain } = choice;
   const chain = expectedTokensByNodes(accept, k, 1, k);
   let best: TreeShape | undefined;
-  let bestRate = chain[chain.length - 1] / roundMs(k, 1, k, costs);
+  let bestRate = chain[chain.length - 1] / (costs.draftMs(k, k) + costs.verifyMs(k + 1));
+  const verifyMs = Array.from({ length: limit.nodes + 2 }, (_, positions) => costs.verifyMs(positions));
   const deepest = Math.max(k, Math.min(choice.maxDepth, TREE_LIMITS.maxDepth));
-  for (let depth = k; depth <= deepest; depth++) {
-    for (let width = 2; width <= limit.width; width++) {
+  for (let width = 2; width <= limit.width; width++) {
+    let shallower: number[] = [];
+    for (let depth = k; depth <= deepest; depth++) {
       const expected = expectedTokensByNodes(accept, depth, width, limit.nodes);
+      // Where the depth no longer limits the best trees, deeper ones only cost more draft forwards.
+      if (expected.length === shallower.length && expected.every((e, n) => e === shallower[n])) break;
+      shallower = expected;
+      const draft = treeDraftWork(depth, width);
+      const draftMs = costs.draftMs(draft.forwards, draft.positions);
       for (let nodes = k + 1; nodes < expected.length; nodes++) {
-        const rate = (treeGain * expected[nodes]) / roundMs(depth, width, nodes, costs);
+        const rate = (treeGain * expected[nodes]) / (draftMs + verifyMs[nodes + 1]);
         if (rate > bestRate) {
           best = { depth, width, nodes };
           bestRate = rate;
@@ -205,18 +211,27 @@ export class TreePolicy implements TreeShaper {
     return rank === 1 ? alpha : (1 - alpha) / 2 ** (rank - 1);
   }
 
-  /** Estimated acceptance of the rank-r child at depth d: the depth's own trials, shrunk towards the rank's pool. */
-  acceptance(depth: number, rank: number): number {
-    if (rank > this.width || depth < 1) return 0;
-    const d = Math.min(depth, TREE_LIMITS.maxDepth) - 1;
-    let pooledOffered = PRIOR_TRIALS;
-    let pooledAccepted = PRIOR_TRIALS * this.prior(rank);
-    for (let i = 0; i < this.offered.length; i++) {
-      pooledOffered += this.offered[i][rank - 1];
-      pooledAccepted += this.accepted[i][rank - 1];
+  /**
+   * Estimated acceptance of the rank-r child at depth d, as a table over every d and r (a choice asks thousands of
+   * times): the depth's own trials, shrunk towards the rank's pool.
+   */
+  acceptances(): (depth: number, rank: number) => number {
+    const depths = this.offered.length;
+    const table = new Float64Array(depths * this.width);
+    for (let r = 0; r < this.width; r++) {
+      let pooledOffered = PRIOR_TRIALS;
+      let pooledAccepted = PRIOR_TRIALS * this.prior(r + 1);
+      for (let d = 0; d < depths; d++) {
+        pooledOffered += this.offered[d][r];
+        pooledAccepted += this.accepted[d][r];
+      }
+      const pooled = pooledAccepted / pooledOffered;
+      for (let d = 0; d < depths; d++) {
+        table[d * this.width + r] = (this.accepted[d][r] + POOL_TRIALS * pooled) / (this.offered[d][r] + POOL_TRIALS);
+      }
     }
-    const pooled = pooledAccepted / pooledOffered;
-    return (this.accepted[d][rank - 1] + POOL_TRIALS * pooled) / (this.offered[d][rank - 1] + POOL_TRIALS);
+    return (depth, rank) =>
+      rank > this.width || depth < 1 ? 0 : table[(Math.min(depth, depths) - 1) * this.width + rank - 1];
   }
 
   /** Tokens rounds of a kind gave per token the model expected of them. */
@@ -227,13 +242,13 @@ export class TreePolicy implements TreeShaper {
 
   /** Tokens the model expects of the best tree (width 1: the chain) of that depth, width and node count. */
   private expected(depth: number, width: number, nodes: number): number {
-    const byNodes = expectedTokensByNodes((d, r) => this.acceptance(d, r), depth, width, nodes);
+    const byNodes = expectedTokensByNodes(this.acceptances(), depth, width, nodes);
     return byNodes[byNodes.length - 1];
   }
 
   choose(k: number, maxDepth: number): TreeShape | undefined {
     if (k <= 0 || this.width < 2) return undefined;
-    return bestTree((d, r) => this.acceptance(d, r), this.costs, {
+    return bestTree(this.acceptances(), this.costs, {
       k,
       maxDepth,
       limit: { width: this.width, nodes: this.maxNodes },

@@ -112,17 +112,17 @@ describe("tree shape policy", () => {
     assert.ok(policy.choose(4, 4), "the prior lets siblings pay where positions are free");
     teach(policy, 0.8, 0);
     assert.equal(policy.choose(4, 4), undefined);
-    assert.ok(policy.acceptance(1, 2) < 0.02, `rank 2 at depth 1: ${policy.acceptance(1, 2)}`);
-    assert.ok(Math.abs(policy.acceptance(1, 1) - 0.8) < 0.05, `rank 1 at depth 1: ${policy.acceptance(1, 1)}`);
+    assert.ok(policy.acceptances()(1, 2) < 0.02, `rank 2 at depth 1: ${policy.acceptances()(1, 2)}`);
+    assert.ok(Math.abs(policy.acceptances()(1, 1) - 0.8) < 0.05, `rank 1 at depth 1: ${policy.acceptances()(1, 1)}`);
   });
 
   it("chain rounds teach the favourite's acceptance per depth", () => {
     const policy = new TreePolicy(costs(10, 10), LIMIT);
     for (let i = 0; i < 200; i++) policy.observeChain(4, i % 2 === 0 ? 4 : 1);
     // Depth 1 is always accepted, depth 2 half the time, and after a rejection at 2 nothing deeper is judged.
-    assert.ok(policy.acceptance(1, 1) > 0.95);
-    assert.ok(Math.abs(policy.acceptance(2, 1) - 0.5) < 0.05);
-    assert.ok(policy.acceptance(3, 1) > 0.95);
+    assert.ok(policy.acceptances()(1, 1) > 0.95);
+    assert.ok(Math.abs(policy.acceptances()(2, 1) - 0.5) < 0.05);
+    assert.ok(policy.acceptances()(3, 1) > 0.95);
   });
 
   it("a drafter that stops paying is dropped, and tried again once the evidence has faded", () => {
