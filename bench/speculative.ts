@@ -39,7 +39,7 @@ import { loadTokenizer } from "../services/runtime/tokenizer/load.ts";
 import type { BenchReport } from "./cli.ts";
 import { Progress } from "./progress.ts";
 import { storyPrompts } from "./prompts.ts";
-import { mean, quantile, round, sum } from "./stats.ts";
+import { mean, pairedRatio, quantile, round, sum } from "./stats.ts";
 
 /** Drafters the benchmark knows: name → model directory (none for the n-gram drafter). */
 export const DRAFTER_MODELS: Record<string, string | undefined> = {
@@ -547,6 +547,12 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         }
       );
     };
+    const decodeMs = (name: string) =>
+      configs
+        .find((c) => c.name === name)
+        ?.runs.flat()
+        .map((r) => r.decodeMs) ?? [];
+    const pairedSpeedup = (chain: string, tree: string) => pairedRatio(decodeMs(chain), decodeMs(tree));
     const drafters: Record<string, unknown> = {};
     const deepTrees: Record<string, unknown> = {};
     for (const name of drafterNames) {
@@ -567,6 +573,8 @@ export async function run(argv: readonly string[]): Promise<BenchReport> {
         tree_limit: { width: options["tree-width"], nodes: options["tree-nodes"] },
         /** S over the chain's with the same (adaptive) K policy: what the tree policy adds, or loses. */
         speedup_vs_chain: round((tree?.speedup ?? 0) / (adaptive?.speedup ?? 1)),
+        /** The same over every prompt and repeat, pair by pair, with its 95% interval: whether the run can tell. */
+        speedup_vs_chain_paired: pairedSpeedup(`${name}/adaptive`, `${name}/tree`),
         /** The tree policy run on this CPU but told that verify cost is flat: what it picks and gains on a GPU. */
         policy_with_flat_verify_cost: flat && {
           tokens_per_round: flat.tokens_per_round,

@@ -30,3 +30,27 @@ export interface Spread {
 export function spread(values: readonly number[]): Spread {
   return { min: round(Math.min(...values)), median: round(quantile(values, 0.5)) };
 }
+
+/** A ratio measured in pairs: its geometric mean and a 95% confidence interval (normal on the logs). */
+export interface PairedRatio {
+  readonly ratio: number;
+  readonly ci95: readonly [number, number];
+  readonly pairs: number;
+}
+
+/**
+ * The ratio of `over` to `under`, pair by pair (the same prompt and repeat under two configurations, run side by side),
+ * so that what the prompts and the moment share cancels: how sure a run is that one configuration beats the other.
+ */
+export function pairedRatio(over: readonly number[], under: readonly number[]): PairedRatio {
+  const logs = over.map((o, i) => Math.log(o / under[i]));
+  const n = logs.length;
+  const centre = mean(logs);
+  const sd = n > 1 ? Math.sqrt(sum(logs.map((l) => (l - centre) ** 2)) / (n - 1)) : 0;
+  const half = (1.96 * sd) / Math.sqrt(Math.max(1, n));
+  return {
+    ratio: round(Math.exp(centre)),
+    ci95: [round(Math.exp(centre - half)), round(Math.exp(centre + half))],
+    pairs: n,
+  };
+}

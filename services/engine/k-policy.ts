@@ -93,54 +93,39 @@ export function updateAlpha(alpha: number, proposed: number, accepted: number, w
  * least-squares fits. Verify: a line through the verify times, verify(n) = intercept + slope·n for n positions scored;
  * one line shares what every round teaches across all K (noisy single timings of rarely chosen K do not steer the
  * policy), and its intercept carries a round's fixed costs (in the services: transport and queueing). Until two
- * different n have been seen the line is flat. Draft: time = perForward·forwards + perPosition·positions, because a
- * tree's draft feeds many positions per forward and a small draft model prices them unlike the target (a chain
- * alone cannot tell the two apart, and positions count as free until trees have been timed). Both start optimistic,
- * and the next measurements correct them.
+ * different n have been seen the line is flat. Draft: a chain step (one forward of one position), a weighted mean
+ * over chain rounds alone, because the K policy lives on it; and what each position a tree's forwards feed beyond
+ * one per forward adds, a weighted mean over tree rounds of their time beyond as many chain steps (free until trees
+ * have been timed). Both start optimistic, and the next measurements correct them.
  */
 export class CostModel implements RoundCosts {
   /** The per-token acceptance the pair's sequences showed lately: where a new sequence's estimate starts. */
   alpha: number | undefined;
   /** Weighted sums of 1, n, n², y and n·y over verify samples (n positions, y ms). */
   private sums = { w: 0, n: 0, nn: 0, y: 0, ny: 0 };
-  /** Weighted sums of f², f·p, p², f·y and p·y over draft samples (f forwards, p positions, y ms). */
-  private draftSums = { ff: 0, fp: 0, pp: 0, fy: 0, py: 0 };
+  private draftStep: number | undefined;
+  private draftExtraPosition: number | undefined;
 
   constructor(initial?: { draftStepMs?: number; verifySamples?: readonly (readonly [number, number])[] }) {
-    if (initial?.draftStepMs !== undefined) this.recordDraft(initial.draftStepMs, 1, 1);
+    this.draftStep = initial?.draftStepMs;
     for (const [n, ms] of initial?.verifySamples ?? []) this.recordVerify(n, ms);
   }
 
+  /** A draft of `forwards` forwards that fed `positions` positions (as many for a chain, more for a tree). */
   recordDraft(ms: number, forwards: number, positions: number): void {
     if (forwards <= 0) return;
-    const s = this.draftSums;
-    const keep = s.ff === 0 ? 1 : 1 - COST_WEIGHT;
-    this.draftSums = {
-      ff: s.ff * keep + forwards * forwards,
-      fp: s.fp * keep + forwards * positions,
-      pp: s.pp * keep + positions * positions,
-      fy: s.fy * keep + forwards * ms,
-      py: s.py * keep + positions * ms,
-    };
-  }
-
-  /** The fitted draft costs, neither below 0. */
-  draftLine(): { perForward: number; perPosition: number } {
-    const { ff, fp, pp, fy, py } = this.draftSums;
-    if (ff === 0) return { perForward: 0, perPosition: 0 };
-    const spread = ff * pp - fp * fp;
-    if (spread > 1e-9 * ff * pp) {
-      const perForward = (fy * pp - py * fp) / spread;
-      const perPosition = (py * ff - fy * fp) / spread;
-      if (perForward >= 0 && perPosition >= 0) return { perForward, perPosition };
-      if (perForward < 0) return { perForward: 0, perPosition: Math.max(0, py / pp) };
+    const step = this.draftStep;
+    if (positions <= forwards || step === undefined) {
+      this.draftStep = step === undefined ? ms / forwards : step + COST_WEIGHT * (ms / forwards - step);
+      return;
     }
-    return { perForward: Math.max(0, fy / ff), perPosition: 0 };
+    const extra = Math.max(0, ms - step * forwards) / (positions - forwards);
+    const known = this.draftExtraPosition;
+    this.draftExtraPosition = known === undefined ? extra : known + COST_WEIGHT * (extra - known);
   }
 
   draftMs(forwards: number, positions: number): number {
-    const { perForward, perPosition } = this.draftLine();
-    return perForward * forwards + perPosition * positions;
+    return (this.draftStep ?? 0) * forwards + (this.draftExtraPosition ?? 0) * Math.max(0, positions - forwards);
   }
 
   recordAcceptance(proposed: number, accepted: number): void {

@@ -8,7 +8,7 @@
 import type { KPolicy } from "./k-policy.ts";
 import type { Committed, SequenceState } from "./sequence.ts";
 import { emptyStats, type RequestStats, recordRound } from "./stats.ts";
-import { favouritePrefix, pathTokens, ROOT, type TokenTree } from "./token-tree.ts";
+import { favouriteChain, pathTokens, ROOT, type TokenTree } from "./token-tree.ts";
 import type { Branching, TreeShaper } from "./tree-policy.ts";
 import type { TreeVerdict } from "./tree-verify.ts";
 import type { Verdict } from "./verify.ts";
@@ -97,15 +97,16 @@ export class SpeculativeSequence {
       kept = pathTokens(draft.tree, path);
       proposed = draft.tree.tokens.length;
       // The K policy sizes chains: it learns what the chain of the drafter's favourites would have kept.
-      this.policy.observe(depth, favouritePrefix(draft.tree, path));
-      this.shaper?.observeTree(draft.tree, path);
+      const favourites = favouriteChain(draft.tree, path);
+      this.policy.observe(favourites.proposed, favourites.accepted);
+      this.shaper?.observeTree(draft.tree, path, plan.branching && { depth: plan.k, ...plan.branching });
     } else {
       const proposal = draft?.tokens ?? NO_TOKENS;
       // A verdict from another process is not trusted to stay inside the draft.
       kept = proposal.slice(0, Math.min(verdict.accepted, proposal.length));
       proposed = proposal.length;
       this.policy.observe(proposed, kept.length);
-      if (draft) this.shaper?.observeChain(proposed, kept.length);
+      if (draft) this.shaper?.observeChain(plan.k, proposed, kept.length);
     }
     const accepted = kept.length;
     kept.push(verdict.token);

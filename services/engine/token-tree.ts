@@ -150,14 +150,13 @@ export function pathTokens(tree: TokenTree, path: readonly number[]): number[] {
 }
 
 /**
- * How many nodes of a path, from the root down, are their parent's first child (the drafter's favourite): what a
- * chain of the same drafter would have kept.
+ * The tree's line of first children from the root (the drafter's favourites) and how much of it a path kept: what a
+ * chain of the same drafter would have proposed, as far as the tree holds it, and kept.
  */
-export function favouritePrefix(tree: TokenTree, path: readonly number[]): number {
-  let kept = 0;
-  for (const node of path) {
-    if (tree.parents.indexOf(tree.parents[node]) !== node) break;
-    kept++;
-  }
-  return kept;
+export function favouriteChain(tree: TokenTree, path: readonly number[]): { proposed: number; accepted: number } {
+  let proposed = 0;
+  for (let node = tree.parents.indexOf(ROOT); node >= 0; node = tree.parents.indexOf(node, node + 1)) proposed++;
+  let accepted = 0;
+  while (accepted < path.length && tree.parents.indexOf(tree.parents[path[accepted]]) === path[accepted]) accepted++;
+  return { proposed, accepted };
 }

@@ -27,10 +27,13 @@ export interface TreeShaper {
    * chain.
    */
   choose(k: number, maxDepth: number): TreeShape | undefined;
-  /** A tree round: the tree verified and the accepted path (node indices, root down). */
-  observeTree(tree: TokenTree, path: readonly number[]): void;
-  /** A chain round: `proposed` tokens, of which the first `accepted` were kept. */
-  observeChain(proposed: number, accepted: number): void;
+  /**
+   * A tree round: the tree verified, the accepted path (node indices, root down) and the shape the round asked for
+   * (the drafter may give less; absent: the tree's own).
+   */
+  observeTree(tree: TokenTree, path: readonly number[], asked?: TreeShape): void;
+  /** A chain round that asked for `k` tokens: `proposed` came, of which the first `accepted` were kept. */
+  observeChain(k: number, proposed: number, accepted: number): void;
 }
 
 /** Always the same branching, K deep. */
@@ -257,10 +260,11 @@ export class TreePolicy implements TreeShaper {
     });
   }
 
-  observeTree(tree: TokenTree, path: readonly number[]): void {
+  observeTree(tree: TokenTree, path: readonly number[], asked?: TreeShape): void {
     if (tree.tokens.length === 0) return;
-    const { depth, width } = treeExtent(tree);
-    this.deliver("tree", path.length + 1, this.expected(depth, Math.min(width, this.width), tree.tokens.length));
+    // Judged against what was promised when the shape was chosen: a drafter that fills it poorly gives less.
+    const shape = asked ?? { ...treeExtent(tree), nodes: tree.tokens.length };
+    this.deliver("tree", path.length + 1, this.expected(shape.depth, Math.min(shape.width, this.width), shape.nodes));
     // Each node on the path, the root first, offered its children in rank order; the accepted one (if any) is next.
     for (let step = 0; step <= path.length; step++) {
       const parent = step === 0 ? ROOT : path[step - 1];
@@ -275,9 +279,9 @@ export class TreePolicy implements TreeShaper {
     }
   }
 
-  observeChain(proposed: number, accepted: number): void {
+  observeChain(k: number, proposed: number, accepted: number): void {
     if (proposed === 0) return;
-    this.deliver("chain", accepted + 1, this.expected(proposed, 1, proposed));
+    this.deliver("chain", accepted + 1, this.expected(k, 1, k));
     for (let depth = 1; depth <= Math.min(proposed, accepted + 1); depth++) this.trial(depth, 1, depth <= accepted);
   }
 

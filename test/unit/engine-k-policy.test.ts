@@ -59,18 +59,15 @@ describe("CostModel", () => {
     assert.ok(Math.abs(costs.verifyMs(9) - 18) < 0.2, `${costs.verifyMs(9)}`);
   });
 
-  it("fits a draft's cost per forward and per position, positions free until trees tell them apart", () => {
+  it("prices a chain step from chain rounds alone, and a tree's extra positions from tree rounds", () => {
     const costs = new CostModel();
     for (let i = 0; i < 8; i++) costs.recordDraft(6, 3, 3);
-    assert.deepEqual(costs.draftLine(), { perForward: 2, perPosition: 0 });
-    // 0.9 ms per forward and 0.1 per position: chains of 4, and trees that feed 40 positions in 4 forwards.
-    for (let i = 0; i < 100; i++) {
-      costs.recordDraft(4, 4, 4);
-      costs.recordDraft(7.6, 4, 40);
-    }
-    const { perForward, perPosition } = costs.draftLine();
-    assert.ok(Math.abs(perForward - 0.9) < 0.01 && Math.abs(perPosition - 0.1) < 0.01, `${perForward}, ${perPosition}`);
-    assert.ok(Math.abs(costs.draftMs(4, 40) - 7.6) < 0.05, `${costs.draftMs(4, 40)}`);
+    assert.equal(costs.draftMs(1, 1), 2);
+    assert.equal(costs.draftMs(4, 40), 8, "positions beyond one per forward are free until a tree is timed");
+    // Trees of 4 forwards feeding 40 positions at 0.1 ms per extra position: the chain step stays 2 ms.
+    for (let i = 0; i < 100; i++) costs.recordDraft(8 + 0.1 * 36, 4, 40);
+    assert.equal(costs.draftMs(1, 1), 2);
+    assert.ok(Math.abs(costs.draftMs(4, 40) - 11.6) < 0.01, `${costs.draftMs(4, 40)}`);
   });
 
   it("never lets scoring more positions cost less", () => {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import type { TreeShape } from "../../services/engine/drafter.ts";
 import type { KPolicy } from "../../services/engine/k-policy.ts";
 import { type RoundOutcome, SpeculativeSequence } from "../../services/engine/round.ts";
 import { SequenceState } from "../../services/engine/sequence.ts";
@@ -101,15 +102,15 @@ describe("SpeculativeSequence (one round step)", () => {
 
   it("asks the tree shape policy for each round's tree within the K limit and tells it every outcome", () => {
     const asked: [number, number][] = [];
-    const trees: [TokenTree, readonly number[]][] = [];
-    const chains: [number, number][] = [];
+    const trees: [TokenTree, readonly number[], TreeShape | undefined][] = [];
+    const chains: [number, number, number][] = [];
     const shaper: TreeShaper = {
       choose: (k, maxDepth) => {
         asked.push([k, maxDepth]);
         return asked.length === 1 ? { depth: 3, width: 2, nodes: 5 } : undefined;
       },
-      observeTree: (tree, path) => trees.push([tree, path]),
-      observeChain: (proposed, accepted) => chains.push([proposed, accepted]),
+      observeTree: (tree, path, asked) => trees.push([tree, path, asked]),
+      observeChain: (k, proposed, accepted) => chains.push([k, proposed, accepted]),
     };
     const policy = new ObservedK(2, 6);
     const speculation = new SpeculativeSequence(
@@ -123,14 +124,14 @@ describe("SpeculativeSequence (one round step)", () => {
     // The favourites 10 → 12 → 13, and 12's second child 14 accepted.
     const tree = tokenTree([10, 11, 12, 13, 14], [ROOT, ROOT, 0, 2, 2]);
     speculation.accept(first, { tree }, { accepted: 3, token: 20, path: [0, 2, 4] });
-    assert.deepEqual(trees, [[tree, [0, 2, 4]]]);
+    assert.deepEqual(trees, [[tree, [0, 2, 4], { depth: 3, width: 2, nodes: 5 }]]);
     assert.deepEqual(policy.observed, [[3, 2]], "the K policy learns what the chain of favourites kept");
     const second = speculation.plan();
     assert.deepEqual(second, { round: 2, k: 2 });
     speculation.accept(second, { tokens: [30, 31] }, { accepted: 1, token: 21 });
     // A round that asked for a draft and got none (the draft service down) teaches nothing about branching.
     speculation.accept(speculation.plan(), undefined, { accepted: 0, token: 22 });
-    assert.deepEqual(chains, [[2, 1]]);
+    assert.deepEqual(chains, [[2, 2, 1]]);
     assert.deepEqual(asked, [
       [2, 6],
       [2, 6],

@@ -6,6 +6,7 @@ import {
   children,
   decodeTree,
   encodeTree,
+  favouriteChain,
   InvalidTreeError,
   pathTo,
   pathTokens,
@@ -49,6 +50,16 @@ describe("token tree", () => {
     assert.equal(chainTree([]).tokens.length, 0);
     // A chain is only as bounded as its length: the adaptive K policy decides that, not the tree limits.
     assert.equal(chainTree(new Array(TREE_LIMITS.maxNodes + 1).fill(3)).depths.at(-1), TREE_LIMITS.maxNodes + 1);
+  });
+
+  it("finds the chain of first children a path kept", () => {
+    const tree = tokenTree(tokens, parents);
+    // The favourites: 0 → 2 → 5.
+    assert.deepEqual(favouriteChain(tree, [0, 2, 5]), { proposed: 3, accepted: 3 });
+    assert.deepEqual(favouriteChain(tree, [0, 3]), { proposed: 3, accepted: 1 });
+    assert.deepEqual(favouriteChain(tree, [1, 4]), { proposed: 3, accepted: 0 });
+    assert.deepEqual(favouriteChain(tree, []), { proposed: 3, accepted: 0 });
+    assert.deepEqual(favouriteChain(tokenTree([], []), []), { proposed: 0, accepted: 0 });
   });
 
   it("keeps the draft distributions, one per node", () => {

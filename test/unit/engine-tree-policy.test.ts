@@ -118,7 +118,7 @@ describe("tree shape policy", () => {
 
   it("chain rounds teach the favourite's acceptance per depth", () => {
     const policy = new TreePolicy(costs(10, 10), LIMIT);
-    for (let i = 0; i < 200; i++) policy.observeChain(4, i % 2 === 0 ? 4 : 1);
+    for (let i = 0; i < 200; i++) policy.observeChain(4, 4, i % 2 === 0 ? 4 : 1);
     // Depth 1 is always accepted, depth 2 half the time, and after a rejection at 2 nothing deeper is judged.
     assert.ok(policy.acceptances()(1, 1) > 0.95);
     assert.ok(Math.abs(policy.acceptances()(2, 1) - 0.5) < 0.05);
@@ -132,7 +132,7 @@ describe("tree shape policy", () => {
     teach(policy, 0.6, 0, 100);
     assert.equal(policy.choose(4, 4), undefined);
     // Chain rounds only from here: rank 2's trials fade and its prior speaks again.
-    for (let i = 0; i < 200; i++) policy.observeChain(4, 2);
+    for (let i = 0; i < 200; i++) policy.observeChain(4, 4, 2);
     assert.ok(policy.choose(4, 4));
   });
 });
@@ -176,10 +176,20 @@ describe("calibration", () => {
     for (let i = 0; i < 400; i++) {
       let accepted = 0;
       while (accepted < 4 && random() < 0.7) accepted++;
-      policy.observeChain(4, accepted);
+      policy.observeChain(4, 4, accepted);
     }
     assert.ok(Math.abs(policy.calibration("chain") - 1) < 0.05, `${policy.calibration("chain")}`);
     assert.equal(policy.calibration("tree"), 1, "no tree has run");
+  });
+
+  it("judges a tree by the shape the round asked for: a drafter that cannot fill it is discounted", () => {
+    const policy = new TreePolicy(costs(10, 10), { width: 2, nodes: 8 });
+    const small = tokenTree([10, 11], [ROOT, ROOT]);
+    for (let i = 0; i < 100; i++) policy.observeTree(small, i % 4 === 0 ? [] : [0], { depth: 4, width: 2, nodes: 8 });
+    assert.ok(policy.calibration("tree") < 0.7, `${policy.calibration("tree")}`);
+    const judgedAsDrafted = new TreePolicy(costs(10, 10), { width: 2, nodes: 8 });
+    for (let i = 0; i < 100; i++) judgedAsDrafted.observeTree(small, i % 4 === 0 ? [] : [0]);
+    assert.ok(judgedAsDrafted.calibration("tree") > 0.9, `${judgedAsDrafted.calibration("tree")}`);
   });
 
   it("trees that spend their nodes where paths are unlikely give less than the best trees of their size", () => {
