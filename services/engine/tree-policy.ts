@@ -261,8 +261,9 @@ export class TreePolicy implements TreeShaper {
   }
 
   observeTree(tree: TokenTree, path: readonly number[], asked?: TreeShape): void {
-    if (tree.tokens.length === 0) return;
-    // Judged against what was promised when the shape was chosen: a drafter that fills it poorly gives less.
+    if (tree.tokens.length === 0 && !asked) return;
+    // Judged against what was promised when the shape was chosen: a drafter that fills it poorly, or not at all,
+    // gives less.
     const shape = asked ?? { ...treeExtent(tree), nodes: tree.tokens.length };
     this.deliver("tree", path.length + 1, this.expected(shape.depth, Math.min(shape.width, this.width), shape.nodes));
     // Each node on the path, the root first, offered its children in rank order; the accepted one (if any) is next.
@@ -280,7 +281,7 @@ export class TreePolicy implements TreeShaper {
   }
 
   observeChain(k: number, proposed: number, accepted: number): void {
-    if (proposed === 0) return;
+    if (k === 0) return;
     this.deliver("chain", accepted + 1, this.expected(k, 1, k));
     for (let depth = 1; depth <= Math.min(proposed, accepted + 1); depth++) this.trial(depth, 1, depth <= accepted);
   }

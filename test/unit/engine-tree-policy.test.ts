@@ -190,6 +190,10 @@ describe("calibration", () => {
     const judgedAsDrafted = new TreePolicy(costs(10, 10), { width: 2, nodes: 8 });
     for (let i = 0; i < 100; i++) judgedAsDrafted.observeTree(small, i % 4 === 0 ? [] : [0]);
     assert.ok(judgedAsDrafted.calibration("tree") > 0.9, `${judgedAsDrafted.calibration("tree")}`);
+    // A drafter with nothing to offer (the n-gram drafter on new text) gives the target's token alone.
+    const empty = new TreePolicy(costs(10, 10), { width: 2, nodes: 8 });
+    for (let i = 0; i < 100; i++) empty.observeTree(tokenTree([], []), [], { depth: 4, width: 2, nodes: 8 });
+    assert.ok(empty.calibration("tree") < 0.4, `${empty.calibration("tree")}`);
   });
 
   it("trees that spend their nodes where paths are unlikely give less than the best trees of their size", () => {
