@@ -89,8 +89,8 @@ export function updateAlpha(alpha: number, proposed: number, accepted: number, w
 }
 
 /**
- * Measured costs of one drafter/target pair, shared by all sequences that use it, as exponentially weighted
- * least-squares fits. Verify: a line through the verify times, verify(n) = intercept + slope·n for n positions scored;
+ * Measured costs of one drafter/target pair, shared by all sequences that use it, every figure exponentially
+ * weighted. Verify: a least-squares line through the verify times, verify(n) = intercept + slope·n for n positions;
  * one line shares what every round teaches across all K (noisy single timings of rarely chosen K do not steer the
  * policy), and its intercept carries a round's fixed costs (in the services: transport and queueing). Until two
  * different n have been seen the line is flat. Draft: a chain step (one forward of one position), a weighted mean
