@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { planRuns, RUN_COST_POSITIONS } from "../../services/runtime/batch-plan.ts";
+import { seededRandom } from "../support/seeded-random.ts";
 
 /** What the runs cost: a fixed price each, plus rows × the widest row. */
 function cost(lengths: readonly number[], runs: readonly number[][]): number {
@@ -46,11 +47,7 @@ describe("planRuns", () => {
   });
 
   it("covers every request once and finds the cheapest partition", () => {
-    let seed = 7;
-    const random = () => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return seed / 2 ** 31;
-    };
+    const random = seededRandom(7);
     for (let trial = 0; trial < 200; trial++) {
       const n = 1 + Math.floor(random() * 7);
       const lengths = Array.from({ length: n }, () => 1 + Math.floor(random() ** 3 * 300));

@@ -11,6 +11,7 @@ import {
   treeDraftWork,
   treeWork,
 } from "../../services/engine/tree-policy.ts";
+import { seededRandom } from "../support/seeded-random.ts";
 
 /** Verify costs of a line through (1, ms1) and (16, ms16): CPU-like when 16 positions cost twice one, GPU-like flat. */
 function costs(ms1: number, ms16: number, draftStepMs = 0.1): CostModel {
@@ -34,11 +35,7 @@ const LIMIT: Branching = { width: 4, nodes: 48 };
 function teach(policy: TreePolicy, favourite: number, second: number, rounds = 200): void {
   // Four levels: the favourite line 0 → 2 → 4 → 6, each with a second child beside it (1, 3, 5, 7) that is a leaf.
   const tree = tokenTree([10, 11, 12, 13, 14, 15, 16, 17], [ROOT, ROOT, 0, 0, 2, 2, 4, 4]);
-  let seed = 12345;
-  const random = () => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    return seed / 2 ** 31;
-  };
+  const random = seededRandom(12345);
   for (let i = 0; i < rounds; i++) {
     const path: number[] = [];
     for (let level = 0; level < 4; level++) {
@@ -168,11 +165,7 @@ describe("the best tree of a round", () => {
 describe("calibration", () => {
   it("chains drawn as the model expects keep the ratio at 1", () => {
     const policy = new TreePolicy(costs(10, 10), LIMIT);
-    let seed = 7;
-    const random = () => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return seed / 2 ** 31;
-    };
+    const random = seededRandom(7);
     for (let i = 0; i < 400; i++) {
       let accepted = 0;
       while (accepted < 4 && random() < 0.7) accepted++;
@@ -203,11 +196,7 @@ describe("calibration", () => {
     const policy = new TreePolicy(costs(10, 10), { width: 3, nodes: 8 });
     // Teach ranks at every depth with chains and near-the-root trees first: favourites 0.8, second children 0.15.
     const wide = tokenTree([20, 21, 22, 23, 24, 25, 26, 27], [ROOT, ROOT, ROOT, 0, 0, 0, 3, 3]);
-    let seed = 99;
-    const random = () => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return seed / 2 ** 31;
-    };
+    const random = seededRandom(99);
     const walk = (t: typeof tree) => {
       const path: number[] = [];
       for (let parent = ROOT; ; ) {

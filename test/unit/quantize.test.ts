@@ -3,13 +3,10 @@ import { describe, it } from "node:test";
 import type { Matrix } from "../../services/model-builder/llama-weights.ts";
 import { dequantizeMatrix, quantizeMatrix, quantizeWeights } from "../../services/model-builder/quantize.ts";
 import { randomLlamaWeights } from "../../services/model-builder/random-llama.ts";
+import { seededRandom } from "../support/seeded-random.ts";
 
 function randomMatrix(rows: number, cols: number, seed: number): Matrix {
-  let s = seed;
-  const next = () => {
-    s = (s * 1103515245 + 12345) % 2147483648;
-    return s / 2147483648;
-  };
+  const next = seededRandom(seed);
   return { rows, cols, data: Float32Array.from({ length: rows * cols }, () => next() * 2 - 0.7) };
 }
 
