@@ -2,6 +2,7 @@
  * Streams many requests at once and kills a process mid-run: `kill` is called once, when every stream has received
  * its first tokens, so that each has sequences in flight on the stack when it goes.
  */
+import assert from "node:assert/strict";
 import type { GenerateInput, SpecgateClient, StreamEvent } from "../../sdk/index.ts";
 
 export interface StreamRun {
@@ -41,4 +42,17 @@ export async function streamsThroughKill(
     }),
   );
   return { runs, killed };
+}
+
+/** The kill came mid-run, and some stream's sequence moved from replica `from` to `to`. */
+export function assertHandedOver(
+  { runs, killed }: { readonly runs: readonly StreamRun[]; readonly killed: boolean },
+  from: string,
+  to: string,
+): void {
+  assert.ok(killed, `${from} was killed mid-run`);
+  assert.ok(
+    runs.some(({ replicas }) => replicas.has(from) && replicas.has(to)),
+    `a sequence moved from ${from} to ${to}`,
+  );
 }
