@@ -5,6 +5,7 @@
  */
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { z } from "zod";
 import { MODELS_ROOT } from "../runtime/model-files.ts";
 import { readLlama2c } from "./llama2c.ts";
 import { writeHeadSet } from "./medusa-heads.ts";
@@ -43,6 +44,23 @@ function table(report: TrainingReport): string {
   ].join("\n");
 }
 
+/** A positive integer option, `fallback` when absent. */
+const count = (name: string, fallback: number) =>
+  z.coerce
+    .number({ error: `--${name} must be a positive integer` })
+    .int(`--${name} must be a positive integer`)
+    .positive(`--${name} must be a positive integer`)
+    .default(fallback);
+
+const optionsSchema = z.object({
+  seed: count("seed", DEFAULT_TRAINING.seed),
+  epochs: count("epochs", DEFAULT_TRAINING.epochs),
+  sequences: count("sequences", DEFAULT_TRAINING.sequences),
+  projection: z
+    .enum(["shared", "own"], { error: "--projection is shared or own" })
+    .default(DEFAULT_TRAINING.projection),
+});
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -60,20 +78,10 @@ async function main(): Promise<void> {
     process.stdout.write(HELP);
     return;
   }
-  const int = (value: string | undefined, fallback: number, name: string) => {
-    const n = value === undefined ? fallback : Number(value);
-    if (!Number.isInteger(n) || n <= 0) throw new RangeError(`--${name} must be a positive integer, got ${value}`);
-    return n;
-  };
-  const projection = values.projection ?? DEFAULT_TRAINING.projection;
-  if (projection !== "shared" && projection !== "own") throw new RangeError("--projection is shared or own");
-  const options = {
-    ...DEFAULT_TRAINING,
-    seed: int(values.seed, DEFAULT_TRAINING.seed, "seed"),
-    epochs: int(values.epochs, DEFAULT_TRAINING.epochs, "epochs"),
-    sequences: int(values.sequences, DEFAULT_TRAINING.sequences, "sequences"),
-    projection,
-  } as const;
+  const parsed = optionsSchema.safeParse(values);
+  if (!parsed.success) throw new RangeError(parsed.error.issues.map((issue) => issue.message).join("; "));
+  const { projection } = parsed.data;
+  const options = { ...DEFAULT_TRAINING, ...parsed.data };
   const outDir = resolve(values.out ?? MODELS_ROOT);
   const { weights } = await readLlama2c(join(defaultSourceDir(), SOURCE_CHECKPOINT));
   const set = await trainMedusaHeads(weights, options, (stage) => process.stderr.write(`train:medusa: ${stage}\n`));
