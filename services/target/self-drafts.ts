@@ -61,7 +61,7 @@ export class SelfDrafts {
     return { state: entry.state, round: entry.state.plan(asked) };
   }
 
-  release(sequenceIds: Iterable<string>): void {
-    for (const id of sequenceIds) this.#states.delete(id);
+  release(sequenceId: string): void {
+    this.#states.delete(sequenceId);
   }
 }

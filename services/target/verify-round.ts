@@ -70,7 +70,7 @@ export class VerifyRound {
     readonly modelName: string = cache.model.info.name,
     readonly selfDrafts: SelfDrafts = new SelfDrafts([]),
   ) {
-    cache.onRelease((sequenceId) => selfDrafts.release([sequenceId]));
+    cache.onRelease((sequenceId) => selfDrafts.release(sequenceId));
   }
 
   observe(observer: BatchObserver): void {
